@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck imports unscoped pytest venv clean
+
+$(STAMP): pyproject.toml setup.py
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) is required"; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[cloud,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dockyard demo --data .demo
+
+# The type checker sees the installed names (dockyard.cloud, dockyard.agent) through a tree
+# of links, since mypy cannot follow setuptools' editable import hook.
+build/typecheck/dockyard:
+	mkdir -p build/typecheck/dockyard
+	ln -sfn ../../../cloud build/typecheck/dockyard/cloud
+	ln -sfn ../../../agent build/typecheck/dockyard/agent
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) build/typecheck/dockyard
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p dockyard.cloud -p dockyard.agent
+
+imports: $(STAMP)
+	$(BIN)/lint-imports --config pyproject.toml
+
+unscoped:
+	@echo "Uses of the tenancy escape hatch, unscoped(reason):"
+	@grep -rn --include='*.py' 'unscoped(' cloud | grep -v 'def unscoped' || true
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck imports unscoped pytest
+
+clean:
+	rm -rf build .demo .pytest_cache .mypy_cache .ruff_cache

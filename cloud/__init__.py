@@ -1,0 +1,1 @@
+"""The hosted control plane: one ASGI app, stateless replicas over PostgreSQL (or SQLite)."""

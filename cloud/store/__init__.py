@@ -1,0 +1,1 @@
+"""Tables, sessions, tenant scoping and migrations. Nothing here knows HTTP or GraphQL."""

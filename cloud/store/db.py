@@ -1,0 +1,100 @@
+"""Engines and sessions for PostgreSQL (production) and SQLite (the embedded default).
+
+Dialect differences live here and nowhere else. A commit that changed an agent's sequence
+wakes that agent's held poll: on PostgreSQL by NOTIFY inside the same transaction (so a
+rolled-back change wakes no one and every replica hears it), on SQLite by calling the
+in-process bus once the commit is done.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from .tenancy import install, scope_session, unscoped
+
+NOTIFY_CHANNEL = "dockyard_agents"
+_WAKE = "dockyard.wake"
+
+
+class ScopedSession(Session):
+    """The one session class of the cloud; tenant scoping is installed on it."""
+
+
+install(ScopedSession)
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=2 * pool_size, pool_pre_ping=True
+    )
+
+
+class Database:
+    """The engine, its session factory and the wake-up hook for committed sequence changes."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        self.on_wake: Callable[[set[uuid.UUID]], None] | None = None
+        self._factory = sessionmaker(self.engine, class_=ScopedSession, expire_on_commit=False)
+        event.listen(self._factory, "before_commit", self._notify_before_commit)
+        event.listen(self._factory, "after_commit", self._wake_after_commit)
+        event.listen(self._factory, "after_rollback", self._forget_wakes)
+
+    def session(self, tenant_ids: Iterable[uuid.UUID] | None = None) -> ScopedSession:
+        session = self._factory()
+        if tenant_ids is not None:
+            scope_session(session, tenant_ids)
+        return session
+
+    @contextmanager
+    def transaction(self, tenant_ids: Iterable[uuid.UUID] | None = None) -> Iterator[Session]:
+        """A session that commits when the block ends and rolls back on an exception."""
+        with self.session(tenant_ids) as session, session.begin():
+            yield session
+
+    def _notify_before_commit(self, session: Session) -> None:
+        if not self.is_postgres:
+            return
+        agents = session.info.get(_WAKE)
+        if not agents:
+            return
+        with unscoped(session, "NOTIFY carries only agent ids to the wake-up bus"):
+            for agent_id in sorted(agents):
+                session.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(agent_id))))
+
+    def _wake_after_commit(self, session: Session) -> None:
+        agents = session.info.pop(_WAKE, None)
+        if agents and not self.is_postgres and self.on_wake is not None:
+            self.on_wake(set(agents))
+
+    def _forget_wakes(self, session: Session) -> None:
+        session.info.pop(_WAKE, None)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def wake_agent(session: Session, agent_id: uuid.UUID) -> None:
+    """Ask that `agent_id`'s held poll be woken once this transaction commits."""
+    session.info.setdefault(_WAKE, set()).add(agent_id)

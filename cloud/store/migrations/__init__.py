@@ -1,0 +1,1 @@
+"""The one Alembic migration tree, run on PostgreSQL and SQLite alike."""

@@ -1,0 +1,113 @@
+"""Tenancy, enforced in one place: every ORM statement on a session is scoped here.
+
+A session carries the set of tenants its principal may see (`scope_session`). Every ORM
+SELECT, UPDATE and DELETE gets `tenant_id IN (scope)` on every tenant-owned class it touches,
+and every flushed insert, change or deletion of a tenant-owned row must fall inside the scope.
+A session with no scope refuses such statements outright, and so does any raw SQL: the only
+way around the scope is `unscoped(session, reason)`, which needs a reason and is easy to grep
+(`make unscoped` lists its uses).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+
+from .models import Tenant, TenantOwned
+
+log = logging.getLogger(__name__)
+
+_SCOPE = "dockyard.tenant_scope"
+_UNSCOPED = "dockyard.unscoped_depth"
+
+
+class TenantScopeError(RuntimeError):
+    """A statement on tenant-owned data ran without a tenant scope, or outside it."""
+
+
+def scope_session(session: Session, tenant_ids: Iterable[uuid.UUID]) -> Session:
+    """Limit `session` to the given tenants; an empty scope sees nothing."""
+    session.info[_SCOPE] = tuple(sorted(set(tenant_ids)))
+    return session
+
+
+def session_scope(session: Session) -> tuple[uuid.UUID, ...] | None:
+    scope = session.info.get(_SCOPE)
+    return scope if isinstance(scope, tuple) else None
+
+
+@contextmanager
+def unscoped(session: Session, reason: str) -> Iterator[Session]:
+    """Run statements that must cross tenants (an unauthenticated lookup by a secret's hash,
+    a sweeper over all agents). `reason` says why; it is logged."""
+    if not reason.strip():
+        raise ValueError("unscoped() needs a reason")
+    log.debug("unscoped: %s", reason)
+    session.info[_UNSCOPED] = session.info.get(_UNSCOPED, 0) + 1
+    try:
+        yield session
+    finally:
+        session.info[_UNSCOPED] -= 1
+
+
+def _is_unscoped(session: Session) -> bool:
+    return bool(session.info.get(_UNSCOPED, 0))
+
+
+def _tenant_mappers(state: ORMExecuteState) -> list[type[Any]]:
+    return [
+        m.class_ for m in state.all_mappers if issubclass(m.class_, TenantOwned | Tenant)
+    ]
+
+
+def _filter_statements(state: ORMExecuteState) -> None:
+    session = state.session
+    if _is_unscoped(session):
+        return
+    if not state.is_orm_statement:
+        raise TenantScopeError(
+            "raw SQL on a scoped session: wrap it in unscoped(session, reason)"
+        )
+    scope = session_scope(session)
+    if scope is None:
+        if _tenant_mappers(state):
+            raise TenantScopeError("tenant-owned data queried without a tenant scope")
+        return
+    ids = list(scope)
+    state.statement = state.statement.options(
+        with_loader_criteria(
+            TenantOwned, lambda cls: cls.tenant_id.in_(ids), include_aliases=True
+        ),
+        with_loader_criteria(Tenant, lambda cls: cls.id.in_(ids), include_aliases=True),
+    )
+
+
+def _check_flush(session: Session, _ctx: Any, _instances: Any) -> None:
+    if _is_unscoped(session):
+        return
+    scope = session_scope(session)
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, TenantOwned):
+            tenant_id = obj.tenant_id
+        elif isinstance(obj, Tenant):
+            tenant_id = obj.id if obj not in session.new else obj.parent_id
+            if obj in session.new and tenant_id is None:
+                raise TenantScopeError("a top-level tenant is created only unscoped")
+        else:
+            continue
+        if scope is None:
+            raise TenantScopeError(f"{type(obj).__name__} written without a tenant scope")
+        if tenant_id not in scope:
+            raise TenantScopeError(f"{type(obj).__name__} written outside the tenant scope")
+
+
+def install(session_class: type[Session]) -> None:
+    """Attach the scoping to every session of `session_class`."""
+    event.listen(session_class, "do_orm_execute", _filter_statements)
+    event.listen(session_class, "before_flush", _check_flush)
