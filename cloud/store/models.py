@@ -47,7 +47,7 @@ class TenantOwned:
     """Mixin: the row belongs to one tenant, and only that tenant's principals see it."""
 
     @declared_attr
-    def tenant_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805 - declared_attr takes the class
+    def tenant_id(cls) -> Mapped[uuid.UUID]:
         return mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
 
 
@@ -223,6 +223,7 @@ class Command(TenantOwned, Base):
     expires_at: Mapped[datetime]
     timeout_s: Mapped[int] = mapped_column(Integer)
     sent_at: Mapped[datetime | None]
+    result_due_at: Mapped[datetime | None]
     acked_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     result_code: Mapped[str | None] = mapped_column(String(64))

@@ -61,9 +61,7 @@ def _is_unscoped(session: Session) -> bool:
 
 
 def _tenant_mappers(state: ORMExecuteState) -> list[type[Any]]:
-    return [
-        m.class_ for m in state.all_mappers if issubclass(m.class_, TenantOwned | Tenant)
-    ]
+    return [m.class_ for m in state.all_mappers if issubclass(m.class_, TenantOwned | Tenant)]
 
 
 def _filter_statements(state: ORMExecuteState) -> None:
@@ -71,9 +69,7 @@ def _filter_statements(state: ORMExecuteState) -> None:
     if _is_unscoped(session):
         return
     if not state.is_orm_statement:
-        raise TenantScopeError(
-            "raw SQL on a scoped session: wrap it in unscoped(session, reason)"
-        )
+        raise TenantScopeError("raw SQL on a scoped session: wrap it in unscoped(session, reason)")
     scope = session_scope(session)
     if scope is None:
         if _tenant_mappers(state):
@@ -81,9 +77,7 @@ def _filter_statements(state: ORMExecuteState) -> None:
         return
     ids = list(scope)
     state.statement = state.statement.options(
-        with_loader_criteria(
-            TenantOwned, lambda cls: cls.tenant_id.in_(ids), include_aliases=True
-        ),
+        with_loader_criteria(TenantOwned, lambda cls: cls.tenant_id.in_(ids), include_aliases=True),
         with_loader_criteria(Tenant, lambda cls: cls.id.in_(ids), include_aliases=True),
     )
 

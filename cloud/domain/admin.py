@@ -1,0 +1,105 @@
+"""An operator's acts from the command line: top-level tenants, users, API tokens.
+
+None of these is reachable from GraphQL: they create the first principals, so they run
+without one and cross tenants on purpose.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dockyard.agent.protocol import FlowMode
+from dockyard.cloud.store.models import ApiToken, Membership, Tenant, User
+from dockyard.cloud.store.tenancy import unscoped
+
+from .clock import Clock
+from .errors import Invalid
+from .principal import Role
+from .secrets import hash_secret, new_secret
+from .tenants import check_plan
+
+
+def ensure_tenant(
+    session: Session,
+    clock: Clock,
+    name: str,
+    *,
+    kind: str,
+    flow_mode: FlowMode,
+    plan: str,
+    parent_id: uuid.UUID | None = None,
+) -> Tenant:
+    """The tenant of that name under that parent, created if missing."""
+    check_plan(plan)
+    if kind not in ("msp", "customer"):
+        raise Invalid("a tenant is an 'msp' or a 'customer'")
+    with unscoped(session, "an operator creates tenants from the command line"):
+        found = session.scalar(
+            select(Tenant).where(Tenant.name == name, Tenant.parent_id == parent_id)
+        )
+        if found is not None:
+            return found
+        tenant = Tenant(
+            name=name,
+            kind=kind,
+            parent_id=parent_id,
+            flow_mode=flow_mode.value,
+            plan=plan,
+            created_at=clock.now(),
+        )
+        session.add(tenant)
+        session.flush()
+        return tenant
+
+
+def ensure_user(session: Session, clock: Clock, email: str, name: str) -> User:
+    email = email.strip().lower()
+    if "@" not in email:
+        raise Invalid("a user is named by an e-mail address")
+    found = session.scalar(select(User).where(User.email == email))
+    if found is not None:
+        return found
+    user = User(email=email, name=name, created_at=clock.now())
+    session.add(user)
+    session.flush()
+    return user
+
+
+def ensure_membership(
+    session: Session, clock: Clock, tenant_id: uuid.UUID, user_id: uuid.UUID, role: Role
+) -> Membership:
+    with unscoped(session, "an operator grants a membership from the command line"):
+        found = session.scalar(
+            select(Membership).where(
+                Membership.tenant_id == tenant_id, Membership.user_id == user_id
+            )
+        )
+        if found is not None:
+            found.role = role.value
+            return found
+        membership = Membership(
+            tenant_id=tenant_id, user_id=user_id, role=role.value, created_at=clock.now()
+        )
+        session.add(membership)
+        session.flush()
+        return membership
+
+
+def issue_api_token(session: Session, clock: Clock, user_id: uuid.UUID, name: str) -> str:
+    """A new bearer token for a user; the secret is returned once and kept only hashed."""
+    secret = new_secret("dy_pat")
+    session.add(
+        ApiToken(user_id=user_id, token_hash=hash_secret(secret), name=name, created_at=clock.now())
+    )
+    session.flush()
+    return secret
+
+
+def user_for_api_token(session: Session, clock: Clock, secret: str) -> uuid.UUID | None:
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_secret(secret)))
+    if token is None or token.revoked_at is not None:
+        return None
+    return token.user_id

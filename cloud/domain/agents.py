@@ -1,0 +1,197 @@
+"""Agents: who they are, what flow mode applies to them, and what they see when they poll."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dockyard.agent.protocol import (
+    Ack,
+    AckOutcome,
+    CommandEntry,
+    Entry,
+    FlowMode,
+    PolicyEntry,
+    narrowest,
+)
+from dockyard.cloud.store.models import Agent, AgentEntry, Command, Site, Tenant, UsedAssertion
+from dockyard.cloud.store.tenancy import unscoped
+
+from . import audit, features
+from .context import Ctx
+from .errors import Conflict, NotFound, Unauthenticated
+from .principal import Role
+from .sequence import wake
+
+POLL_BATCH = 200
+SEEN_EVERY = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    """What the token endpoint needs to check an assertion; read before the tenant is known."""
+
+    agent_id: uuid.UUID
+    tenant_id: uuid.UUID
+    public_key: str
+    revoked: bool
+
+
+def identity(session: Session, agent_id: uuid.UUID) -> AgentIdentity | None:
+    with unscoped(session, "an agent proves who it is before its tenant is known"):
+        agent = session.get(Agent, agent_id)
+        if agent is None:
+            return None
+        return AgentIdentity(
+            agent.id, agent.tenant_id, agent.public_key, agent.revoked_at is not None
+        )
+
+
+def remember_assertion(
+    ctx: Ctx, agent_id: uuid.UUID, tenant_id: uuid.UUID, jti: str, exp: datetime
+) -> None:
+    """Refuse an assertion whose `jti` was seen before (while it could still be valid)."""
+    ctx.session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at < ctx.now()))
+    try:
+        with ctx.session.begin_nested():
+            ctx.session.add(
+                UsedAssertion(
+                    tenant_id=tenant_id, jti=f"{agent_id}:{jti}", agent_id=agent_id, expires_at=exp
+                )
+            )
+    except IntegrityError:
+        raise Unauthenticated("this client assertion was used before (jti replay)") from None
+
+
+def get(ctx: Ctx, agent_id: uuid.UUID) -> Agent:
+    agent = ctx.session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound("agent")
+    ctx.principal.require(agent.tenant_id, Role.VIEWER, "agent")
+    return agent
+
+
+def active(ctx: Ctx, agent_id: uuid.UUID) -> Agent:
+    """The calling agent itself, refused once revoked."""
+    agent = ctx.session.get(Agent, agent_id)
+    if agent is None or agent.revoked_at is not None:
+        raise Unauthenticated("this agent was revoked; enrol it again")
+    return agent
+
+
+def flow_mode(session: Session, agent: Agent) -> FlowMode:
+    """The tenant's mode, narrowed by the site and by the agent's own ceiling."""
+    tenant = session.get(Tenant, agent.tenant_id)
+    site = session.get(Site, agent.site_id)
+    assert tenant is not None
+    assert site is not None
+    site_flow = FlowMode(site.max_flow) if site.max_flow else None
+    return narrowest(FlowMode(tenant.flow_mode), site_flow, FlowMode(agent.max_flow))
+
+
+def unlocked_features(session: Session, agent: Agent, mode: FlowMode) -> dict[str, list[str]]:
+    tenant = session.get(Tenant, agent.tenant_id)
+    assert tenant is not None
+    return features.unlocked(tenant.plan, mode, [m["name"] for m in agent.modules])
+
+
+def revoke(ctx: Ctx, agent_id: uuid.UUID) -> Agent:
+    agent = get(ctx, agent_id)
+    ctx.principal.require(agent.tenant_id, Role.ADMIN, "agent")
+    if agent.revoked_at is None:
+        agent.revoked_at = ctx.now()
+        audit.record(ctx, agent.tenant_id, "agent.revoke", target=str(agent_id))
+        wake(ctx.session, agent_id)
+    return agent
+
+
+def rotate_key(ctx: Ctx, agent_id: uuid.UUID, public_key: str) -> Agent:
+    agent = active(ctx, agent_id)
+    if public_key == agent.public_key:
+        raise Conflict("the new key is the current key")
+    agent.public_key = public_key
+    agent.key_rotated_at = ctx.now()
+    audit.record(ctx, agent.tenant_id, "agent.rotate_key", target=str(agent_id))
+    return agent
+
+
+@dataclass
+class PollView:
+    entries: list[Entry]
+    last_seq: int
+    mode: FlowMode
+    features: dict[str, list[str]]
+
+
+def poll_view(ctx: Ctx, agent_id: uuid.UUID, after: int) -> PollView:
+    """The entries newer than `after`. A command whose delivery deadline has passed is
+    marked `expired` here and never handed out; one handed out becomes `sent`."""
+    agent = active(ctx, agent_id)
+    now = ctx.now()
+    if agent.last_seen_at is None or now - agent.last_seen_at > SEEN_EVERY:
+        agent.last_seen_at = now
+    mode = flow_mode(ctx.session, agent)
+    out: list[Entry] = []
+    if agent.last_seq > after:
+        rows = ctx.session.execute(
+            select(AgentEntry, Command)
+            .outerjoin(Command, Command.id == AgentEntry.command_id)
+            .where(AgentEntry.agent_id == agent_id, AgentEntry.seq > after)
+            .order_by(AgentEntry.seq)
+            .limit(POLL_BATCH)
+        ).all()
+        for entry, command in rows:
+            if command is not None:
+                if command.state == "queued" and command.expires_at <= now:
+                    command.state = "expired"
+                    command.finished_at = now
+                if command.state in ("expired", "cancelled"):
+                    continue
+                if command.state == "queued":
+                    command.state = "sent"
+                    command.sent_at = now
+                    command.result_due_at = now + timedelta(seconds=command.timeout_s)
+                out.append(
+                    CommandEntry(
+                        seq=entry.seq,
+                        command_id=command.id,
+                        job_id=command.job_id,
+                        name=command.name,
+                        args=command.args,
+                        expires_at=command.expires_at,
+                        timeout_s=command.timeout_s,
+                    )
+                )
+            elif entry.kind == "policy":
+                out.append(PolicyEntry(seq=entry.seq, **entry.payload))
+    return PollView(out, agent.last_seq, mode, unlocked_features(ctx.session, agent, mode))
+
+
+def ack(ctx: Ctx, agent_id: uuid.UUID, acks: list[Ack]) -> int:
+    agent = active(ctx, agent_id)
+    now = ctx.now()
+    by_seq = {a.seq: a for a in acks}
+    if max(by_seq) > agent.last_seq:
+        raise NotFound("sequence entry")
+    commands = ctx.session.execute(
+        select(AgentEntry.seq, Command)
+        .join(Command, Command.id == AgentEntry.command_id)
+        .where(AgentEntry.agent_id == agent_id, AgentEntry.seq.in_(list(by_seq)))
+    ).all()
+    for seq, command in commands:
+        a = by_seq[seq]
+        if command.state == "sent":
+            command.acked_at = now
+            if a.outcome is AckOutcome.REJECTED:
+                command.state = "rejected"
+                command.result_code = a.code or "rejected"
+                command.finished_at = now
+            else:
+                command.state = "acked"
+    agent.acked_seq = max(agent.acked_seq, max(by_seq))
+    return agent.acked_seq

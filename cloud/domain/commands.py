@@ -1,0 +1,135 @@
+"""Commands: one imperative instruction to one agent, carried in its sequence.
+
+States: queued -> sent (handed out by a poll) -> acked -> running -> succeeded | failed,
+or rejected by the agent. A command never handed out before `expires_at` becomes `expired`
+and is never handed out after; one handed out that brings no result within `timeout_s`
+becomes `timed_out`. An idempotency key makes an issuer's retry return the first command.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from dockyard.cloud.store.models import Command, Job
+from dockyard.cloud.store.tenancy import unscoped
+
+from . import agents, audit, sequence
+from .clock import Clock
+from .context import Ctx
+from .errors import Invalid, NotFound
+from .principal import Role
+
+NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.\-]{0,40}$")
+OPEN_STATES = ("sent", "acked", "running")
+FINAL_STATES = ("succeeded", "failed", "rejected", "expired", "timed_out", "cancelled")
+MAX_TTL = timedelta(days=7)
+MAX_ARGS_BYTES = 64 * 1024
+
+
+def issue(
+    ctx: Ctx,
+    agent_id: uuid.UUID,
+    name: str,
+    args: dict[str, Any],
+    *,
+    ttl: timedelta = timedelta(hours=1),
+    timeout: timedelta = timedelta(hours=1),
+    idempotency_key: str | None = None,
+) -> Command:
+    agent = agents.get(ctx, agent_id)
+    ctx.principal.require(agent.tenant_id, Role.OPERATOR, "agent")
+    if agent.revoked_at is not None:
+        raise Invalid("this agent was revoked; it takes no more commands")
+    if not NAME.match(name):
+        raise Invalid("a command is named module.action, e.g. 'noop.append'")
+    if not timedelta(seconds=1) <= ttl <= MAX_TTL:
+        raise Invalid("a command's time-to-live is between 1 second and 7 days")
+    if not timedelta(seconds=1) <= timeout <= MAX_TTL:
+        raise Invalid("a command's timeout is between 1 second and 7 days")
+    if len(repr(args)) > MAX_ARGS_BYTES:
+        raise Invalid("a command's arguments take at most 64 KiB")
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= 128:
+            raise Invalid("an idempotency key has 1 to 128 characters")
+        earlier = ctx.session.scalar(
+            select(Command).where(
+                Command.tenant_id == agent.tenant_id, Command.idempotency_key == idempotency_key
+            )
+        )
+        if earlier is not None:
+            if earlier.agent_id != agent_id or earlier.name != name or earlier.args != args:
+                raise Invalid("this idempotency key was used for a different command")
+            return earlier
+    now = ctx.now()
+    command_id, job_id = uuid.uuid4(), uuid.uuid4()
+    entry = sequence.append(ctx, agent_id, agent.tenant_id, "command", {}, command_id=command_id)
+    ctx.session.add(
+        Job(
+            id=job_id,
+            tenant_id=agent.tenant_id,
+            agent_id=agent_id,
+            command_id=command_id,
+            kind=name,
+            state="pending",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    command = Command(
+        id=command_id,
+        tenant_id=agent.tenant_id,
+        agent_id=agent_id,
+        job_id=job_id,
+        seq=entry.seq,
+        name=name,
+        args=args,
+        state="queued",
+        idempotency_key=idempotency_key,
+        issued_by=ctx.principal.id,
+        issued_at=now,
+        expires_at=now + ttl,
+        timeout_s=int(timeout.total_seconds()),
+    )
+    ctx.session.add(command)
+    ctx.session.flush()
+    audit.record(ctx, agent.tenant_id, "command.issue", target=str(command_id), name=name)
+    return command
+
+
+def get(ctx: Ctx, command_id: uuid.UUID) -> Command:
+    command = ctx.session.get(Command, command_id)
+    if command is None:
+        raise NotFound("command")
+    ctx.principal.require(command.tenant_id, Role.VIEWER, "command")
+    return command
+
+
+def sweep(session: Session, clock: Clock) -> tuple[int, int]:
+    """Mark lapsed commands `expired` and overdue ones `timed_out`, across all tenants."""
+    now = clock.now()
+    with unscoped(session, "the sweeper closes lapsed commands of every tenant"):
+        expired = session.execute(
+            update(Command)
+            .where(Command.state == "queued", Command.expires_at <= now)
+            .values(state="expired", finished_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        overdue = list(
+            session.scalars(
+                select(Command).where(Command.state.in_(OPEN_STATES), Command.result_due_at <= now)
+            )
+        )
+        for command in overdue:
+            command.state = "timed_out"
+            command.finished_at = now
+            job = session.get(Job, command.job_id)
+            if job is not None and job.state not in FINAL_STATES:
+                job.state = "timed_out"
+                job.updated_at = now
+    return int(expired or 0), len(overdue)

@@ -1,0 +1,68 @@
+"""Jobs and their events, reported by the agent that runs them and by no one else."""
+
+from __future__ import annotations
+
+import uuid
+
+from dockyard.agent.protocol import JobEvent as WireEvent
+from dockyard.agent.protocol import JobEventKind, event_fits_flow
+from dockyard.cloud.store.models import Command, Job, JobEvent
+
+from . import agents
+from .context import Ctx
+from .errors import FlowModeForbids, NotFound
+from .principal import Role
+
+_FINAL = {JobEventKind.SUCCEEDED: "succeeded", JobEventKind.FAILED: "failed"}
+
+
+def get(ctx: Ctx, job_id: uuid.UUID) -> Job:
+    job = ctx.session.get(Job, job_id)
+    if job is None:
+        raise NotFound("job")
+    ctx.principal.require(job.tenant_id, Role.VIEWER, "job")
+    return job
+
+
+def report(ctx: Ctx, agent_id: uuid.UUID, job_id: uuid.UUID, events: list[WireEvent]) -> Job:
+    """Record events from `agent_id`; another agent's job is 'not found', like a missing one."""
+    agent = agents.active(ctx, agent_id)
+    job = ctx.session.get(Job, job_id)
+    if job is None or job.agent_id != agent_id:
+        raise NotFound("job")
+    mode = agents.flow_mode(ctx.session, agent)
+    if not all(event_fits_flow(e, mode) for e in events):
+        raise FlowModeForbids(f"flow mode {mode.value} carries no free text in job events")
+    now = ctx.now()
+    command = ctx.session.get(Command, job.command_id) if job.command_id else None
+    for event in events:
+        ctx.session.add(
+            JobEvent(
+                tenant_id=job.tenant_id,
+                job_id=job.id,
+                kind=event.kind.value,
+                at=event.at,
+                progress=event.progress,
+                code=event.code,
+                counts=dict(event.counts),
+                detail=event.detail,
+                received_at=now,
+            )
+        )
+        if job.state in ("succeeded", "failed", "timed_out"):
+            continue  # a late event is kept, but a final state stays final
+        if event.kind is JobEventKind.STARTED:
+            job.state = "running"
+        if event.progress is not None:
+            job.progress = event.progress
+        if event.kind in _FINAL:
+            job.state = _FINAL[event.kind]
+            job.result_code = event.code
+            job.progress = 1.0 if event.kind is JobEventKind.SUCCEEDED else job.progress
+        if command is not None and command.state in ("sent", "acked", "running"):
+            command.state = "running" if job.state in ("running", "pending") else job.state
+            if job.state in ("succeeded", "failed"):
+                command.finished_at = now
+                command.result_code = event.code
+    job.updated_at = now
+    return job

@@ -1,0 +1,60 @@
+"""Each agent's one ordered sequence of entries: commands and policy changes.
+
+The sequence number comes from `agents.last_seq`, bumped by one UPDATE ... RETURNING, so two
+writers for one agent serialise on that row and numbers never repeat or skip. Appending also
+asks for the agent's held poll to be woken when the transaction commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from dockyard.cloud.store.db import wake_agent
+from dockyard.cloud.store.models import Agent, AgentEntry
+
+from .context import Ctx
+from .errors import NotFound
+
+
+def allocate(session: Session, agent_id: uuid.UUID) -> int:
+    seq = session.scalar(
+        update(Agent)
+        .where(Agent.id == agent_id)
+        .values(last_seq=Agent.last_seq + 1)
+        .returning(Agent.last_seq)
+    )
+    if seq is None:
+        raise NotFound("agent")
+    return int(seq)
+
+
+def append(
+    ctx: Ctx,
+    agent_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    command_id: uuid.UUID | None = None,
+) -> AgentEntry:
+    seq = allocate(ctx.session, agent_id)
+    entry = AgentEntry(
+        tenant_id=tenant_id,
+        agent_id=agent_id,
+        seq=seq,
+        kind=kind,
+        command_id=command_id,
+        payload=payload,
+        created_at=ctx.now(),
+    )
+    ctx.session.add(entry)
+    wake(ctx.session, agent_id)
+    return entry
+
+
+def wake(session: Session, agent_id: uuid.UUID) -> None:
+    wake_agent(session, agent_id)
