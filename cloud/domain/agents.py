@@ -185,8 +185,9 @@ def ack(ctx: Ctx, agent_id: uuid.UUID, acks: list[Ack]) -> int:
     ).all()
     for seq, command in commands:
         a = by_seq[seq]
-        if command.state == "sent":
+        if command.acked_at is None:
             command.acked_at = now
+        if command.state == "sent":
             if a.outcome is AckOutcome.REJECTED:
                 command.state = "rejected"
                 command.result_code = a.code or "rejected"

@@ -1,0 +1,25 @@
+"""Named points where a test may have the agent kill itself with SIGKILL.
+
+`DOCKYARD_CRASH_AT=after_effect` (say) makes the agent die the first time it passes that
+point, as a power cut would, so tests can prove the journal's exactly-once promise on a real
+process. A marker file in the state directory makes each point fire only once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+POINTS = ("after_journal_start", "after_effect", "after_journal_done", "after_ack")
+
+
+def crashpoint(name: str, state_dir: Path) -> None:
+    wanted = os.environ.get("DOCKYARD_CRASH_AT")
+    if wanted != name:
+        return
+    marker = state_dir / f".crashed-{name}"
+    if marker.exists():
+        return
+    marker.touch()
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,198 @@
+"""The docking link: the agent's only connection to a control plane, always dialled out.
+
+HTTPS with verification on (plain http only to loopback); proxies from HTTPS_PROXY and
+NO_PROXY, with credentials in the proxy URL; an extra CA bundle for proxies that inspect
+TLS. Access tokens come from the client-credentials grant with a key-signed assertion and
+are renewed before they lapse.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import time
+import uuid
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ValidationError
+
+from . import keys
+from . import protocol as p
+from .errors import InsecureURL, LinkRefused, LinkUnavailable
+
+M = TypeVar("M", bound=BaseModel)
+USER_AGENT = "dockyard-agent/0.1"
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url.rstrip("/")
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        return url.rstrip("/")
+    raise InsecureURL(f"{url!r}: the cloud is reached over https (plain http only on loopback)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class Link:
+    def __init__(self, url: str, *, ca_bundle: str | None = None, timeout: float = 30.0) -> None:
+        self.url = check_url(url)
+        verify: ssl.SSLContext | bool = True
+        if ca_bundle:
+            verify = ssl.create_default_context(cafile=ca_bundle)
+        self._http = httpx.Client(
+            base_url=self.url + p.BASE_PATH,
+            verify=verify,
+            trust_env=True,
+            timeout=httpx.Timeout(timeout, read=p.MAX_POLL_WAIT_S + timeout),
+            headers={p.VERSION_HEADER: p.PROTOCOL_VERSION, "User-Agent": USER_AGENT},
+        )
+        self._token: str | None = None
+        self._token_until = 0.0
+        self._identity: tuple[str, Ed25519PrivateKey, str] | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def authenticate_as(self, agent_id: str, key: Ed25519PrivateKey, token_url: str) -> None:
+        self._identity = (agent_id, key, token_url)
+        self._token = None
+
+    # --- transport -----------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            raise LinkUnavailable(f"cannot reach {self.url}: {e}") from e
+        if response.status_code in (429, 502, 503, 504) or response.status_code >= 500:
+            raise LinkUnavailable(
+                f"{self.url} answered {response.status_code}", retry_after(response)
+            )
+        return response
+
+    @staticmethod
+    def _refused(response: httpx.Response) -> LinkRefused:
+        try:
+            body = response.json()
+            error = body.get("error", "error")
+            message = body.get("message") or body.get("error_description") or response.text
+        except ValueError:
+            error, message = "error", response.text[:200]
+        return LinkRefused(response.status_code, str(error), str(message))
+
+    @staticmethod
+    def _decode(response: httpx.Response, model: type[M]) -> M:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as e:
+            raise LinkUnavailable(f"the cloud sent an unexpected {model.__name__}: {e}") from e
+
+    def _authed(self, method: str, path: str, model: type[M], **kw: Any) -> M:
+        extra = kw.pop("headers", {})
+        for attempt in (1, 2):
+            headers = extra | {"Authorization": f"Bearer {self._access_token()}"}
+            response = self._send(method, path, headers=headers, **kw)
+            if response.status_code == 401 and attempt == 1:
+                self._token = None  # expired or rotated: fetch a new one once
+                continue
+            if response.status_code >= 400:
+                raise self._refused(response)
+            return self._decode(response, model)
+        raise AssertionError("unreachable")
+
+    # --- protocol ------------------------------------------------------------------------
+
+    def enroll(self, request: p.EnrollRequest) -> p.EnrollResponse:
+        response = self._send(
+            "POST",
+            "/enroll",
+            content=request.model_dump_json(),
+            headers={"Content-Type": "application/json"},
+        )
+        if response.status_code >= 400:
+            raise self._refused(response)
+        return self._decode(response, p.EnrollResponse)
+
+    def _access_token(self) -> str:
+        if self._token is not None and time.monotonic() < self._token_until:
+            return self._token
+        if self._identity is None:
+            raise LinkRefused(401, "unauthenticated", "this link has no agent identity yet")
+        agent_id, key, token_url = self._identity
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": agent_id,
+            "client_assertion_type": p.ASSERTION_TYPE,
+            "client_assertion": keys.assertion(key, agent_id, token_url),
+        }
+        response = self._send("POST", "/token", data=form)
+        if response.status_code >= 400:
+            raise self._refused(response)
+        token = self._decode(response, p.TokenResponse)
+        self._token = token.access_token
+        self._token_until = time.monotonic() + max(10.0, token.expires_in - 60)
+        return self._token
+
+    def poll(self, after: int, wait: float) -> p.PollResponse:
+        return self._authed("GET", "/poll", p.PollResponse, params={"after": after, "wait": wait})
+
+    def ack(self, acks: list[p.Ack]) -> p.AckResponse:
+        body = p.AckRequest(acks=acks).model_dump_json()
+        return self._authed(
+            "POST",
+            "/acks",
+            p.AckResponse,
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+
+    def job_events(self, job_id: uuid.UUID | str, events: list[p.JobEvent]) -> p.JobEventsResponse:
+        body = p.JobEventsRequest(events=events).model_dump_json()
+        return self._authed(
+            "POST",
+            f"/jobs/{job_id}/events",
+            p.JobEventsResponse,
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+
+    def metadata(self, batch: p.MetadataBatch) -> p.MetadataResponse:
+        return self._authed(
+            "POST",
+            "/metadata",
+            p.MetadataResponse,
+            content=batch.model_dump_json(),
+            headers={"Content-Type": "application/json"},
+        )
+
+    def rotate_key(self, public_key: str) -> p.EnrollResponse:
+        body = p.RotateKeyRequest(public_key=public_key).model_dump_json()
+        return self._authed(
+            "POST",
+            "/key",
+            p.EnrollResponse,
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )

@@ -1,0 +1,83 @@
+"""The contract every module keeps; the runner owns the loop, the link and the journal.
+
+A module declares what it can do alone (`standalone_features`), receives the features
+docking unlocks (`set_features`), its policies (`on_policy`), and the commands addressed to
+it (`handlers`, keyed by `module.action`). A handler returns an `Outcome` or raises
+`CommandFailed`; if its effect can be checked after a crash, `reconcile` says whether it
+happened, so the journal never runs it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..protocol import CommandEntry, FlowMode, MetadataBatch
+
+
+class CommandFailed(Exception):
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(detail or code)
+        self.code, self.detail = code, detail
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: str = "ok"
+    counts: dict[str, int] = field(default_factory=dict)
+    detail: str | None = None
+
+
+@dataclass
+class ModuleContext:
+    state_dir: Path
+    """The module's own folder inside the agent's state directory."""
+    flow_mode: Callable[[], FlowMode | None]
+    """The docked link's effective mode, None when standalone."""
+    upload: Callable[[MetadataBatch], None]
+    """Send a metadata batch up; raises FlowModeForbids when the mode does not allow it."""
+
+
+Handler = Callable[[CommandEntry], Outcome]
+
+
+class Module:
+    name: ClassVar[str]
+    version: ClassVar[str] = "0.1.0"
+    standalone_features: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, ctx: ModuleContext) -> None:
+        self.ctx = ctx
+        self.log = logging.getLogger(f"dockyard.agent.modules.{self.name}")
+        self.docked_features: frozenset[str] = frozenset()
+        ctx.state_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def features(self) -> frozenset[str]:
+        return self.standalone_features | self.docked_features
+
+    def set_features(self, docked: frozenset[str]) -> None:
+        if docked != self.docked_features:
+            self.docked_features = docked
+            self.on_features_changed()
+
+    def on_features_changed(self) -> None:
+        """Switch unlocked features on and off; the default does nothing more."""
+
+    def on_policy(
+        self, kind: str, name: str, version: int, document: dict[str, Any] | None
+    ) -> None:
+        """A policy arrived (document) or no longer applies (None)."""
+
+    def handlers(self) -> dict[str, Handler]:
+        return {}
+
+    def reconcile(self, command: CommandEntry) -> bool | None:
+        """After a crash mid-command: did its effect happen? None: this module cannot tell."""
+        return None
+
+    def tick(self) -> None:
+        """Standalone work, called every few seconds whether docked or not."""

@@ -1,0 +1,274 @@
+"""The agent's loop: poll the link, apply what comes down, run commands once, report back.
+
+Without a docked link the modules still run standalone (their `tick`). With one, each
+entry of the sequence is handled in order: a policy is stored and handed to its module; a
+command goes through the journal (see `journal.py`) and is acknowledged after its effect
+is recorded. Errors reaching the cloud back off exponentially with full jitter, capped at
+15 minutes, and honour `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import keys
+from . import protocol as p
+from .crashpoints import crashpoint
+from .errors import FlowModeForbids, LinkRefused, LinkUnavailable, NotDocked
+from .journal import FINAL, Journal
+from .link import Link
+from .modules import registry
+from .modules.base import CommandFailed, Module, ModuleContext, Outcome
+from .state import State
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 15 * 60.0
+
+
+class Backoff:
+    """Exponential back-off with full jitter (a random wait in [0, min(cap, base * 2^n)])."""
+
+    def __init__(
+        self,
+        base: float = BACKOFF_BASE_S,
+        cap: float = BACKOFF_CAP_S,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base, self.cap, self.failures = base, cap, 0
+        self._rng = rng or random.Random()
+
+    def next(self, retry_after: float | None = None) -> float:
+        ceiling = min(self.cap, self.base * (2**self.failures))
+        self.failures = min(self.failures + 1, 30)
+        wait = self._rng.uniform(0, ceiling)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.cap))
+        return wait
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runner:
+    def __init__(
+        self, state: State, link_name: str = "default", wait_s: float = p.MAX_POLL_WAIT_S
+    ) -> None:
+        self.state = state
+        self.link_name = link_name
+        self.wait_s = wait_s
+        self.journal = Journal(state)
+        self.stop = threading.Event()
+        self.link: Link | None = None
+        self.modules: dict[str, Module] = {}
+        for name, cls in registry().items():
+            ctx = ModuleContext(state.dir / "modules" / name, self._flow_mode, self._upload)
+            self.modules[name] = cls(ctx)
+        self._handlers = {k: (m, h) for m in self.modules.values() for k, h in m.handlers().items()}
+        record = state.link(link_name)
+        if record is not None:
+            for module, features in state.features(link_name).items():
+                if module in self.modules:
+                    self.modules[module].set_features(frozenset(features))
+            self.link = Link(record.url, ca_bundle=record.ca_bundle)
+            self.link.authenticate_as(
+                record.agent_id, keys.load(Path(record.key_file)), record.token_url
+            )
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; returns a process exit code."""
+        backoff = Backoff()
+        while not self.stop.is_set():
+            self._tick_modules()
+            if self.link is None:
+                self.stop.wait(5.0)
+                continue
+            try:
+                self.flush_reports()
+                self.poll_once()
+                backoff.reset()
+            except LinkUnavailable as e:
+                delay = backoff.next(e.retry_after)
+                log.warning("cloud unavailable (%s); retrying in %.1fs", e, delay)
+                self.stop.wait(delay)
+            except LinkRefused as e:
+                if e.status == 401:
+                    log.error("the cloud no longer accepts this agent: %s", e.message)
+                    return 3
+                delay = backoff.next()
+                log.error("%s; retrying in %.1fs", e, delay)
+                self.stop.wait(delay)
+        return 0
+
+    def _tick_modules(self) -> None:
+        for module in self.modules.values():
+            try:
+                module.tick()
+            except Exception:
+                log.exception("module %s: tick failed", module.name)
+
+    def _record(self) -> p.FlowMode | None:
+        record = self.state.link(self.link_name)
+        return record.flow_mode if record else None
+
+    def _flow_mode(self) -> p.FlowMode | None:
+        return self._record()
+
+    def poll_once(self, wait: float | None = None) -> p.PollResponse:
+        record = self.state.link(self.link_name)
+        if record is None or self.link is None:
+            raise NotDocked(self.link_name)
+        answer = self.link.poll(record.last_seq, self.wait_s if wait is None else wait)
+        if answer.flow_mode != record.flow_mode:
+            log.info("flow mode is now %s", answer.flow_mode.value)
+            self.state.set_flow_mode(self.link_name, answer.flow_mode)
+        self._apply_features(answer.features)
+        for entry in answer.entries:
+            if isinstance(entry, p.PolicyEntry):
+                self._apply_policy(entry)
+                self.link.ack([p.Ack(seq=entry.seq)])
+            else:
+                self._run_command(entry)
+            self.state.advance(self.link_name, entry.seq)
+        self.state.advance(self.link_name, answer.last_seq)
+        return answer
+
+    # --- what comes down -----------------------------------------------------------------
+
+    def _apply_features(self, unlocked: dict[str, list[str]]) -> None:
+        for name, module in self.modules.items():
+            features = sorted(unlocked.get(name, []))
+            module.set_features(frozenset(features))
+            self.state.set_features(self.link_name, name, features)
+
+    def _apply_policy(self, entry: p.PolicyEntry) -> None:
+        module = self.modules.get(entry.policy_kind.split("-")[0])
+        if entry.assigned:
+            self.state.put_policy(
+                self.link_name,
+                str(entry.policy_id),
+                entry.policy_kind,
+                entry.name,
+                entry.version,
+                entry.document,
+            )
+        else:
+            self.state.drop_policy(self.link_name, str(entry.policy_id))
+        if module is not None:
+            module.on_policy(
+                entry.policy_kind,
+                entry.name,
+                entry.version,
+                entry.document if entry.assigned else None,
+            )
+
+    def _run_command(self, command: p.CommandEntry) -> None:
+        assert self.link is not None
+        cid = str(command.command_id)
+        seen = self.journal.get(cid)
+        if seen is None or seen.state not in FINAL:
+            target = self._handlers.get(command.name)
+            if target is None:
+                self.journal.start(
+                    self.link_name,
+                    cid,
+                    command.seq,
+                    str(command.job_id),
+                    command.name,
+                    command.args,
+                )
+                self.journal.finish(cid, "rejected", "unknown_command")
+                self._report(cid)
+                self.link.ack(
+                    [p.Ack(seq=command.seq, outcome=p.AckOutcome.REJECTED, code="unknown_command")]
+                )
+                return
+            module, handler = target
+            if seen is None:
+                self.journal.start(
+                    self.link_name,
+                    cid,
+                    command.seq,
+                    str(command.job_id),
+                    command.name,
+                    command.args,
+                )
+                crashpoint("after_journal_start", self.state.dir)
+                self._execute(cid, command, handler)
+            else:
+                happened = module.reconcile(command)
+                if happened is True:
+                    self.journal.finish(cid, "done", "ok", "completed before a restart")
+                elif happened is False:
+                    self._execute(cid, command, handler)
+                else:
+                    self.journal.finish(cid, "failed", "interrupted", "interrupted by a restart")
+        self._report(cid)
+        self.link.ack([p.Ack(seq=command.seq)])
+        crashpoint("after_ack", self.state.dir)
+
+    def _execute(self, cid: str, command: p.CommandEntry, handler: object) -> None:
+        assert callable(handler)
+        if command.expires_at < now():
+            self.journal.finish(cid, "rejected", "expired")
+            return
+        try:
+            outcome: Outcome = handler(command)
+        except CommandFailed as e:
+            crashpoint("after_effect", self.state.dir)
+            self.journal.finish(cid, "failed", e.code, e.detail or None)
+            return
+        except Exception as e:
+            log.exception("command %s (%s) raised", cid, command.name)
+            self.journal.finish(cid, "failed", "agent_error", f"{type(e).__name__}: {e}")
+            return
+        crashpoint("after_effect", self.state.dir)
+        self.journal.finish(cid, "done", outcome.code, outcome.detail)
+        crashpoint("after_journal_done", self.state.dir)
+
+    # --- what goes up --------------------------------------------------------------------
+
+    def _report(self, cid: str) -> None:
+        """Send a finished command's result as job events, once (retried until it lands)."""
+        assert self.link is not None
+        entry = self.journal.get(cid)
+        if entry is None or entry.reported or entry.state not in FINAL:
+            return
+        mode = self._flow_mode() or p.FlowMode.CONFIG
+        detail = entry.detail if mode.allows(p.FlowMode.METADATA) else None
+        kind = p.JobEventKind.SUCCEEDED if entry.state == "done" else p.JobEventKind.FAILED
+        code = entry.result_code if entry.result_code else None
+        events = [
+            p.JobEvent(kind=p.JobEventKind.STARTED, at=now()),
+            p.JobEvent(kind=kind, at=now(), code=code, detail=detail[:2000] if detail else None),
+        ]
+        try:
+            self.link.job_events(entry.job_id, events)
+        except LinkRefused as e:
+            if e.status not in (403, 404):
+                raise
+            log.warning("job %s: result refused (%s); not retried", entry.job_id, e.message)
+        self.journal.mark_reported(cid)
+
+    def flush_reports(self) -> None:
+        for entry in self.journal.unreported(self.link_name):
+            self._report(entry.command_id)
+
+    def _upload(self, batch: p.MetadataBatch) -> None:
+        mode = self._flow_mode()
+        if mode is None or self.link is None:
+            raise FlowModeForbids("standalone: there is no cloud to send metadata to")
+        if not mode.allows(p.FlowMode.METADATA):
+            raise FlowModeForbids(f"flow mode {mode.value} keeps metadata on this host")
+        self.link.metadata(batch)

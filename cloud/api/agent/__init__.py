@@ -1,0 +1,1 @@
+"""The agent protocol, /agent/v1: enrol, token, poll, acks, job events, metadata."""

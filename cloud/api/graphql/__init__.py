@@ -1,0 +1,1 @@
+"""The GraphQL API at /graphql, for tenants, their MSPs and the portal."""

@@ -1,0 +1,44 @@
+"""The ASGI GraphQL endpoint: resolves the principal from the bearer token at the edge."""
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from dockyard.cloud.domain import admin, tenants
+from dockyard.cloud.domain.principal import Principal
+from dockyard.cloud.services import Services
+
+from .context import Context
+from .schema import build_schema
+
+
+def resolve_principal(svc: Services, authorization: str) -> Principal | None:
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    with svc.db.session() as session:
+        user_id = admin.user_for_api_token(session, svc.clock, secret.strip())
+        if user_id is None:
+            return None
+        return tenants.principal_for_user(session, user_id)
+
+
+class DockyardGraphQL(GraphQL[Context, None]):
+    def __init__(self, svc: Services) -> None:
+        super().__init__(build_schema(), graphql_ide="graphiql", allow_queries_via_get=False)
+        self.svc = svc
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        header = request.headers.get("authorization", "")
+        principal = await run_in_threadpool(resolve_principal, self.svc, header) if header else None
+        return Context(self.svc, principal)
+
+
+def graphql_app(svc: Services) -> Any:
+    return DockyardGraphQL(svc)

@@ -1,0 +1,500 @@
+"""Queries and mutations. Each resolver checks nothing itself: it calls the domain, which
+checks the principal's role, inside the request's tenant-scoped session."""
+
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import strawberry
+from sqlalchemy import Select, select, tuple_
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
+from strawberry.permission import BasePermission
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from dockyard.agent.protocol import FlowMode
+from dockyard.cloud.domain import agents, commands, enrolment, jobs, policies, tenants
+from dockyard.cloud.domain.context import Ctx
+from dockyard.cloud.domain.errors import DomainError, Invalid
+from dockyard.cloud.domain.principal import Role
+from dockyard.cloud.store import models as m
+
+from . import types as t
+from .context import Context
+from .extensions import RequestSession
+
+R = TypeVar("R")
+MAX_PAGE = 500
+
+# --- permissions ---------------------------------------------------------------------------
+
+
+class Authenticated(BasePermission):
+    """A principal was resolved at the edge; what it may do is the domain's to check."""
+
+    message = "unauthenticated: send Authorization: Bearer <API token>"
+
+    def has_permission(self, source: Any, info: Info[Context, None], **kwargs: Any) -> bool:
+        return info.context.principal is not None
+
+
+def field(**kw: Any) -> Any:
+    return strawberry.field(permission_classes=[Authenticated], **kw)
+
+
+def mutation(**kw: Any) -> Any:
+    return strawberry.mutation(permission_classes=[Authenticated], **kw)
+
+
+# --- plumbing ------------------------------------------------------------------------------
+
+
+def _id(value: strawberry.ID | str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise Invalid(f"{what} is not a valid id") from None
+
+
+def _flow(value: str) -> FlowMode:
+    try:
+        return FlowMode(value)
+    except ValueError:
+        raise Invalid("a flow mode is config, metadata or data") from None
+
+
+async def call(info: Info[Context, None], fn: Callable[[Ctx], R], *, write: bool = False) -> Any:
+    """Run `fn` in the request's session; expected errors become typed results."""
+    context = info.context
+
+    def work() -> Any:
+        try:
+            value = fn(context.domain())
+            if write:
+                context.session.commit()
+            return value
+        except DomainError as e:
+            context.session.rollback()
+            return t.as_problem(e)
+
+    return await context.run(work)
+
+
+def page(
+    ctx: Ctx, stmt: Select[Any], order: Any, first: int, after: str | None, of: Callable[[Any], Any]
+) -> t.Connection[Any]:
+    if not 1 <= first <= MAX_PAGE:
+        raise Invalid(f"first is between 1 and {MAX_PAGE}")
+    entity = stmt.column_descriptions[0]["entity"]
+    if after is not None:
+        at, row_id = t.decode_cursor(after)
+        stmt = stmt.where(tuple_(order, entity.id) > tuple_(at, row_id))
+    rows = ctx.session.scalars(stmt.order_by(order, entity.id).limit(first + 1)).all()
+    edges = [
+        t.Edge(cursor=t.encode_cursor(getattr(r, order.key), r.id), node=of(r))
+        for r in rows[:first]
+    ]
+    return t.Connection(
+        edges=edges,
+        page_info=t.PageInfo(
+            has_next_page=len(rows) > first, end_cursor=edges[-1].cursor if edges else None
+        ),
+    )
+
+
+AgentPage = t.Connection[t.Agent]
+CommandPage = t.Connection[t.Command]
+JobPage = t.Connection[t.Job]
+AuditPage = t.Connection[t.AuditRecord]
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@strawberry.type
+class Query:
+    @field()
+    async def me(self, info: Info[Context, None]) -> t.Me:
+        def fn(ctx: Ctx) -> t.Me:
+            user = ctx.session.get(m.User, ctx.principal.id)
+            assert user is not None
+            return t.Me(
+                id=strawberry.ID(str(user.id)),
+                email=user.email,
+                name=user.name,
+                memberships=[
+                    t.Membership(tenant_id=strawberry.ID(str(k)), role=v.value)
+                    for k, v in sorted(ctx.principal.roles.items())
+                ],
+            )
+
+        result: t.Me = await call(info, fn)
+        return result
+
+    @field()
+    async def tenants(self, info: Info[Context, None]) -> list[t.Tenant]:
+        result: list[t.Tenant] = await call(
+            info, lambda ctx: [t.Tenant.of(x) for x in tenants.list_visible(ctx)]
+        )
+        return result
+
+    @field()
+    async def tenant(self, info: Info[Context, None], id: strawberry.ID) -> t.result(
+        "TenantResult", t.Tenant
+    ):  # type: ignore[valid-type]
+        return await call(info, lambda ctx: t.Tenant.of(tenants.get(ctx, _id(id, "id"))))
+
+    @field()
+    async def sites(self, info: Info[Context, None], tenant_id: strawberry.ID) -> t.result(
+        "SitesResult", t.SiteList
+    ):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> t.SiteList:
+            tid = _id(tenant_id, "tenantId")
+            ctx.principal.require(tid, Role.VIEWER)
+            rows = ctx.session.scalars(
+                select(m.Site).where(m.Site.tenant_id == tid).order_by(m.Site.name)
+            )
+            return t.SiteList(items=[t.Site.of(r) for r in rows])
+
+        return await call(info, fn)
+
+    @field()
+    async def agents(
+        self,
+        info: Info[Context, None],
+        tenant_id: strawberry.ID,
+        first: int = 50,
+        after: str | None = None,
+        include_revoked: bool = False,
+    ) -> t.result("AgentsResult", AgentPage):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> AgentPage:
+            tid = _id(tenant_id, "tenantId")
+            ctx.principal.require(tid, Role.VIEWER)
+            stmt = select(m.Agent).where(m.Agent.tenant_id == tid)
+            if not include_revoked:
+                stmt = stmt.where(m.Agent.revoked_at.is_(None))
+            return page(ctx, stmt, m.Agent.enrolled_at, first, after, t.Agent.of)
+
+        return await call(info, fn)
+
+    @field()
+    async def agent(self, info: Info[Context, None], id: strawberry.ID) -> t.result(
+        "AgentResult", t.Agent
+    ):  # type: ignore[valid-type]
+        return await call(info, lambda ctx: t.Agent.of(agents.get(ctx, _id(id, "id"))))
+
+    @field()
+    async def enrolment_tokens(
+        self, info: Info[Context, None], tenant_id: strawberry.ID
+    ) -> t.result("EnrolmentTokensResult", t.EnrolmentTokenList):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> t.EnrolmentTokenList:
+            tid = _id(tenant_id, "tenantId")
+            ctx.principal.require(tid, Role.ADMIN)
+            rows = ctx.session.scalars(
+                select(m.EnrolmentToken)
+                .where(m.EnrolmentToken.tenant_id == tid)
+                .order_by(m.EnrolmentToken.created_at)
+            )
+            return t.EnrolmentTokenList(items=[t.EnrolmentToken.of(r) for r in rows])
+
+        return await call(info, fn)
+
+    @field()
+    async def policies(self, info: Info[Context, None], tenant_id: strawberry.ID) -> t.result(
+        "PoliciesResult", t.PolicyList
+    ):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> t.PolicyList:
+            tid = _id(tenant_id, "tenantId")
+            ctx.principal.require(tid, Role.VIEWER)
+            rows = ctx.session.scalars(
+                select(m.Policy).where(m.Policy.tenant_id == tid).order_by(m.Policy.name)
+            )
+            return t.PolicyList(items=[t.Policy.of(r) for r in rows])
+
+        return await call(info, fn)
+
+    @field()
+    async def policy_versions(
+        self, info: Info[Context, None], policy_id: strawberry.ID
+    ) -> t.result("PolicyVersionsResult", t.PolicyVersionList):  # type: ignore[valid-type]
+        return await call(
+            info,
+            lambda ctx: t.PolicyVersionList(
+                items=[
+                    t.PolicyVersion.of(v)
+                    for v in policies.versions(ctx, _id(policy_id, "policyId"))
+                ]
+            ),
+        )
+
+    @field()
+    async def commands(
+        self,
+        info: Info[Context, None],
+        agent_id: strawberry.ID,
+        state: str | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> t.result("CommandsResult", CommandPage):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> CommandPage:
+            agent = agents.get(ctx, _id(agent_id, "agentId"))
+            stmt = select(m.Command).where(m.Command.agent_id == agent.id)
+            if state is not None:
+                stmt = stmt.where(m.Command.state == state)
+            return page(ctx, stmt, m.Command.issued_at, first, after, t.Command.of)
+
+        return await call(info, fn)
+
+    @field()
+    async def command(self, info: Info[Context, None], id: strawberry.ID) -> t.result(
+        "CommandResult", t.Command
+    ):  # type: ignore[valid-type]
+        return await call(info, lambda ctx: t.Command.of(commands.get(ctx, _id(id, "id"))))
+
+    @field()
+    async def jobs(
+        self,
+        info: Info[Context, None],
+        tenant_id: strawberry.ID,
+        agent_id: strawberry.ID | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> t.result("JobsResult", JobPage):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> JobPage:
+            tid = _id(tenant_id, "tenantId")
+            ctx.principal.require(tid, Role.VIEWER)
+            stmt = select(m.Job).where(m.Job.tenant_id == tid)
+            if agent_id is not None:
+                stmt = stmt.where(m.Job.agent_id == _id(agent_id, "agentId"))
+            return page(ctx, stmt, m.Job.created_at, first, after, t.Job.of)
+
+        return await call(info, fn)
+
+    @field()
+    async def job(self, info: Info[Context, None], id: strawberry.ID) -> t.result(
+        "JobResult", t.JobDetail
+    ):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> t.JobDetail:
+            job = jobs.get(ctx, _id(id, "id"))
+            events = ctx.session.scalars(
+                select(m.JobEvent)
+                .where(m.JobEvent.job_id == job.id)
+                .order_by(m.JobEvent.received_at, m.JobEvent.at)
+            )
+            return t.JobDetail(job=t.Job.of(job), events=[t.JobEvent.of(e) for e in events])
+
+        return await call(info, fn)
+
+    @field()
+    async def audit_log(
+        self,
+        info: Info[Context, None],
+        tenant_id: strawberry.ID,
+        first: int = 50,
+        after: str | None = None,
+    ) -> t.result("AuditLogResult", AuditPage):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> AuditPage:
+            tid = _id(tenant_id, "tenantId")
+            ctx.principal.require(tid, Role.ADMIN)
+            stmt = select(m.AuditRecord).where(m.AuditRecord.tenant_id == tid)
+            return page(ctx, stmt, m.AuditRecord.at, first, after, t.AuditRecord.of)
+
+        return await call(info, fn)
+
+
+# --- mutations -----------------------------------------------------------------------------
+
+
+@strawberry.type
+class Mutation:
+    @mutation()
+    async def create_tenant(
+        self,
+        info: Info[Context, None],
+        parent_id: strawberry.ID,
+        name: str,
+        flow_mode: str = "config",
+        plan: str = "free",
+    ) -> t.result("CreateTenantResult", t.Tenant):  # type: ignore[valid-type]
+        return await call(
+            info,
+            lambda ctx: t.Tenant.of(
+                tenants.create_child_tenant(
+                    ctx, _id(parent_id, "parentId"), name, _flow(flow_mode), plan
+                )
+            ),
+            write=True,
+        )
+
+    @mutation()
+    async def set_flow_mode(
+        self, info: Info[Context, None], tenant_id: strawberry.ID, flow_mode: str
+    ) -> t.result("SetFlowModeResult", t.Tenant):  # type: ignore[valid-type]
+        return await call(
+            info,
+            lambda ctx: t.Tenant.of(
+                tenants.set_flow_mode(ctx, _id(tenant_id, "tenantId"), _flow(flow_mode))
+            ),
+            write=True,
+        )
+
+    @mutation()
+    async def set_plan(
+        self, info: Info[Context, None], tenant_id: strawberry.ID, plan: str
+    ) -> t.result("SetPlanResult", t.Tenant):  # type: ignore[valid-type]
+        return await call(
+            info,
+            lambda ctx: t.Tenant.of(tenants.set_plan(ctx, _id(tenant_id, "tenantId"), plan)),
+            write=True,
+        )
+
+    @mutation()
+    async def create_site(
+        self,
+        info: Info[Context, None],
+        tenant_id: strawberry.ID,
+        name: str,
+        max_flow: str | None = None,
+    ) -> t.result("CreateSiteResult", t.Site):  # type: ignore[valid-type]
+        return await call(
+            info,
+            lambda ctx: t.Site.of(
+                tenants.create_site(
+                    ctx, _id(tenant_id, "tenantId"), name, _flow(max_flow) if max_flow else None
+                )
+            ),
+            write=True,
+        )
+
+    @mutation()
+    async def create_enrolment_token(
+        self,
+        info: Info[Context, None],
+        site_id: strawberry.ID,
+        max_flow: str = "config",
+        ttl_minutes: int = 60,
+        note: str = "",
+    ) -> t.result("CreateEnrolmentTokenResult", t.EnrolmentTokenCreated):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> t.EnrolmentTokenCreated:
+            new = enrolment.create_token(
+                ctx, _id(site_id, "siteId"), _flow(max_flow), timedelta(minutes=ttl_minutes), note
+            )
+            return t.EnrolmentTokenCreated(token=t.EnrolmentToken.of(new.token), secret=new.secret)
+
+        return await call(info, fn, write=True)
+
+    @mutation()
+    async def revoke_enrolment_token(
+        self, info: Info[Context, None], id: strawberry.ID
+    ) -> t.result("RevokeEnrolmentTokenResult", t.EnrolmentToken):  # type: ignore[valid-type]
+        return await call(
+            info,
+            lambda ctx: t.EnrolmentToken.of(enrolment.revoke_token(ctx, _id(id, "id"))),
+            write=True,
+        )
+
+    @mutation()
+    async def revoke_agent(self, info: Info[Context, None], id: strawberry.ID) -> t.result(
+        "RevokeAgentResult", t.Agent
+    ):  # type: ignore[valid-type]
+        return await call(
+            info, lambda ctx: t.Agent.of(agents.revoke(ctx, _id(id, "id"))), write=True
+        )
+
+    @mutation()
+    async def create_policy(
+        self,
+        info: Info[Context, None],
+        tenant_id: strawberry.ID,
+        name: str,
+        kind: str,
+        document: JSON,
+    ) -> t.result("CreatePolicyResult", t.Policy):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> t.Policy:
+            if not isinstance(document, dict):
+                raise Invalid("a policy document is a JSON object")
+            return t.Policy.of(
+                policies.create(ctx, _id(tenant_id, "tenantId"), name, kind, document)
+            )
+
+        return await call(info, fn, write=True)
+
+    @mutation()
+    async def new_policy_version(
+        self, info: Info[Context, None], policy_id: strawberry.ID, document: JSON
+    ) -> t.result("NewPolicyVersionResult", t.PolicyVersion):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> t.PolicyVersion:
+            if not isinstance(document, dict):
+                raise Invalid("a policy document is a JSON object")
+            return t.PolicyVersion.of(
+                policies.new_version(ctx, _id(policy_id, "policyId"), document)
+            )
+
+        return await call(info, fn, write=True)
+
+    @mutation()
+    async def assign_policy(
+        self,
+        info: Info[Context, None],
+        policy_id: strawberry.ID,
+        target_kind: str,
+        target_id: strawberry.ID,
+    ) -> t.result("AssignPolicyResult", t.PolicyAssignment):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> t.PolicyAssignment:
+            a = policies.assign(
+                ctx, _id(policy_id, "policyId"), target_kind, _id(target_id, "targetId")
+            )
+            return t.PolicyAssignment(
+                id=strawberry.ID(str(a.id)),
+                policy_id=strawberry.ID(str(a.policy_id)),
+                target_kind=a.target_kind,
+                target_id=strawberry.ID(str(a.target_id)),
+            )
+
+        return await call(info, fn, write=True)
+
+    @mutation()
+    async def issue_command(
+        self,
+        info: Info[Context, None],
+        agent_id: strawberry.ID,
+        name: str,
+        args: JSON | None = None,
+        ttl_seconds: int = 3600,
+        timeout_seconds: int = 3600,
+        idempotency_key: str | None = None,
+    ) -> t.result("IssueCommandResult", t.Command):  # type: ignore[valid-type]
+        def fn(ctx: Ctx) -> t.Command:
+            if args is not None and not isinstance(args, dict):
+                raise Invalid("command arguments are a JSON object")
+            command = commands.issue(
+                ctx,
+                _id(agent_id, "agentId"),
+                name,
+                dict(args or {}),
+                ttl=timedelta(seconds=ttl_seconds),
+                timeout=timedelta(seconds=timeout_seconds),
+                idempotency_key=idempotency_key,
+            )
+            return t.Command.of(command)
+
+        return await call(info, fn, write=True)
+
+
+def build_schema() -> strawberry.Schema:
+    for cls in (Query, Mutation):
+        for f in cls.__strawberry_definition__.fields:  # type: ignore[attr-defined]
+            if not f.permission_classes:
+                raise RuntimeError(
+                    f"{cls.__name__}.{f.name} has no permission class; refusing to start"
+                )
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[
+            RequestSession,
+            QueryDepthLimiter(max_depth=10),
+            MaxAliasesLimiter(max_alias_count=20),
+        ],
+    )

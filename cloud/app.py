@@ -1,0 +1,86 @@
+"""create_app(settings): wires the services and the transports, and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from dockyard.agent.protocol import BASE_PATH
+from dockyard.cloud.api.agent.routes import routes as agent_routes
+from dockyard.cloud.auth.agent_tokens import AgentTokens
+from dockyard.cloud.blobs import LocalBlobs
+from dockyard.cloud.bus import Bus, PostgresBus, libpq_conninfo
+from dockyard.cloud.domain import commands
+from dockyard.cloud.domain.clock import Clock, SystemClock
+from dockyard.cloud.services import Services
+from dockyard.cloud.settings import Settings
+from dockyard.cloud.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    clock = clock or SystemClock()
+    db = Database(settings.resolved_database_url(), pool_size=settings.db_pool_size)
+    bus: Bus = PostgresBus(libpq_conninfo(db.url)) if db.is_postgres else Bus()
+    db.on_wake = bus.wake
+    tokens = AgentTokens(
+        settings.signing_secret(), settings.token_url, clock, settings.access_token_ttl_s
+    )
+    return Services(settings, db, bus, clock, tokens, LocalBlobs(settings.resolved_blob_dir()))
+
+
+def _sweep_once(svc: Services) -> None:
+    with svc.db.transaction() as session:
+        commands.sweep(session, svc.clock)
+
+
+async def _sweep_forever(svc: Services) -> None:
+    """Close lapsed and overdue commands; every replica may run it, the UPDATEs are idempotent."""
+    while True:
+        await asyncio.sleep(svc.settings.sweep_interval_s)
+        try:
+            await asyncio.to_thread(_sweep_once, svc)
+        except Exception:
+            log.exception("command sweep failed; will retry")
+
+
+def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
+    from dockyard.cloud.api.graphql.app import graphql_app
+
+    svc = build_services(settings, clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await svc.bus.start()
+        sweeper = asyncio.create_task(_sweep_forever(svc))
+        try:
+            yield
+        finally:
+            svc.bus.release_all()
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await svc.bus.stop()
+            svc.db.dispose()
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True, "held_polls": svc.bus.held})
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", health),
+            Mount(BASE_PATH, routes=agent_routes()),
+            Route("/graphql", graphql_app(svc), methods=["GET", "POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = svc
+    return app

@@ -1,0 +1,154 @@
+"""Wake-ups for held polls: an in-memory event per waiting agent, fed across replicas by
+PostgreSQL LISTEN/NOTIFY (one listening connection per process) or, on SQLite, in-process.
+
+A held poll holds no database connection: it waits on its `asyncio.Event`. Only a change
+to an agent's sequence (or its revocation, or a narrowed flow mode) sends a NOTIFY; polls
+and acks never do, since NOTIFY takes a global lock at commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from dockyard.cloud.store.db import NOTIFY_CHANNEL
+
+log = logging.getLogger(__name__)
+
+
+class Waiter:
+    __slots__ = ("event", "released")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.released = False
+
+
+class Bus:
+    """Waiters per agent in this process; `wake` may be called from any thread."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[uuid.UUID, set[Waiter]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.closing = False
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    async def stop(self) -> None:
+        self.release_all()
+
+    @contextlib.contextmanager
+    def subscribe(self, agent_id: uuid.UUID) -> Any:
+        waiter = Waiter()
+        self._waiters.setdefault(agent_id, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            waiters = self._waiters.get(agent_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[agent_id]
+
+    @property
+    def held(self) -> int:
+        return sum(len(w) for w in self._waiters.values())
+
+    def wake(self, agent_ids: set[uuid.UUID]) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake_now(agent_ids)
+        else:
+            loop.call_soon_threadsafe(self._wake_now, agent_ids)
+
+    def _wake_now(self, agent_ids: set[uuid.UUID]) -> None:
+        for agent_id in agent_ids:
+            for waiter in self._waiters.get(agent_id, ()):
+                waiter.event.set()
+
+    def release_all(self) -> None:
+        """Answer every held poll at once: the process is going away."""
+        self.closing = True
+
+        def _release() -> None:
+            for waiters in self._waiters.values():
+                for waiter in waiters:
+                    waiter.released = True
+                    waiter.event.set()
+
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(_release)
+
+
+class PostgresBus(Bus):
+    """Listens on one connection for NOTIFYs from every replica's commits."""
+
+    def __init__(self, conninfo: str) -> None:
+        super().__init__()
+        self._conninfo = conninfo
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        await super().start()
+        self._task = asyncio.create_task(self._listen_forever(), name="dockyard-bus")
+        await asyncio.wait_for(self._ready.wait(), timeout=30)
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _listen_forever(self) -> None:
+        import psycopg
+
+        delay = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._ready.set()
+                    delay = 0.5
+                    async for note in conn.notifies():
+                        try:
+                            self._wake_now({uuid.UUID(note.payload)})
+                        except ValueError:
+                            log.warning("bus: ignoring a malformed notification")
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # Notifications sent while we were away are lost: wake every held poll so
+                # each re-reads its sequence, then listen again.
+                log.warning("bus: listening connection lost (%s); reconnecting", e)
+                self._wake_now(set(self._waiters))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+def libpq_conninfo(sqlalchemy_url: str) -> str:
+    """psycopg wants the URL without SQLAlchemy's `+psycopg` driver suffix."""
+    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@contextlib.asynccontextmanager
+async def running(bus: Bus) -> AsyncIterator[Bus]:
+    await bus.start()
+    try:
+        yield bus
+    finally:
+        await bus.stop()

@@ -1,0 +1,72 @@
+"""The cloud's one typed settings object, from DOCKYARD_* variables and an optional .env file.
+
+The embedded default needs nothing set: SQLite and blobs under `data_dir`, a signing secret
+generated there on first start. Production sets `DOCKYARD_DATABASE_URL` (PostgreSQL),
+`DOCKYARD_PUBLIC_URL` (what agents dial; the token audience comes from it, never from a
+request's Host header) and `DOCKYARD_SECRET_KEY` (shared by all replicas).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dockyard.agent.protocol import BASE_PATH, MAX_BODY_BYTES, MAX_POLL_WAIT_S
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOCKYARD_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./.dockyard")
+    database_url: str = ""
+    blob_dir: Path | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    secret_key: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    access_token_ttl_s: int = Field(default=600, ge=60, le=3600)
+    poll_wait_cap_s: int = Field(default=MAX_POLL_WAIT_S, ge=1, le=MAX_POLL_WAIT_S)
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("DOCKYARD_PUBLIC_URL must start with http:// or https://")
+        return v.rstrip("/")
+
+    @property
+    def token_url(self) -> str:
+        """The token endpoint's public URL: the only audience an agent's assertion may name."""
+        return f"{self.public_url}{BASE_PATH}/token"
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'dockyard.db').resolve()}"
+
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    def signing_secret(self) -> bytes:
+        """The HMAC key for access tokens; the embedded default keeps one in `data_dir`."""
+        if self.secret_key is not None:
+            value = self.secret_key.get_secret_value().encode()
+            if len(value) < 32:
+                raise ValueError("DOCKYARD_SECRET_KEY must have at least 32 characters")
+            return value
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
