@@ -132,4 +132,5 @@ def sweep(session: Session, clock: Clock) -> tuple[int, int]:
             if job is not None and job.state not in FINAL_STATES:
                 job.state = "timed_out"
                 job.updated_at = now
+        session.flush()  # inside the unscoped block: these rows span tenants
     return int(expired or 0), len(overdue)

@@ -1,0 +1,70 @@
+"""Fixtures: one fresh PostgreSQL database per test run, SQLite beside it, real servers."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.cloud.store.db import Database
+from dockyard.cloud.store.migrate import upgrade
+
+from .pg import fresh_database
+from .procs import Cloud
+
+warnings.filterwarnings("ignore", message="EdDSA is deprecated")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    with fresh_database() as url:
+        db = Database(url)
+        upgrade(db.engine)
+        db.dispose()
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'dockyard.db'}"
+    db = Database(url)
+    upgrade(db.engine)
+    db.dispose()
+    return url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Store and domain tests run on both databases."""
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    url: str = request.getfixturevalue(name)
+    return url
+
+
+@pytest.fixture(scope="session")
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg(pg_url: str) -> Iterator[Database]:
+    database = Database(pg_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def cloud(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    """One real cloud process (uvicorn on PostgreSQL) shared by the integration tests."""
+    server = Cloud(pg_url, tmp_path_factory.mktemp("cloud")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def agent_dir(tmp_path: Path) -> Path:
+    return tmp_path / "agent-state"

@@ -1,0 +1,203 @@
+"""Commands through an agent's sequence: delivery states, time-to-live, timeouts,
+idempotency, and job events only from the job's own agent."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from dockyard.agent import keys
+from dockyard.agent.protocol import (
+    Ack,
+    EnrollRequest,
+    FlowMode,
+    HostFacts,
+    JobEvent,
+    JobEventKind,
+    MetadataBatch,
+    ModuleInfo,
+)
+from dockyard.cloud.domain import agents, commands, enrolment, jobs, metadata, policies, tenants
+from dockyard.cloud.domain.clock import ManualClock, SystemClock
+from dockyard.cloud.domain.context import Ctx
+from dockyard.cloud.domain.errors import FlowModeForbids, Invalid, NotFound
+from dockyard.cloud.domain.principal import Principal
+from dockyard.cloud.store.db import Database
+from dockyard.cloud.store.models import AuditRecord, Command
+
+from ..factories import World, enrolment_secret, make_world, system
+
+
+def new_agent(world: World, tmp_path, clock) -> uuid.UUID:
+    key = keys.generate(tmp_path / f"{uuid.uuid4().hex}.key")
+    req = EnrollRequest(token=enrolment_secret(world, clock=clock), public_key=keys.public_b64(key),
+                        host=HostFacts(hostname="h"), max_flow=FlowMode.DATA,
+                        modules=[ModuleInfo(name="noop", version="1")])
+    with world.db.transaction() as session:
+        return enrolment.enroll(Ctx(session, Principal("anonymous", None), clock), req).id
+
+
+
+def agent_ctx(world: World, agent_id: uuid.UUID, clock):
+    class _Ctx:
+        def __enter__(self) -> Ctx:
+            self.cm = world.db.transaction([world.tenant_id])
+            session = self.cm.__enter__()
+            return Ctx(session, Principal.agent(agent_id, world.tenant_id), clock)
+
+        def __exit__(self, *exc: object) -> None:
+            self.cm.__exit__(*exc)
+
+    return _Ctx()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(SystemClock().now())
+
+
+def test_command_life_from_queued_to_succeeded(db: Database, tmp_path, clock) -> None:
+    world = make_world(db, clock=clock)
+    agent_id = new_agent(world, tmp_path, clock)
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        command = commands.issue(ctx, agent_id, "noop.append", {"text": "x"})
+        assert command.state == "queued"
+        seq, job_id = command.seq, command.job_id
+    with agent_ctx(world, agent_id, clock) as ctx:
+        view = agents.poll_view(ctx, agent_id, after=0)
+        assert [e.seq for e in view.entries] == [seq]
+        assert view.features["noop"]  # enterprise plan, metadata mode: features unlocked
+    with agent_ctx(world, agent_id, clock) as ctx:
+        assert agents.poll_view(ctx, agent_id, after=seq).entries == []
+        agents.ack(ctx, agent_id, [Ack(seq=seq)])
+        jobs.report(ctx, agent_id, job_id, [JobEvent(kind=JobEventKind.STARTED, at=clock.now()),
+                                            JobEvent(kind=JobEventKind.SUCCEEDED, at=clock.now(), code="ok")])
+    with system(db, world.tenant_id) as ctx:
+        done = ctx.session.scalar(select(Command).where(Command.seq == seq, Command.agent_id == agent_id))
+        assert done is not None
+        assert (done.state, done.result_code) == ("succeeded", "ok")
+        assert done.acked_at is not None and done.sent_at is not None
+
+
+def test_undelivered_command_expires_and_is_never_delivered_after(db: Database, tmp_path, clock) -> None:
+    world = make_world(db, clock=clock)
+    agent_id = new_agent(world, tmp_path, clock)
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        lapsing = commands.issue(ctx, agent_id, "noop.append", {"text": "late"}, ttl=timedelta(seconds=10))
+        lapsing_id = lapsing.id
+    clock.advance(timedelta(seconds=11))
+    with agent_ctx(world, agent_id, clock) as ctx:
+        view = agents.poll_view(ctx, agent_id, after=0)
+        assert view.entries == []
+        assert view.last_seq == lapsing.seq  # the agent may move past it
+    with system(db, world.tenant_id) as ctx:
+        assert ctx.session.get(Command, lapsing_id).state == "expired"  # type: ignore[union-attr]
+
+
+def test_sweeper_expires_and_times_out(db: Database, tmp_path, clock) -> None:
+    world = make_world(db, clock=clock)
+    agent_id = new_agent(world, tmp_path, clock)
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        never = commands.issue(ctx, agent_id, "noop.append", {}, ttl=timedelta(seconds=5)).id
+    with agent_ctx(world, agent_id, clock) as ctx:
+        pass
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        sent = commands.issue(ctx, agent_id, "noop.append", {}, timeout=timedelta(seconds=30))
+        sent_seq, sent_id = sent.seq, sent.id
+    # deliver only the second: the first lapses unseen
+    clock.advance(timedelta(seconds=6))
+    with agent_ctx(world, agent_id, clock) as ctx:
+        view = agents.poll_view(ctx, agent_id, after=0)
+        assert [e.seq for e in view.entries] == [sent_seq]
+    clock.advance(timedelta(seconds=31))
+    with db.transaction() as session:
+        commands.sweep(session, clock)
+    with system(db, world.tenant_id) as ctx:
+        assert ctx.session.get(Command, never).state == "expired"  # type: ignore[union-attr]
+        assert ctx.session.get(Command, sent_id).state == "timed_out"  # type: ignore[union-attr]
+
+
+def test_idempotency_key_returns_the_first_command(db: Database, tmp_path, clock) -> None:
+    world = make_world(db, clock=clock)
+    agent_id = new_agent(world, tmp_path, clock)
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        a = commands.issue(ctx, agent_id, "noop.echo", {"n": 1}, idempotency_key="k-1")
+        b = commands.issue(ctx, agent_id, "noop.echo", {"n": 1}, idempotency_key="k-1")
+        assert a.id == b.id
+        with pytest.raises(Invalid, match="different command"):
+            commands.issue(ctx, agent_id, "noop.echo", {"n": 2}, idempotency_key="k-1")
+        with pytest.raises(Invalid, match="module.action"):
+            commands.issue(ctx, agent_id, "rm -rf", {})
+
+
+def test_job_events_only_from_the_jobs_agent(db: Database, tmp_path, clock) -> None:
+    world = make_world(db, clock=clock)
+    mine, other = new_agent(world, tmp_path, clock), new_agent(world, tmp_path, clock)
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        job_id = commands.issue(ctx, mine, "noop.echo", {}).job_id
+    with agent_ctx(world, other, clock) as ctx, pytest.raises(NotFound):
+        jobs.report(ctx, other, job_id, [JobEvent(kind=JobEventKind.FAILED, at=clock.now())])
+
+
+def test_config_mode_refuses_free_text_and_metadata(db: Database, tmp_path, clock) -> None:
+    world = make_world(db, flow=FlowMode.CONFIG, clock=clock)
+    agent_id = new_agent(world, tmp_path, clock)
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        job_id = commands.issue(ctx, agent_id, "noop.echo", {}).job_id
+    with agent_ctx(world, agent_id, clock) as ctx:
+        with pytest.raises(FlowModeForbids):
+            jobs.report(ctx, agent_id, job_id, [JobEvent(kind=JobEventKind.SUCCEEDED, at=clock.now(), detail="/srv/vm1")])
+    with agent_ctx(world, agent_id, clock) as ctx:
+        jobs.report(ctx, agent_id, job_id, [JobEvent(kind=JobEventKind.SUCCEEDED, at=clock.now(), code="ok", counts={"files": 3})])
+        batch = MetadataBatch(batch_id=uuid.uuid4(), module="noop", kind="status", records=[{"a": 1}])
+        with pytest.raises(FlowModeForbids):
+            metadata.accept(ctx, agent_id, batch, 10)
+
+
+def test_metadata_batches_are_idempotent_and_audited(db: Database, tmp_path, clock) -> None:
+    world = make_world(db, flow=FlowMode.METADATA, clock=clock)
+    agent_id = new_agent(world, tmp_path, clock)
+    batch = MetadataBatch(batch_id=uuid.uuid4(), module="noop", kind="status", records=[{"a": 1}, {"a": 2}])
+    with agent_ctx(world, agent_id, clock) as ctx:
+        assert metadata.accept(ctx, agent_id, batch, 42).duplicate is False
+    with agent_ctx(world, agent_id, clock) as ctx:
+        assert metadata.accept(ctx, agent_id, batch, 42).duplicate is True
+    with system(db, world.tenant_id) as ctx:
+        audits = ctx.session.scalars(select(AuditRecord).where(AuditRecord.action == "upload.metadata")).all()
+        assert [(a.detail["count"], a.detail["bytes"]) for a in audits] == [(2, 42)]
+
+
+def test_policy_versions_reach_assigned_agents_once(db: Database, tmp_path, clock) -> None:
+    world = make_world(db, clock=clock)
+    agent_id = new_agent(world, tmp_path, clock)
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        policy = policies.create(ctx, world.tenant_id, "greet", "noop", {"greeting": "hi"})
+        policies.assign(ctx, policy.id, "site", world.site_id)
+        policies.new_version(ctx, policy.id, {"greeting": "hello again"})
+        with pytest.raises(Invalid, match="interval_s"):
+            policies.new_version(ctx, policy.id, {"interval_s": -1})
+        with pytest.raises(Invalid, match="unknown policy kind"):
+            policies.create(ctx, world.tenant_id, "x", "nonsense", {})
+    with agent_ctx(world, agent_id, clock) as ctx:
+        view = agents.poll_view(ctx, agent_id, after=0)
+        docs = [(e.version, e.document["greeting"]) for e in view.entries]
+        assert docs == [(1, "hi"), (2, "hello again")]
+        assert agents.poll_view(ctx, agent_id, after=view.last_seq).entries == []
+
+
+def test_narrowing_flow_mode_is_seen_by_the_agent(db: Database, tmp_path, clock) -> None:
+    world = make_world(db, flow=FlowMode.DATA, clock=clock)
+    agent_id = new_agent(world, tmp_path, clock)
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        tenants.set_site_flow(ctx, world.site_id, FlowMode.METADATA)
+    with agent_ctx(world, agent_id, clock) as ctx:
+        assert agents.poll_view(ctx, agent_id, 0).mode is FlowMode.METADATA
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        tenants.set_flow_mode(ctx, world.tenant_id, FlowMode.CONFIG)
+    with agent_ctx(world, agent_id, clock) as ctx:
+        view = agents.poll_view(ctx, agent_id, 0)
+        assert view.mode is FlowMode.CONFIG
+        assert "catalog" not in view.features["noop"]  # a catalog needs metadata to flow
