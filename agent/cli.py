@@ -113,7 +113,7 @@ def cmd_run(args: argparse.Namespace, state: State) -> int:
     runner = Runner(state, args.link)
 
     def _stop(signum: int, frame: Any) -> None:
-        runner.stop.set()
+        runner.request_stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

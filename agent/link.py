@@ -155,8 +155,11 @@ class Link:
         self._token_until = time.monotonic() + max(10.0, token.expires_in - 60)
         return self._token
 
-    def poll(self, after: int, wait: float) -> p.PollResponse:
-        return self._authed("GET", "/poll", p.PollResponse, params={"after": after, "wait": wait})
+    def poll(self, after: int, wait: float, tag: str = "") -> p.PollResponse:
+        params: dict[str, Any] = {"after": after, "wait": wait}
+        if tag:
+            params["tag"] = tag
+        return self._authed("GET", "/poll", p.PollResponse, params=params)
 
     def ack(self, acks: list[p.Ack]) -> p.AckResponse:
         body = p.AckRequest(acks=acks).model_dump_json()

@@ -146,6 +146,17 @@ class PollResponse(Message):
     flow_mode: FlowMode
     features: dict[Code, list[Code]] = {}
     """Per module, the features that docking unlocks now; absent modules get none."""
+    tag: str = ""
+    """A digest of `flow_mode` and `features`; the agent sends it back with its next poll so
+    the cloud answers at once when either changed, and holds the poll otherwise."""
+
+
+def settings_tag(mode: FlowMode, features: dict[str, list[str]]) -> str:
+    import hashlib
+    import json
+
+    blob = json.dumps([mode.value, {k: sorted(v) for k, v in sorted(features.items())}])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class AckOutcome(enum.StrEnum):

@@ -55,6 +55,10 @@ class Backoff:
         self.failures = 0
 
 
+class Stopping(BaseException):
+    """Raised by the stop signal's handler to cut a held poll short (and nothing else)."""
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -69,6 +73,8 @@ class Runner:
         self.journal = Journal(state)
         self.stop = threading.Event()
         self.link: Link | None = None
+        self.tag = ""
+        self._polling = False
         self.modules: dict[str, Module] = {}
         for name, cls in registry().items():
             ctx = ModuleContext(state.dir / "modules" / name, self._flow_mode, self._upload)
@@ -86,6 +92,12 @@ class Runner:
 
     # --- the loop ------------------------------------------------------------------------
 
+    def request_stop(self) -> None:
+        """From a signal handler: stop after the current entry; a held poll ends at once."""
+        self.stop.set()
+        if self._polling:
+            raise Stopping
+
     def run(self) -> int:
         """Run until stopped; returns a process exit code."""
         backoff = Backoff()
@@ -98,6 +110,8 @@ class Runner:
                 self.flush_reports()
                 self.poll_once()
                 backoff.reset()
+            except Stopping:
+                break
             except LinkUnavailable as e:
                 delay = backoff.next(e.retry_after)
                 log.warning("cloud unavailable (%s); retrying in %.1fs", e, delay)
@@ -129,7 +143,15 @@ class Runner:
         record = self.state.link(self.link_name)
         if record is None or self.link is None:
             raise NotDocked(self.link_name)
-        answer = self.link.poll(record.last_seq, self.wait_s if wait is None else wait)
+        self._polling = True
+        try:
+            if self.stop.is_set():
+                raise Stopping
+            answer = self.link.poll(
+                record.last_seq, self.wait_s if wait is None else wait, self.tag
+            )
+        finally:
+            self._polling = False
         if answer.flow_mode != record.flow_mode:
             log.info("flow mode is now %s", answer.flow_mode.value)
             self.state.set_flow_mode(self.link_name, answer.flow_mode)
@@ -142,6 +164,7 @@ class Runner:
                 self._run_command(entry)
             self.state.advance(self.link_name, entry.seq)
         self.state.advance(self.link_name, answer.last_seq)
+        self.tag = answer.tag
         return answer
 
     # --- what comes down -----------------------------------------------------------------

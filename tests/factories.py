@@ -38,14 +38,28 @@ def system(db: Database, *tenant_ids: uuid.UUID, clock: Clock | None = None) -> 
         yield Ctx(session, Principal.system(ids), clock or SystemClock())
 
 
-def make_world(db: Database, *, flow: FlowMode = FlowMode.METADATA, plan: str = "enterprise",
-               clock: Clock | None = None) -> World:
+def make_world(
+    db: Database,
+    *,
+    flow: FlowMode = FlowMode.METADATA,
+    plan: str = "enterprise",
+    clock: Clock | None = None,
+) -> World:
     clock = clock or SystemClock()
     tag = uuid.uuid4().hex[:8]
     with db.transaction() as session:
-        msp = admin.ensure_tenant(session, clock, f"MSP {tag}", kind="msp", flow_mode=flow, plan=plan)
-        tenant = admin.ensure_tenant(session, clock, f"Tenant {tag}", kind="customer", flow_mode=flow,
-                                     plan=plan, parent_id=msp.id)
+        msp = admin.ensure_tenant(
+            session, clock, f"MSP {tag}", kind="msp", flow_mode=flow, plan=plan
+        )
+        tenant = admin.ensure_tenant(
+            session,
+            clock,
+            f"Tenant {tag}",
+            kind="customer",
+            flow_mode=flow,
+            plan=plan,
+            parent_id=msp.id,
+        )
         user = admin.ensure_user(session, clock, f"owner-{tag}@example.com", f"Owner {tag}")
         admin.ensure_membership(session, clock, msp.id, user.id, Role.OWNER)
         admin.ensure_membership(session, clock, tenant.id, user.id, Role.OWNER)
@@ -57,8 +71,13 @@ def make_world(db: Database, *, flow: FlowMode = FlowMode.METADATA, plan: str = 
     return World(db, msp_id, tenant_id, site_id, user_id, token)
 
 
-def enrolment_secret(world: World, *, max_flow: FlowMode = FlowMode.DATA,
-                     ttl: timedelta = timedelta(hours=1), clock: Clock | None = None) -> str:
+def enrolment_secret(
+    world: World,
+    *,
+    max_flow: FlowMode = FlowMode.DATA,
+    ttl: timedelta = timedelta(hours=1),
+    clock: Clock | None = None,
+) -> str:
     with system(world.db, world.tenant_id, clock=clock) as ctx:
         return enrolment.create_token(ctx, world.site_id, max_flow, ttl).secret
 
@@ -66,7 +85,9 @@ def enrolment_secret(world: World, *, max_flow: FlowMode = FlowMode.DATA,
 def add_user(db: Database, tenant_id: uuid.UUID, role: Role) -> tuple[uuid.UUID, str]:
     clock = SystemClock()
     with db.transaction() as session:
-        user = admin.ensure_user(session, clock, f"{role.value}-{uuid.uuid4().hex[:8]}@example.com", "u")
+        user = admin.ensure_user(
+            session, clock, f"{role.value}-{uuid.uuid4().hex[:8]}@example.com", "u"
+        )
         admin.ensure_membership(session, clock, tenant_id, user.id, role)
         return user.id, admin.issue_api_token(session, clock, user.id, "test")
 
@@ -76,7 +97,9 @@ class Gql:
 
     def __init__(self, url: str, token: str, verify: Any = True) -> None:
         self.url = f"{url}/graphql"
-        self.http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, verify=verify, timeout=60)
+        self.http = httpx.Client(
+            headers={"Authorization": f"Bearer {token}"}, verify=verify, timeout=60
+        )
 
     def raw(self, query: str, **variables: Any) -> dict[str, Any]:
         response = self.http.post(self.url, json={"query": query, "variables": variables})

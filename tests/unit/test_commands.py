@@ -33,12 +33,15 @@ from ..factories import World, enrolment_secret, make_world, system
 
 def new_agent(world: World, tmp_path, clock) -> uuid.UUID:
     key = keys.generate(tmp_path / f"{uuid.uuid4().hex}.key")
-    req = EnrollRequest(token=enrolment_secret(world, clock=clock), public_key=keys.public_b64(key),
-                        host=HostFacts(hostname="h"), max_flow=FlowMode.DATA,
-                        modules=[ModuleInfo(name="noop", version="1")])
+    req = EnrollRequest(
+        token=enrolment_secret(world, clock=clock),
+        public_key=keys.public_b64(key),
+        host=HostFacts(hostname="h"),
+        max_flow=FlowMode.DATA,
+        modules=[ModuleInfo(name="noop", version="1")],
+    )
     with world.db.transaction() as session:
         return enrolment.enroll(Ctx(session, Principal("anonymous", None), clock), req).id
-
 
 
 def agent_ctx(world: World, agent_id: uuid.UUID, clock):
@@ -73,20 +76,33 @@ def test_command_life_from_queued_to_succeeded(db: Database, tmp_path, clock) ->
     with agent_ctx(world, agent_id, clock) as ctx:
         assert agents.poll_view(ctx, agent_id, after=seq).entries == []
         agents.ack(ctx, agent_id, [Ack(seq=seq)])
-        jobs.report(ctx, agent_id, job_id, [JobEvent(kind=JobEventKind.STARTED, at=clock.now()),
-                                            JobEvent(kind=JobEventKind.SUCCEEDED, at=clock.now(), code="ok")])
+        jobs.report(
+            ctx,
+            agent_id,
+            job_id,
+            [
+                JobEvent(kind=JobEventKind.STARTED, at=clock.now()),
+                JobEvent(kind=JobEventKind.SUCCEEDED, at=clock.now(), code="ok"),
+            ],
+        )
     with system(db, world.tenant_id) as ctx:
-        done = ctx.session.scalar(select(Command).where(Command.seq == seq, Command.agent_id == agent_id))
+        done = ctx.session.scalar(
+            select(Command).where(Command.seq == seq, Command.agent_id == agent_id)
+        )
         assert done is not None
         assert (done.state, done.result_code) == ("succeeded", "ok")
         assert done.acked_at is not None and done.sent_at is not None
 
 
-def test_undelivered_command_expires_and_is_never_delivered_after(db: Database, tmp_path, clock) -> None:
+def test_undelivered_command_expires_and_is_never_delivered_after(
+    db: Database, tmp_path, clock
+) -> None:
     world = make_world(db, clock=clock)
     agent_id = new_agent(world, tmp_path, clock)
     with system(db, world.tenant_id, clock=clock) as ctx:
-        lapsing = commands.issue(ctx, agent_id, "noop.append", {"text": "late"}, ttl=timedelta(seconds=10))
+        lapsing = commands.issue(
+            ctx, agent_id, "noop.append", {"text": "late"}, ttl=timedelta(seconds=10)
+        )
         lapsing_id = lapsing.id
     clock.advance(timedelta(seconds=11))
     with agent_ctx(world, agent_id, clock) as ctx:
@@ -147,12 +163,23 @@ def test_config_mode_refuses_free_text_and_metadata(db: Database, tmp_path, cloc
     agent_id = new_agent(world, tmp_path, clock)
     with system(db, world.tenant_id, clock=clock) as ctx:
         job_id = commands.issue(ctx, agent_id, "noop.echo", {}).job_id
+    with agent_ctx(world, agent_id, clock) as ctx, pytest.raises(FlowModeForbids):
+        jobs.report(
+            ctx,
+            agent_id,
+            job_id,
+            [JobEvent(kind=JobEventKind.SUCCEEDED, at=clock.now(), detail="/srv/vm1")],
+        )
     with agent_ctx(world, agent_id, clock) as ctx:
-        with pytest.raises(FlowModeForbids):
-            jobs.report(ctx, agent_id, job_id, [JobEvent(kind=JobEventKind.SUCCEEDED, at=clock.now(), detail="/srv/vm1")])
-    with agent_ctx(world, agent_id, clock) as ctx:
-        jobs.report(ctx, agent_id, job_id, [JobEvent(kind=JobEventKind.SUCCEEDED, at=clock.now(), code="ok", counts={"files": 3})])
-        batch = MetadataBatch(batch_id=uuid.uuid4(), module="noop", kind="status", records=[{"a": 1}])
+        jobs.report(
+            ctx,
+            agent_id,
+            job_id,
+            [JobEvent(kind=JobEventKind.SUCCEEDED, at=clock.now(), code="ok", counts={"files": 3})],
+        )
+        batch = MetadataBatch(
+            batch_id=uuid.uuid4(), module="noop", kind="status", records=[{"a": 1}]
+        )
         with pytest.raises(FlowModeForbids):
             metadata.accept(ctx, agent_id, batch, 10)
 
@@ -160,13 +187,17 @@ def test_config_mode_refuses_free_text_and_metadata(db: Database, tmp_path, cloc
 def test_metadata_batches_are_idempotent_and_audited(db: Database, tmp_path, clock) -> None:
     world = make_world(db, flow=FlowMode.METADATA, clock=clock)
     agent_id = new_agent(world, tmp_path, clock)
-    batch = MetadataBatch(batch_id=uuid.uuid4(), module="noop", kind="status", records=[{"a": 1}, {"a": 2}])
+    batch = MetadataBatch(
+        batch_id=uuid.uuid4(), module="noop", kind="status", records=[{"a": 1}, {"a": 2}]
+    )
     with agent_ctx(world, agent_id, clock) as ctx:
         assert metadata.accept(ctx, agent_id, batch, 42).duplicate is False
     with agent_ctx(world, agent_id, clock) as ctx:
         assert metadata.accept(ctx, agent_id, batch, 42).duplicate is True
     with system(db, world.tenant_id) as ctx:
-        audits = ctx.session.scalars(select(AuditRecord).where(AuditRecord.action == "upload.metadata")).all()
+        audits = ctx.session.scalars(
+            select(AuditRecord).where(AuditRecord.action == "upload.metadata")
+        ).all()
         assert [(a.detail["count"], a.detail["bytes"]) for a in audits] == [(2, 42)]
 
 

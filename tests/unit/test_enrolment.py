@@ -24,14 +24,19 @@ from ..factories import enrolment_secret, make_world, system
 
 def request(token: str, tmp_path, machine_id: str = "", bios: str = "") -> EnrollRequest:
     key = keys.generate(tmp_path / f"{token[-6:]}-{machine_id}.key")
-    return EnrollRequest(token=token, public_key=keys.public_b64(key),
-                         host=HostFacts(hostname="h", machine_id=machine_id, bios_uuid=bios),
-                         max_flow=FlowMode.DATA)
+    return EnrollRequest(
+        token=token,
+        public_key=keys.public_b64(key),
+        host=HostFacts(hostname="h", machine_id=machine_id, bios_uuid=bios),
+        max_flow=FlowMode.DATA,
+    )
 
 
 def enroll(db: Database, req: EnrollRequest, clock=None) -> Agent:
     with db.transaction() as session:
-        return enrolment.enroll(Ctx(session, Principal("anonymous", None), clock or SystemClock()), req)
+        return enrolment.enroll(
+            Ctx(session, Principal("anonymous", None), clock or SystemClock()), req
+        )
 
 
 def test_token_is_stored_hashed(db: Database) -> None:
@@ -63,7 +68,9 @@ def test_expired_and_revoked_tokens_are_refused(db: Database, tmp_path) -> None:
         enroll(db, request(secret, tmp_path), clock)
     revoked = enrolment_secret(world)
     with system(db, world.tenant_id) as ctx:
-        token = ctx.session.scalar(select(EnrolmentToken).where(EnrolmentToken.token_hash == hash_secret(revoked)))
+        token = ctx.session.scalar(
+            select(EnrolmentToken).where(EnrolmentToken.token_hash == hash_secret(revoked))
+        )
         assert token is not None
         enrolment.revoke_token(ctx, token.id)
     with pytest.raises(Unauthenticated):
@@ -100,8 +107,12 @@ def test_two_enrolments_race_for_one_token_and_one_wins(pg: Database, tmp_path) 
 
 def test_a_known_machine_gets_a_new_agent_flagged_as_duplicate(db: Database, tmp_path) -> None:
     world = make_world(db)
-    first = enroll(db, request(enrolment_secret(world), tmp_path, machine_id="mid-1", bios="bios-1"))
-    second = enroll(db, request(enrolment_secret(world), tmp_path, machine_id="mid-1", bios="bios-1"))
+    first = enroll(
+        db, request(enrolment_secret(world), tmp_path, machine_id="mid-1", bios="bios-1")
+    )
+    second = enroll(
+        db, request(enrolment_secret(world), tmp_path, machine_id="mid-1", bios="bios-1")
+    )
     assert second.id != first.id
     assert second.possible_duplicate_of == [str(first.id)]
     assert second.public_key != first.public_key

@@ -48,9 +48,8 @@ def test_raw_sql_needs_the_escape_hatch(db: Database) -> None:
             session.execute(text("SELECT 1"))
         with unscoped(session, "test of the escape hatch"):
             assert session.execute(text("SELECT 1")).scalar() == 1
-        with pytest.raises(ValueError, match="reason"):
-            with unscoped(session, "  "):
-                pass
+        with pytest.raises(ValueError, match="reason"), unscoped(session, "  "):
+            pass
 
 
 def test_scope_filters_rows_and_refuses_foreign_writes(db: Database) -> None:

@@ -281,6 +281,7 @@ async def poll(request: Request) -> Response:
     if after > 2**62:
         raise HttpProblem(400, "invalid_request", "after is out of range")
     wait = min(_query_number(request, "wait", 0.0, float), float(svc.settings.poll_wait_cap_s))
+    known_tag = request.query_params.get("tag", "")
     if svc.bus.closing:
         return come_back()
     principal = Principal.agent(agent_id, tenant_id)
@@ -296,13 +297,14 @@ async def poll(request: Request) -> Response:
                 last_seq=max(covered, after),
                 flow_mode=view.mode,
                 features=view.features,
+                tag=p.settings_tag(view.mode, view.features),
             )
 
         return svc.in_tx(principal, read)
 
     with svc.bus.subscribe(agent_id) as waiter:
         answer = await run_in_threadpool(_view)
-        if answer.entries or answer.last_seq > after or wait <= 0:
+        if answer.entries or answer.last_seq > after or wait <= 0 or answer.tag != known_tag:
             return ok(answer)
         try:
             await asyncio.wait_for(waiter.event.wait(), timeout=wait)
