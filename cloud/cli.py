@@ -158,6 +158,12 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -
     raise SystemExit(f"dockyard: the cloud did not answer at {url} within {timeout:.0f}s")
 
 
+AGENTS_QUERY = (
+    "query($t: ID!) { agents(tenantId: $t) { ... on AgentConnection "
+    "{ edges { node { id name lastSeenAt } } } } }"
+)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default end to end: cloud on SQLite, a docked agent, the URL and a token."""
     data = Path(args.data).resolve()
@@ -238,8 +244,9 @@ Dockyard demo is running (data in {data}; Ctrl-C stops it).
 
 Try:
   curl -s {url}/graphql -H 'Authorization: Bearer {api_token}' \\
-       -H 'Content-Type: application/json' \\
-       -d '{{"query":"{{ agents(tenantId: \\"{ids["tenant_id"]}\\") {{ ... on AgentConnection {{ edges {{ node {{ id name lastSeenAt }} }} }} }} }}"}}'
+       -H 'Content-Type: application/json' -d @- <<'JSON'
+{json.dumps({"query": AGENTS_QUERY, "variables": {"t": ids["tenant_id"]}})}
+JSON
 """,
             flush=True,
         )

@@ -63,7 +63,8 @@ def test_enrol_policy_command_events_graphql(cloud: Cloud, pg: Database, tmp_pat
             return c if c["state"] == "succeeded" else None
 
         command = eventually(finished, what="the command to succeed")
-        assert command["sentAt"] and command["ackedAt"]
+        assert command["sentAt"]
+        assert command["ackedAt"]
         job = gql.data(JOB, id=issued["jobId"])["job"]
         assert job["job"]["state"] == "succeeded"
         assert [e["kind"] for e in job["events"]] == ["started", "succeeded"]

@@ -91,7 +91,8 @@ def test_command_life_from_queued_to_succeeded(db: Database, tmp_path, clock) ->
         )
         assert done is not None
         assert (done.state, done.result_code) == ("succeeded", "ok")
-        assert done.acked_at is not None and done.sent_at is not None
+        assert done.acked_at is not None
+        assert done.sent_at is not None
 
 
 def test_undelivered_command_expires_and_is_never_delivered_after(

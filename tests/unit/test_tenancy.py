@@ -64,7 +64,8 @@ def test_scope_filters_rows_and_refuses_foreign_writes(db: Database) -> None:
         session.commit()
     with db.session([b.tenant_id]) as session:
         site = session.get(Site, b.site_id)
-        assert site is not None and site.name == "main"
+        assert site is not None
+        assert site.name == "main"
     with db.session([a.tenant_id]) as session:
         session.add(Site(tenant_id=b.tenant_id, name="planted", created_at=site.created_at))
         with pytest.raises(TenantScopeError):
