@@ -54,7 +54,10 @@ def cmd_dock(args: argparse.Namespace, state: State) -> int:
     if state.link(args.link) is not None:
         raise AlreadyDocked(f"already docked on link {args.link!r}; `dockyard-agent undock` first")
     if args.token_file:
-        token = Path(args.token_file).read_text().strip()
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as e:
+            raise AgentError(f"cannot read the token file: {e}") from e
     else:
         if sys.stdin.isatty():
             print("enrolment token: ", end="", file=sys.stderr, flush=True)
@@ -199,12 +202,12 @@ def cmd_undock(args: argparse.Namespace, state: State) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="dockyard-agent", description=__doc__)
+    ap = argparse.ArgumentParser(prog="dockyard-agent", description=__doc__, allow_abbrev=False)
     ap.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state directory")
     ap.add_argument("--link", default="default", help=argparse.SUPPRESS)
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="command", required=True)
-    dock = sub.add_parser("dock", help="enrol with a control plane")
+    dock = sub.add_parser("dock", help="enrol with a control plane", allow_abbrev=False)
     dock.add_argument("url")
     dock.add_argument("--token-file", help="file holding the enrolment token (else stdin)")
     dock.add_argument(

@@ -1,0 +1,84 @@
+"""TLS with a test CA (trustme), a wrong CA refused, plain http only to loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trustme
+
+from dockyard.agent.errors import InsecureURL
+from dockyard.agent.link import check_url
+from dockyard.agent.runner import Backoff
+from dockyard.cloud.store.db import Database
+
+from ..factories import enrolment_secret, make_world
+from ..procs import Agent, Cloud
+
+
+@pytest.fixture(scope="module")
+def tls_cloud(pg_url: str, tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(folder / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    trustme.CA().cert_pem.write_to_path(str(folder / "wrong-ca.pem"))
+    server = Cloud(pg_url, folder / "data", tls=(folder / "cert.pem", folder / "key.pem"))
+    server.verify = str(folder / "ca.pem")
+    server.start()
+    yield server, folder
+    server.stop()
+
+
+def test_agent_docks_over_tls_with_the_right_ca(tls_cloud, pg: Database, tmp_path: Path) -> None:
+    server, folder = tls_cloud
+    world = make_world(pg)
+    agent = Agent(tmp_path / "agent")
+    out = agent.dock(server.url, enrolment_secret(world), "--ca-bundle", str(folder / "ca.pem"))
+    assert "docked" in out.stdout
+
+
+def test_a_wrong_ca_is_refused(tls_cloud, pg: Database, tmp_path: Path) -> None:
+    server, folder = tls_cloud
+    world = make_world(pg)
+    agent = Agent(tmp_path / "agent")
+    out = agent.cli("dock", server.url, "--ca-bundle", str(folder / "wrong-ca.pem"),
+                    input=enrolment_secret(world), check=False)
+    assert out.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in out.stderr
+    out = agent.cli("dock", server.url, input=enrolment_secret(world), check=False)  # system CAs
+    assert out.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in out.stderr
+    assert not list(agent.state.glob("*.key")), "a failed dock leaves no key behind"
+
+
+def test_plain_http_only_to_loopback() -> None:
+    assert check_url("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
+    assert check_url("http://[::1]:8080") == "http://[::1]:8080"
+    assert check_url("https://cloud.example.com") == "https://cloud.example.com"
+    for bad in ("http://cloud.example.com", "http://10.0.0.1", "ftp://x", "cloud.example.com"):
+        with pytest.raises(InsecureURL):
+            check_url(bad)
+
+
+def test_token_never_on_the_command_line(tmp_path: Path) -> None:
+    agent = Agent(tmp_path / "agent")
+    out = agent.cli("dock", "http://127.0.0.1:1", "--token", "x", check=False)
+    assert out.returncode == 2
+    assert "unrecognized arguments" in out.stderr
+
+
+def test_backoff_is_jittered_capped_and_honours_retry_after() -> None:
+    import random
+
+    backoff = Backoff(base=1.0, cap=900.0, rng=random.Random(7))
+    waits = [backoff.next() for _ in range(20)]
+    assert all(0 <= w <= 900 for w in waits)
+    assert max(waits[:3]) <= 4
+    assert max(waits[12:]) > 60  # grows toward the cap
+    assert backoff.next(retry_after=120) >= 120
+    assert Backoff(cap=900).next(retry_after=5000) <= 900
+    backoff.reset()
+    assert backoff.next() <= 1
