@@ -18,12 +18,23 @@ SERVER_STACK = ("starlette", "strawberry", "sqlalchemy", "alembic", "psycopg", "
 def test_agent_only_venv_docks(cloud: Cloud, pg: Database, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+    ]
     subprocess.run([*pip, str(ROOT)], check=True, timeout=600)
-    probe = "import importlib.util as u; print([m for m in %r if u.find_spec(m)])" % (SERVER_STACK,)
-    found = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True)
+    probe = f"import importlib.util as u; print([m for m in {SERVER_STACK!r} if u.find_spec(m)])"
+    found = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True
+    )
     assert found.stdout.strip() == "[]", f"the agent install pulled in {found.stdout}"
-    cloud_cli = subprocess.run([str(venv / "bin" / "dockyard"), "serve"], capture_output=True, text=True)
+    cloud_cli = subprocess.run(
+        [str(venv / "bin" / "dockyard"), "serve"], capture_output=True, text=True
+    )
     assert cloud_cli.returncode == 2
     assert "dockyard[cloud]" in cloud_cli.stderr
 

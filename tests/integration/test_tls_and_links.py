@@ -44,8 +44,14 @@ def test_a_wrong_ca_is_refused(tls_cloud, pg: Database, tmp_path: Path) -> None:
     server, folder = tls_cloud
     world = make_world(pg)
     agent = Agent(tmp_path / "agent")
-    out = agent.cli("dock", server.url, "--ca-bundle", str(folder / "wrong-ca.pem"),
-                    input=enrolment_secret(world), check=False)
+    out = agent.cli(
+        "dock",
+        server.url,
+        "--ca-bundle",
+        str(folder / "wrong-ca.pem"),
+        input=enrolment_secret(world),
+        check=False,
+    )
     assert out.returncode == 1
     assert "CERTIFICATE_VERIFY_FAILED" in out.stderr
     out = agent.cli("dock", server.url, input=enrolment_secret(world), check=False)  # system CAs

@@ -118,13 +118,24 @@ def bearer(request: Request) -> tuple[uuid.UUID, uuid.UUID]:
         ) from None
 
 
-def guarded(handler: Handler) -> Handler:
-    """Protocol version check and one mapping of errors to answers for every endpoint."""
+def guarded(handler: Handler, *, oauth: bool = False) -> Handler:
+    """Protocol version check and one mapping of errors to answers for every endpoint; the
+    token endpoint answers in RFC 6749's error shape, the others as `Problem`."""
+
+    def fail(
+        status: int, error: str, message: str, headers: dict[str, str] | None = None
+    ) -> Response:
+        if oauth:
+            code = "invalid_client" if status == 401 else "invalid_request"
+            response = oauth_error(status, code, message)
+            response.headers.update(headers or {})
+            return response
+        return problem(status, error, message, headers)
 
     async def wrapped(request: Request) -> Response:
         version = request.headers.get(p.VERSION_HEADER)
         if version != p.PROTOCOL_VERSION:
-            return problem(
+            return fail(
                 400,
                 "unsupported_protocol_version",
                 f"this cloud speaks {p.VERSION_HEADER}: {p.PROTOCOL_VERSION}; "
@@ -133,10 +144,10 @@ def guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except HttpProblem as e:
-            return problem(e.status, e.error, e.message, e.headers)
+            return fail(e.status, e.error, e.message, e.headers)
         except DomainError as e:
             status = next((s for cls, s in _STATUS.items() if isinstance(e, cls)), 400)
-            return problem(status, e.code, e.message)
+            return fail(status, e.code, e.message)
 
     return wrapped
 
@@ -402,7 +413,7 @@ def routes() -> list[BaseRoute]:
     table: list[BaseRoute] = [
         Route(
             op.path.replace("{job_id}", "{job_id:str}"),
-            guarded(_HANDLERS[op.op_id]),
+            guarded(_HANDLERS[op.op_id], oauth=op.form),
             methods=[op.method],
             name=f"agent.{op.op_id}",
         )

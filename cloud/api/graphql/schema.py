@@ -494,7 +494,7 @@ def build_schema() -> strawberry.Schema:
         mutation=Mutation,
         extensions=[
             RequestSession,
-            QueryDepthLimiter(max_depth=10),
-            MaxAliasesLimiter(max_alias_count=20),
+            lambda: QueryDepthLimiter(max_depth=10),
+            lambda: MaxAliasesLimiter(max_alias_count=20),
         ],
     )
