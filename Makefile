@@ -32,8 +32,9 @@ lint: $(STAMP)
 typecheck: $(STAMP) build/typecheck/dockyard
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p dockyard.cloud -p dockyard.agent
 
-imports: $(STAMP)
-	$(BIN)/lint-imports --config pyproject.toml
+# import-linter, like mypy, reads the installed names from the tree of links.
+imports: $(STAMP) build/typecheck/dockyard
+	cd build/typecheck && PYTHONPATH=. ../../$(BIN)/lint-imports ../../pyproject.toml
 
 unscoped:
 	@echo "Uses of the tenancy escape hatch, unscoped(reason):"

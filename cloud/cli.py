@@ -199,13 +199,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         flow=FlowMode.METADATA,
         plan="enterprise",
     )
-    token_file = data / "api-token"
-    if not token_file.exists():
+    api_token_file = data / "api-token"
+    if not api_token_file.exists():
         secret = issue_token(settings, ids["user_id"])
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(api_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secret)
-    api_token = token_file.read_text().strip()
+    api_token = api_token_file.read_text().strip()
 
     bindir = Path(sys.executable).parent
     cloud = subprocess.Popen([str(bindir / "dockyard"), "serve", "--no-migrate"], env=env)
@@ -223,15 +223,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
             links = []
         if not links:
             secret = enrolment_secret(settings, ids["tenant_id"], ids["site_id"], FlowMode.METADATA)
-            with tempfile.NamedTemporaryFile("w", dir=data, delete=False) as f:
-                f.write(secret)
+            with tempfile.NamedTemporaryFile("w", dir=data, delete=False) as secret_file:
+                secret_file.write(secret)
             try:
                 subprocess.run(
-                    [*agent_cmd, "dock", url, "--token-file", f.name, "--max-flow", "metadata"],
+                    [
+                        *agent_cmd,
+                        "dock",
+                        url,
+                        "--token-file",
+                        secret_file.name,
+                        "--max-flow",
+                        "metadata",
+                    ],
                     check=True,
                 )
             finally:
-                os.unlink(f.name)
+                os.unlink(secret_file.name)
         agent = subprocess.Popen([*agent_cmd, "run"], env=os.environ.copy())
         print(
             f"""

@@ -241,8 +241,9 @@ def _check_target(ctx: Ctx, tenant_id: uuid.UUID, kind: str, target_id: uuid.UUI
         if target_id != tenant_id:
             raise NotFound("tenant")
         return
-    model = Site if kind == "site" else Agent
-    row = ctx.session.get(model, target_id)
+    row: Site | Agent | None = (
+        ctx.session.get(Site, target_id) if kind == "site" else ctx.session.get(Agent, target_id)
+    )
     if row is None or row.tenant_id != tenant_id:
         raise NotFound(kind)
 

@@ -87,6 +87,7 @@ def _check_flush(session: Session, _ctx: Any, _instances: Any) -> None:
         return
     scope = session_scope(session)
     for obj in (*session.new, *session.dirty, *session.deleted):
+        tenant_id: uuid.UUID | None
         if isinstance(obj, TenantOwned):
             tenant_id = obj.tenant_id
         elif isinstance(obj, Tenant):

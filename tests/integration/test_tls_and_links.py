@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def tls_cloud(pg_url: str, tmp_path_factory: pytest.TempPathFactory):
     ca.cert_pem.write_to_path(str(folder / "ca.pem"))
     trustme.CA().cert_pem.write_to_path(str(folder / "wrong-ca.pem"))
     server = Cloud(pg_url, folder / "data", tls=(folder / "cert.pem", folder / "key.pem"))
-    server.verify = str(folder / "ca.pem")
+    server.verify = ssl.create_default_context(cafile=str(folder / "ca.pem"))
     server.start()
     yield server, folder
     server.stop()

@@ -57,8 +57,10 @@ class Context:
 
             async def load(ids: list[uuid.UUID]) -> list[Any]:
                 def fetch() -> list[Any]:
-                    column = model.id  # type: ignore[attr-defined]
-                    rows = self.session.scalars(select(model).where(column.in_(ids))).all()
+                    column = getattr(model, "id")  # noqa: B009 - every model loaded here has an id
+                    rows: list[Any] = list(
+                        self.session.scalars(select(model).where(column.in_(ids)))
+                    )
                     by_id = {r.id: r for r in rows}
                     return [by_id.get(i) for i in ids]
 

@@ -2,12 +2,13 @@
 checks the principal's role, inside the request's tenant-scoped session."""
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import strawberry
-from sqlalchemy import Select, select, tuple_
+from graphql import GraphQLError
+from sqlalchemy import Select, literal, select, tuple_
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
@@ -39,12 +40,18 @@ class Authenticated(BasePermission):
         return info.context.principal is not None
 
 
-def field(**kw: Any) -> Any:
-    return strawberry.field(permission_classes=[Authenticated], **kw)
+AUTH: list[type[BasePermission]] = [Authenticated]
 
 
-def mutation(**kw: Any) -> Any:
-    return strawberry.mutation(permission_classes=[Authenticated], **kw)
+def query(resolver: Callable[..., Awaitable[R]]) -> R:
+    """A field behind `Authenticated`. Strawberry types only its resolver-first form, so the
+    decorator passes the resolver positionally and mypy keeps the field's type."""
+    return cast(R, strawberry.field(resolver, permission_classes=AUTH))
+
+
+def mutation(resolver: Callable[..., Awaitable[R]]) -> R:
+    """A mutation behind `Authenticated` (see `query`)."""
+    return cast(R, strawberry.mutation(resolver, permission_classes=AUTH))
 
 
 # --- plumbing ------------------------------------------------------------------------------
@@ -64,11 +71,13 @@ def _flow(value: str) -> FlowMode:
         raise Invalid("a flow mode is config, metadata or data") from None
 
 
-async def call(info: Info[Context, None], fn: Callable[[Ctx], R], *, write: bool = False) -> Any:
+async def call(
+    info: Info[Context, None], fn: Callable[[Ctx], R], *, write: bool = False
+) -> R | t.Problem:
     """Run `fn` in the request's session; expected errors become typed results."""
     context = info.context
 
-    def work() -> Any:
+    def work() -> R | t.Problem:
         try:
             value = fn(context.domain())
             if write:
@@ -81,6 +90,15 @@ async def call(info: Info[Context, None], fn: Callable[[Ctx], R], *, write: bool
     return await context.run(work)
 
 
+async def plain(info: Info[Context, None], fn: Callable[[Ctx], R]) -> R:
+    """For the few fields whose type has no error member: an expected error becomes a
+    GraphQL error with its message (never a stack trace)."""
+    value = await call(info, fn)
+    if isinstance(value, t.Problem):
+        raise GraphQLError(value.message)
+    return value
+
+
 def page(
     ctx: Ctx, stmt: Select[Any], order: Any, first: int, after: str | None, of: Callable[[Any], Any]
 ) -> t.Connection[Any]:
@@ -89,7 +107,7 @@ def page(
     entity = stmt.column_descriptions[0]["entity"]
     if after is not None:
         at, row_id = t.decode_cursor(after)
-        stmt = stmt.where(tuple_(order, entity.id) > tuple_(at, row_id))
+        stmt = stmt.where(tuple_(order, entity.id) > tuple_(literal(at), literal(row_id)))
     rows = ctx.session.scalars(stmt.order_by(order, entity.id).limit(first + 1)).all()
     edges = [
         t.Edge(cursor=t.encode_cursor(getattr(r, order.key), r.id), node=of(r))
@@ -114,7 +132,7 @@ AuditPage = t.Connection[t.AuditRecord]
 
 @strawberry.type
 class Query:
-    @field()
+    @query
     async def me(self, info: Info[Context, None]) -> t.Me:
         def fn(ctx: Ctx) -> t.Me:
             user = ctx.session.get(m.User, ctx.principal.id)
@@ -129,26 +147,18 @@ class Query:
                 ],
             )
 
-        result: t.Me = await call(info, fn)
-        return result
+        return await plain(info, fn)
 
-    @field()
+    @query
     async def tenants(self, info: Info[Context, None]) -> list[t.Tenant]:
-        result: list[t.Tenant] = await call(
-            info, lambda ctx: [t.Tenant.of(x) for x in tenants.list_visible(ctx)]
-        )
-        return result
+        return await plain(info, lambda ctx: [t.Tenant.of(x) for x in tenants.list_visible(ctx)])
 
-    @field()
-    async def tenant(self, info: Info[Context, None], id: strawberry.ID) -> t.result(
-        "TenantResult", t.Tenant
-    ):  # type: ignore[valid-type]
+    @query
+    async def tenant(self, info: Info[Context, None], id: strawberry.ID) -> t.TenantResult:
         return await call(info, lambda ctx: t.Tenant.of(tenants.get(ctx, _id(id, "id"))))
 
-    @field()
-    async def sites(self, info: Info[Context, None], tenant_id: strawberry.ID) -> t.result(
-        "SitesResult", t.SiteList
-    ):  # type: ignore[valid-type]
+    @query
+    async def sites(self, info: Info[Context, None], tenant_id: strawberry.ID) -> t.SitesResult:
         def fn(ctx: Ctx) -> t.SiteList:
             tid = _id(tenant_id, "tenantId")
             ctx.principal.require(tid, Role.VIEWER)
@@ -159,7 +169,7 @@ class Query:
 
         return await call(info, fn)
 
-    @field()
+    @query
     async def agents(
         self,
         info: Info[Context, None],
@@ -167,7 +177,7 @@ class Query:
         first: int = 50,
         after: str | None = None,
         include_revoked: bool = False,
-    ) -> t.result("AgentsResult", AgentPage):  # type: ignore[valid-type]
+    ) -> t.AgentsResult:
         def fn(ctx: Ctx) -> AgentPage:
             tid = _id(tenant_id, "tenantId")
             ctx.principal.require(tid, Role.VIEWER)
@@ -178,16 +188,14 @@ class Query:
 
         return await call(info, fn)
 
-    @field()
-    async def agent(self, info: Info[Context, None], id: strawberry.ID) -> t.result(
-        "AgentResult", t.Agent
-    ):  # type: ignore[valid-type]
+    @query
+    async def agent(self, info: Info[Context, None], id: strawberry.ID) -> t.AgentResult:
         return await call(info, lambda ctx: t.Agent.of(agents.get(ctx, _id(id, "id"))))
 
-    @field()
+    @query
     async def enrolment_tokens(
         self, info: Info[Context, None], tenant_id: strawberry.ID
-    ) -> t.result("EnrolmentTokensResult", t.EnrolmentTokenList):  # type: ignore[valid-type]
+    ) -> t.EnrolmentTokensResult:
         def fn(ctx: Ctx) -> t.EnrolmentTokenList:
             tid = _id(tenant_id, "tenantId")
             ctx.principal.require(tid, Role.ADMIN)
@@ -200,10 +208,10 @@ class Query:
 
         return await call(info, fn)
 
-    @field()
-    async def policies(self, info: Info[Context, None], tenant_id: strawberry.ID) -> t.result(
-        "PoliciesResult", t.PolicyList
-    ):  # type: ignore[valid-type]
+    @query
+    async def policies(
+        self, info: Info[Context, None], tenant_id: strawberry.ID
+    ) -> t.PoliciesResult:
         def fn(ctx: Ctx) -> t.PolicyList:
             tid = _id(tenant_id, "tenantId")
             ctx.principal.require(tid, Role.VIEWER)
@@ -214,10 +222,10 @@ class Query:
 
         return await call(info, fn)
 
-    @field()
+    @query
     async def policy_versions(
         self, info: Info[Context, None], policy_id: strawberry.ID
-    ) -> t.result("PolicyVersionsResult", t.PolicyVersionList):  # type: ignore[valid-type]
+    ) -> t.PolicyVersionsResult:
         return await call(
             info,
             lambda ctx: t.PolicyVersionList(
@@ -228,7 +236,7 @@ class Query:
             ),
         )
 
-    @field()
+    @query
     async def commands(
         self,
         info: Info[Context, None],
@@ -236,7 +244,7 @@ class Query:
         state: str | None = None,
         first: int = 50,
         after: str | None = None,
-    ) -> t.result("CommandsResult", CommandPage):  # type: ignore[valid-type]
+    ) -> t.CommandsResult:
         def fn(ctx: Ctx) -> CommandPage:
             agent = agents.get(ctx, _id(agent_id, "agentId"))
             stmt = select(m.Command).where(m.Command.agent_id == agent.id)
@@ -246,13 +254,11 @@ class Query:
 
         return await call(info, fn)
 
-    @field()
-    async def command(self, info: Info[Context, None], id: strawberry.ID) -> t.result(
-        "CommandResult", t.Command
-    ):  # type: ignore[valid-type]
+    @query
+    async def command(self, info: Info[Context, None], id: strawberry.ID) -> t.CommandResult:
         return await call(info, lambda ctx: t.Command.of(commands.get(ctx, _id(id, "id"))))
 
-    @field()
+    @query
     async def jobs(
         self,
         info: Info[Context, None],
@@ -260,7 +266,7 @@ class Query:
         agent_id: strawberry.ID | None = None,
         first: int = 50,
         after: str | None = None,
-    ) -> t.result("JobsResult", JobPage):  # type: ignore[valid-type]
+    ) -> t.JobsResult:
         def fn(ctx: Ctx) -> JobPage:
             tid = _id(tenant_id, "tenantId")
             ctx.principal.require(tid, Role.VIEWER)
@@ -271,10 +277,8 @@ class Query:
 
         return await call(info, fn)
 
-    @field()
-    async def job(self, info: Info[Context, None], id: strawberry.ID) -> t.result(
-        "JobResult", t.JobDetail
-    ):  # type: ignore[valid-type]
+    @query
+    async def job(self, info: Info[Context, None], id: strawberry.ID) -> t.JobResult:
         def fn(ctx: Ctx) -> t.JobDetail:
             job = jobs.get(ctx, _id(id, "id"))
             events = ctx.session.scalars(
@@ -286,14 +290,14 @@ class Query:
 
         return await call(info, fn)
 
-    @field()
+    @query
     async def audit_log(
         self,
         info: Info[Context, None],
         tenant_id: strawberry.ID,
         first: int = 50,
         after: str | None = None,
-    ) -> t.result("AuditLogResult", AuditPage):  # type: ignore[valid-type]
+    ) -> t.AuditLogResult:
         def fn(ctx: Ctx) -> AuditPage:
             tid = _id(tenant_id, "tenantId")
             ctx.principal.require(tid, Role.ADMIN)
@@ -308,7 +312,7 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @mutation()
+    @mutation
     async def create_tenant(
         self,
         info: Info[Context, None],
@@ -316,7 +320,7 @@ class Mutation:
         name: str,
         flow_mode: str = "config",
         plan: str = "free",
-    ) -> t.result("CreateTenantResult", t.Tenant):  # type: ignore[valid-type]
+    ) -> t.CreateTenantResult:
         return await call(
             info,
             lambda ctx: t.Tenant.of(
@@ -327,10 +331,10 @@ class Mutation:
             write=True,
         )
 
-    @mutation()
+    @mutation
     async def set_flow_mode(
         self, info: Info[Context, None], tenant_id: strawberry.ID, flow_mode: str
-    ) -> t.result("SetFlowModeResult", t.Tenant):  # type: ignore[valid-type]
+    ) -> t.SetFlowModeResult:
         return await call(
             info,
             lambda ctx: t.Tenant.of(
@@ -339,24 +343,24 @@ class Mutation:
             write=True,
         )
 
-    @mutation()
+    @mutation
     async def set_plan(
         self, info: Info[Context, None], tenant_id: strawberry.ID, plan: str
-    ) -> t.result("SetPlanResult", t.Tenant):  # type: ignore[valid-type]
+    ) -> t.SetPlanResult:
         return await call(
             info,
             lambda ctx: t.Tenant.of(tenants.set_plan(ctx, _id(tenant_id, "tenantId"), plan)),
             write=True,
         )
 
-    @mutation()
+    @mutation
     async def create_site(
         self,
         info: Info[Context, None],
         tenant_id: strawberry.ID,
         name: str,
         max_flow: str | None = None,
-    ) -> t.result("CreateSiteResult", t.Site):  # type: ignore[valid-type]
+    ) -> t.CreateSiteResult:
         return await call(
             info,
             lambda ctx: t.Site.of(
@@ -367,7 +371,7 @@ class Mutation:
             write=True,
         )
 
-    @mutation()
+    @mutation
     async def create_enrolment_token(
         self,
         info: Info[Context, None],
@@ -375,7 +379,7 @@ class Mutation:
         max_flow: str = "config",
         ttl_minutes: int = 60,
         note: str = "",
-    ) -> t.result("CreateEnrolmentTokenResult", t.EnrolmentTokenCreated):  # type: ignore[valid-type]
+    ) -> t.CreateEnrolmentTokenResult:
         def fn(ctx: Ctx) -> t.EnrolmentTokenCreated:
             new = enrolment.create_token(
                 ctx, _id(site_id, "siteId"), _flow(max_flow), timedelta(minutes=ttl_minutes), note
@@ -384,25 +388,25 @@ class Mutation:
 
         return await call(info, fn, write=True)
 
-    @mutation()
+    @mutation
     async def revoke_enrolment_token(
         self, info: Info[Context, None], id: strawberry.ID
-    ) -> t.result("RevokeEnrolmentTokenResult", t.EnrolmentToken):  # type: ignore[valid-type]
+    ) -> t.RevokeEnrolmentTokenResult:
         return await call(
             info,
             lambda ctx: t.EnrolmentToken.of(enrolment.revoke_token(ctx, _id(id, "id"))),
             write=True,
         )
 
-    @mutation()
-    async def revoke_agent(self, info: Info[Context, None], id: strawberry.ID) -> t.result(
-        "RevokeAgentResult", t.Agent
-    ):  # type: ignore[valid-type]
+    @mutation
+    async def revoke_agent(
+        self, info: Info[Context, None], id: strawberry.ID
+    ) -> t.RevokeAgentResult:
         return await call(
             info, lambda ctx: t.Agent.of(agents.revoke(ctx, _id(id, "id"))), write=True
         )
 
-    @mutation()
+    @mutation
     async def create_policy(
         self,
         info: Info[Context, None],
@@ -410,7 +414,7 @@ class Mutation:
         name: str,
         kind: str,
         document: JSON,
-    ) -> t.result("CreatePolicyResult", t.Policy):  # type: ignore[valid-type]
+    ) -> t.CreatePolicyResult:
         def fn(ctx: Ctx) -> t.Policy:
             if not isinstance(document, dict):
                 raise Invalid("a policy document is a JSON object")
@@ -420,10 +424,10 @@ class Mutation:
 
         return await call(info, fn, write=True)
 
-    @mutation()
+    @mutation
     async def new_policy_version(
         self, info: Info[Context, None], policy_id: strawberry.ID, document: JSON
-    ) -> t.result("NewPolicyVersionResult", t.PolicyVersion):  # type: ignore[valid-type]
+    ) -> t.NewPolicyVersionResult:
         def fn(ctx: Ctx) -> t.PolicyVersion:
             if not isinstance(document, dict):
                 raise Invalid("a policy document is a JSON object")
@@ -433,14 +437,14 @@ class Mutation:
 
         return await call(info, fn, write=True)
 
-    @mutation()
+    @mutation
     async def assign_policy(
         self,
         info: Info[Context, None],
         policy_id: strawberry.ID,
         target_kind: str,
         target_id: strawberry.ID,
-    ) -> t.result("AssignPolicyResult", t.PolicyAssignment):  # type: ignore[valid-type]
+    ) -> t.AssignPolicyResult:
         def fn(ctx: Ctx) -> t.PolicyAssignment:
             a = policies.assign(
                 ctx, _id(policy_id, "policyId"), target_kind, _id(target_id, "targetId")
@@ -454,7 +458,7 @@ class Mutation:
 
         return await call(info, fn, write=True)
 
-    @mutation()
+    @mutation
     async def issue_command(
         self,
         info: Info[Context, None],
@@ -464,7 +468,7 @@ class Mutation:
         ttl_seconds: int = 3600,
         timeout_seconds: int = 3600,
         idempotency_key: str | None = None,
-    ) -> t.result("IssueCommandResult", t.Command):  # type: ignore[valid-type]
+    ) -> t.IssueCommandResult:
         def fn(ctx: Ctx) -> t.Command:
             if args is not None and not isinstance(args, dict):
                 raise Invalid("command arguments are a JSON object")
@@ -484,7 +488,8 @@ class Mutation:
 
 def build_schema() -> strawberry.Schema:
     for cls in (Query, Mutation):
-        for f in cls.__strawberry_definition__.fields:  # type: ignore[attr-defined]
+        definition = getattr(cls, "__strawberry_definition__")  # noqa: B009 - set by the decorator
+        for f in definition.fields:
             if not f.permission_classes:
                 raise RuntimeError(
                     f"{cls.__name__}.{f.name} has no permission class; refusing to start"

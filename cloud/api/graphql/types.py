@@ -3,7 +3,7 @@
 import base64
 import uuid
 from datetime import datetime
-from typing import Annotated, Generic, TypeVar, Union
+from typing import Annotated, Generic, TypeVar, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -231,7 +231,9 @@ class PolicyVersion:
 
     @classmethod
     def of(cls, row: m.PolicyVersion) -> "PolicyVersion":
-        return cls(version=row.version, document=row.document, created_at=row.created_at)
+        return cls(
+            version=row.version, document=cast(JSON, row.document), created_at=row.created_at
+        )
 
 
 @strawberry.type
@@ -279,7 +281,7 @@ class JobEvent:
             at=row.at,
             progress=row.progress,
             code=row.code,
-            counts=row.counts,
+            counts=cast(JSON, row.counts),
             detail=row.detail,
         )
 
@@ -345,7 +347,7 @@ class Command:
             job_id=strawberry.ID(str(row.job_id)),
             seq=row.seq,
             name=row.name,
-            args=row.args,
+            args=cast(JSON, row.args),
             state=row.state,
             idempotency_key=row.idempotency_key,
             issued_at=row.issued_at,
@@ -380,7 +382,7 @@ class AuditRecord:
             action=row.action,
             target=row.target,
             outcome=row.outcome,
-            detail=row.detail,
+            detail=cast(JSON, row.detail),
         )
 
 
@@ -424,7 +426,38 @@ class Me:
     memberships: list[Membership]
 
 
-def result(name: str, *types: type) -> object:
-    """A union of the success types and the expected errors, named for the schema."""
-    members = (*types, NotFoundError, ForbiddenError, InvalidInputError, ConflictError)
-    return Annotated[Union[members], strawberry.union(name)]  # noqa: UP007 - built at run time
+# --- results: a success type or one of the expected errors -----------------------------
+
+TenantResult = Annotated[Tenant | Problem, strawberry.union("TenantResult")]
+SitesResult = Annotated[SiteList | Problem, strawberry.union("SitesResult")]
+AgentsResult = Annotated[Connection[Agent] | Problem, strawberry.union("AgentsResult")]
+AgentResult = Annotated[Agent | Problem, strawberry.union("AgentResult")]
+EnrolmentTokensResult = Annotated[
+    EnrolmentTokenList | Problem, strawberry.union("EnrolmentTokensResult")
+]
+PoliciesResult = Annotated[PolicyList | Problem, strawberry.union("PoliciesResult")]
+PolicyVersionsResult = Annotated[
+    PolicyVersionList | Problem, strawberry.union("PolicyVersionsResult")
+]
+CommandsResult = Annotated[Connection[Command] | Problem, strawberry.union("CommandsResult")]
+CommandResult = Annotated[Command | Problem, strawberry.union("CommandResult")]
+JobsResult = Annotated[Connection[Job] | Problem, strawberry.union("JobsResult")]
+JobResult = Annotated[JobDetail | Problem, strawberry.union("JobResult")]
+AuditLogResult = Annotated[Connection[AuditRecord] | Problem, strawberry.union("AuditLogResult")]
+CreateTenantResult = Annotated[Tenant | Problem, strawberry.union("CreateTenantResult")]
+SetFlowModeResult = Annotated[Tenant | Problem, strawberry.union("SetFlowModeResult")]
+SetPlanResult = Annotated[Tenant | Problem, strawberry.union("SetPlanResult")]
+CreateSiteResult = Annotated[Site | Problem, strawberry.union("CreateSiteResult")]
+CreateEnrolmentTokenResult = Annotated[
+    EnrolmentTokenCreated | Problem, strawberry.union("CreateEnrolmentTokenResult")
+]
+RevokeEnrolmentTokenResult = Annotated[
+    EnrolmentToken | Problem, strawberry.union("RevokeEnrolmentTokenResult")
+]
+RevokeAgentResult = Annotated[Agent | Problem, strawberry.union("RevokeAgentResult")]
+CreatePolicyResult = Annotated[Policy | Problem, strawberry.union("CreatePolicyResult")]
+NewPolicyVersionResult = Annotated[
+    PolicyVersion | Problem, strawberry.union("NewPolicyVersionResult")
+]
+AssignPolicyResult = Annotated[PolicyAssignment | Problem, strawberry.union("AssignPolicyResult")]
+IssueCommandResult = Annotated[Command | Problem, strawberry.union("IssueCommandResult")]
