@@ -19,6 +19,7 @@ from typing import Any
 
 from . import keys
 from . import protocol as p
+from .crashpoints import ROTATION_POINT, crashpoint
 from .errors import AgentError, AlreadyDocked, NotDocked
 from .link import Link
 from .modules import registry
@@ -177,16 +178,20 @@ def cmd_rotate_key(args: argparse.Namespace, state: State) -> int:
     record = state.link(args.link)
     if record is None:
         raise NotDocked(args.link)
-    old_key = keys.load(Path(record.key_file))
-    new_path = Path(record.key_file + ".next")
-    new_key = keys.generate(new_path)
+    current = Path(record.key_file)
+    pending = Path(record.key_file + ".next")
     link = Link(record.url, ca_bundle=record.ca_bundle)
     try:
-        link.authenticate_as(record.agent_id, old_key, record.token_url)
+        link.authenticate_as(record.agent_id, keys.load(current), record.token_url)
+        keys.settle_rotation(link, current, pending)
+        new_key = keys.generate(pending)
+        # From here until the replace below the cloud may hold either key; settle_rotation
+        # finds out which on the next start of `run` or `rotate-key`.
         link.rotate_key(keys.public_b64(new_key))
+        crashpoint(ROTATION_POINT, state.dir)
     finally:
         link.close()
-    os.replace(new_path, record.key_file)
+    os.replace(pending, current)
     print(f"rotated the key of agent {record.agent_id}")
     return 0
 

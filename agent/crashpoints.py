@@ -11,7 +11,10 @@ import os
 import signal
 from pathlib import Path
 
+# Points on the way of one command, between its effect, the journal and the ack.
 POINTS = ("after_journal_start", "after_effect", "after_journal_done", "after_ack")
+# Between the cloud taking a rotated key and the agent replacing its key file.
+ROTATION_POINT = "after_key_sent"
 
 
 def crashpoint(name: str, state_dir: Path) -> None:

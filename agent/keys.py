@@ -6,6 +6,7 @@ import base64
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from authlib.oauth2.rfc7523 import private_key_jwt_sign
 from cryptography.hazmat.primitives import serialization
@@ -13,6 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc.jwk import OKPKey
 
 from .protocol import ASSERTION_MAX_LIFETIME_S
+
+if TYPE_CHECKING:
+    from .link import Link
 
 # RFC 9864 renames EdDSA to Ed25519; the protocol pins the name EdDSA, which joserfc warns of.
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=Warning)
@@ -66,3 +70,20 @@ def assertion(key: Ed25519PrivateKey, agent_id: str, token_url: str) -> str:
         expires_in=ASSERTION_MAX_LIFETIME_S - 60,
     )
     return signed.decode() if isinstance(signed, bytes) else str(signed)
+
+
+def settle_rotation(link: Link, current: Path, pending: Path) -> None:
+    """Finish a rotation that was cut off between asking the cloud and replacing the file.
+
+    The cloud holds either the current key or the pending one; keep whichever it accepts.
+    Without a pending file there is nothing to settle. The link is left authenticated with
+    the key that is current afterwards.
+    """
+    if not pending.exists():
+        return
+    new_key = load(pending)
+    if link.accepts(new_key):
+        os.replace(pending, current)
+        link.use_key(new_key)
+    else:
+        pending.unlink()

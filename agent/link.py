@@ -155,6 +155,31 @@ class Link:
         self._token_until = time.monotonic() + max(10.0, token.expires_in - 60)
         return self._token
 
+    def use_key(self, key: Ed25519PrivateKey) -> None:
+        """Authenticate from now on with `key` (after a rotation)."""
+        if self._identity is None:
+            raise LinkRefused(401, "unauthenticated", "this link has no agent identity yet")
+        agent_id, _, token_url = self._identity
+        self.authenticate_as(agent_id, key, token_url)
+
+    def accepts(self, key: Ed25519PrivateKey) -> bool:
+        """Whether the cloud issues a token for this agent against `key` (a probe; the
+        link keeps its own identity)."""
+        if self._identity is None:
+            raise LinkRefused(401, "unauthenticated", "this link has no agent identity yet")
+        saved = self._identity, self._token, self._token_until
+        agent_id, _, token_url = self._identity
+        self._identity, self._token = (agent_id, key, token_url), None
+        try:
+            self._access_token()
+            return True
+        except LinkRefused as e:
+            if e.status == 401:
+                return False
+            raise
+        finally:
+            self._identity, self._token, self._token_until = saved
+
     def poll(self, after: int, wait: float, tag: str = "") -> p.PollResponse:
         params: dict[str, Any] = {"after": after, "wait": wait}
         if tag:

@@ -73,6 +73,7 @@ class Runner:
         self.journal = Journal(state)
         self.stop = threading.Event()
         self.link: Link | None = None
+        self._key_files = (state.dir / "none", state.dir / "none.next")
         self.tag = ""
         self._polling = False
         self.modules: dict[str, Module] = {}
@@ -89,6 +90,7 @@ class Runner:
             self.link.authenticate_as(
                 record.agent_id, keys.load(Path(record.key_file)), record.token_url
             )
+            self._key_files = Path(record.key_file), Path(record.key_file + ".next")
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -117,6 +119,8 @@ class Runner:
                 log.warning("cloud unavailable (%s); retrying in %.1fs", e, delay)
                 self.stop.wait(delay)
             except LinkRefused as e:
+                if e.status == 401 and self._settle_rotation():
+                    continue
                 if e.status == 401:
                     log.error("the cloud no longer accepts this agent: %s", e.message)
                     return 3
@@ -124,6 +128,17 @@ class Runner:
                 log.error("%s; retrying in %.1fs", e, delay)
                 self.stop.wait(delay)
         return 0
+
+    def _settle_rotation(self) -> bool:
+        """After a refusal: if a key rotation was cut off, the cloud may hold the new key."""
+        if self.link is None or not self._key_files[1].exists():
+            return False
+        try:
+            keys.settle_rotation(self.link, *self._key_files)
+        except LinkUnavailable:
+            return True  # the loop's back-off handles it on the next round
+        log.warning("finished a key rotation that was cut off")
+        return True
 
     def _tick_modules(self) -> None:
         for module in self.modules.values():

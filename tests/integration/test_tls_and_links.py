@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from dockyard.agent.runner import Backoff
 from dockyard.cloud.store.db import Database
 
 from ..factories import enrolment_secret, make_world
-from ..procs import Agent, Cloud
+from ..procs import BIN, Agent, Cloud, eventually, free_port
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +92,54 @@ def test_backoff_is_jittered_capped_and_honours_retry_after() -> None:
     assert Backoff(cap=900).next(retry_after=5000) <= 900
     backoff.reset()
     assert backoff.next() <= 1
+
+
+@pytest.fixture
+def proxy(tmp_path: Path):
+    """proxy.py (PyPI), a real forward proxy that asks for credentials (407 without)."""
+    port = free_port()
+    log = open(tmp_path / "proxy.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            str(BIN / "proxy"),
+            *("--hostname", "127.0.0.1", "--port", str(port), "--basic-auth", "dock:s3cret"),
+            *("--num-workers", "1", "--num-acceptors", "1"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    eventually(lambda: _listening(port), what="the proxy to listen")
+    yield port
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_proxy_that_asks_for_credentials(
+    tls_cloud, proxy: int, pg: Database, tmp_path: Path
+) -> None:
+    server, folder = tls_cloud
+    world = make_world(pg)
+    ca = ("--ca-bundle", str(folder / "ca.pem"))
+    no_bypass = {"NO_PROXY": "", "no_proxy": ""}
+
+    wrong = {"HTTPS_PROXY": f"http://dock:wrong@127.0.0.1:{proxy}"} | no_bypass
+    agent = Agent(tmp_path / "refused", env=wrong)
+    out = agent.cli("dock", server.url, *ca, input=enrolment_secret(world), check=False)
+    assert out.returncode == 1
+    assert "407" in out.stderr, out.stderr
+
+    # The same wrong proxy is skipped for hosts NO_PROXY names.
+    bypass = wrong | {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    agent = Agent(tmp_path / "bypass", env=bypass)
+    assert "docked" in agent.cli("dock", server.url, *ca, input=enrolment_secret(world)).stdout
+
+    right = {"HTTPS_PROXY": f"http://dock:s3cret@127.0.0.1:{proxy}"} | no_bypass
+    agent = Agent(tmp_path / "through", env=right)
+    assert "docked" in agent.cli("dock", server.url, *ca, input=enrolment_secret(world)).stdout
+    assert json.loads(agent.cli("status", "--json").stdout)["links"][0]["url"] == server.url

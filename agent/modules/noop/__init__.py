@@ -3,13 +3,15 @@
 It does nothing useful, observably: `noop.append` writes a line to `lines.log` in its folder
 (an effect a test can count after a kill -9), `noop.echo` answers its arguments, `noop.fail`
 fails, `noop.report` sends a metadata batch. The features docking unlocks and its current
-policy are written to `features.json` and `policy.json` so they can be seen from outside.
+policy are written to `features.json` and `policy.json`, and each standalone tick writes
+`heartbeat.json`, so all of it can be seen from outside.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from typing import Any, ClassVar
 
@@ -76,6 +78,12 @@ class NoopModule(Module):
         except FlowModeForbids as e:
             raise CommandFailed("flow_mode_forbids", str(e)) from e
         return Outcome(counts={"records": 1})
+
+    def tick(self) -> None:
+        beat = {"at": time.time(), "features": sorted(self.features)}
+        tmp = self.ctx.state_dir / "heartbeat.json.tmp"
+        tmp.write_text(json.dumps(beat))
+        os.replace(tmp, self.ctx.state_dir / "heartbeat.json")
 
     def on_features_changed(self) -> None:
         path = self.ctx.state_dir / "features.json"
