@@ -126,7 +126,7 @@ class PostgresBus(Bus):
                     delay = 0.5
                     async for note in conn.notifies():
                         try:
-                            self._wake_now({uuid.UUID(note.payload)})
+                            self._wake_now({uuid.UUID(x) for x in note.payload.split(",")})
                         except ValueError:
                             log.warning("bus: ignoring a malformed notification")
             except asyncio.CancelledError:

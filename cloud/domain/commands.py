@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dockyard.cloud.store.models import Command, Job
+from dockyard.cloud.store.models import Agent, Command, Job
 from dockyard.cloud.store.tenancy import unscoped
 
 from . import agents, audit, sequence
@@ -30,6 +30,7 @@ OPEN_STATES = ("sent", "acked", "running")
 FINAL_STATES = ("succeeded", "failed", "rejected", "expired", "timed_out", "cancelled")
 MAX_TTL = timedelta(days=7)
 MAX_ARGS_BYTES = 64 * 1024
+MAX_AGENTS_PER_ISSUE = 1000
 
 
 def issue(
@@ -43,17 +44,7 @@ def issue(
     idempotency_key: str | None = None,
 ) -> Command:
     agent = agents.get(ctx, agent_id)
-    ctx.principal.require(agent.tenant_id, Role.OPERATOR, "agent")
-    if agent.revoked_at is not None:
-        raise Invalid("this agent was revoked; it takes no more commands")
-    if not NAME.match(name):
-        raise Invalid("a command is named module.action, e.g. 'noop.append'")
-    if not timedelta(seconds=1) <= ttl <= MAX_TTL:
-        raise Invalid("a command's time-to-live is between 1 second and 7 days")
-    if not timedelta(seconds=1) <= timeout <= MAX_TTL:
-        raise Invalid("a command's timeout is between 1 second and 7 days")
-    if len(repr(args)) > MAX_ARGS_BYTES:
-        raise Invalid("a command's arguments take at most 64 KiB")
+    _check(ctx, [agent], name, args, ttl, timeout)
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= 128:
             raise Invalid("an idempotency key has 1 to 128 characters")
@@ -66,14 +57,83 @@ def issue(
             if earlier.agent_id != agent_id or earlier.name != name or earlier.args != args:
                 raise Invalid("this idempotency key was used for a different command")
             return earlier
+    command = _create(ctx, agent, name, args, ttl, timeout, idempotency_key)
+    ctx.session.flush()
+    audit.record(ctx, agent.tenant_id, "command.issue", target=str(command.id), name=name)
+    return command
+
+
+def issue_many(
+    ctx: Ctx,
+    agent_ids: list[uuid.UUID],
+    name: str,
+    args: dict[str, Any],
+    *,
+    ttl: timedelta = timedelta(hours=1),
+    timeout: timedelta = timedelta(hours=1),
+) -> list[Command]:
+    """One command to each of many agents, in one transaction: all are issued or none."""
+    if not 1 <= len(agent_ids) <= MAX_AGENTS_PER_ISSUE:
+        raise Invalid(f"a command goes to between 1 and {MAX_AGENTS_PER_ISSUE} agents at once")
+    if len(set(agent_ids)) != len(agent_ids):
+        raise Invalid("an agent is named twice")
+    found = {a.id: a for a in ctx.session.scalars(select(Agent).where(Agent.id.in_(agent_ids)))}
+    if len(found) != len(agent_ids):
+        raise NotFound("agent")
+    targets = [found[i] for i in agent_ids]
+    _check(ctx, targets, name, args, ttl, timeout)
+    numbers = sequence.allocate_many(ctx.session, agent_ids)
+    with ctx.session.no_autoflush:
+        issued = [_create(ctx, a, name, args, ttl, timeout, None, numbers[a.id]) for a in targets]
+    ctx.session.flush()
+    for tenant_id in sorted({a.tenant_id for a in targets}):
+        count = sum(1 for a in targets if a.tenant_id == tenant_id)
+        audit.record(ctx, tenant_id, "command.issue_many", name=name, agents=count)
+    return issued
+
+
+def _check(
+    ctx: Ctx,
+    targets: list[Agent],
+    name: str,
+    args: dict[str, Any],
+    ttl: timedelta,
+    timeout: timedelta,
+) -> None:
+    for agent in targets:
+        ctx.principal.require(agent.tenant_id, Role.OPERATOR, "agent")
+        if agent.revoked_at is not None:
+            raise Invalid("this agent was revoked; it takes no more commands")
+    if not NAME.match(name):
+        raise Invalid("a command is named module.action, e.g. 'noop.append'")
+    if not timedelta(seconds=1) <= ttl <= MAX_TTL:
+        raise Invalid("a command's time-to-live is between 1 second and 7 days")
+    if not timedelta(seconds=1) <= timeout <= MAX_TTL:
+        raise Invalid("a command's timeout is between 1 second and 7 days")
+    if len(repr(args)) > MAX_ARGS_BYTES:
+        raise Invalid("a command's arguments take at most 64 KiB")
+
+
+def _create(
+    ctx: Ctx,
+    agent: Agent,
+    name: str,
+    args: dict[str, Any],
+    ttl: timedelta,
+    timeout: timedelta,
+    idempotency_key: str | None,
+    seq: int | None = None,
+) -> Command:
     now = ctx.now()
     command_id, job_id = uuid.uuid4(), uuid.uuid4()
-    entry = sequence.append(ctx, agent_id, agent.tenant_id, "command", {}, command_id=command_id)
+    entry = sequence.append(
+        ctx, agent.id, agent.tenant_id, "command", {}, command_id=command_id, seq=seq
+    )
     ctx.session.add(
         Job(
             id=job_id,
             tenant_id=agent.tenant_id,
-            agent_id=agent_id,
+            agent_id=agent.id,
             command_id=command_id,
             kind=name,
             state="pending",
@@ -84,7 +144,7 @@ def issue(
     command = Command(
         id=command_id,
         tenant_id=agent.tenant_id,
-        agent_id=agent_id,
+        agent_id=agent.id,
         job_id=job_id,
         seq=entry.seq,
         name=name,
@@ -97,8 +157,6 @@ def issue(
         timeout_s=int(timeout.total_seconds()),
     )
     ctx.session.add(command)
-    ctx.session.flush()
-    audit.record(ctx, agent.tenant_id, "command.issue", target=str(command_id), name=name)
     return command
 
 

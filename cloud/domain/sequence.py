@@ -32,6 +32,20 @@ def allocate(session: Session, agent_id: uuid.UUID) -> int:
     return int(seq)
 
 
+def allocate_many(session: Session, agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """One new number for each of several distinct agents, in one statement."""
+    rows = session.execute(
+        update(Agent)
+        .where(Agent.id.in_(agent_ids))
+        .values(last_seq=Agent.last_seq + 1)
+        .returning(Agent.id, Agent.last_seq)
+    ).all()
+    numbers = {row[0]: int(row[1]) for row in rows}
+    if len(numbers) != len(set(agent_ids)):
+        raise NotFound("agent")
+    return numbers
+
+
 def append(
     ctx: Ctx,
     agent_id: uuid.UUID,
@@ -40,8 +54,11 @@ def append(
     payload: dict[str, Any],
     *,
     command_id: uuid.UUID | None = None,
+    seq: int | None = None,
 ) -> AgentEntry:
-    seq = allocate(ctx.session, agent_id)
+    """Append an entry; `seq` when the caller took numbers with `allocate_many`."""
+    if seq is None:
+        seq = allocate(ctx.session, agent_id)
     entry = AgentEntry(
         tenant_id=tenant_id,
         agent_id=agent_id,

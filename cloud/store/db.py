@@ -19,6 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from .tenancy import install, scope_session, unscoped
 
 NOTIFY_CHANNEL = "dockyard_agents"
+# Agent ids per NOTIFY, comma-separated: 200 x 37 bytes stays under PostgreSQL's 8000-byte
+# payload limit, and a burst to many agents costs a few notifications, not one each.
+NOTIFY_BATCH = 200
 _WAKE = "dockyard.wake"
 
 
@@ -77,9 +80,11 @@ class Database:
         agents = session.info.get(_WAKE)
         if not agents:
             return
+        ids = sorted(str(a) for a in agents)
         with unscoped(session, "NOTIFY carries only agent ids to the wake-up bus"):
-            for agent_id in sorted(agents):
-                session.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(agent_id))))
+            for i in range(0, len(ids), NOTIFY_BATCH):
+                payload = ",".join(ids[i : i + NOTIFY_BATCH])
+                session.execute(select(func.pg_notify(NOTIFY_CHANNEL, payload)))
 
     def _wake_after_commit(self, session: Session) -> None:
         agents = session.info.pop(_WAKE, None)

@@ -233,3 +233,25 @@ def test_narrowing_flow_mode_is_seen_by_the_agent(db: Database, tmp_path, clock)
         view = agents.poll_view(ctx, agent_id, 0)
         assert view.mode is FlowMode.CONFIG
         assert "catalog" not in view.features["noop"]  # a catalog needs metadata to flow
+
+
+def test_one_command_to_many_agents_is_all_or_none(db: Database, tmp_path, clock) -> None:
+    world = make_world(db, clock=clock)
+    mine = [new_agent(world, tmp_path, clock) for _ in range(3)]
+    other = make_world(db, clock=clock)
+    foreign = new_agent(other, tmp_path, clock)
+
+    with pytest.raises(NotFound), system(db, world.tenant_id, clock=clock) as ctx:
+        commands.issue_many(ctx, [*mine, foreign], "noop.echo", {})
+    with pytest.raises(Invalid), system(db, world.tenant_id, clock=clock) as ctx:
+        commands.issue_many(ctx, [mine[0], mine[0]], "noop.echo", {})
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        assert ctx.session.scalars(select(Command)).all() == [], "nothing issued"
+
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        issued = commands.issue_many(ctx, mine, "noop.echo", {"x": 1})
+        assert [c.agent_id for c in issued] == mine
+    for agent_id in mine:
+        with agent_ctx(world, agent_id, clock) as ctx:
+            view = agents.poll_view(ctx, agent_id, 0)
+            assert [e.name for e in view.entries if e.kind == "command"] == ["noop.echo"]

@@ -485,6 +485,33 @@ class Mutation:
 
         return await call(info, fn, write=True)
 
+    @mutation
+    async def issue_commands(
+        self,
+        info: Info[Context, None],
+        agent_ids: list[strawberry.ID],
+        name: str,
+        args: JSON | None = None,
+        ttl_seconds: int = 3600,
+        timeout_seconds: int = 3600,
+    ) -> t.IssueCommandsResult:
+        """One command to each of many agents (at most 1000) in one transaction."""
+
+        def fn(ctx: Ctx) -> t.CommandList:
+            if args is not None and not isinstance(args, dict):
+                raise Invalid("command arguments are a JSON object")
+            issued = commands.issue_many(
+                ctx,
+                [_id(a, "agentIds") for a in agent_ids],
+                name,
+                dict(args or {}),
+                ttl=timedelta(seconds=ttl_seconds),
+                timeout=timedelta(seconds=timeout_seconds),
+            )
+            return t.CommandList(items=[t.Command.of(c) for c in issued])
+
+        return await call(info, fn, write=True)
+
 
 def build_schema() -> strawberry.Schema:
     for cls in (Query, Mutation):

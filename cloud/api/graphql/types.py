@@ -397,6 +397,11 @@ class EnrolmentTokenList:
 
 
 @strawberry.type
+class CommandList:
+    items: list[Command]
+
+
+@strawberry.type
 class PolicyList:
     items: list[Policy]
 
@@ -461,3 +466,4 @@ NewPolicyVersionResult = Annotated[
 ]
 AssignPolicyResult = Annotated[PolicyAssignment | Problem, strawberry.union("AssignPolicyResult")]
 IssueCommandResult = Annotated[Command | Problem, strawberry.union("IssueCommandResult")]
+IssueCommandsResult = Annotated[CommandList | Problem, strawberry.union("IssueCommandsResult")]
