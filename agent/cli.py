@@ -25,6 +25,7 @@ from .link import Link
 from .modules import registry
 from .runner import Runner
 from .state import LinkRecord, State, utcnow
+from .vault import cli as vault_cli
 
 DEFAULT_STATE = Path(os.environ.get("DOCKYARD_AGENT_STATE", "/var/lib/dockyard-agent"))
 
@@ -229,6 +230,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     sub.add_parser("rotate-key", help="replace the agent's key without enrolling again")
     sub.add_parser("undock", help="forget the link; modules go on standalone")
+    vault_cli.add_parser(sub)
     return ap
 
 
@@ -247,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format='{"at":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
     )
+    if args.command == "vault":
+        return vault_cli.main_guard(args)
     try:
         state = State(args.state)
     except OSError as e:

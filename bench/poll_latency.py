@@ -132,25 +132,26 @@ class SimAgent:
     def __init__(self, bench: Bench, key: Ed25519PrivateKey, agent_id: str, token_url: str):
         self.bench, self.key, self.id, self.token_url = bench, key, agent_id, token_url
         self.access = ""
+        self.http: httpx.AsyncClient = bench.client_for(agent_id)
         self.after = 0
         self.tag = ""
         self.polls = 0
 
-    async def token(self, http: httpx.AsyncClient) -> None:
+    async def token(self) -> None:
         form = {
             "grant_type": "client_credentials",
             "client_assertion_type": p.ASSERTION_TYPE,
             "client_assertion": keys.assertion(self.key, self.id, self.token_url),
         }
-        r = await http.post("/agent/v1/token", data=form, headers=H)
+        r = await self.http.post("/agent/v1/token", data=form, headers=H)
         r.raise_for_status()
         self.access = r.json()["access_token"]
 
-    async def run(self, http: httpx.AsyncClient) -> None:
+    async def run(self) -> None:
         backoff = Backoff()
         while not self.bench.stopping:
             try:
-                delay = await self.round(http)
+                delay = await self.round()
             except (httpx.HTTPError, ValueError, KeyError) as e:
                 self.bench.errors[type(e).__name__] = self.bench.errors.get(type(e).__name__, 0) + 1
                 delay = backoff.next()
@@ -161,13 +162,13 @@ class SimAgent:
                 delay = backoff.next(delay)
             await asyncio.sleep(delay)
 
-    async def round(self, http: httpx.AsyncClient) -> float | None:
+    async def round(self) -> float | None:
         """One poll and its acks; a Retry-After (or 0) when the cloud asks to wait."""
         if not self.access:
-            await self.token(http)
+            await self.token()
         headers = H | {"Authorization": f"Bearer {self.access}"}
         params: dict[str, Any] = {"after": self.after, "wait": 25, "tag": self.tag}
-        r = await http.get("/agent/v1/poll", params=params, headers=headers)
+        r = await self.http.get("/agent/v1/poll", params=params, headers=headers)
         if r.status_code == 401:
             self.access = ""
             return None
@@ -183,19 +184,34 @@ class SimAgent:
                 self.bench.received(entry["command_id"], received)
         if entries:
             acks = {"acks": [{"seq": e["seq"]} for e in entries]}
-            (await http.post("/agent/v1/acks", json=acks, headers=headers)).raise_for_status()
+            (await self.http.post("/agent/v1/acks", json=acks, headers=headers)).raise_for_status()
         self.after = max(self.after, answer["last_seq"])
         return None
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, url: str) -> None:
         self.args = args
+        self.url = url
         self.stopping = False
         self.waiting: dict[str, asyncio.Future[float]] = {}
         self.early: dict[str, float] = {}
         self.issue_s: list[float] = []
         self.errors: dict[str, int] = {}
+        self.clients: list[httpx.AsyncClient] = []
+
+    def client_for(self, agent_id: str) -> httpx.AsyncClient:
+        """Agents share clients in groups of 100: httpx's pool scans its connections on
+        every request, which costs more than the cloud itself at thousands of them."""
+        if not self.clients:
+            limits = httpx.Limits(max_connections=200, max_keepalive_connections=None)
+            timeout = httpx.Timeout(60.0, connect=30.0)
+            n = max(1, (self.args.agents + 99) // 100)
+            self.clients = [
+                httpx.AsyncClient(base_url=self.url, limits=limits, timeout=timeout)
+                for _ in range(n)
+            ]
+        return self.clients[hash(agent_id) % len(self.clients)]
 
     def received(self, command_id: str, at: float) -> None:
         future = self.waiting.pop(command_id, None)
@@ -276,7 +292,15 @@ async def enrol(http: httpx.AsyncClient, bench: Bench, secrets: list[str]) -> li
             modules=[p.ModuleInfo(name="noop", version="1")],
         )
         async with gate:
-            r = await http.post("/agent/v1/enroll", content=body.model_dump_json(), headers=H)
+            for attempt in range(3):
+                try:
+                    r = await http.post(
+                        "/agent/v1/enroll", content=body.model_dump_json(), headers=H
+                    )
+                    break
+                except httpx.TransportError:  # a kept-alive connection the server closed
+                    if attempt == 2:
+                        raise
         r.raise_for_status()
         answer = r.json()
         agents.append(SimAgent(bench, key, answer["agent_id"], answer["token_url"]))
@@ -307,7 +331,7 @@ async def wait_held(cloud: CloudProc, n: int, timeout: float) -> float:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if args.agents * 2 + 2500 > hard:
+    if args.agents + 2500 > hard:
         raise SystemExit(f"open-file limit {hard} is too low for {args.agents} agents")
 
     name = f"dockyard_bench_{os.getpid()}"
@@ -318,12 +342,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     data = Path(args.work) / name
     data.mkdir(parents=True)
     cloud = CloudProc(db_url, data, free_port())
-    bench = Bench(args)
+    bench = Bench(args, cloud.url)
     try:
         cloud.start()
         api, secrets = await asyncio.to_thread(setup_world, db_url, args.agents)
-        # A held poll per agent, and room for acks beside it.
-        limits = httpx.Limits(max_connections=args.agents + 2000, max_keepalive_connections=None)
+        limits = httpx.Limits(max_connections=100)
         timeout = httpx.Timeout(60.0, connect=30.0)
         async with (
             httpx.AsyncClient(base_url=cloud.url, limits=limits, timeout=timeout) as http,
@@ -348,12 +371,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             async def first_token(a: SimAgent) -> None:
                 async with gate:
                     try:
-                        await a.token(http)
+                        await a.token()
                     except httpx.TransportError:  # a kept-alive connection the server closed
-                        await a.token(http)
+                        await a.token()
 
             await asyncio.gather(*(first_token(a) for a in agents))
-            tasks = [asyncio.create_task(a.run(http)) for a in agents]
+            tasks = [asyncio.create_task(a.run()) for a in agents]
             ramp_s = await wait_held(cloud, len(agents), 300)
             await asyncio.sleep(2)
             rss_held = stat.rss_kb()
@@ -395,6 +418,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for client in bench.clients:
+                await client.aclose()
     finally:
         if cloud.proc is not None and cloud.proc.poll() is None:
             cloud.stop()

@@ -1,0 +1,114 @@
+/*
+ * FastCDC cut points with a caller-supplied gear table (dockyard.agent.vault._cdc).
+ *
+ * The gear table is derived from the repository key, so where chunks end says nothing
+ * about the content to someone without the key. The scan releases the GIL, so several
+ * files (or the hashing and compression of earlier chunks) proceed on other cores.
+ *
+ * Cut points follow FastCDC (Xia et al., 2016/2020): skip the minimum size, then look for
+ * a gear hash whose masked bits are zero, with a harder mask before the target average
+ * and an easier one after it (normalised chunking), and cut at the maximum size at last.
+ * The masks take the hash's top bits, which depend on the last 64 bytes of input.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static uint64_t top_mask(int bits) {
+    if (bits <= 0) return 0;
+    if (bits >= 64) return ~(uint64_t)0;
+    return (~(uint64_t)0) << (64 - bits);
+}
+
+/* Length of the next chunk of buf[0:n]; n when no cut point lies before it. */
+static Py_ssize_t next_cut(const uint8_t *buf, Py_ssize_t n, const uint64_t *gear,
+                           Py_ssize_t min_size, Py_ssize_t avg_size, Py_ssize_t max_size,
+                           uint64_t mask_s, uint64_t mask_l) {
+    if (n <= min_size) return n;
+    if (n > max_size) n = max_size;
+    Py_ssize_t barrier = avg_size < n ? avg_size : n;
+    uint64_t h = 0;
+    Py_ssize_t i = min_size;
+    for (; i < barrier; i++) {
+        h = (h << 1) + gear[buf[i]];
+        if (!(h & mask_s)) return i + 1;
+    }
+    for (; i < n; i++) {
+        h = (h << 1) + gear[buf[i]];
+        if (!(h & mask_l)) return i + 1;
+    }
+    return n;
+}
+
+static PyObject *cuts(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"data", "gear", "min_size", "avg_size", "max_size",
+                             "normalization", "final", NULL};
+    Py_buffer data, gear;
+    Py_ssize_t min_size, avg_size, max_size;
+    int level = 2, final = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*y*nnn|ip", kwlist, &data, &gear,
+                                     &min_size, &avg_size, &max_size, &level, &final))
+        return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t *ends = NULL;
+    if (gear.len != 256 * (Py_ssize_t)sizeof(uint64_t)) {
+        PyErr_SetString(PyExc_ValueError, "the gear table is 256 little-endian uint64 values");
+        goto done;
+    }
+    if (!(64 <= min_size && min_size < avg_size && avg_size < max_size) || level < 0 || level > 3) {
+        PyErr_SetString(PyExc_ValueError, "sizes must satisfy 64 <= min < avg < max; level 0..3");
+        goto done;
+    }
+    uint64_t table[256];
+    memcpy(table, gear.buf, sizeof(table));  /* the values are little-endian on the wire */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    for (int k = 0; k < 256; k++) table[k] = __builtin_bswap64(table[k]);
+#endif
+    int bits = 0;
+    while (((Py_ssize_t)1 << (bits + 1)) <= avg_size) bits++;
+    uint64_t mask_s = top_mask(bits + level), mask_l = top_mask(bits - level);
+
+    const uint8_t *buf = (const uint8_t *)data.buf;
+    Py_ssize_t n = data.len, count = 0, capacity = n / min_size + 2;
+    ends = PyMem_Malloc(sizeof(Py_ssize_t) * capacity);
+    if (ends == NULL) { PyErr_NoMemory(); goto done; }
+
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t pos = 0;
+    while (pos < n) {
+        Py_ssize_t rest = n - pos;
+        Py_ssize_t len = next_cut(buf + pos, rest, table, min_size, avg_size, max_size,
+                                  mask_s, mask_l);
+        /* A chunk that runs to the end of the buffer is only final at the end of input. */
+        if (len == rest && !final && rest < max_size) break;
+        pos += len;
+        ends[count++] = pos;
+    }
+    Py_END_ALLOW_THREADS
+
+    out = PyList_New(count);
+    if (out == NULL) goto done;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *v = PyLong_FromSsize_t(ends[k]);
+        if (v == NULL) { Py_CLEAR(out); goto done; }
+        PyList_SET_ITEM(out, k, v);
+    }
+done:
+    PyMem_Free(ends);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&gear);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"cuts", (PyCFunction)(void (*)(void))cuts, METH_VARARGS | METH_KEYWORDS,
+     "cuts(data, gear, min_size, avg_size, max_size, normalization=2, final=False)\n"
+     "End offsets of the chunks that `data` completes. Without `final`, a trailing piece\n"
+     "shorter than max_size that has no cut point is left for the next call."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cdc",
+                                    "FastCDC cut points with a keyed gear table.", -1, methods};
+
+PyMODINIT_FUNC PyInit__cdc(void) { return PyModule_Create(&module); }

@@ -1,0 +1,9 @@
+def cuts(
+    data: bytes | bytearray | memoryview,
+    gear: bytes | bytearray | memoryview,
+    min_size: int,
+    avg_size: int,
+    max_size: int,
+    normalization: int = 2,
+    final: bool = False,
+) -> list[int]: ...

@@ -1,0 +1,78 @@
+"""Content-defined chunking of a stream, with a gear table derived from the repository key.
+
+The scan is C (`_cdc.c`, FastCDC with normalised chunking); this module feeds it blocks and
+keeps the undecided tail, so a file of any size is read once, a block at a time, and never
+held whole. An insertion in the middle of a file moves only the chunks around it: cut
+points depend on the last 64 bytes before them, not on offsets.
+
+Sizes: 512 KiB minimum, 1 MiB target, 8 MiB maximum. See agent/vault/README.md for the
+measurement on VM-shaped images behind that choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, BinaryIO
+
+from . import _cdc
+from .errors import VaultError
+
+READ_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ChunkerParams:
+    min_size: int = 512 * 1024
+    avg_size: int = 1024 * 1024
+    max_size: int = 8 * 1024 * 1024
+    normalization: int = 2
+
+    def __post_init__(self) -> None:
+        if not 64 <= self.min_size < self.avg_size < self.max_size <= 64 * 1024 * 1024:
+            raise VaultError("chunk sizes must satisfy 64 <= min < avg < max <= 64 MiB")
+        if not 0 <= self.normalization <= 3:
+            raise VaultError("normalised chunking level is 0 to 3")
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ChunkerParams:
+        return cls(**{k: int(v) for k, v in data.items()})
+
+
+class Chunker:
+    def __init__(self, gear: bytes, params: ChunkerParams, read_bytes: int = READ_BYTES) -> None:
+        if len(gear) != 256 * 8:
+            raise VaultError("a gear table has 256 eight-byte values")
+        self.gear = gear
+        self.params = params
+        self.read_bytes = max(read_bytes, params.max_size)
+
+    def cuts(self, data: bytes | bytearray | memoryview, final: bool) -> list[int]:
+        p = self.params
+        return _cdc.cuts(
+            data, self.gear, p.min_size, p.avg_size, p.max_size, p.normalization, final
+        )
+
+    def chunks(self, stream: BinaryIO) -> Iterator[bytes]:
+        """The chunks of `stream`, in order, each as its own bytes object."""
+        buf = bytearray()
+        eof = False
+        while True:
+            if not eof:
+                block = stream.read(self.read_bytes)
+                if block:
+                    buf += block
+                else:
+                    eof = True
+            start = 0
+            for end in self.cuts(buf, final=eof):
+                yield bytes(buf[start:end])
+                start = end
+            del buf[:start]
+            if eof:
+                if buf:  # cannot happen: the final scan takes everything
+                    raise AssertionError("chunker left bytes after the end of input")
+                return

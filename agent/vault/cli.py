@@ -1,0 +1,195 @@
+"""`dockyard-agent vault ...`: the vault from a shell.
+
+The passphrase comes from `--passphrase-file`, the `DOCKYARD_VAULT_PASSPHRASE` variable or
+a prompt; a recovery key from `--recovery-key-file`. Neither is ever an argument, where
+every user of the host could read it in the process list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .backends import Backend, LocalBackend
+from .errors import VaultError, WrongKey
+from .repository import Repository, Source, stream_source
+
+
+def add_parser(sub: Any) -> None:
+    vault = sub.add_parser("vault", help="deduplicated, encrypted storage of large files")
+    vault.add_argument("--repo", required=True, help="repository directory")
+    vault.add_argument("--passphrase-file", type=Path)
+    vault.add_argument("--recovery-key-file", type=Path, help="open with the recovery key")
+    vault.add_argument("--json", action="store_true", help="machine-readable output")
+    vault.add_argument("--no-progress", action="store_true")
+    cmd = vault.add_subparsers(dest="vault_command", required=True)
+    cmd.add_parser("init", help="create a repository (asks for a passphrase)")
+    store = cmd.add_parser("store", help="store files (or - for standard input) as a snapshot")
+    store.add_argument("paths", nargs="+")
+    store.add_argument("--name", default="")
+    store.add_argument("--tag", action="append", default=[])
+    store.add_argument("--stdin-name", default="stdin", help="the name of standard input")
+    restore = cmd.add_parser("restore", help="restore a snapshot, or files of it")
+    restore.add_argument("snapshot")
+    restore.add_argument("--target", type=Path, help="directory to restore into")
+    restore.add_argument("--path", action="append", help="only this file (repeatable)")
+    restore.add_argument("--stdout", metavar="PATH", help="write one file to standard output")
+    cmd.add_parser("ls", help="list snapshots")
+    cmd.add_parser("verify", help="read back every pack and check every blob")
+    key = cmd.add_parser("key", help="key slots: list, add-recovery, add-passphrase")
+    key.add_argument("action", choices=["list", "add-recovery", "add-passphrase"])
+
+
+def _secret(path: Path | None, env: str, prompt: str, confirm: bool = False) -> str:
+    if path is not None:
+        return path.read_text().strip()
+    if os.environ.get(env):
+        return os.environ[env]
+    if not sys.stdin.isatty():
+        raise VaultError(f"give --passphrase-file or set {env} (no terminal to ask on)")
+    first = getpass.getpass(prompt)
+    if confirm and getpass.getpass("again: ") != first:
+        raise VaultError("the two entries differ")
+    return first
+
+
+def _open(args: argparse.Namespace, backend: Backend) -> Repository:
+    if args.recovery_key_file is not None:
+        return Repository.open(backend, recovery_key=args.recovery_key_file.read_text().strip())
+    phrase = _secret(args.passphrase_file, "DOCKYARD_VAULT_PASSPHRASE", "passphrase: ")
+    return Repository.open(backend, passphrase=phrase)
+
+
+@contextmanager
+def _bar(args: argparse.Namespace, total: int, what: str) -> Iterator[Any]:
+    with tqdm(
+        total=total or None,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=what,
+        disable=args.no_progress or args.json,
+        file=sys.stderr,
+    ) as bar:
+        yield bar
+
+
+def run(args: argparse.Namespace) -> int:
+    backend = LocalBackend(Path(args.repo))
+    out: dict[str, Any]
+    if args.vault_command == "init":
+        phrase = _secret(
+            args.passphrase_file, "DOCKYARD_VAULT_PASSPHRASE", "new passphrase: ", confirm=True
+        )
+        repo = Repository.init(backend, phrase)
+        out = {"repository": repo.id, "path": args.repo}
+        _print(args, out, f"created repository {repo.id} in {args.repo}")
+        return 0
+    repo = _open(args, backend)
+    if args.vault_command == "store":
+        sources = [
+            stream_source(args.stdin_name, sys.stdin.buffer)
+            if p == "-"
+            else Source.from_path(Path(p))
+            for p in args.paths
+        ]
+        total = sum(s.size for s in sources)
+        with _bar(args, total, "store") as bar:
+            snap, stats = repo.store(sources, name=args.name, tags=args.tag, progress=bar.update)
+        out = {"snapshot": snap.id, **stats.__dict__}
+        _print(
+            args,
+            out,
+            f"snapshot {snap.id[:8]}: {stats.files} file(s), {stats.bytes_read} bytes read, "
+            f"{stats.new_chunks} of {stats.chunks} chunks new, "
+            f"{stats.new_bytes_stored} bytes added",
+        )
+    elif args.vault_command == "restore":
+        if args.stdout:
+            repo.restore_stream(args.snapshot, args.stdout, sys.stdout.buffer)
+            return 0
+        if args.target is None:
+            raise VaultError("give --target DIR, or --stdout PATH for one file")
+        snap = repo.snapshot(args.snapshot)
+        wanted = set(args.path) if args.path else None
+        total = sum(f.size for f in snap.files if wanted is None or f.path in wanted)
+        with _bar(args, total, "restore") as bar:
+            repo.restore(snap.id, args.target, paths=args.path, progress=bar.update)
+        _print(args, {"snapshot": snap.id, "bytes": total}, f"restored {total} bytes")
+    elif args.vault_command == "ls":
+        snaps = repo.snapshots()
+        rows: list[dict[str, Any]] = [
+            {
+                "id": s.id,
+                "time": s.time,
+                "host": s.host,
+                "name": s.name,
+                "tags": s.tags,
+                "files": len(s.files),
+                "size": s.size,
+                "pinned": s.pinned,
+            }
+            for s in snaps
+        ]
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            for r in rows:
+                pin = " pinned" if r["pinned"] else ""
+                print(f"{r['id'][:8]}  {r['time'][:19]}  {r['size']:>14}  {r['name']}{pin}")
+    elif args.vault_command == "verify":
+        with _bar(args, 0, "verify") as bar:
+            report = repo.verify(progress=bar.update)
+        ok = not report["problems"]
+        _print(
+            args,
+            report,
+            f"{report['packs']} packs, {report['blobs']} blobs: "
+            + ("all intact" if ok else f"{len(report['problems'])} problem(s)"),
+        )
+        for problem in report["problems"]:
+            print(f"  {problem}", file=sys.stderr)
+        return 0 if ok else 3
+    elif args.vault_command == "key":
+        if args.action == "list":
+            _print(
+                args,
+                {"slots": repo.slots()},
+                "\n".join(f"{s['id']}  {s['kind']}" for s in repo.slots()),
+            )
+        elif args.action == "add-recovery":
+            key = repo.add_recovery_key()
+            _print(
+                args,
+                {"recovery_key": key},
+                f"recovery key (shown once; keep it away from this machine):\n{key}",
+            )
+        else:
+            phrase = _secret(None, "DOCKYARD_VAULT_NEW_PASSPHRASE", "new passphrase: ", True)
+            repo.add_passphrase(phrase)
+            _print(args, {"slots": repo.slots()}, "added a passphrase slot")
+    return 0
+
+
+def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data) if args.json else text)
+
+
+def main_guard(args: argparse.Namespace) -> int:
+    try:
+        return run(args)
+    except WrongKey as e:
+        print(f"dockyard-agent vault: {e}", file=sys.stderr)
+        return 4
+    except VaultError as e:
+        print(f"dockyard-agent vault: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,115 @@
+"""Packs: many sealed blobs in one object, with a sealed header at the end.
+
+    [blob][blob]...[blob][sealed header][header length: u32 LE][b"DYPK1"]
+
+Each blob is sealed on its own (so restore reads only the ranges it needs); the header
+lists every blob's id, kind, offset, length and plaintext length, so the index can be
+rebuilt from the packs alone. A pack is named by the SHA-256 of its bytes: a damaged pack
+no longer matches its name, whoever looks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+
+import zstandard
+
+from .crypto import Keys
+from .errors import Corrupted
+
+MAGIC = b"DYPK1"
+TRAILER = struct.Struct("<I")
+RAW, ZSTD = 0, 1
+# A chunk whose zstd form saves less than 3% is stored as it is.
+KEEP_RATIO = 0.97
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """Where one blob lives."""
+
+    pack: str
+    offset: int
+    length: int
+    raw_length: int
+
+
+def pack_key(pack_id: str) -> str:
+    return f"data/{pack_id[:2]}/{pack_id}"
+
+
+def blob_aad(blob_id: bytes) -> bytes:
+    return b"dockyard-vault/v1/blob|" + blob_id
+
+
+def seal_chunk(keys: Keys, blob_id: bytes, data: bytes, cctx: zstandard.ZstdCompressor) -> bytes:
+    """Compress (unless it does not pay) and seal one chunk."""
+    packed = cctx.compress(data)
+    body = bytes([ZSTD]) + packed if len(packed) < len(data) * KEEP_RATIO else bytes([RAW]) + data
+    return keys.seal(body, blob_aad(blob_id))
+
+
+def open_chunk(
+    keys: Keys, blob_id: bytes, sealed: bytes, raw_length: int, dctx: zstandard.ZstdDecompressor
+) -> bytes:
+    """The chunk's plaintext, checked against its id; Corrupted if anything is off."""
+    what = f"chunk {blob_id.hex()[:16]}"
+    body = keys.open(sealed, blob_aad(blob_id), what)
+    if body[:1] == bytes([ZSTD]):
+        try:
+            data = dctx.decompress(body[1:], max_output_size=raw_length)
+        except zstandard.ZstdError as e:
+            raise Corrupted(what, f"does not decompress: {e}") from None
+    elif body[:1] == bytes([RAW]):
+        data = body[1:]
+    else:
+        raise Corrupted(what, "unknown encoding")
+    if len(data) != raw_length or keys.chunk_id(data) != blob_id:
+        raise Corrupted(what, "content does not match its id")
+    return data
+
+
+class PackWriter:
+    """Collects sealed blobs until a pack is full; `finish` gives the pack's id and bytes."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.entries: list[list[object]] = []
+        self.size = 0
+
+    def add(self, blob_id: bytes, sealed: bytes, raw_length: int) -> int:
+        offset = self.size
+        self.parts.append(sealed)
+        self.entries.append([blob_id.hex(), offset, len(sealed), raw_length])
+        self.size += len(sealed)
+        return offset
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def finish(self, keys: Keys) -> tuple[str, bytes, list[list[object]]]:
+        header = keys.seal(json.dumps(self.entries).encode(), b"dockyard-vault/v1/pack-header")
+        data = b"".join([*self.parts, header, TRAILER.pack(len(header)), MAGIC])
+        return hashlib.sha256(data).hexdigest(), data, self.entries
+
+
+def read_header(keys: Keys, pack_id: str, data: bytes) -> list[tuple[bytes, int, int, int]]:
+    """A whole pack's header, after checking the pack against its name."""
+    what = f"pack {pack_id[:16]}"
+    if hashlib.sha256(data).hexdigest() != pack_id:
+        raise Corrupted(what, "its bytes do not match its name")
+    end = len(data) - len(MAGIC) - TRAILER.size
+    if end < 0 or data[-len(MAGIC) :] != MAGIC:
+        raise Corrupted(what, "no pack trailer")
+    (header_len,) = TRAILER.unpack_from(data, end)
+    if header_len > end:
+        raise Corrupted(what, "header length out of range")
+    header = keys.open(data[end - header_len : end], b"dockyard-vault/v1/pack-header", what)
+    try:
+        entries = json.loads(header)
+        return [(bytes.fromhex(e[0]), int(e[1]), int(e[2]), int(e[3])) for e in entries]
+    except (ValueError, TypeError, IndexError) as e:
+        raise Corrupted(what, f"header does not parse: {e}") from None

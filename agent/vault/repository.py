@@ -1,0 +1,595 @@
+"""A repository: open it with a key slot, store files as snapshots, restore and verify them.
+
+Order of writes, so that a crash at any moment leaves every complete snapshot restorable:
+packs first, then the index naming them, then the snapshot naming their blobs. A snapshot
+therefore never refers to a blob whose pack and index entry are not already stored; a
+crash leaves at worst packs no index names, or an index no snapshot uses, and prune
+reclaims both.
+
+Work is spread over threads: the chunker's scan, HMAC-SHA256, zstd and AES-GCM all release
+the GIL, so a store uses every core while holding a bounded number of chunks in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import zstandard
+
+from . import crypto
+from .backends import Backend
+from .chunker import Chunker, ChunkerParams
+from .errors import (
+    Corrupted,
+    IncompleteRestore,
+    MissingObject,
+    NeedsSecondKeySlot,
+    NewerFormat,
+    NotARepository,
+    RepositoryExists,
+    SnapshotNotFound,
+    VaultError,
+    WrongKey,
+)
+from .packs import BlobRef, PackWriter, open_chunk, pack_key, read_header, seal_chunk
+
+FORMAT = 1
+PACK_BYTES = 16 * 1024 * 1024
+Progress = Callable[[int], None]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class FileEntry:
+    path: str
+    size: int
+    mode: int
+    mtime: float
+    chunks: list[bytes]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size": self.size,
+            "mode": self.mode,
+            "mtime": self.mtime,
+            "chunks": b"".join(self.chunks).hex(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FileEntry:
+        raw = bytes.fromhex(d["chunks"])
+        chunks = [raw[i : i + 32] for i in range(0, len(raw), 32)]
+        return cls(d["path"], int(d["size"]), int(d["mode"]), float(d["mtime"]), chunks)
+
+
+@dataclass
+class Snapshot:
+    id: str
+    time: str
+    host: str
+    name: str
+    tags: list[str]
+    files: list[FileEntry]
+    pinned: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "id": self.id,
+            "time": self.time,
+            "host": self.host,
+            "name": self.name,
+            "tags": self.tags,
+            "files": [f.to_json() for f in self.files],
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Snapshot:
+        if int(d.get("format", 0)) > FORMAT:
+            raise NewerFormat(f"snapshot {d.get('id')} was written by a newer version")
+        return cls(
+            d["id"],
+            d["time"],
+            d["host"],
+            d["name"],
+            list(d["tags"]),
+            [FileEntry.from_json(f) for f in d["files"]],
+            meta=dict(d.get("meta", {})),
+        )
+
+
+@dataclass
+class StoreStats:
+    files: int = 0
+    bytes_read: int = 0
+    chunks: int = 0
+    new_chunks: int = 0
+    new_bytes_stored: int = 0
+    packs: int = 0
+
+
+@dataclass
+class Source:
+    """One file to store: its name in the snapshot and a way to open it."""
+
+    path: str
+    open: Callable[[], AbstractContextManager[BinaryIO]]
+    size: int = 0
+    mode: int = 0o644
+    mtime: float = 0.0
+
+    @classmethod
+    def from_path(cls, path: Path, name: str | None = None) -> Source:
+        st = path.stat()
+        return cls(
+            name or path.name,
+            lambda: open(path, "rb"),
+            st.st_size,
+            st.st_mode & 0o7777,
+            st.st_mtime,
+        )
+
+
+class Repository:
+    """An open repository. Not shared between processes except through the lock protocol."""
+
+    def __init__(self, backend: Backend, config: dict[str, Any], master: bytes) -> None:
+        self.backend = backend
+        self.config = config
+        self.id: str = config["id"]
+        self.keys = crypto.Keys(master)
+        if self.keys.mac(_config_body(config)) != config.get("mac"):
+            raise WrongKey("the repository's config does not match its key")
+        self.params = ChunkerParams.from_json(config["chunker"])
+        self.pack_bytes = int(config["pack_bytes"])
+        self.index: dict[bytes, BlobRef] = {}
+        self.index_files: set[str] = set()
+        self._lock = threading.Lock()
+        self.workers = max(2, os.cpu_count() or 2)
+        self._local = threading.local()
+        self.load_index()
+
+    # --- creating and opening ----------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        backend: Backend,
+        passphrase: str,
+        *,
+        params: ChunkerParams | None = None,
+        pack_bytes: int = PACK_BYTES,
+        cost: crypto.ScryptCost | None = None,
+    ) -> Repository:
+        if backend.exists("config"):
+            raise RepositoryExists(f"{backend.describe()} already holds a repository")
+        master = crypto.new_master()
+        repo_id = secrets.token_hex(16)
+        config: dict[str, Any] = {
+            "format": FORMAT,
+            "id": repo_id,
+            "created": _now(),
+            "chunker": (params or ChunkerParams()).to_json(),
+            "pack_bytes": pack_bytes,
+            "slots": [crypto.passphrase_slot(master, repo_id, passphrase, cost)],
+        }
+        config["mac"] = crypto.Keys(master).mac(_config_body(config))
+        if not backend.put_new("config", json.dumps(config, indent=1).encode()):
+            raise RepositoryExists(f"{backend.describe()} already holds a repository")
+        return cls(backend, config, master)
+
+    @classmethod
+    def open(
+        cls,
+        backend: Backend,
+        *,
+        passphrase: str | None = None,
+        recovery_key: str | None = None,
+    ) -> Repository:
+        config = read_config(backend)
+        master = crypto.open_slots(
+            config["slots"], config["id"], passphrase=passphrase, recovery_key=recovery_key
+        )
+        return cls(backend, config, master)
+
+    # --- key slots ---------------------------------------------------------------------
+
+    def add_recovery_key(self) -> str:
+        """A new recovery-key slot; the key is returned once and stored nowhere else."""
+        key = crypto.new_recovery_key()
+        self._add_slot(crypto.recovery_slot(self.keys.master, self.id, key))
+        return key
+
+    def add_passphrase(self, passphrase: str, cost: crypto.ScryptCost | None = None) -> None:
+        self._add_slot(crypto.passphrase_slot(self.keys.master, self.id, passphrase, cost))
+
+    def _add_slot(self, slot: dict[str, Any]) -> None:
+        config = dict(self.config)
+        config["slots"] = [*config["slots"], slot]
+        self.backend.put("config", json.dumps(config, indent=1).encode())
+        self.config = config
+
+    def slots(self) -> list[dict[str, str]]:
+        return [{"id": s["id"], "kind": s["kind"]} for s in self.config["slots"]]
+
+    def require_second_slot(self) -> None:
+        """Modules call this before they replace a user's files with a stub."""
+        kinds = {s["kind"] for s in self.config["slots"]}
+        if len(self.config["slots"]) < 2 or kinds == {"passphrase"}:
+            raise NeedsSecondKeySlot(
+                "add a recovery key (`dockyard-agent vault key add-recovery`) or a KMS slot "
+                "before files are replaced by stubs: with one slot, losing it loses the data"
+            )
+
+    # --- index ---------------------------------------------------------------------------
+
+    def load_index(self) -> None:
+        index: dict[bytes, BlobRef] = {}
+        names: set[str] = set()
+        for key, _size in self.backend.list("index/"):
+            name = key.rsplit("/", 1)[1]
+            for pack, entries in self._read_index(name).items():
+                for blob_hex, offset, length, raw in entries:
+                    index[bytes.fromhex(blob_hex)] = BlobRef(pack, offset, length, raw)
+            names.add(name)
+        self.index, self.index_files = index, names
+
+    def _read_index(self, name: str) -> dict[str, list[list[Any]]]:
+        sealed = self.backend.get(f"index/{name}")
+        plain = self.keys.open(sealed, f"dockyard-vault/v1/index|{name}".encode(), "index")
+        try:
+            doc = json.loads(zstandard.ZstdDecompressor().decompress(plain))
+        except (ValueError, zstandard.ZstdError) as e:
+            raise Corrupted(f"index {name}", str(e)) from None
+        if int(doc.get("format", 0)) > FORMAT:
+            raise NewerFormat("the index was written by a newer version of Dockyard")
+        packs: dict[str, list[list[Any]]] = doc["packs"]
+        return packs
+
+    def _write_index(self, packs: dict[str, list[list[Any]]]) -> str:
+        name = secrets.token_hex(16)
+        doc = {"format": FORMAT, "packs": packs}
+        plain = zstandard.ZstdCompressor(level=3).compress(json.dumps(doc).encode())
+        aad = f"dockyard-vault/v1/index|{name}".encode()
+        self.backend.put(f"index/{name}", self.keys.seal(plain, aad))
+        self.index_files.add(name)
+        return name
+
+    # --- storing -------------------------------------------------------------------------
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        c = getattr(self._local, "cctx", None)
+        if c is None:
+            c = self._local.cctx = zstandard.ZstdCompressor(level=3)
+        return c
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        d = getattr(self._local, "dctx", None)
+        if d is None:
+            d = self._local.dctx = zstandard.ZstdDecompressor()
+        return d
+
+    def _prepare(self, chunk: bytes) -> tuple[bytes, bytes | None, int]:
+        blob_id = self.keys.chunk_id(chunk)
+        if blob_id in self.index:
+            return blob_id, None, len(chunk)
+        return blob_id, seal_chunk(self.keys, blob_id, chunk, self._compressor()), len(chunk)
+
+    def store(
+        self,
+        sources: Iterable[Source],
+        *,
+        name: str = "",
+        tags: Iterable[str] = (),
+        meta: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[Snapshot, StoreStats]:
+        """Store the sources as one new snapshot; nothing is visible until it is complete."""
+        stats = StoreStats()
+        writer = _Writer(self, stats)
+        files: list[FileEntry] = []
+        chunker = Chunker(self.keys.gear, self.params)
+        window = self.workers * 2
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="vault") as pool:
+            for source in sources:
+                ids: list[bytes] = []
+                pending: deque[Future[tuple[bytes, bytes | None, int]]] = deque()
+                size = 0
+                with source.open() as stream:
+                    for chunk in chunker.chunks(stream):
+                        size += len(chunk)
+                        pending.append(pool.submit(self._prepare, chunk))
+                        while len(pending) > window:
+                            ids.append(writer.accept(*pending.popleft().result()))
+                        if progress:
+                            progress(len(chunk))
+                    while pending:
+                        ids.append(writer.accept(*pending.popleft().result()))
+                files.append(FileEntry(source.path, size, source.mode, source.mtime, ids))
+                stats.files += 1
+                stats.bytes_read += size
+        writer.flush()
+        writer.write_index()
+        snapshot = Snapshot(
+            secrets.token_hex(16),
+            _now(),
+            socket.gethostname(),
+            name,
+            sorted(set(tags)),
+            files,
+            meta=meta or {},
+        )
+        self._write_snapshot(snapshot)
+        return snapshot, stats
+
+    def _write_snapshot(self, snapshot: Snapshot) -> None:
+        plain = zstandard.ZstdCompressor(level=3).compress(json.dumps(snapshot.to_json()).encode())
+        aad = f"dockyard-vault/v1/snapshot|{snapshot.id}".encode()
+        self.backend.put(f"snapshots/{snapshot.id}", self.keys.seal(plain, aad))
+
+    # --- reading -------------------------------------------------------------------------
+
+    def snapshots(self) -> list[Snapshot]:
+        pins = self.pins()
+        out = []
+        for key, _size in self.backend.list("snapshots/"):
+            snap = self.snapshot(key.rsplit("/", 1)[1])
+            snap.pinned = snap.id in pins
+            out.append(snap)
+        return sorted(out, key=lambda s: (s.time, s.id))
+
+    def resolve(self, snapshot_id: str) -> str:
+        """A snapshot's full id from the id or a unique prefix of it, as with git."""
+        wanted = snapshot_id.strip().lower()
+        if not wanted or any(c not in "0123456789abcdef" for c in wanted):
+            raise SnapshotNotFound(f"no snapshot {snapshot_id!r}")
+        names = [k.rsplit("/", 1)[1] for k, _ in self.backend.list("snapshots/")]
+        matches = [n for n in names if n.startswith(wanted)]
+        if len(matches) > 1:
+            raise SnapshotNotFound(f"{snapshot_id!r} names more than one snapshot")
+        if not matches:
+            raise SnapshotNotFound(f"no snapshot {snapshot_id!r}")
+        return matches[0]
+
+    def snapshot(self, snapshot_id: str) -> Snapshot:
+        full = self.resolve(snapshot_id)
+        try:
+            sealed = self.backend.get(f"snapshots/{full}")
+        except MissingObject:
+            raise SnapshotNotFound(f"no snapshot {snapshot_id!r}") from None
+        aad = f"dockyard-vault/v1/snapshot|{full}".encode()
+        plain = self.keys.open(sealed, aad, f"snapshot {full}")
+        try:
+            doc = json.loads(zstandard.ZstdDecompressor().decompress(plain))
+        except (ValueError, zstandard.ZstdError) as e:
+            raise Corrupted(f"snapshot {full}", str(e)) from None
+        snap = Snapshot.from_json(doc)
+        snap.pinned = self.backend.exists(f"pins/{full}")
+        return snap
+
+    def read_chunk(self, blob_id: bytes) -> bytes:
+        ref = self.index.get(blob_id)
+        if ref is None:
+            raise MissingObject(f"chunk {blob_id.hex()[:16]} (in no index)")
+        sealed = self.backend.get_range(pack_key(ref.pack), ref.offset, ref.length)
+        if len(sealed) != ref.length:
+            raise Corrupted(f"pack {ref.pack[:16]}", "shorter than its index says")
+        return open_chunk(self.keys, blob_id, sealed, ref.raw_length, self._decompressor())
+
+    def _chunks(self, ids: list[bytes], pool: ThreadPoolExecutor) -> Iterator[bytes]:
+        """The chunks in order, fetched and checked a few at a time ahead of the writer."""
+        pending: deque[Future[bytes]] = deque()
+        for blob_id in ids:
+            pending.append(pool.submit(self.read_chunk, blob_id))
+            if len(pending) > self.workers * 2:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def restore(
+        self,
+        snapshot_id: str,
+        target: Path,
+        *,
+        paths: Iterable[str] | None = None,
+        progress: Progress | None = None,
+    ) -> Snapshot:
+        """Restore files to `target`; damaged files are named and the rest restored."""
+        snap = self.snapshot(snapshot_id)
+        wanted = set(paths) if paths is not None else None
+        damaged: dict[str, str] = {}
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="vault") as pool:
+            for entry in snap.files:
+                if wanted is not None and entry.path not in wanted:
+                    continue
+                out = _safe_join(target, entry.path)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                partial = out.with_name(out.name + ".dockyard-partial")
+                try:
+                    with open(partial, "wb") as f:
+                        self._write_file(entry, f, pool, progress)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.chmod(partial, entry.mode or 0o644)
+                    os.utime(partial, (entry.mtime, entry.mtime))
+                    os.replace(partial, out)
+                except (Corrupted, MissingObject) as e:
+                    partial.unlink(missing_ok=True)
+                    damaged[entry.path] = str(e)
+        if wanted is not None:
+            missing = wanted - {f.path for f in snap.files}
+            if missing:
+                raise VaultError(f"not in snapshot {snap.id[:8]}: {', '.join(sorted(missing))}")
+        if damaged:
+            raise IncompleteRestore(damaged)
+        return snap
+
+    def restore_stream(self, snapshot_id: str, path: str, out: BinaryIO) -> FileEntry:
+        """One file of a snapshot, written to a stream."""
+        snap = self.snapshot(snapshot_id)
+        for entry in snap.files:
+            if entry.path == path:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="vault") as pool:
+                    self._write_file(entry, out, pool, None)
+                return entry
+        raise VaultError(f"not in snapshot {snap.id[:8]}: {path}")
+
+    def _write_file(
+        self, entry: FileEntry, out: BinaryIO, pool: ThreadPoolExecutor, progress: Progress | None
+    ) -> None:
+        written = 0
+        for data in self._chunks(entry.chunks, pool):
+            out.write(data)
+            written += len(data)
+            if progress:
+                progress(len(data))
+        if written != entry.size:
+            raise Corrupted(f"file {entry.path}", "restored size differs from the snapshot")
+
+    # --- pins ------------------------------------------------------------------------------
+
+    def pins(self) -> set[str]:
+        return {k.rsplit("/", 1)[1] for k, _ in self.backend.list("pins/")}
+
+    def pin(self, snapshot_id: str, reason: str) -> None:
+        snap = self.snapshot(snapshot_id)
+        body = json.dumps({"reason": reason, "time": _now()}).encode()
+        self.backend.put(f"pins/{snap.id}", body)
+
+    def release(self, snapshot_id: str) -> None:
+        snap = self.snapshot(snapshot_id)
+        self.backend.delete(f"pins/{snap.id}")
+
+    # --- verifying -------------------------------------------------------------------------
+
+    def verify(self, progress: Progress | None = None) -> dict[str, Any]:
+        """Read back every pack the index names and open every blob in it."""
+        packs: dict[str, list[tuple[bytes, BlobRef]]] = {}
+        for blob_id, ref in self.index.items():
+            packs.setdefault(ref.pack, []).append((blob_id, ref))
+        problems: list[str] = []
+        blobs = 0
+
+        def check(pack: str) -> list[str]:
+            found: list[str] = []
+            try:
+                data = self.backend.get(pack_key(pack))
+                read_header(self.keys, pack, data)
+            except (Corrupted, MissingObject) as e:
+                return [str(e)]
+            for blob_id, ref in packs[pack]:
+                try:
+                    sealed = data[ref.offset : ref.offset + ref.length]
+                    open_chunk(self.keys, blob_id, sealed, ref.raw_length, self._decompressor())
+                except Corrupted as e:
+                    found.append(str(e))
+            if progress:
+                progress(len(data))
+            return found
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="vault") as pool:
+            for found in pool.map(check, sorted(packs)):
+                problems.extend(found)
+        blobs = sum(len(v) for v in packs.values())
+        return {"packs": len(packs), "blobs": blobs, "problems": problems}
+
+
+class _Writer:
+    """Gathers new blobs into packs and uploads full ones; one per store."""
+
+    def __init__(self, repo: Repository, stats: StoreStats) -> None:
+        self.repo, self.stats = repo, stats
+        self.pack = PackWriter()
+        self.new: dict[bytes, BlobRef | None] = {}
+        self.written: dict[str, list[list[Any]]] = {}
+
+    def accept(self, blob_id: bytes, sealed: bytes | None, raw_length: int) -> bytes:
+        self.stats.chunks += 1
+        if sealed is None or blob_id in self.repo.index or blob_id in self.new:
+            return blob_id
+        self.new[blob_id] = None
+        self.pack.add(blob_id, sealed, raw_length)
+        self.stats.new_chunks += 1
+        self.stats.new_bytes_stored += len(sealed)
+        if self.pack.size >= self.repo.pack_bytes:
+            self.flush()
+        return blob_id
+
+    def flush(self) -> None:
+        if not len(self.pack):
+            return
+        pack_id, data, entries = self.pack.finish(self.repo.keys)
+        self.repo.backend.put(pack_key(pack_id), data)
+        self.written[pack_id] = entries
+        self.stats.packs += 1
+        self.pack = PackWriter()
+
+    def write_index(self) -> None:
+        if not self.written:
+            return
+        self.repo._write_index(self.written)
+        with self.repo._lock:
+            for pack, entries in self.written.items():
+                for blob_hex, offset, length, raw in entries:
+                    ref = BlobRef(pack, int(offset), int(length), int(raw))
+                    self.repo.index[bytes.fromhex(str(blob_hex))] = ref
+
+
+def _config_body(config: dict[str, Any]) -> bytes:
+    body = {k: config[k] for k in ("format", "id", "created", "chunker", "pack_bytes")}
+    return json.dumps(body, sort_keys=True).encode()
+
+
+def read_config(backend: Backend) -> dict[str, Any]:
+    try:
+        raw = backend.get("config")
+    except MissingObject:
+        raise NotARepository(f"{backend.describe()} holds no Dockyard repository") from None
+    try:
+        config: dict[str, Any] = json.loads(raw)
+    except ValueError:
+        raise Corrupted("the repository's config") from None
+    if not isinstance(config, dict) or "format" not in config:
+        raise Corrupted("the repository's config")
+    if int(config["format"]) > FORMAT:
+        raise NewerFormat(
+            f"this repository has format {config['format']}; this Dockyard reads up to "
+            f"{FORMAT}: upgrade the agent"
+        )
+    return config
+
+
+def _safe_join(target: Path, name: str) -> Path:
+    """`target/name`, refusing names that climb out of `target`."""
+    out = (target / name).resolve()
+    root = target.resolve()
+    if out != root and root not in out.parents:
+        raise VaultError(f"refusing to restore {name!r} outside {target}")
+    return out
+
+
+def stream_source(name: str, data: BinaryIO) -> Source:
+    """A source that reads an already open stream once (standard input, a pipe)."""
+    return Source(name, lambda: nullcontext(data))

@@ -1,0 +1,55 @@
+"""The chunker: sizes within bounds, stable under insertion, keyed, streaming."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from dockyard.agent.vault.chunker import Chunker, ChunkerParams
+from dockyard.agent.vault.crypto import Keys, new_master
+from dockyard.agent.vault.errors import VaultError
+
+from .conftest import SMALL, vm_like
+
+
+def test_chunks_rebuild_the_input_within_size_bounds() -> None:
+    data = vm_like(4 * 1024 * 1024, 1)
+    chunker = Chunker(Keys(new_master()).gear, SMALL, read_bytes=300_000)
+    chunks = list(chunker.chunks(io.BytesIO(data)))
+    assert b"".join(chunks) == data
+    assert all(len(c) <= SMALL.max_size for c in chunks)
+    assert all(len(c) >= SMALL.min_size for c in chunks[:-1])
+    assert 20 < len(chunks) < 400
+
+
+def test_an_insertion_moves_only_the_chunks_around_it() -> None:
+    data = vm_like(4 * 1024 * 1024, 2)
+    changed = data[:2_000_003] + os.urandom(777) + data[2_000_003:]
+    chunker = Chunker(Keys(new_master()).gear, SMALL)
+    before = list(chunker.chunks(io.BytesIO(data)))
+    after = list(chunker.chunks(io.BytesIO(changed)))
+    new = set(after) - set(before)
+    assert len(new) <= 3, f"{len(new)} of {len(after)} chunks changed"
+    assert sum(map(len, new)) < 3 * SMALL.max_size
+
+
+def test_boundaries_depend_on_the_key() -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    a = [len(c) for c in Chunker(Keys(new_master()).gear, SMALL).chunks(io.BytesIO(data))]
+    b = [len(c) for c in Chunker(Keys(new_master()).gear, SMALL).chunks(io.BytesIO(data))]
+    assert a != b
+
+
+def test_empty_and_tiny_inputs() -> None:
+    chunker = Chunker(Keys(new_master()).gear, SMALL)
+    assert list(chunker.chunks(io.BytesIO(b""))) == []
+    assert list(chunker.chunks(io.BytesIO(b"x"))) == [b"x"]
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(VaultError):
+        ChunkerParams(min_size=4096, avg_size=2048, max_size=8192)
+    with pytest.raises(VaultError):
+        Chunker(b"short", SMALL)

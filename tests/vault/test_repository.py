@@ -1,0 +1,129 @@
+"""Store, restore, dedup, keys, tampering: the repository through its Python API."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from dockyard.agent.vault.backends import LocalBackend
+from dockyard.agent.vault.errors import (
+    Corrupted,
+    IncompleteRestore,
+    NeedsSecondKeySlot,
+    NewerFormat,
+    NotARepository,
+    RepositoryExists,
+    WrongKey,
+)
+from dockyard.agent.vault.repository import Repository, Source
+
+from .conftest import FAST, PASS, vm_like
+
+
+def source(name: str, data: bytes) -> Source:
+    return Source(name, lambda: io.BytesIO(data), len(data), 0o640, 1_700_000_000.0)
+
+
+def test_store_and_restore_bit_exact(repo: Repository, tmp_path: Path) -> None:
+    a, b = vm_like(3_000_000, 10), vm_like(1_000_000, 11)
+    snap, stats = repo.store([source("disk-a.img", a), source("sub/disk-b.img", b)], name="t")
+    assert stats.files == 2
+    assert stats.bytes_read == 4_000_000
+    assert stats.new_bytes_stored < stats.bytes_read, "zero runs and text compress"
+    out = tmp_path / "out"
+    repo.restore(snap.id, out)
+    assert (out / "disk-a.img").read_bytes() == a
+    assert (out / "sub/disk-b.img").read_bytes() == b
+    assert (out / "disk-a.img").stat().st_mode & 0o777 == 0o640
+    stream = io.BytesIO()
+    repo.restore_stream(snap.id[:8], "sub/disk-b.img", stream)
+    assert stream.getvalue() == b
+
+
+def test_each_chunk_is_stored_once_across_files_and_snapshots(repo: Repository) -> None:
+    data = vm_like(2_000_000, 12)
+    _, first = repo.store([source("a", data), source("b", data)])
+    assert first.new_chunks == first.chunks // 2
+    shifted = b"\x01" * 1234 + data  # the same content at an unaligned offset
+    _, second = repo.store([source("c", shifted)])
+    assert second.new_chunks <= 2, second
+
+
+def test_reopen_with_passphrase_and_recovery_key(repo: Repository, tmp_path: Path) -> None:
+    data = vm_like(500_000, 13)
+    snap, _ = repo.store([source("f", data)])
+    with pytest.raises(NeedsSecondKeySlot):
+        repo.require_second_slot()
+    recovery = repo.add_recovery_key()
+    repo.require_second_slot()
+
+    backend = LocalBackend(tmp_path / "repo")
+    again = Repository.open(backend, recovery_key=recovery)
+    out = tmp_path / "r"
+    again.restore(snap.id, out)
+    assert (out / "f").read_bytes() == data
+    assert Repository.open(backend, passphrase=PASS).id == repo.id
+    with pytest.raises(WrongKey):
+        Repository.open(backend, passphrase="not the passphrase")
+    with pytest.raises(WrongKey):
+        Repository.open(backend, recovery_key="AAAAAAA-" * 7 + "AAAA")
+
+
+def test_a_tampered_byte_is_an_error_never_wrong_data(repo: Repository, tmp_path: Path) -> None:
+    a, b = vm_like(800_000, 14), vm_like(800_000, 15)
+    snap, _ = repo.store([source("a", a)])
+    snap_b, _ = repo.store([source("b", b)])
+    pack_of_a = repo.index[repo.snapshot(snap.id).files[0].chunks[0]].pack
+    path = tmp_path / "repo" / "data" / pack_of_a[:2] / pack_of_a
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+    with pytest.raises(IncompleteRestore) as e:
+        repo.restore(snap.id, tmp_path / "out")
+    assert list(e.value.damaged) == ["a"]
+    assert not (tmp_path / "out" / "a").exists(), "no partial file is left under the name"
+    repo.restore(snap_b.id, tmp_path / "out")
+    assert (tmp_path / "out" / "b").read_bytes() == b
+    report = repo.verify()
+    assert report["problems"]
+    assert "damaged" in report["problems"][0]
+
+
+def test_a_missing_pack_names_the_damaged_files(repo: Repository, tmp_path: Path) -> None:
+    a, b = vm_like(600_000, 16), vm_like(600_000, 17)
+    snap, _ = repo.store([source("a", a)])
+    repo.store([source("b", b)])
+    both, _ = repo.store([source("a", a), source("b", b)])
+    gone = {repo.index[c].pack for c in repo.snapshot(snap.id).files[0].chunks}
+    for pack in gone:
+        (tmp_path / "repo" / "data" / pack[:2] / pack).unlink()
+    with pytest.raises(IncompleteRestore) as e:
+        repo.restore(both.id, tmp_path / "out")
+    assert set(e.value.damaged) == {"a"}
+    assert (tmp_path / "out" / "b").read_bytes() == b
+
+
+def test_bad_repositories_give_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(NotARepository):
+        Repository.open(LocalBackend(tmp_path / "nothing"), passphrase=PASS)
+    backend = LocalBackend(tmp_path / "r")
+    Repository.init(backend, PASS, cost=FAST)
+    with pytest.raises(RepositoryExists):
+        Repository.init(backend, PASS, cost=FAST)
+    config = json.loads((tmp_path / "r" / "config").read_text())
+    config["format"] = 99
+    (tmp_path / "r" / "config").write_text(json.dumps(config))
+    with pytest.raises(NewerFormat):
+        Repository.open(backend, passphrase=PASS)
+    config["format"] = 1
+    config["pack_bytes"] = 1  # a changed setting no longer matches the config's MAC
+    (tmp_path / "r" / "config").write_text(json.dumps(config))
+    with pytest.raises(WrongKey):
+        Repository.open(backend, passphrase=PASS)
+    (tmp_path / "r" / "config").write_text("{not json")
+    with pytest.raises(Corrupted):
+        Repository.open(backend, passphrase=PASS)
