@@ -26,3 +26,30 @@ def crashpoint(name: str, state_dir: Path) -> None:
         return
     marker.touch()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+# The vault's points, for kill -9 tests of store and prune: DOCKYARD_VAULT_CRASH_AT=name:n
+# kills the process the n-th time it passes `name` (counted within the process).
+VAULT_POINTS = (
+    "pack_put",
+    "index_put",
+    "snapshot_put",
+    "prune_snapshot_delete",
+    "prune_pack_put",
+    "prune_index_put",
+    "prune_index_delete",
+    "prune_pack_delete",
+)
+_passes: dict[str, int] = {}
+
+
+def vault_point(name: str) -> None:
+    wanted = os.environ.get("DOCKYARD_VAULT_CRASH_AT")
+    if not wanted:
+        return
+    point, _, count = wanted.partition(":")
+    if point != name:
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if _passes[name] >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -21,7 +21,9 @@ from tqdm import tqdm
 
 from .backends import Backend, LocalBackend
 from .errors import VaultError, WrongKey
+from .maintenance import check, prune
 from .repository import Repository, Source, stream_source
+from .retention import Retention
 
 
 def add_parser(sub: Any) -> None:
@@ -45,6 +47,18 @@ def add_parser(sub: Any) -> None:
     restore.add_argument("--stdout", metavar="PATH", help="write one file to standard output")
     cmd.add_parser("ls", help="list snapshots")
     cmd.add_parser("verify", help="read back every pack and check every blob")
+    prune = cmd.add_parser("prune", help="forget snapshots by a retention rule; reclaim space")
+    for unit in ("last", "daily", "weekly", "monthly"):
+        prune.add_argument(f"--keep-{unit}", type=int, default=0)
+    prune.add_argument("--dry-run", action="store_true", help="say what would be forgotten")
+    prune.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the lock")
+    chk = cmd.add_parser("check", help="is every snapshot's data indexed and present?")
+    chk.add_argument("--read-data", action="store_true", help="also read every pack header")
+    pin = cmd.add_parser("pin", help="keep a snapshot whatever prune's rule says")
+    pin.add_argument("snapshot")
+    pin.add_argument("--reason", default="pinned by hand")
+    rel = cmd.add_parser("release", help="undo a pin; prune's rule applies again")
+    rel.add_argument("snapshot")
     key = cmd.add_parser("key", help="key slots: list, add-recovery, add-passphrase")
     key.add_argument("action", choices=["list", "add-recovery", "add-passphrase"])
 
@@ -159,6 +173,40 @@ def run(args: argparse.Namespace) -> int:
         for problem in report["problems"]:
             print(f"  {problem}", file=sys.stderr)
         return 0 if ok else 3
+    elif args.vault_command == "prune":
+        any_rule = args.keep_last or args.keep_daily or args.keep_weekly or args.keep_monthly
+        rule = (
+            Retention(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
+            if any_rule
+            else None
+        )
+        pruned = prune(repo, rule, dry_run=args.dry_run, lock_timeout=args.wait)
+        verb = "would forget" if args.dry_run else "forgot"
+        _print(
+            args,
+            pruned.__dict__,
+            f"{verb} {len(pruned.forgotten)} snapshot(s), kept {pruned.kept}; "
+            f"deleted {pruned.packs_deleted} pack(s) ({pruned.bytes_freed} bytes), "
+            f"wrote {pruned.packs_written}",
+        )
+    elif args.vault_command == "check":
+        result = check(repo, read_packs=args.read_data)
+        _print(
+            args,
+            {**result.__dict__, "ok": result.ok},
+            f"{result.snapshots} snapshot(s), {result.packs} pack(s), "
+            f"{result.unreferenced_packs} unreferenced: "
+            + ("no errors" if result.ok else f"{len(result.errors)} error(s)"),
+        )
+        for error in result.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 0 if result.ok else 3
+    elif args.vault_command == "pin":
+        repo.pin(args.snapshot, args.reason)
+        _print(args, {"pinned": args.snapshot}, f"pinned {args.snapshot}")
+    elif args.vault_command == "release":
+        repo.release(args.snapshot)
+        _print(args, {"released": args.snapshot}, f"released {args.snapshot}")
     elif args.vault_command == "key":
         if args.action == "list":
             _print(

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
+from ..crashpoints import vault_point
 from . import crypto
 from .backends import Backend
 from .chunker import Chunker, ChunkerParams
@@ -43,6 +44,7 @@ from .errors import (
     VaultError,
     WrongKey,
 )
+from .locks import SHARED, Lock
 from .packs import BlobRef, PackWriter, open_chunk, pack_key, read_header, seal_chunk
 
 FORMAT = 1
@@ -305,8 +307,24 @@ class Repository:
         tags: Iterable[str] = (),
         meta: dict[str, Any] | None = None,
         progress: Progress | None = None,
+        lock_timeout: float = 600.0,
     ) -> tuple[Snapshot, StoreStats]:
-        """Store the sources as one new snapshot; nothing is visible until it is complete."""
+        """Store the sources as one new snapshot; nothing is visible until it is complete.
+
+        Holds a shared lock throughout (other stores go on; prune waits)."""
+        with Lock(self.backend, SHARED).acquire(lock_timeout) as lock:
+            self.load_index()
+            return self._store(sources, name, tags, meta, progress, lock)
+
+    def _store(
+        self,
+        sources: Iterable[Source],
+        name: str,
+        tags: Iterable[str],
+        meta: dict[str, Any] | None,
+        progress: Progress | None,
+        lock: Lock,
+    ) -> tuple[Snapshot, StoreStats]:
         stats = StoreStats()
         writer = _Writer(self, stats)
         files: list[FileEntry] = []
@@ -332,6 +350,8 @@ class Repository:
                 stats.bytes_read += size
         writer.flush()
         writer.write_index()
+        vault_point("index_put")
+        lock.check()
         snapshot = Snapshot(
             secrets.token_hex(16),
             _now(),
@@ -342,6 +362,7 @@ class Repository:
             meta=meta or {},
         )
         self._write_snapshot(snapshot)
+        vault_point("snapshot_put")
         return snapshot, stats
 
     def _write_snapshot(self, snapshot: Snapshot) -> None:
@@ -391,6 +412,11 @@ class Repository:
 
     def read_chunk(self, blob_id: bytes) -> bytes:
         ref = self.index.get(blob_id)
+        if ref is None:
+            with self._lock:  # another process may have stored it since we loaded the index
+                if blob_id not in self.index:
+                    self.load_index()
+            ref = self.index.get(blob_id)
         if ref is None:
             raise MissingObject(f"chunk {blob_id.hex()[:16]} (in no index)")
         sealed = self.backend.get_range(pack_key(ref.pack), ref.offset, ref.length)
@@ -542,6 +568,7 @@ class _Writer:
             return
         pack_id, data, entries = self.pack.finish(self.repo.keys)
         self.repo.backend.put(pack_key(pack_id), data)
+        vault_point("pack_put")
         self.written[pack_id] = entries
         self.stats.packs += 1
         self.pack = PackWriter()
