@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) is required"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[cloud,dev]'
+	$(BIN)/python -m pip install -q -e '.[cloud,s3,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -136,3 +136,120 @@ class LocalBackend:
                 except FileNotFoundError:
                     continue
                 yield path.relative_to(self.root).as_posix(), size
+
+
+class S3Backend:
+    """A bucket (and prefix) the tenant owns, reached with credentials kept on the agent.
+
+    boto3 is imported here only: an agent without S3 repositories never loads it.
+    Create-if-absent is S3's conditional write (`If-None-Match: *`).
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint = endpoint_url
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region or "us-east-1",
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        return f"s3://{self.bucket}/{self.prefix}{where}"
+
+    def _key(self, key: str) -> str:
+        _check_key(key)
+        return self.prefix + key
+
+    def _missing(self, e: Exception) -> bool:
+        code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+        return code in ("NoSuchKey", "404", "NotFound")
+
+    def get(self, key: str) -> bytes:
+        try:
+            body: bytes = self.s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.s3.exceptions.ClientError as e:
+            if self._missing(e):
+                raise MissingObject(key) from None
+            raise
+        return body
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            r = self.s3.get_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Range=f"bytes={offset}-{offset + length - 1}",
+            )
+        except self.s3.exceptions.ClientError as e:
+            if self._missing(e):
+                raise MissingObject(key) from None
+            code = e.response.get("Error", {}).get("Code", "")
+            if code == "InvalidRange":
+                return b""
+            raise
+        data: bytes = r["Body"].read()
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+        except self.s3.exceptions.ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=self._key(key))
+        except self.s3.exceptions.ClientError as e:
+            if self._missing(e):
+                return False
+            raise
+        return True
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(self.prefix) :], int(obj["Size"])
+
+
+def open_backend(location: str) -> Backend:
+    """A back end from a location: a directory, or s3://bucket/prefix (endpoint and keys
+    from DOCKYARD_S3_ENDPOINT, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)."""
+    if location.startswith("s3://"):
+        bucket, _, prefix = location[5:].partition("/")
+        if not bucket:
+            raise VaultError("an S3 location is s3://bucket/prefix")
+        return S3Backend(bucket, prefix, endpoint_url=os.environ.get("DOCKYARD_S3_ENDPOINT"))
+    if "://" in location:
+        raise VaultError(f"unknown repository location {location!r} (a directory or s3://...)")
+    return LocalBackend(Path(location))

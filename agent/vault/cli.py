@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .backends import Backend, LocalBackend
+from .backends import Backend, open_backend
 from .errors import VaultError, WrongKey
 from .maintenance import check, prune
 from .repository import Repository, Source, stream_source
@@ -28,7 +28,9 @@ from .retention import Retention
 
 def add_parser(sub: Any) -> None:
     vault = sub.add_parser("vault", help="deduplicated, encrypted storage of large files")
-    vault.add_argument("--repo", required=True, help="repository directory")
+    vault.add_argument(
+        "--repo", required=True, help="repository: a directory or s3://bucket/prefix"
+    )
     vault.add_argument("--passphrase-file", type=Path)
     vault.add_argument("--recovery-key-file", type=Path, help="open with the recovery key")
     vault.add_argument("--json", action="store_true", help="machine-readable output")
@@ -98,7 +100,7 @@ def _bar(args: argparse.Namespace, total: int, what: str) -> Iterator[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    backend = LocalBackend(Path(args.repo))
+    backend = open_backend(args.repo)
     out: dict[str, Any]
     if args.vault_command == "init":
         phrase = _secret(
