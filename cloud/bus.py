@@ -2,8 +2,14 @@
 PostgreSQL LISTEN/NOTIFY (one listening connection per process) or, on SQLite, in-process.
 
 A held poll holds no database connection: it waits on its `asyncio.Event`. Only a change
-to an agent's sequence (or its revocation, or a narrowed flow mode) sends a NOTIFY; polls
-and acks never do, since NOTIFY takes a global lock at commit.
+to an agent's sequence (or its revocation, or a changed flow mode or plan) sends a NOTIFY;
+polls and acks never do, since NOTIFY takes a global lock at commit.
+
+Because every change an agent could see comes with a wake-up, the bus also remembers the
+last quiet answer per agent (nothing new after sequence N, this mode, these features): a
+poll that already has it is held without touching the database. Each wake-up bumps the
+agent's version and forgets the answer; an answer read from the database is remembered
+only if no wake-up came while it was being read; a lost listening connection forgets all.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,6 +42,31 @@ class Bus:
         self._waiters: dict[uuid.UUID, set[Waiter]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closing = False
+        self._versions: dict[uuid.UUID, int] = {}
+        self._quiet: dict[uuid.UUID, tuple[int, float, Any]] = {}
+
+    # --- the last quiet answer per agent (call these on the event loop) ----------------
+
+    def version(self, agent_id: uuid.UUID) -> int:
+        return self._versions.get(agent_id, 0)
+
+    def remember(self, agent_id: uuid.UUID, version: int, answer: Any) -> None:
+        """Keep `answer` if no wake-up for the agent came since `version` was read."""
+        if self._versions.get(agent_id, 0) == version:
+            self._quiet[agent_id] = (version, time.monotonic(), answer)
+
+    def recall(self, agent_id: uuid.UUID, max_age_s: float) -> Any:
+        entry = self._quiet.get(agent_id)
+        if entry is None or entry[0] != self._versions.get(agent_id, 0):
+            return None
+        if time.monotonic() - entry[1] > max_age_s:
+            return None
+        return entry[2]
+
+    def forget_all(self) -> None:
+        for agent_id in self._quiet:
+            self._versions[agent_id] = self._versions.get(agent_id, 0) + 1
+        self._quiet.clear()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -74,6 +106,8 @@ class Bus:
 
     def _wake_now(self, agent_ids: set[uuid.UUID]) -> None:
         for agent_id in agent_ids:
+            self._versions[agent_id] = self._versions.get(agent_id, 0) + 1
+            self._quiet.pop(agent_id, None)
             for waiter in self._waiters.get(agent_id, ()):
                 waiter.event.set()
 
@@ -135,6 +169,7 @@ class PostgresBus(Bus):
                 # Notifications sent while we were away are lost: wake every held poll so
                 # each re-reads its sequence, then listen again.
                 log.warning("bus: listening connection lost (%s); reconnecting", e)
+                self.forget_all()
                 self._wake_now(set(self._waiters))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

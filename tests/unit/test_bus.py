@@ -1,0 +1,33 @@
+"""The bus's memory of quiet answers: forgotten on every wake-up, never stored stale."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from dockyard.cloud.bus import Bus
+
+
+def test_a_quiet_answer_is_forgotten_on_wake_and_never_stored_stale() -> None:
+    async def scenario() -> None:
+        bus = Bus()
+        await bus.start()
+        agent = uuid.uuid4()
+        version = bus.version(agent)
+        bus.remember(agent, version, "seq 5")
+        assert bus.recall(agent, 60) == "seq 5"
+        bus.wake({agent})
+        assert bus.recall(agent, 60) is None, "a wake-up forgets it"
+
+        version = bus.version(agent)  # a poll starts reading the database ...
+        bus.wake({agent})  # ... and a command is committed meanwhile
+        bus.remember(agent, version, "seq 6 (read before the commit)")
+        assert bus.recall(agent, 60) is None, "what was read before the wake-up is not kept"
+
+        bus.remember(agent, bus.version(agent), "seq 7")
+        assert bus.recall(agent, 0) is None, "too old"
+        bus.forget_all()
+        assert bus.recall(agent, 60) is None
+        await bus.stop()
+
+    asyncio.run(scenario())
