@@ -293,9 +293,10 @@ class Repository:
             d = self._local.dctx = zstandard.ZstdDecompressor()
         return d
 
-    def _prepare(self, chunk: bytes) -> tuple[bytes, bytes | None, int]:
+    def _prepare(self, chunk: bytes, seen: dict[bytes, Any]) -> tuple[bytes, bytes | None, int]:
+        """Id, and the sealed blob unless the repository or this store already has it."""
         blob_id = self.keys.chunk_id(chunk)
-        if blob_id in self.index:
+        if blob_id in self.index or blob_id in seen:
             return blob_id, None, len(chunk)
         return blob_id, seal_chunk(self.keys, blob_id, chunk, self._compressor()), len(chunk)
 
@@ -338,7 +339,7 @@ class Repository:
                 with source.open() as stream:
                     for chunk in chunker.chunks(stream):
                         size += len(chunk)
-                        pending.append(pool.submit(self._prepare, chunk))
+                        pending.append(pool.submit(self._prepare, chunk, writer.new))
                         while len(pending) > window:
                             ids.append(writer.accept(*pending.popleft().result()))
                         if progress:

@@ -1,0 +1,85 @@
+"""Chunk and pack sizes for VM images, by measurement.
+
+    .venv/bin/python bench/vault_params.py [--size-mb 512]
+
+Builds a deterministic VM-shaped image (random blocks, zero runs, text), then a changed
+copy the way VM disks change between archives: scattered 4 KiB writes (1% of the image)
+and one insertion of 3 bytes in the middle. For each target chunk size it reports the
+chunker's throughput, the chunk count (index memory grows with it), and how many bytes the
+changed copy adds to a repository that holds the original (less is better dedup). The
+anchor is the 1 MiB target we ship; ratios are to it. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import time
+
+from dockyard.agent.vault.chunker import Chunker, ChunkerParams
+from dockyard.agent.vault.crypto import Keys, new_master
+
+KIB = 1024
+TARGETS = [256 * KIB, 512 * KIB, 1024 * KIB, 2048 * KIB, 4096 * KIB]
+ANCHOR = 1024 * KIB
+
+
+def image(size: int, seed: int) -> bytearray:
+    rng = random.Random(seed)
+    out = bytearray()
+    words = [b"kernel", b"sector", b"journal", b"error", b"user", b"session", b"page"]
+    while len(out) < size:
+        n = rng.randint(64 * KIB, 4096 * KIB)
+        kind = rng.random()
+        if kind < 0.45:
+            out += rng.randbytes(n)
+        elif kind < 0.75:
+            out += bytes(n)
+        else:
+            out += b" ".join(rng.choice(words) for _ in range(n // 7))[:n]
+    return out[:size]
+
+
+def changed(data: bytearray, seed: int) -> bytes:
+    rng = random.Random(seed)
+    copy = bytearray(data)
+    for _ in range(len(copy) // (100 * 4 * KIB)):  # 1% of the 4 KiB blocks rewritten
+        at = rng.randrange(len(copy) // (4 * KIB)) * 4 * KIB
+        copy[at : at + 4 * KIB] = rng.randbytes(4 * KIB)
+    mid = len(copy) // 2
+    return bytes(copy[:mid] + b"new" + copy[mid:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size-mb", type=int, default=512)
+    args = ap.parse_args()
+    original = image(args.size_mb * 1024 * KIB, 1)
+    edited = changed(original, 2)
+    gear = Keys(new_master()).gear
+    rows = {}
+    for avg in TARGETS:
+        params = ChunkerParams(min_size=avg // 2, avg_size=avg, max_size=avg * 8)
+        chunker = Chunker(gear, params)
+        started = time.perf_counter()
+        first = {hash(c): len(c) for c in chunker.chunks(io.BytesIO(original))}
+        seconds = time.perf_counter() - started
+        second = {hash(c): len(c) for c in chunker.chunks(io.BytesIO(edited))}
+        added = sum(n for h, n in second.items() if h not in first)
+        rows[avg // KIB] = {
+            "chunker_mb_s": round(len(original) / seconds / 1e6, 1),
+            "chunks": len(first),
+            "added_mb": round(added / 1e6, 2),
+        }
+    anchor = rows[ANCHOR // KIB]
+    for target, row in rows.items():
+        row["added_vs_1mib"] = round(row["added_mb"] / anchor["added_mb"], 3)
+        row["chunks_vs_1mib"] = round(row["chunks"] / anchor["chunks"], 3)
+        print(f"{target:>5} KiB  {row}")
+    print(json.dumps({"image_mb": args.size_mb, "targets_kib": rows}))
+
+
+if __name__ == "__main__":
+    main()
