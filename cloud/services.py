@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
 
 from dockyard.cloud.auth.agent_tokens import AgentTokens
 from dockyard.cloud.blobs import BlobStore
@@ -27,6 +30,16 @@ class Services:
     clock: Clock
     agent_tokens: AgentTokens
     blobs: BlobStore
+    db_slots: anyio.CapacityLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        # At most as many threads touch the database as the pool has connections, so no
+        # request waits inside the pool or makes it open and close overflow connections.
+        self.db_slots = anyio.CapacityLimiter(self.settings.db_pool_size)
+
+    async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking database work on a worker thread, within the pool's size."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.db_slots)
 
     @contextmanager
     def ctx(self, principal: Principal) -> Iterator[Ctx]:

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -153,7 +152,7 @@ def guarded(handler: Handler, *, oauth: bool = False) -> Handler:
 
 
 async def in_thread(svc: Services, principal: Principal, fn: Callable[[Ctx], Any]) -> Any:
-    return await run_in_threadpool(svc.in_tx, principal, fn)
+    return await svc.run_db(svc.in_tx, principal, fn)
 
 
 async def refuse_upload(
@@ -205,7 +204,7 @@ async def enroll(request: Request) -> Response:
         with svc.db.transaction(None) as session:
             return _enroll(Ctx(session, Principal("anonymous", None), svc.clock))
 
-    return ok(await run_in_threadpool(_run), 201)
+    return ok(await svc.run_db(_run), 201)
 
 
 def oauth_error(status: int, error: str, description: str) -> JSONResponse:
@@ -234,7 +233,7 @@ async def token(request: Request) -> Response:
         claimed = svc.agent_tokens.claimed_agent(assertion)
         if form.get("client_id") not in (None, str(claimed)):
             raise Unauthenticated("client_id and the assertion's subject differ")
-        ident = await run_in_threadpool(_identity, svc, claimed)
+        ident = await svc.run_db(_identity, svc, claimed)
         if ident is None or ident.revoked:
             raise Unauthenticated("unknown or revoked agent")
         checked = svc.agent_tokens.verify_assertion(assertion, ident.public_key)
@@ -326,7 +325,7 @@ async def poll(request: Request) -> Response:
             answer = quiet
         else:
             version = bus.version(agent_id)
-            answer = await run_in_threadpool(_view)
+            answer = await svc.run_db(_view)
             if not answer.entries:
                 bus.remember(agent_id, version, answer)
             if answer.entries or answer.last_seq > after or wait <= 0 or answer.tag != known_tag:
@@ -337,7 +336,7 @@ async def poll(request: Request) -> Response:
             return ok(answer)
         if waiter.released:
             return come_back()
-    return ok(await run_in_threadpool(_view))
+    return ok(await svc.run_db(_view))
 
 
 async def acks(request: Request) -> Response:

@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -36,7 +35,7 @@ class DockyardGraphQL(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         header = request.headers.get("authorization", "")
-        principal = await run_in_threadpool(resolve_principal, self.svc, header) if header else None
+        principal = await self.svc.run_db(resolve_principal, self.svc, header) if header else None
         return Context(self.svc, principal)
 
 

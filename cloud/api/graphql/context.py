@@ -43,7 +43,10 @@ class Context:
         return Ctx(self.session, self.principal, self.svc.clock)
 
     async def run(self, fn: Callable[[], T]) -> T:
-        return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
+        """One request's database work runs one step at a time (its session is not
+        thread-safe), and takes a slot of the process-wide database limit."""
+        async with self.svc.db_slots:
+            return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
 
     def close(self) -> None:
         if self._session is not None:
