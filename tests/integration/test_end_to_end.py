@@ -7,9 +7,14 @@ import json
 import time
 from pathlib import Path
 
-from dockyard.cloud.store.db import Database
+import pytest
+from sqlalchemy import select
 
-from ..factories import Gql, enrolment_secret, make_world
+from dockyard.agent.protocol import FlowMode
+from dockyard.cloud.store.db import Database
+from dockyard.cloud.store.models import AuditRecord, MetadataBatch
+
+from ..factories import Gql, enrolment_secret, make_world, system
 from ..procs import Agent, Cloud, eventually
 
 ISSUE = """mutation($a: ID!, $name: String!, $args: JSON, $ttl: Int! = 3600) {
@@ -149,3 +154,39 @@ def test_revoking_ends_the_held_poll_and_refuses_the_agent(
         assert time.monotonic() - started < 10  # well before the 25 s poll would have ended
     finally:
         agent.stop()
+
+
+@pytest.mark.parametrize("mode", ["config", "metadata", "data"])
+def test_each_flow_mode_from_both_sides(
+    cloud: Cloud, pg: Database, tmp_path: Path, mode: str
+) -> None:
+    """The agent sends a metadata batch only where the mode allows it (in `config` it fails
+    the job with a code and sends nothing); the cloud stores and audits what it accepts."""
+    world = make_world(pg, flow=FlowMode(mode))
+    gql = Gql(cloud.url, world.token)
+    agent = Agent(tmp_path / "agent")
+    agent.dock(cloud.url, enrolment_secret(world), "--max-flow", "data")
+    agent.start()
+    try:
+        issued = gql.data(ISSUE, a=agent_id_of(agent), name="noop.report")["issueCommand"]
+
+        def finished() -> dict[str, object] | None:
+            c = gql.data(COMMAND, id=issued["id"])["command"]
+            return c if c["state"] in ("succeeded", "failed") else None
+
+        command = eventually(finished, what="the report command to finish")
+    finally:
+        assert agent.stop() == 0
+    with system(pg, world.tenant_id) as ctx:
+        batches = ctx.session.scalars(select(MetadataBatch)).all()
+        audits = ctx.session.scalars(
+            select(AuditRecord).where(AuditRecord.action == "upload.metadata")
+        ).all()
+    if mode == "config":
+        assert (command["state"], command["resultCode"]) == ("failed", "flow_mode_forbids")
+        assert batches == []
+        assert audits == [], "the agent never sent it, so the cloud had nothing to refuse"
+    else:
+        assert command["state"] == "succeeded"
+        assert [b.records for b in batches] == [[{"lines": 0}]]
+        assert [(a.outcome, a.detail["count"]) for a in audits] == [("ok", 1)]
