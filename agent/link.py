@@ -71,9 +71,17 @@ class Link:
         self._token: str | None = None
         self._token_until = 0.0
         self._identity: tuple[str, Ed25519PrivateKey, str] | None = None
+        # Signed storage URLs go to the storage itself, never with the agent's token.
+        self._blob_http = httpx.Client(
+            verify=verify,
+            trust_env=True,
+            timeout=httpx.Timeout(timeout * 4),
+            headers={"User-Agent": USER_AGENT},
+        )
 
     def close(self) -> None:
         self._http.close()
+        self._blob_http.close()
 
     def authenticate_as(self, agent_id: str, key: Ed25519PrivateKey, token_url: str) -> None:
         self._identity = (agent_id, key, token_url)
@@ -161,6 +169,44 @@ class Link:
             raise LinkRefused(401, "unauthenticated", "this link has no agent identity yet")
         agent_id, _, token_url = self._identity
         self.authenticate_as(agent_id, key, token_url)
+
+    def storage_sign(self, items: list[p.SignItem]) -> p.SignResponse:
+        body = p.SignRequest(items=items).model_dump_json()
+        return self._authed(
+            "POST",
+            "/storage/sign",
+            p.SignResponse,
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+
+    def storage_list(self, prefix: str, after: str = "") -> p.ListResponse:
+        body = p.ListRequest(prefix=prefix, after=after).model_dump_json()
+        return self._authed(
+            "POST",
+            "/storage/list",
+            p.ListResponse,
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+
+    def transfer(
+        self,
+        signed: p.SignedURL,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """Use a signed URL: straight to the storage, with only the signed headers."""
+        check_url(signed.url.split("?", 1)[0])
+        try:
+            return self._blob_http.request(
+                signed.method,
+                signed.url,
+                content=content,
+                headers={**signed.headers, **(headers or {})},
+            )
+        except httpx.HTTPError as e:
+            raise LinkUnavailable(f"cannot reach the storage: {e}") from e
 
     def accepts(self, key: Ed25519PrivateKey) -> bool:
         """Whether the cloud issues a token for this agent against `key` (a probe; the

@@ -204,6 +204,59 @@ class JobEventsResponse(Message):
     job_state: Code
 
 
+ObjectKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,400}$")]
+"""A key under the tenant's prefix in cloud-managed storage; the cloud adds the prefix."""
+
+
+class StorageOp(enum.StrEnum):
+    GET = "get"
+    PUT = "put"
+    PUT_NEW = "put_new"
+    """Create only if absent (S3's `If-None-Match: *`)."""
+    DELETE = "delete"
+    HEAD = "head"
+
+
+class SignItem(Message):
+    op: StorageOp
+    key: ObjectKey
+
+
+class SignRequest(Message):
+    """Presigned URLs for objects of cloud-managed storage; only in flow mode `data`."""
+
+    items: Annotated[list[SignItem], Field(min_length=1, max_length=100)]
+
+
+class SignedURL(Message):
+    op: StorageOp
+    key: ObjectKey
+    method: Literal["GET", "PUT", "DELETE", "HEAD"]
+    url: str
+    headers: dict[str, str] = {}
+    expires_at: datetime
+
+
+class SignResponse(Message):
+    urls: list[SignedURL]
+
+
+class ListRequest(Message):
+    prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._\-/]{0,400}$")] = ""
+    after: Annotated[str, StringConstraints(max_length=512)] = ""
+
+
+class StoredObject(Message):
+    key: str
+    size: int
+
+
+class ListResponse(Message):
+    objects: list[StoredObject]
+    truncated: bool = False
+    """More keys follow: ask again with `after` set to the last key."""
+
+
 class MetadataBatch(Message):
     batch_id: uuid.UUID
     module: Code

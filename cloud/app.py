@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -14,10 +16,11 @@ from starlette.routing import Mount, Route
 
 from dockyard.agent.protocol import BASE_PATH
 from dockyard.cloud.api.agent.routes import routes as agent_routes
+from dockyard.cloud.api.blob_urls import routes as blob_routes
 from dockyard.cloud.auth.agent_tokens import AgentTokens
-from dockyard.cloud.blobs import LocalBlobs
+from dockyard.cloud.blobs import BlobStore, LocalBlobs, S3Blobs
 from dockyard.cloud.bus import Bus, PostgresBus, libpq_conninfo
-from dockyard.cloud.domain import commands
+from dockyard.cloud.domain import agents, commands
 from dockyard.cloud.domain.clock import Clock, SystemClock
 from dockyard.cloud.services import Services
 from dockyard.cloud.settings import Settings
@@ -34,22 +37,37 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     tokens = AgentTokens(
         settings.signing_secret(), settings.token_url, clock, settings.access_token_ttl_s
     )
-    return Services(settings, db, bus, clock, tokens, LocalBlobs(settings.resolved_blob_dir()))
+    return Services(settings, db, bus, clock, tokens, blob_store(settings))
 
 
-def _sweep_once(svc: Services) -> None:
+def blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_s3_bucket:
+        return S3Blobs(
+            settings.blob_s3_bucket,
+            settings.blob_s3_prefix,
+            endpoint_url=settings.blob_s3_endpoint,
+            region_name=settings.blob_s3_region,
+        )
+    return LocalBlobs(settings.resolved_blob_dir(), settings.public_url, settings.signing_secret())
+
+
+def _sweep_once(svc: Services, seen: dict[uuid.UUID, datetime]) -> None:
     with svc.db.transaction() as session:
         commands.sweep(session, svc.clock)
+        agents.record_seen(session, seen)
 
 
 async def _sweep_forever(svc: Services) -> None:
-    """Close lapsed and overdue commands; every replica may run it, the UPDATEs are idempotent."""
+    """Close lapsed and overdue commands and store last-seen times; every replica may run
+    it, the UPDATEs are idempotent."""
     while True:
         await asyncio.sleep(svc.settings.sweep_interval_s)
+        seen = svc.bus.take_seen()
         try:
-            await asyncio.to_thread(_sweep_once, svc)
+            await svc.run_db(_sweep_once, svc, seen)
         except Exception:
             log.exception("command sweep failed; will retry")
+            svc.bus.seen = seen | svc.bus.seen
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
@@ -78,6 +96,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         routes=[
             Route("/healthz", health),
             Mount(BASE_PATH, routes=agent_routes()),
+            *blob_routes(),
             Route("/graphql", graphql_app(svc), methods=["GET", "POST"]),
         ],
         lifespan=lifespan,

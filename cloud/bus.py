@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from dockyard.cloud.store.db import NOTIFY_CHANNEL
@@ -44,6 +45,12 @@ class Bus:
         self.closing = False
         self._versions: dict[uuid.UUID, int] = {}
         self._quiet: dict[uuid.UUID, tuple[int, float, Any]] = {}
+        self.seen: dict[uuid.UUID, datetime] = {}
+
+    def take_seen(self) -> dict[uuid.UUID, datetime]:
+        """The agents that polled since the last call, and when (for the sweeper to store)."""
+        seen, self.seen = self.seen, {}
+        return seen
 
     # --- the last quiet answer per agent (call these on the event loop) ----------------
 

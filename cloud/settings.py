@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./.dockyard")
     database_url: str = ""
     blob_dir: Path | None = None
+    # Cloud-managed storage in S3 (else the local blob directory): bucket, key prefix,
+    # endpoint (for S3-compatible stores) and region; credentials from boto3's usual chain.
+    blob_s3_bucket: str = ""
+    blob_s3_prefix: str = ""
+    blob_s3_endpoint: str | None = None
+    blob_s3_region: str = "us-east-1"
     public_url: str = "http://127.0.0.1:8080"
     secret_key: SecretStr | None = None
     host: str = "127.0.0.1"

@@ -68,3 +68,13 @@ def cloud(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clo
 @pytest.fixture
 def agent_dir(tmp_path: Path) -> Path:
     return tmp_path / "agent-state"
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 (SeaweedFS), one per test session."""
+    from .peers.seaweed import SeaweedS3
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
+    yield server
+    server.stop()

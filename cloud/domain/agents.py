@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -196,3 +196,16 @@ def ack(ctx: Ctx, agent_id: uuid.UUID, acks: list[Ack]) -> int:
                 command.state = "acked"
     agent.acked_seq = max(agent.acked_seq, max(by_seq))
     return agent.acked_seq
+
+
+def record_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> int:
+    """Store when agents last polled, for many agents in one statement.
+
+    Polls answered from memory (see the bus) never open a transaction, so the process
+    gathers the times and writes them every sweep."""
+    if not seen:
+        return 0
+    rows = [{"id": agent_id, "last_seen_at": at} for agent_id, at in seen.items()]
+    with unscoped(session, "last-seen times of agents whose access tokens this process checked"):
+        session.execute(update(Agent), rows)
+    return len(rows)

@@ -90,6 +90,7 @@ def test_enrol_policy_command_events_graphql(cloud: Cloud, pg: Database, tmp_pat
         )
         node = listed["agents"]["edges"][0]["node"]
         assert (node["id"], node["site"]["name"]) == (agent_id, "main")
+        assert node["lastSeenAt"], "the sweeper stores when the agent last polled"
         audit = gql.data(
             """query($t: ID!) { auditLog(tenantId: $t, first: 100) { ... on AuditRecordConnection {
             edges { node { action } } } } }""",

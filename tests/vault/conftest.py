@@ -40,12 +40,3 @@ def repo(tmp_path: Path) -> Repository:
     return Repository.init(
         LocalBackend(tmp_path / "repo"), PASS, params=SMALL, pack_bytes=1024 * 1024, cost=FAST
     )
-
-
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory):
-    from ..peers.seaweed import SeaweedS3
-
-    server = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
-    yield server
-    server.stop()

@@ -8,6 +8,7 @@ import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -17,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dockyard.agent import protocol as p
-from dockyard.cloud.domain import agents, audit, enrolment, jobs, metadata, policies
+from dockyard.cloud.domain import agents, audit, enrolment, jobs, metadata, policies, storage
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.errors import (
     Conflict,
@@ -284,9 +285,11 @@ def come_back() -> JSONResponse:
     )
 
 
-# A remembered quiet answer is trusted this long; then the poll reads the database again,
-# which also keeps the agent's last-seen time fresh (agents.SEEN_EVERY).
-QUIET_MAX_AGE_S = 50.0
+LIST_PAGE = 1000
+
+# A remembered quiet answer is trusted this long (every change wakes the agent and drops
+# it anyway); last-seen times are written by the sweeper from the bus.
+QUIET_MAX_AGE_S = 600.0
 
 
 async def poll(request: Request) -> Response:
@@ -318,6 +321,7 @@ async def poll(request: Request) -> Response:
         return svc.in_tx(principal, read)
 
     bus = svc.bus
+    bus.seen[agent_id] = svc.clock.now()
     with bus.subscribe(agent_id) as waiter:
         # Subscribed first, so a wake-up between here and the wait is never missed.
         quiet = bus.recall(agent_id, QUIET_MAX_AGE_S)
@@ -407,6 +411,50 @@ async def rotate_key(request: Request) -> Response:
     return ok(await in_thread(svc, Principal.agent(agent_id, tenant_id), _rotate))
 
 
+async def storage_sign(request: Request) -> Response:
+    svc = services(request)
+    agent_id, tenant_id = bearer(request)
+    body, size = await parse(request, p.SignRequest)
+    principal = Principal.agent(agent_id, tenant_id)
+    items = list(body.items)
+    try:
+        expires = await in_thread(
+            svc, principal, lambda ctx: storage.authorize(ctx, agent_id, items)
+        )
+    except FlowModeForbids as e:
+        return await refuse_upload(svc, principal, tenant_id, "data", len(items), size, e)
+    urls = []
+    for item in items:
+        signed = svc.blobs.presign(tenant_id, item.op.value, item.key, expires)
+        urls.append(
+            p.SignedURL(
+                op=item.op,
+                key=item.key,
+                method=signed.method,
+                url=signed.url,
+                headers=signed.headers,
+                expires_at=datetime.fromtimestamp(expires, UTC),
+            )
+        )
+    return ok(p.SignResponse(urls=urls))
+
+
+async def storage_list(request: Request) -> Response:
+    svc = services(request)
+    agent_id, tenant_id = bearer(request)
+    body, size = await parse(request, p.ListRequest)
+    principal = Principal.agent(agent_id, tenant_id)
+    try:
+        await in_thread(svc, principal, lambda ctx: storage.authorize(ctx, agent_id, [], "list"))
+    except FlowModeForbids as e:
+        return await refuse_upload(svc, principal, tenant_id, "data", 0, size, e)
+    found, truncated = await svc.run_db(
+        svc.blobs.list, tenant_id, body.prefix, body.after, LIST_PAGE
+    )
+    objects = [p.StoredObject(key=k, size=n) for k, n in found]
+    return ok(p.ListResponse(objects=objects, truncated=truncated))
+
+
 async def openapi_document(request: Request) -> Response:
     return JSONResponse(openapi(services(request).settings.public_url))
 
@@ -419,6 +467,8 @@ _HANDLERS: dict[str, Handler] = {
     "job_events": job_events,
     "metadata": upload_metadata,
     "rotate_key": rotate_key,
+    "storage_sign": storage_sign,
+    "storage_list": storage_list,
 }
 
 
