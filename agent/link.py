@@ -130,6 +130,11 @@ class Link:
             return self._decode(response, model)
         raise AssertionError("unreachable")
 
+    def _post(self, path: str, message: p.Message, model: type[M]) -> M:
+        body = message.model_dump_json()
+        headers = {"Content-Type": "application/json"}
+        return self._authed("POST", path, model, content=body, headers=headers)
+
     # --- protocol ------------------------------------------------------------------------
 
     def enroll(self, request: p.EnrollRequest) -> p.EnrollResponse:
@@ -171,23 +176,11 @@ class Link:
         self.authenticate_as(agent_id, key, token_url)
 
     def storage_sign(self, items: list[p.SignItem]) -> p.SignResponse:
-        body = p.SignRequest(items=items).model_dump_json()
-        return self._authed(
-            "POST",
-            "/storage/sign",
-            p.SignResponse,
-            content=body,
-            headers={"Content-Type": "application/json"},
-        )
+        return self._post("/storage/sign", p.SignRequest(items=items), p.SignResponse)
 
     def storage_list(self, prefix: str, after: str = "") -> p.ListResponse:
-        body = p.ListRequest(prefix=prefix, after=after).model_dump_json()
-        return self._authed(
-            "POST",
-            "/storage/list",
-            p.ListResponse,
-            content=body,
-            headers={"Content-Type": "application/json"},
+        return self._post(
+            "/storage/list", p.ListRequest(prefix=prefix, after=after), p.ListResponse
         )
 
     def transfer(
@@ -233,40 +226,15 @@ class Link:
         return self._authed("GET", "/poll", p.PollResponse, params=params)
 
     def ack(self, acks: list[p.Ack]) -> p.AckResponse:
-        body = p.AckRequest(acks=acks).model_dump_json()
-        return self._authed(
-            "POST",
-            "/acks",
-            p.AckResponse,
-            content=body,
-            headers={"Content-Type": "application/json"},
-        )
+        return self._post("/acks", p.AckRequest(acks=acks), p.AckResponse)
 
     def job_events(self, job_id: uuid.UUID | str, events: list[p.JobEvent]) -> p.JobEventsResponse:
-        body = p.JobEventsRequest(events=events).model_dump_json()
-        return self._authed(
-            "POST",
-            f"/jobs/{job_id}/events",
-            p.JobEventsResponse,
-            content=body,
-            headers={"Content-Type": "application/json"},
+        return self._post(
+            f"/jobs/{job_id}/events", p.JobEventsRequest(events=events), p.JobEventsResponse
         )
 
     def metadata(self, batch: p.MetadataBatch) -> p.MetadataResponse:
-        return self._authed(
-            "POST",
-            "/metadata",
-            p.MetadataResponse,
-            content=batch.model_dump_json(),
-            headers={"Content-Type": "application/json"},
-        )
+        return self._post("/metadata", batch, p.MetadataResponse)
 
     def rotate_key(self, public_key: str) -> p.EnrollResponse:
-        body = p.RotateKeyRequest(public_key=public_key).model_dump_json()
-        return self._authed(
-            "POST",
-            "/key",
-            p.EnrollResponse,
-            content=body,
-            headers={"Content-Type": "application/json"},
-        )
+        return self._post("/key", p.RotateKeyRequest(public_key=public_key), p.EnrollResponse)
