@@ -1,0 +1,453 @@
+"""Our vault beside restic and borg, on the same VM-shaped data, in one run.
+
+    .venv/bin/python bench/vault_vs_restic.py [--size-gb 2] [--data DIR] [--work DIR]
+
+Peers are installed into a folder of their own (`<work>/peers`, default build/bench-vault):
+restic 0.18 (Debian trixie's package) and 0.14 (bookworm's), unpacked with `dpkg-deb -x`;
+borg 1.4 and the 2.0 beta from PyPI (built from source in their own venvs; their C
+libraries' headers come from apt when missing) and borg 1.2 (bookworm's package). A peer
+that cannot be installed is reported and left out, never silently.
+
+For each tool: first store of the data set, a second store after inserting bytes in the
+middle of the largest file, a restore of the second snapshot (checked byte for byte), and
+the repository's size. The page cache is warmed with the data set before every timed step
+so every tool reads from the same state. Peers run at their defaults and at the settings
+closest to ours (restic: compression auto; borg: -C zstd,3 and its default lz4).
+
+Prints MB/s per tool and step, the ratios of ours to the best restic and the best borg,
+and the raw primitives' throughput on this machine (the physical limit). The last line is
+one JSON object with every figure (`store_vs_restic`, `store_vs_borg`, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import lzma
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MIRROR = "http://deb.debian.org/debian"
+PASS = "bench passphrase, not a secret"  # noqa: S105 - a throwaway repository
+MB = 1e6
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+# --- the data set --------------------------------------------------------------------------
+
+
+def make_dataset(folder: Path, total: int, seed: int = 2026) -> None:
+    """VM-image-shaped files: random blocks, zero runs, text, and runs copied from other
+    files at shifted, unaligned offsets. Deterministic for a seed."""
+    if (folder / ".complete").exists():
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    rng = random.Random(seed)
+    sizes = [total * 4 // 10, total * 3 // 10, total * 2 // 10, total - total * 9 // 10]
+    words = [b"kernel", b"sector", b"journal", b"error", b"user", b"session", b"page"]
+    written: list[Path] = []
+    for i, size in enumerate(sizes):
+        path = folder / f"vm-{i}.img"
+        with open(path, "wb") as f:
+            done = 0
+            while done < size:
+                n = min(size - done, rng.randint(256 * 1024, 8 * 1024 * 1024))
+                kind = rng.random()
+                if kind < 0.4:
+                    block = rng.randbytes(n)
+                elif kind < 0.65:
+                    block = bytes(n)
+                elif kind < 0.85 or not written:
+                    block = b" ".join(rng.choice(words) for _ in range(n // 7))[:n]
+                else:  # a run another file also holds, at an unaligned offset
+                    src = rng.choice(written)
+                    at = rng.randrange(max(1, src.stat().st_size - n))
+                    with open(src, "rb") as s:
+                        s.seek(at)
+                        block = s.read(n)
+                f.write(block)
+                done += len(block)
+        written.append(path)
+    (folder / ".complete").touch()
+
+
+def insert_in_middle(folder: Path, work: Path) -> Path:
+    """A copy of the data set with 4099 bytes inserted in the middle of its largest file."""
+    changed = work / "data-changed"
+    shutil.rmtree(changed, ignore_errors=True)
+    changed.mkdir(parents=True)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != ".complete")
+    largest = max(files, key=lambda p: p.stat().st_size)
+    for path in files:
+        if path != largest:
+            os.link(path, changed / path.name)
+    size = largest.stat().st_size
+    with open(largest, "rb") as src, open(changed / largest.name, "wb") as dst:
+        dst.write(src.read(size // 2))
+        dst.write(random.Random(7).randbytes(4099))
+        shutil.copyfileobj(src, dst, 16 * 1024 * 1024)
+    return changed
+
+
+def warm(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            with open(path, "rb") as f:
+                while f.read(16 * 1024 * 1024):
+                    pass
+
+
+def digest_tree(folder: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != ".complete":
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(16 * 1024 * 1024):
+                    h.update(chunk)
+            out[path.name] = h.hexdigest()
+    return out
+
+
+def du(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+# --- the tools -----------------------------------------------------------------------------
+
+
+@dataclass
+class Tool:
+    name: str
+    version: str
+    settings: str
+    init: Callable[[Path], None]
+    store: Callable[[Path, Path], None]
+    restore: Callable[[Path, Path], None]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def ours() -> Tool:
+    secret = ROOT / "build" / "bench-vault" / "pass"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text(PASS)
+    cli = [str(BIN / "dockyard-agent"), "vault", "--no-progress", "--passphrase-file", str(secret)]
+
+    def store(repo: Path, data: Path) -> None:
+        files = sorted(str(p) for p in data.iterdir() if p.is_file() and p.name != ".complete")
+        run([*cli, "--repo", str(repo), "store", *files])
+
+    def restore(repo: Path, target: Path) -> None:
+        listed = json.loads(run([*cli, "--repo", str(repo), "--json", "ls"]).stdout)
+        run([*cli, "--repo", str(repo), "restore", listed[-1]["id"], "--target", str(target)])
+
+    from dockyard.agent.vault.chunker import ChunkerParams
+
+    p = ChunkerParams()
+    return Tool(
+        "dockyard",
+        "vault format 1",
+        f"FastCDC {p.avg_size // 1024} KiB, zstd 3, AES-256-GCM, HMAC-SHA256",
+        lambda repo: run([*cli, "--repo", str(repo), "init"]),
+        store,
+        restore,
+    )
+
+
+def _deb(url: str, into: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
+    deb = into / url.rsplit("/", 1)[1]
+    if not deb.exists():
+        urllib.request.urlretrieve(url, deb)  # noqa: S310 - a fixed Debian mirror
+    run(["dpkg-deb", "-x", str(deb), str(into / "root")])
+    return into / "root"
+
+
+def _trixie_filename(package: str, cache: Path) -> str:
+    index = cache / "trixie-Packages.xz"
+    if not index.exists():
+        urllib.request.urlretrieve(  # noqa: S310 - a fixed Debian mirror
+            f"{MIRROR}/dists/trixie/main/binary-amd64/Packages.xz", index
+        )
+    text = lzma.decompress(index.read_bytes()).decode()
+    for stanza in text.split("\n\n"):
+        if stanza.startswith(f"Package: {package}\n"):
+            for line in stanza.splitlines():
+                if line.startswith("Filename: "):
+                    return line.split(": ", 1)[1]
+    raise RuntimeError(f"{package} not in trixie")
+
+
+def restic(peers: Path, which: str) -> Tool:
+    folder = peers / f"restic-{which}"
+    if which == "trixie":
+        url = f"{MIRROR}/{_trixie_filename('restic', peers)}"
+    else:
+        run(["apt-get", "download", "restic"], cwd=peers)
+        url = "file://" + str(next(peers.glob("restic_0.14*.deb")))
+    binary = _deb(url, folder) / "usr" / "bin" / "restic"
+    version = run([str(binary), "version"]).stdout.split()[1]
+    env = {"RESTIC_PASSWORD": PASS, "RESTIC_CACHE_DIR": str(folder / "cache")}
+
+    def cmd(repo: Path, *args: str) -> None:
+        run([str(binary), "-r", str(repo), "--no-cache", *args], env=os.environ | env)
+
+    def restore(repo: Path, target: Path) -> None:
+        cmd(repo, "restore", "latest", "--target", str(target))
+
+    return Tool(
+        f"restic-{version}",
+        version,
+        "defaults (compression auto)",
+        lambda repo: cmd(repo, "init"),
+        lambda repo, data: cmd(repo, "backup", "--compression", "auto", str(data)),
+        restore,
+    )
+
+
+def _borg_headers() -> None:
+    needed = ["libacl1-dev", "liblz4-dev", "libzstd-dev", "libxxhash-dev", "pkg-config"]
+    missing = [
+        pkg for pkg in needed if subprocess.run(["dpkg", "-s", pkg], capture_output=True).returncode
+    ]
+    if missing:
+        log(f"installing build headers for borg: {' '.join(missing)}")
+        run(["apt-get", "install", "-y", "--no-install-recommends", *missing])
+
+
+BORG_SETTINGS = ("zstd,3", "lz4")  # the closest to ours, and borg's default
+
+
+def borg_pip(peers: Path, spec: str, label: str) -> list[Tool]:
+    venv = peers / f"borg-{label}"
+    if not (venv / "bin" / "borg").exists():
+        _borg_headers()
+        run([sys.executable, "-m", "venv", str(venv)])
+        run([str(venv / "bin" / "pip"), "install", "-q", "--pre", spec], timeout=1800)
+    binary = str(venv / "bin" / "borg")
+    version = run([binary, "--version"]).stdout.split()[-1]
+    return [_borg(binary, version, c, v2=version.startswith("2.")) for c in BORG_SETTINGS]
+
+
+def borg_bookworm(peers: Path) -> list[Tool]:
+    folder = peers / "borg-1.2"
+    root = folder / "root"
+    if not root.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for pkg in ("borgbackup", "python3-msgpack", "python3-packaging"):
+            run(["apt-get", "download", pkg], cwd=folder)
+        for deb in folder.glob("*.deb"):
+            run(["dpkg-deb", "-x", str(deb), str(root)])
+    site = root / "usr" / "lib" / "python3" / "dist-packages"
+    wrapper = folder / "borg"
+    wrapper.write_text(
+        f'#!/bin/sh\nPYTHONPATH="{site}" exec /usr/bin/python3 -m borg.archiver "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    version = run([str(wrapper), "--version"]).stdout.split()[-1]
+    return [_borg(str(wrapper), version, c, v2=False) for c in BORG_SETTINGS]
+
+
+def _borg(binary: str, version: str, compression: str, *, v2: bool) -> Tool:
+    env = {"BORG_PASSPHRASE": PASS, "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
+    counter = {"n": 0}
+
+    def cmd(*args: str, cwd: Path | None = None) -> None:
+        run([binary, *args], env=os.environ | env, cwd=cwd)
+
+    def init(repo: Path) -> None:
+        if v2:
+            cmd("-r", str(repo), "repo-create", "-e", "repokey-aes-ocb")
+        else:
+            cmd("init", "-e", "repokey-blake2", str(repo))
+
+    def store(repo: Path, data: Path) -> None:
+        counter["n"] += 1
+        name = f"s{counter['n']}"
+        if v2:
+            cmd("-r", str(repo), "create", "-C", compression, name, ".", cwd=data)
+        else:
+            cmd("create", "-C", compression, f"{repo}::{name}", ".", cwd=data)
+
+    def restore(repo: Path, target: Path) -> None:
+        name = f"s{counter['n']}"
+        target.mkdir(parents=True, exist_ok=True)
+        if v2:
+            cmd("-r", str(repo), "extract", name, cwd=target)
+        else:
+            cmd("extract", f"{repo}::{name}", cwd=target)
+
+    return Tool(f"borg-{version}-{compression}", version, f"-C {compression}", init, store, restore)
+
+
+# --- measuring -----------------------------------------------------------------------------
+
+
+def measure(tool: Tool, data: Path, changed: Path, work: Path, expect: dict[str, str]) -> dict:
+    repo = work / "repos" / tool.name
+    target = work / "restore" / tool.name
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)
+    tool.init(repo)
+    size = sum(p.stat().st_size for p in data.iterdir() if p.is_file())
+    changed_size = sum(p.stat().st_size for p in changed.iterdir() if p.is_file())
+    out: dict[str, Any] = {"version": tool.version, "settings": tool.settings}
+    for step, source in (("first", data), ("second", changed)):
+        warm(source)
+        started = time.perf_counter()
+        tool.store(repo, source)
+        seconds = time.perf_counter() - started
+        nbytes = size if step == "first" else changed_size
+        out[f"{step}_store_mb_s"] = round(nbytes / seconds / MB, 1)
+        out[f"{step}_store_s"] = round(seconds, 2)
+        if step == "first":
+            out["size_after_first_mb"] = round(du(repo) / MB, 1)
+    out["stored_mb"] = round(du(repo) / MB, 1)
+    target.mkdir(parents=True)
+    started = time.perf_counter()
+    tool.restore(repo, target)
+    seconds = time.perf_counter() - started
+    out["restore_mb_s"] = round(changed_size / seconds / MB, 1)
+    got = digest_tree(target)
+    out["restore_exact"] = got == expect
+    if got != expect:
+        log(f"{tool.name}: RESTORE DIFFERS ({len(got)} files vs {len(expect)})")
+    shutil.rmtree(target, ignore_errors=True)
+    return out
+
+
+def primitives() -> dict[str, float]:
+    """Single-core throughput of the building blocks, MB/s: the physical limit."""
+    import hmac
+
+    import zstandard
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from dockyard.agent.vault.chunker import Chunker, ChunkerParams
+    from dockyard.agent.vault.crypto import Keys, new_master
+
+    data = random.Random(1).randbytes(64 * 1024 * 1024)
+    half = bytes(32 * 1024 * 1024) + data[: 32 * 1024 * 1024]
+    keys = Keys(new_master())
+
+    def rate(fn: Callable[[], object], n: int = len(data)) -> float:
+        started = time.perf_counter()
+        fn()
+        return round(n / (time.perf_counter() - started) / MB, 1)
+
+    chunker = Chunker(keys.gear, ChunkerParams())
+    aead = AESGCM(os.urandom(32))
+    cctx = zstandard.ZstdCompressor(level=3)
+    return {
+        "chunker": rate(lambda: sum(1 for _ in chunker.chunks(io.BytesIO(data)))),
+        "hmac_sha256": rate(lambda: hmac.digest(b"k" * 32, data, "sha256")),
+        "zstd3_half_zero": rate(lambda: cctx.compress(half)),
+        "aes256gcm": rate(lambda: aead.encrypt(b"\0" * 12, data, None)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size-gb", type=float, default=2.0)
+    ap.add_argument("--data", type=Path, help="compare on this directory of files instead")
+    ap.add_argument("--work", type=Path, default=ROOT / "build" / "bench-vault")
+    ap.add_argument("--only", nargs="*", help="tool names to run (default: all)")
+    args = ap.parse_args()
+    work: Path = args.work
+    peers = work / "peers"
+    peers.mkdir(parents=True, exist_ok=True)
+
+    data = args.data or work / "data"
+    if args.data is None:
+        log(f"making a {args.size_gb} GB data set in {data}")
+        make_dataset(data, int(args.size_gb * 1e9))
+    changed = insert_in_middle(data, work)
+    expect = digest_tree(changed)
+
+    tools: list[Tool] = [ours()]
+    installers: list[tuple[str, Callable[[], list[Tool]]]] = [
+        ("restic 0.18 (trixie)", lambda: [restic(peers, "trixie")]),
+        ("restic 0.14 (bookworm)", lambda: [restic(peers, "bookworm")]),
+        ("borg 1.4 (PyPI)", lambda: borg_pip(peers, "borgbackup>=1.4,<1.5", "1.4")),
+        ("borg 2.0 beta (PyPI)", lambda: borg_pip(peers, "borgbackup>=2.0.0b1", "2")),
+        ("borg 1.2 (bookworm)", lambda: borg_bookworm(peers)),
+    ]
+    for label, install in installers:
+        try:
+            ready = install()
+            tools.extend(ready)
+            log(f"peer ready: {', '.join(t.name for t in ready)}")
+        except (subprocess.CalledProcessError, OSError, RuntimeError, StopIteration) as e:
+            detail = getattr(e, "stderr", "") or str(e)
+            log(f"peer left out: {label}: {str(detail).strip()[-300:]}")
+    if args.only:
+        tools = [t for t in tools if any(t.name.startswith(o) for o in args.only)]
+
+    results: dict[str, dict[str, Any]] = {}
+    for tool in tools:
+        log(f"measuring {tool.name} ({tool.settings})")
+        try:
+            results[tool.name] = measure(tool, data, changed, work, expect)
+        except subprocess.CalledProcessError as e:
+            log(f"{tool.name} failed: {e.stderr[-500:]}")
+    figures = report(results, primitives(), data)
+    print(json.dumps(figures))
+
+
+def report(results: dict[str, dict[str, Any]], prims: dict[str, float], data: Path) -> dict:
+    width = max(len(n) for n in results) if results else 10
+    cols = ["first_store_mb_s", "second_store_mb_s", "restore_mb_s", "stored_mb", "restore_exact"]
+    print(f"data: {data}  ({du(data) / MB:.0f} MB)")
+    print(f"{'tool':<{width}}  " + "  ".join(f"{c:>18}" for c in cols) + "  settings")
+    for name, row in results.items():
+        cells = "  ".join(f"{row.get(c)!s:>18}" for c in cols)
+        print(f"{name:<{width}}  {cells}  {row['settings']}")
+    ours_row = results.get("dockyard", {})
+
+    def best(prefix: str, col: str, high: bool = True) -> float | None:
+        vals = [r[col] for n, r in results.items() if n.startswith(prefix) and col in r]
+        if not vals:
+            return None
+        return max(vals) if high else min(vals)
+
+    figures: dict[str, Any] = {"tools": results, "primitives_mb_s": prims}
+    for peer in ("restic", "borg"):
+        for col, key, high in (
+            ("first_store_mb_s", "store", True),
+            ("second_store_mb_s", "second_store", True),
+            ("restore_mb_s", "restore", True),
+            ("stored_mb", "size", False),
+        ):
+            anchor = best(peer, col, high)
+            mine = ours_row.get(col)
+            if anchor and mine:
+                figures[f"{key}_vs_{peer}"] = round(mine / anchor, 3)
+    print("primitives, one core (MB/s):", prims)
+    for key in sorted(k for k in figures if "_vs_" in k):
+        print(f"{key:<28} {figures[key]}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
