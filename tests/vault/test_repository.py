@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from dockyard.agent.vault.errors import (
 )
 from dockyard.agent.vault.repository import Repository, Source
 
+from ..procs import BIN
 from .conftest import FAST, PASS, vm_like
 
 
@@ -127,3 +130,56 @@ def test_bad_repositories_give_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "r" / "config").write_text("{not json")
     with pytest.raises(Corrupted):
         Repository.open(backend, passphrase=PASS)
+
+
+def test_a_truncated_pack_is_named_not_misread(repo: Repository, tmp_path: Path) -> None:
+    data = vm_like(900_000, 18)
+    snap, _ = repo.store([source("a", data)])
+    pack = repo.index[snap.files[0].chunks[-1]].pack
+    path = tmp_path / "repo" / "data" / pack[:2] / pack
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(IncompleteRestore) as e:
+        repo.restore(snap.id, tmp_path / "out")
+    assert "shorter than its index says" in e.value.damaged["a"]
+    assert any("pack" in problem for problem in repo.verify()["problems"])
+
+
+def test_a_wiped_agent_is_replaced_and_restores_with_the_recovery_key(tmp_path: Path) -> None:
+    """The first agent's host is gone (its passphrase file with it); a fresh agent with
+    only the recovery key, written down at set-up, restores everything."""
+    cli = [str(BIN / "dockyard-agent"), "vault", "--repo", str(tmp_path / "repo")]
+    first = tmp_path / "first-agent"
+    first.mkdir()
+    (first / "pass").write_text(PASS)
+    (first / "disk.img").write_bytes(vm_like(1_000_000, 19))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(first)}
+    subprocess.run([*cli, "--passphrase-file", str(first / "pass"), "init"], env=env, check=True)
+    made = subprocess.run(
+        [*cli, "--passphrase-file", str(first / "pass"), "--json", "key", "add-recovery"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    recovery = json.loads(made.stdout)["recovery_key"]
+    store = ["--no-progress", "store", str(first / "disk.img")]
+    subprocess.run([*cli, "--passphrase-file", str(first / "pass"), *store], env=env, check=True)
+    original = (first / "disk.img").read_bytes()
+    shutil.rmtree(first)
+
+    fresh = tmp_path / "fresh-agent"
+    fresh.mkdir()
+    (fresh / "recovery").write_text(recovery)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(fresh)}
+    listed = subprocess.run(
+        [*cli, "--recovery-key-file", str(fresh / "recovery"), "--json", "ls"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    snapshot = json.loads(listed.stdout)[0]["id"]
+    restore = ["--no-progress", "restore", snapshot, "--target", str(fresh / "out")]
+    key = ["--recovery-key-file", str(fresh / "recovery")]
+    subprocess.run([*cli, *key, *restore], env=env, check=True)
+    assert (fresh / "out" / "disk.img").read_bytes() == original
