@@ -16,11 +16,16 @@ import argparse
 import io
 import json
 import random
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from dockyard.agent.vault.chunker import Chunker, ChunkerParams
 from dockyard.agent.vault.crypto import Keys, new_master
 
+ROOT = Path(__file__).resolve().parent.parent
 KIB = 1024
 TARGETS = [256 * KIB, 512 * KIB, 1024 * KIB, 2048 * KIB, 4096 * KIB]
 ANCHOR = 1024 * KIB
@@ -52,6 +57,37 @@ def changed(data: bytearray, seed: int) -> bytes:
     return bytes(copy[:mid] + b"new" + copy[mid:])
 
 
+def candidates(data: bytes, gear: bytes) -> dict[str, float]:
+    """Chunker throughput (MB/s) of the PyPI candidates beside ours, 1 MiB target, one core.
+    They are installed into a folder of their own, never into the project's venv."""
+    folder = ROOT / "build" / "bench-vault" / "cdc"
+    if not (folder / "pyfastcdc").exists() or not (folder / "fastcdc").exists():
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--target", str(folder)]
+        subprocess.run([*pip, "pyfastcdc", "fastcdc"], check=True)
+    sys.path.insert(0, str(folder))
+    import fastcdc  # type: ignore[import-not-found]
+    import pyfastcdc  # type: ignore[import-not-found]
+
+    def rate(fn: Callable[[], object]) -> float:
+        started = time.perf_counter()
+        fn()
+        return round(len(data) / (time.perf_counter() - started) / 1e6, 1)
+
+    ours = Chunker(
+        gear, ChunkerParams(min_size=256 * KIB, avg_size=1024 * KIB, max_size=8192 * KIB)
+    )
+    seed = int.from_bytes(gear[:8], "little") or 1
+    return {
+        "dockyard (keyed table)": rate(lambda: sum(1 for _ in ours.chunks(io.BytesIO(data)))),
+        "pyfastcdc 0.3 (seed XOR)": rate(
+            lambda: sum(1 for _ in pyfastcdc.FastCDC(1024 * KIB, seed=seed).cut_buf(data))
+        ),
+        "fastcdc 1.7 (fixed table)": rate(
+            lambda: sum(1 for _ in fastcdc.fastcdc(data, avg_size=1024 * KIB, fat=False))
+        ),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mb", type=int, default=512)
@@ -73,12 +109,15 @@ def main() -> None:
             "chunks": len(first),
             "added_mb": round(added / 1e6, 2),
         }
+    cands = candidates(bytes(original[: 256 * 1024 * KIB]), gear)
+    for name, mb_s in cands.items():
+        print(f"chunker candidate {name:<28} {mb_s} MB/s")
     anchor = rows[ANCHOR // KIB]
     for target, row in rows.items():
         row["added_vs_1mib"] = round(row["added_mb"] / anchor["added_mb"], 3)
         row["chunks_vs_1mib"] = round(row["chunks"] / anchor["chunks"], 3)
         print(f"{target:>5} KiB  {row}")
-    print(json.dumps({"image_mb": args.size_mb, "targets_kib": rows}))
+    print(json.dumps({"image_mb": args.size_mb, "targets_kib": rows, "candidates_mb_s": cands}))
 
 
 if __name__ == "__main__":
