@@ -123,7 +123,11 @@ class CloudProc:
         self.proc.wait(60)
 
     def held(self) -> int:
-        return int(httpx.get(f"{self.url}/healthz", timeout=5).json()["held_polls"])
+        """Polls held now; -1 while the cloud is too busy to answer its health check."""
+        try:
+            return int(httpx.get(f"{self.url}/healthz", timeout=5).json()["held_polls"])
+        except httpx.HTTPError:
+            return -1
 
 
 class Conn:
