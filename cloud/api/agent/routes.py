@@ -322,16 +322,22 @@ async def poll(request: Request) -> Response:
 
     bus = svc.bus
     bus.seen[agent_id] = svc.clock.now()
+
+    async def read() -> p.PollResponse:
+        """Read the database; remember what the agent will know once it has the answer."""
+        version = bus.version(agent_id)
+        answer = await svc.run_db(_view)
+        if len(answer.entries) < agents.POLL_BATCH:  # not cut short: nothing newer exists
+            bus.remember(agent_id, version, answer.model_copy(update={"entries": []}))
+        return answer
+
     with bus.subscribe(agent_id) as waiter:
         # Subscribed first, so a wake-up between here and the wait is never missed.
         quiet = bus.recall(agent_id, QUIET_MAX_AGE_S)
         if quiet is not None and quiet.last_seq == after and quiet.tag == known_tag and wait > 0:
             answer = quiet
         else:
-            version = bus.version(agent_id)
-            answer = await svc.run_db(_view)
-            if not answer.entries:
-                bus.remember(agent_id, version, answer)
+            answer = await read()
             if answer.entries or answer.last_seq > after or wait <= 0 or answer.tag != known_tag:
                 return ok(answer)
         try:
@@ -340,7 +346,7 @@ async def poll(request: Request) -> Response:
             return ok(answer)
         if waiter.released:
             return come_back()
-    return ok(await svc.run_db(_view))
+        return ok(await read())
 
 
 async def acks(request: Request) -> Response:
