@@ -341,7 +341,10 @@ async def poll(request: Request) -> Response:
             if answer.entries or answer.last_seq > after or wait <= 0 or answer.tag != known_tag:
                 return ok(answer)
         try:
-            await asyncio.wait_for(waiter.event.wait(), timeout=wait)
+            # Held for 80-100% of `wait`: agents that all polled at once (after a restart)
+            # come back spread out instead of in one wave every 25 s.
+            hold = wait * random.uniform(0.8, 1.0)
+            await asyncio.wait_for(waiter.event.wait(), timeout=hold)
         except TimeoutError:
             return ok(answer)
         if waiter.released:
