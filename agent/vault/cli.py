@@ -112,12 +112,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     repo = _open(args, backend)
     if args.vault_command == "store":
-        sources = [
-            stream_source(args.stdin_name, sys.stdin.buffer)
-            if p == "-"
-            else Source.from_path(Path(p))
-            for p in args.paths
-        ]
+        sources = [s for p in args.paths for s in _sources(p, args.stdin_name)]
         total = sum(s.size for s in sources)
         with _bar(args, total, "store") as bar:
             snap, stats = repo.store(sources, name=args.name, tags=args.tag, progress=bar.update)
@@ -228,6 +223,19 @@ def run(args: argparse.Namespace) -> int:
             repo.add_passphrase(phrase)
             _print(args, {"slots": repo.slots()}, "added a passphrase slot")
     return 0
+
+
+def _sources(path: str, stdin_name: str) -> list[Source]:
+    """Standard input, a file, or every file under a directory (named relative to it)."""
+    if path == "-":
+        return [stream_source(stdin_name, sys.stdin.buffer)]
+    root = Path(path)
+    if root.is_dir():
+        files = sorted(f for f in root.rglob("*") if f.is_file() and not f.is_symlink())
+        return [Source.from_path(f, f"{root.name}/{f.relative_to(root).as_posix()}") for f in files]
+    if not root.is_file():
+        raise VaultError(f"{path}: no such file or directory")
+    return [Source.from_path(root)]
 
 
 def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:

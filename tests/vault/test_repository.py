@@ -183,3 +183,25 @@ def test_a_wiped_agent_is_replaced_and_restores_with_the_recovery_key(tmp_path: 
     key = ["--recovery-key-file", str(fresh / "recovery")]
     subprocess.run([*cli, *key, *restore], env=env, check=True)
     assert (fresh / "out" / "disk.img").read_bytes() == original
+
+
+def test_cli_stores_a_directory_and_refuses_a_missing_path(tmp_path: Path) -> None:
+    tree = tmp_path / "vm-folder"
+    (tree / "disks").mkdir(parents=True)
+    (tree / "vm.vmx").write_text("config")
+    (tree / "disks" / "disk0.vmdk").write_bytes(vm_like(300_000, 20))
+    (tmp_path / "pass").write_text(PASS)
+    cli = [str(BIN / "dockyard-agent"), "vault", "--repo", str(tmp_path / "repo")]
+    cli += ["--passphrase-file", str(tmp_path / "pass"), "--no-progress"]
+    subprocess.run([*cli, "init"], check=True, capture_output=True)
+    missing = subprocess.run(
+        [*cli, "store", str(tmp_path / "nope")], capture_output=True, text=True
+    )
+    assert missing.returncode == 1
+    assert "no such file or directory" in missing.stderr
+    out = subprocess.run([*cli, "--json", "store", str(tree)], check=True, capture_output=True)
+    snapshot = json.loads(out.stdout)["snapshot"]
+    subprocess.run([*cli, "restore", snapshot, "--target", str(tmp_path / "back")], check=True)
+    assert (tmp_path / "back" / "vm-folder" / "vm.vmx").read_text() == "config"
+    restored = tmp_path / "back" / "vm-folder" / "disks" / "disk0.vmdk"
+    assert restored.read_bytes() == (tree / "disks" / "disk0.vmdk").read_bytes()
