@@ -436,7 +436,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             rss_held = stat.rss_kb()
             connections = await asyncio.to_thread(db_connections, args.admin_url, name)
             cpu0, w0 = stat.cpu_s(), time.monotonic()
+            spy = None
+            if args.profile:  # where the holding process spends its CPU (py-spy, raw stacks)
+                spy_args = ["-p", str(stat.pid), "-d", str(int(args.idle_s)), "-r", "100"]
+                spy = subprocess.Popen(
+                    [str(BIN / "py-spy"), "record", *spy_args, "-f", "raw", "-o", args.profile],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             await asyncio.sleep(args.idle_s)
+            if spy is not None:
+                await asyncio.to_thread(spy.wait)
             idle_cpu = (stat.cpu_s() - cpu0) / (time.monotonic() - w0)
             print(f"{len(agents)} polls held after {ramp_s:.1f}s", file=sys.stderr)
 
@@ -521,6 +531,7 @@ def main() -> None:
         default=os.environ.get("DOCKYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     ap.add_argument("--work", default=str(ROOT / "build" / "bench"))
+    ap.add_argument("--profile", help="write py-spy stacks of the idle cloud to this file")
     args = ap.parse_args()
     figures = asyncio.run(main_async(args))
     width = max(len(k) for k in figures)

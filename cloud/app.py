@@ -90,7 +90,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             svc.db.dispose()
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"ok": True, "held_polls": svc.bus.held})
+        return JSONResponse({"ok": True, "held_polls": svc.bus.waiting})
 
     app = Starlette(
         routes=[

@@ -46,6 +46,8 @@ class Bus:
         self._versions: dict[uuid.UUID, int] = {}
         self._quiet: dict[uuid.UUID, tuple[int, float, Any]] = {}
         self.seen: dict[uuid.UUID, datetime] = {}
+        self.waiting = 0
+        """Polls waiting for news right now (subscribed ones may still be reading)."""
 
     def take_seen(self) -> dict[uuid.UUID, datetime]:
         """The agents that polled since the last call, and when (for the sweeper to store)."""
@@ -93,10 +95,6 @@ class Bus:
                 waiters.discard(waiter)
                 if not waiters:
                     del self._waiters[agent_id]
-
-    @property
-    def held(self) -> int:
-        return sum(len(w) for w in self._waiters.values())
 
     def wake(self, agent_ids: set[uuid.UUID]) -> None:
         loop = self._loop

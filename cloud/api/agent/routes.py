@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -77,11 +77,17 @@ async def read_body(request: Request) -> bytes:
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise HttpProblem(413, "body_too_large", f"request bodies are limited to {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HttpProblem(413, "body_too_large", f"request bodies are limited to {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HttpProblem(
+                    413, "body_too_large", f"request bodies are limited to {limit} bytes"
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The agent went away mid-request (a restart, a lost link): nothing to answer.
+        raise HttpProblem(400, "client_disconnected", "the request body was cut off") from None
     return b"".join(chunks)
 
 
@@ -344,9 +350,12 @@ async def poll(request: Request) -> Response:
             # Held for 80-100% of `wait`: agents that all polled at once (after a restart)
             # come back spread out instead of in one wave every 25 s.
             hold = wait * random.uniform(0.8, 1.0)
+            bus.waiting += 1
             await asyncio.wait_for(waiter.event.wait(), timeout=hold)
         except TimeoutError:
             return ok(answer)
+        finally:
+            bus.waiting -= 1
         if waiter.released:
             return come_back()
         return ok(await read())
