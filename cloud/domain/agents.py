@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -199,13 +200,20 @@ def ack(ctx: Ctx, agent_id: uuid.UUID, acks: list[Ack]) -> int:
 
 
 def record_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> int:
-    """Store when agents last polled, for many agents in one statement.
+    """Store when agents last polled, for many agents in one executemany.
 
     Polls answered from memory (see the bus) never open a transaction, so the process
-    gathers the times and writes them every sweep."""
+    gathers the times and writes them every sweep; Core, not the ORM, keeps the cost per
+    row small enough not to stall the event loop's thread for thousands of agents."""
     if not seen:
         return 0
-    rows = [{"id": agent_id, "last_seen_at": at} for agent_id, at in seen.items()]
+    table = cast(Table, Agent.__table__)
+    stmt = (
+        update(table)
+        .where(table.c.id == bindparam("agent_id"))
+        .values(last_seen_at=bindparam("at"))
+    )
+    rows = [{"agent_id": agent_id, "at": at} for agent_id, at in seen.items()]
     with unscoped(session, "last-seen times of agents whose access tokens this process checked"):
-        session.execute(update(Agent), rows)
+        session.connection().execute(stmt, rows)
     return len(rows)

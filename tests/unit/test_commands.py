@@ -255,3 +255,14 @@ def test_one_command_to_many_agents_is_all_or_none(db: Database, tmp_path, clock
         with agent_ctx(world, agent_id, clock) as ctx:
             view = agents.poll_view(ctx, agent_id, 0)
             assert [e.name for e in view.entries if e.kind == "command"] == ["noop.echo"]
+
+
+def test_last_seen_times_are_stored_in_one_statement(db: Database, tmp_path, clock) -> None:
+    world = make_world(db, clock=clock)
+    ids = [new_agent(world, tmp_path, clock) for _ in range(3)]
+    seen = {agent_id: clock.now() + timedelta(seconds=i) for i, agent_id in enumerate(ids)}
+    with db.transaction() as session:
+        assert agents.record_seen(session, seen) == 3
+    with system(db, world.tenant_id) as ctx:
+        for agent_id, at in seen.items():
+            assert agents.get(ctx, agent_id).last_seen_at == at
