@@ -244,7 +244,15 @@ def borg_pip(peers: Path, spec: str, label: str) -> list[Tool]:
     if not (venv / "bin" / "borg").exists():
         _borg_headers()
         run([sys.executable, "-m", "venv", str(venv)])
-        run([str(venv / "bin" / "pip"), "install", "-q", "--pre", spec], timeout=1800)
+        # BORG_OPENSSL_PREFIX makes a too-old OpenSSL fail with the header it lacks (borg 2
+        # needs OpenSSL 3.2's headers; Debian bookworm has 3.0) instead of "not found".
+        env = os.environ | {"BORG_OPENSSL_PREFIX": "/usr"}
+        pip = [str(venv / "bin" / "pip"), "install", "-q", "--pre", spec]
+        try:
+            run(pip, timeout=1800, env=env)
+        except subprocess.CalledProcessError:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise
     binary = str(venv / "bin" / "borg")
     version = run([binary, "--version"]).stdout.split()[-1]
     return [_borg(binary, version, c, v2=version.startswith("2.")) for c in BORG_SETTINGS]
