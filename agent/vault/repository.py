@@ -426,11 +426,12 @@ class Repository:
         return open_chunk(self.keys, blob_id, sealed, ref.raw_length, self._decompressor())
 
     def _chunks(self, ids: list[bytes], pool: ThreadPoolExecutor) -> Iterator[bytes]:
-        """The chunks in order, fetched and checked a few at a time ahead of the writer."""
+        """The chunks in order, fetched and checked ahead of the writer (reads wait on the
+        storage, so more are in flight than there are cores)."""
         pending: deque[Future[bytes]] = deque()
         for blob_id in ids:
             pending.append(pool.submit(self.read_chunk, blob_id))
-            if len(pending) > self.workers * 2:
+            if len(pending) > self.workers * 8:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
@@ -447,7 +448,7 @@ class Repository:
         snap = self.snapshot(snapshot_id)
         wanted = set(paths) if paths is not None else None
         damaged: dict[str, str] = {}
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="vault") as pool:
+        with ThreadPoolExecutor(self.workers * 4, thread_name_prefix="vault") as pool:
             for entry in snap.files:
                 if wanted is not None and entry.path not in wanted:
                     continue
