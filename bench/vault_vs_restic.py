@@ -154,13 +154,16 @@ def ours() -> Tool:
     secret.write_text(PASS)
     cli = [str(BIN / "dockyard-agent"), "vault", "--no-progress", "--passphrase-file", str(secret)]
 
+    last: dict[str, str] = {}
+
     def store(repo: Path, data: Path) -> None:
         files = sorted(str(p) for p in data.iterdir() if p.is_file() and p.name != ".complete")
-        run([*cli, "--repo", str(repo), "store", *files])
+        out = run([*cli, "--repo", str(repo), "--json", "store", *files]).stdout
+        last["snapshot"] = json.loads(out)["snapshot"]
 
     def restore(repo: Path, target: Path) -> None:
-        listed = json.loads(run([*cli, "--repo", str(repo), "--json", "ls"]).stdout)
-        run([*cli, "--repo", str(repo), "restore", listed[-1]["id"], "--target", str(target)])
+        # One command, as restic's `restore latest`: the id is known from the store.
+        run([*cli, "--repo", str(repo), "restore", last["snapshot"], "--target", str(target)])
 
     from dockyard.agent.vault.chunker import ChunkerParams
 

@@ -49,6 +49,8 @@ from .packs import BlobRef, PackWriter, open_chunk, pack_key, read_header, seal_
 
 FORMAT = 1
 PACK_BYTES = 16 * 1024 * 1024
+# A restore reads at most this much of a pack at once.
+RUN_BYTES = 4 * 1024 * 1024
 Progress = Callable[[int], None]
 
 
@@ -411,7 +413,7 @@ class Repository:
         snap.pinned = self.backend.exists(f"pins/{full}")
         return snap
 
-    def read_chunk(self, blob_id: bytes) -> bytes:
+    def _ref(self, blob_id: bytes) -> BlobRef:
         ref = self.index.get(blob_id)
         if ref is None:
             with self._lock:  # another process may have stored it since we loaded the index
@@ -420,21 +422,64 @@ class Repository:
             ref = self.index.get(blob_id)
         if ref is None:
             raise MissingObject(f"chunk {blob_id.hex()[:16]} (in no index)")
-        sealed = self.backend.get_range(pack_key(ref.pack), ref.offset, ref.length)
-        if len(sealed) != ref.length:
-            raise Corrupted(f"pack {ref.pack[:16]}", "shorter than its index says")
-        return open_chunk(self.keys, blob_id, sealed, ref.raw_length, self._decompressor())
+        return ref
+
+    def read_chunk(self, blob_id: bytes) -> bytes:
+        return self._read_run([blob_id])[0]
+
+    def _read_run(self, ids: list[bytes]) -> list[bytes]:
+        """Chunks stored back to back in one pack, with one ranged read."""
+        refs = [self._ref(i) for i in ids]
+        start, end = refs[0].offset, refs[-1].offset + refs[-1].length
+        data = self.backend.get_range(pack_key(refs[0].pack), start, end - start)
+        if len(data) != end - start:
+            raise Corrupted(f"pack {refs[0].pack[:16]}", "shorter than its index says")
+        dctx = self._decompressor()
+        return [
+            open_chunk(
+                self.keys,
+                blob_id,
+                data[ref.offset - start : ref.offset - start + ref.length],
+                ref.raw_length,
+                dctx,
+            )
+            for blob_id, ref in zip(ids, refs, strict=True)
+        ]
+
+    def _runs(self, ids: list[bytes]) -> Iterator[list[bytes]]:
+        """Consecutive chunks that sit back to back in one pack, up to RUN_BYTES a run; a
+        chunk in no index is a run of its own, so its error names only its file."""
+        run: list[bytes] = []
+        last: BlobRef | None = None
+        size = 0
+        for blob_id in ids:
+            ref = self.index.get(blob_id)
+            follows = (
+                ref is not None
+                and last is not None
+                and ref.pack == last.pack
+                and ref.offset == last.offset + last.length
+                and size + ref.length <= RUN_BYTES
+            )
+            if run and not follows:
+                yield run
+                run, size = [], 0
+            run.append(blob_id)
+            size += ref.length if ref is not None else 0
+            last = ref
+        if run:
+            yield run
 
     def _chunks(self, ids: list[bytes], pool: ThreadPoolExecutor) -> Iterator[bytes]:
-        """The chunks in order, fetched and checked ahead of the writer (reads wait on the
-        storage, so more are in flight than there are cores)."""
-        pending: deque[Future[bytes]] = deque()
-        for blob_id in ids:
-            pending.append(pool.submit(self.read_chunk, blob_id))
-            if len(pending) > self.workers * 8:
-                yield pending.popleft().result()
+        """The chunks in order, fetched and checked ahead of the writer: runs of a pack in
+        one read each, more runs in flight than there are cores (reads wait on storage)."""
+        pending: deque[Future[list[bytes]]] = deque()
+        for run in self._runs(ids):
+            pending.append(pool.submit(self._read_run, run))
+            if len(pending) > self.workers * 4:
+                yield from pending.popleft().result()
         while pending:
-            yield pending.popleft().result()
+            yield from pending.popleft().result()
 
     def restore(
         self,
