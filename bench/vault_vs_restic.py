@@ -171,7 +171,7 @@ def ours() -> Tool:
     return Tool(
         "dockyard",
         "vault format 1",
-        f"FastCDC {p.avg_size // 1024} KiB, zstd 3, AES-256-GCM, HMAC-SHA256",
+        f"FastCDC {p.avg_size // 1024} KiB, zstd 3, AES-256-GCM, HMAC-SHA256; restore fsyncs",
         lambda repo: run([*cli, "--repo", str(repo), "init"]),
         store,
         restore,
