@@ -51,9 +51,18 @@ def blob_store(settings: Settings) -> BlobStore:
     return LocalBlobs(settings.resolved_blob_dir(), settings.public_url, settings.signing_secret())
 
 
-def _sweep_once(svc: Services, seen: dict[uuid.UUID, datetime]) -> None:
+# Last-seen times are written this many agents per transaction, so one sweep never holds
+# a database slot (or the interpreter) long enough to delay a delivery.
+SEEN_BATCH = 500
+
+
+def _sweep_commands(svc: Services) -> None:
     with svc.db.transaction() as session:
         commands.sweep(session, svc.clock)
+
+
+def _record_seen(svc: Services, seen: dict[uuid.UUID, datetime]) -> None:
+    with svc.db.transaction() as session:
         agents.record_seen(session, seen)
 
 
@@ -64,9 +73,12 @@ async def _sweep_forever(svc: Services) -> None:
         await asyncio.sleep(svc.settings.sweep_interval_s)
         seen = svc.bus.take_seen()
         try:
-            await svc.run_db(_sweep_once, svc, seen)
+            await svc.run_db(_sweep_commands, svc)
+            items = list(seen.items())
+            for i in range(0, len(items), SEEN_BATCH):
+                await svc.run_db(_record_seen, svc, dict(items[i : i + SEEN_BATCH]))
         except Exception:
-            log.exception("command sweep failed; will retry")
+            log.exception("sweep failed; will retry")
             svc.bus.seen = seen | svc.bus.seen
 
 
