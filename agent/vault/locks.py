@@ -60,8 +60,8 @@ def _read(backend: Backend, key: str) -> LockInfo | None:
     except MissingObject:
         return None
     except (ValueError, KeyError, TypeError):
-        # A lock object that does not parse was cut off while being written: treat it as
-        # expired once it is older than a lease, i.e. never block on it for long.
+        # Lock objects are written whole (create-if-absent), so one that does not parse is
+        # damaged, not in progress: it counts as expired and blocks no one.
         return LockInfo(key, EXCLUSIVE, "?", 0, 0.0)
 
 

@@ -81,9 +81,7 @@ def prune(
                 used.update(entry.chunks)
         packs_on_store = {key.rsplit("/", 1)[1]: size for key, size in repo.backend.list("data/")}
 
-        by_pack: dict[str, list[tuple[bytes, BlobRef]]] = {}
-        for blob_id, ref in repo.index.items():
-            by_pack.setdefault(ref.pack, []).append((blob_id, ref))
+        by_pack = repo.blobs_by_pack()
         new_index: dict[str, list[list[Any]]] = {}
         to_copy: list[tuple[bytes, BlobRef]] = []
         for pack, blobs in by_pack.items():
@@ -117,7 +115,6 @@ def prune(
         for name in sorted(old_indexes):
             lock.check()
             repo.backend.delete(f"index/{name}")
-            repo.index_files.discard(name)
             vault_point("prune_index_delete")
 
         for pack, size in sorted(packs_on_store.items()):
@@ -161,9 +158,7 @@ def check(repo: Repository, *, read_packs: bool = False) -> CheckReport:
     report = CheckReport()
     repo.load_index()
     packs_on_store = {key.rsplit("/", 1)[1]: size for key, size in repo.backend.list("data/")}
-    indexed: dict[str, list[tuple[bytes, BlobRef]]] = {}
-    for blob_id, ref in repo.index.items():
-        indexed.setdefault(ref.pack, []).append((blob_id, ref))
+    indexed = repo.blobs_by_pack()
     report.packs = len(indexed)
     for pack, blobs in sorted(indexed.items()):
         size = packs_on_store.get(pack)

@@ -250,10 +250,14 @@ class Repository:
     # --- index ---------------------------------------------------------------------------
 
     def load_index(self) -> None:
-        index: dict[bytes, BlobRef] = {}
-        names: set[str] = set()
-        for key, _size in self.backend.list("index/"):
-            name = key.rsplit("/", 1)[1]
+        """Read the index files written since the last load. Index files are immutable and
+        only prune removes any; when one this process read is gone, read them all again."""
+        listed = {key.rsplit("/", 1)[1] for key, _size in self.backend.list("index/")}
+        if self.index_files <= listed:
+            index, names = dict(self.index), set(self.index_files)
+        else:
+            index, names = {}, set()
+        for name in sorted(listed - names):
             for pack, entries in self._read_index(name).items():
                 for blob_hex, offset, length, raw in entries:
                     index[bytes.fromhex(blob_hex)] = BlobRef(pack, offset, length, raw)
@@ -295,7 +299,7 @@ class Repository:
             d = self._local.dctx = zstandard.ZstdDecompressor()
         return d
 
-    def _prepare(self, chunk: bytes, seen: dict[bytes, Any]) -> tuple[bytes, bytes | None, int]:
+    def _prepare(self, chunk: bytes, seen: set[bytes]) -> tuple[bytes, bytes | None, int]:
         """Id, and the sealed blob unless the repository or this store already has it."""
         blob_id = self.keys.chunk_id(chunk)
         if blob_id in self.index or blob_id in seen:
@@ -376,11 +380,13 @@ class Repository:
     # --- reading -------------------------------------------------------------------------
 
     def snapshots(self) -> list[Snapshot]:
+        """Every snapshot, oldest first: one listing of snapshots and one of pins."""
         pins = self.pins()
         out = []
         for key, _size in self.backend.list("snapshots/"):
-            snap = self.snapshot(key.rsplit("/", 1)[1])
-            snap.pinned = snap.id in pins
+            full = key.rsplit("/", 1)[1]
+            snap = self._load_snapshot(full, full)
+            snap.pinned = full in pins
             out.append(snap)
         return sorted(out, key=lambda s: (s.time, s.id))
 
@@ -399,19 +405,22 @@ class Repository:
 
     def snapshot(self, snapshot_id: str) -> Snapshot:
         full = self.resolve(snapshot_id)
+        snap = self._load_snapshot(full, snapshot_id)
+        snap.pinned = self.backend.exists(f"pins/{full}")
+        return snap
+
+    def _load_snapshot(self, full: str, asked: str) -> Snapshot:
         try:
             sealed = self.backend.get(f"snapshots/{full}")
         except MissingObject:
-            raise SnapshotNotFound(f"no snapshot {snapshot_id!r}") from None
+            raise SnapshotNotFound(f"no snapshot {asked!r}") from None
         aad = f"dockyard-vault/v1/snapshot|{full}".encode()
         plain = self.keys.open(sealed, aad, f"snapshot {full}")
         try:
             doc = json.loads(zstandard.ZstdDecompressor().decompress(plain))
         except (ValueError, zstandard.ZstdError) as e:
             raise Corrupted(f"snapshot {full}", str(e)) from None
-        snap = Snapshot.from_json(doc)
-        snap.pinned = self.backend.exists(f"pins/{full}")
-        return snap
+        return Snapshot.from_json(doc)
 
     def _ref(self, blob_id: bytes) -> BlobRef:
         ref = self.index.get(blob_id)
@@ -557,13 +566,17 @@ class Repository:
 
     # --- verifying -------------------------------------------------------------------------
 
-    def verify(self, progress: Progress | None = None) -> dict[str, Any]:
-        """Read back every pack the index names and open every blob in it."""
+    def blobs_by_pack(self) -> dict[str, list[tuple[bytes, BlobRef]]]:
+        """The index turned around: for each pack it names, its blobs and where they are."""
         packs: dict[str, list[tuple[bytes, BlobRef]]] = {}
         for blob_id, ref in self.index.items():
             packs.setdefault(ref.pack, []).append((blob_id, ref))
+        return packs
+
+    def verify(self, progress: Progress | None = None) -> dict[str, Any]:
+        """Read back every pack the index names and open every blob in it."""
+        packs = self.blobs_by_pack()
         problems: list[str] = []
-        blobs = 0
 
         def check(pack: str) -> list[str]:
             found: list[str] = []
@@ -595,14 +608,14 @@ class _Writer:
     def __init__(self, repo: Repository, stats: StoreStats) -> None:
         self.repo, self.stats = repo, stats
         self.pack = PackWriter()
-        self.new: dict[bytes, BlobRef | None] = {}
+        self.new: set[bytes] = set()
         self.written: dict[str, list[list[Any]]] = {}
 
     def accept(self, blob_id: bytes, sealed: bytes | None, raw_length: int) -> bytes:
         self.stats.chunks += 1
         if sealed is None or blob_id in self.repo.index or blob_id in self.new:
             return blob_id
-        self.new[blob_id] = None
+        self.new.add(blob_id)
         self.pack.add(blob_id, sealed, raw_length)
         self.stats.new_chunks += 1
         self.stats.new_bytes_stored += len(sealed)
