@@ -16,7 +16,7 @@ from dockyard.agent.crashpoints import ROTATION_POINT
 from dockyard.cloud.domain import commands
 from dockyard.cloud.store.db import Database
 
-from ..factories import enrolment_secret, make_world, system
+from ..factories import World, enrolment_secret, make_world, system
 from ..procs import Agent, Cloud, eventually
 
 
@@ -39,21 +39,30 @@ def _token_status(cloud: Cloud, agent_id: uuid.UUID, key_pem: bytes, tmp: Path) 
     return httpx.post(token_url, data=form, headers=headers).status_code
 
 
-def _appended(agent: Agent, pg: Database, tenant_id: uuid.UUID, text: str) -> None:
-    with system(pg, tenant_id) as ctx:
-        commands.issue(ctx, _agent_id(agent), "noop.append", {"text": text})
-    lines = agent.state / "modules" / "noop" / "lines.log"
-    eventually(lambda: lines.exists() and text in lines.read_text(), what=f"the line {text!r}")
+def _docked(cloud: Cloud, pg: Database, tmp_path: Path) -> tuple[World, Agent, uuid.UUID, Path]:
+    """A docked agent (not running): its world, itself, its id and its key file."""
+    world = make_world(pg)
+    agent = Agent(tmp_path / "agent")
+    agent.dock(cloud.url, enrolment_secret(world))
+    return world, agent, _agent_id(agent), next(agent.state.glob("*.key"))
+
+
+def _runs_a_command(agent: Agent, pg: Database, tenant_id: uuid.UUID, text: str) -> None:
+    """Start the agent, see a noop.append command take effect, stop it cleanly."""
+    agent.start()
+    try:
+        with system(pg, tenant_id) as ctx:
+            commands.issue(ctx, _agent_id(agent), "noop.append", {"text": text})
+        lines = agent.state / "modules" / "noop" / "lines.log"
+        eventually(lambda: lines.exists() and text in lines.read_text(), what=f"the line {text!r}")
+    finally:
+        assert agent.stop() == 0
 
 
 def test_rotate_key_refuses_the_old_key_and_keeps_the_agent(
     cloud: Cloud, pg: Database, tmp_path: Path
 ) -> None:
-    world = make_world(pg)
-    agent = Agent(tmp_path / "agent")
-    agent.dock(cloud.url, enrolment_secret(world))
-    agent_id = _agent_id(agent)
-    key_file = next(agent.state.glob("*.key"))
+    world, agent, agent_id, key_file = _docked(cloud, pg, tmp_path)
     old_pem = key_file.read_bytes()
     assert _token_status(cloud, agent_id, old_pem, tmp_path) == 200
 
@@ -66,21 +75,13 @@ def test_rotate_key_refuses_the_old_key_and_keeps_the_agent(
     assert _token_status(cloud, agent_id, new_pem, tmp_path) == 200
     assert _agent_id(agent) == agent_id, "the same agent, not a new enrolment"
 
-    agent.start()
-    try:
-        _appended(agent, pg, world.tenant_id, "after-rotation")
-    finally:
-        assert agent.stop() == 0
+    _runs_a_command(agent, pg, world.tenant_id, "after-rotation")
 
 
 def test_a_rotation_cut_off_half_way_is_settled_by_the_next_run(
     cloud: Cloud, pg: Database, tmp_path: Path
 ) -> None:
-    world = make_world(pg)
-    agent = Agent(tmp_path / "agent")
-    agent.dock(cloud.url, enrolment_secret(world))
-    agent_id = _agent_id(agent)
-    key_file = next(agent.state.glob("*.key"))
+    world, agent, agent_id, key_file = _docked(cloud, pg, tmp_path)
     old_pem = key_file.read_bytes()
 
     out = agent.cli("rotate-key", env={"DOCKYARD_CRASH_AT": ROTATION_POINT}, check=False)
@@ -90,11 +91,7 @@ def test_a_rotation_cut_off_half_way_is_settled_by_the_next_run(
     assert key_file.read_bytes() == old_pem, "the file still holds the key the cloud dropped"
     assert _token_status(cloud, agent_id, old_pem, tmp_path) == 401
 
-    agent.start()
-    try:
-        _appended(agent, pg, world.tenant_id, "after-cut-off-rotation")
-    finally:
-        assert agent.stop() == 0
+    _runs_a_command(agent, pg, world.tenant_id, "after-cut-off-rotation")
     assert not pending.exists()
     assert _token_status(cloud, agent_id, key_file.read_bytes(), tmp_path) == 200
 
