@@ -8,9 +8,10 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) is required"; exit 2; }
+	infra/dev-packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[cloud,s3,dev]'
+	$(BIN)/python -m pip install -q -e '.[cloud,s3,vsphere,libvirt,ec2,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

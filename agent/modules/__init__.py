@@ -10,5 +10,6 @@ from .base import Module
 
 def registry() -> dict[str, type[Module]]:
     from .noop import NoopModule
+    from .vm import VmModule
 
-    return {NoopModule.name: NoopModule}
+    return {NoopModule.name: NoopModule, VmModule.name: VmModule}

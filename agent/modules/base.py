@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..clock import Clock, from_env
 from ..protocol import CommandEntry, FlowMode, MetadataBatch
 
 
@@ -39,6 +40,8 @@ class ModuleContext:
     """The docked link's effective mode, None when standalone."""
     upload: Callable[[MetadataBatch], None]
     """Send a metadata batch up; raises FlowModeForbids when the mode does not allow it."""
+    clock: Clock = field(default_factory=from_env)
+    """What every lifecycle timer reads (see clock.py)."""
 
 
 Handler = Callable[[CommandEntry], Outcome]

@@ -1,0 +1,417 @@
+"""The `vm` module: VM life cycle across vSphere, libvirt/KVM and EC2.
+
+Standalone it discovers VMs, keeps their activity history, judges idleness, gives notice and
+shuts idle VMs down (see lifecycle.py); it also creates VMs by placement policy. Docked, its
+policy comes from the cloud, its inventory and decisions go up (flow mode `metadata` and
+above) and the cloud gives the notices and issues the shutdowns.
+
+Its work runs on a thread of its own, paced by the module's clock, so a slow vCenter never
+holds up the agent's poll, and a held poll never delays a sample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ...errors import FlowModeForbids
+from ...protocol import CommandEntry, FlowMode, MetadataBatch
+from ...protocol.vm import POLICY_KIND, PowerAction, VmLifecyclePolicy, VmRecord
+from ..base import CommandFailed, Handler, Module, ModuleContext, Outcome
+from . import notices, placement
+from .drivers import open_driver
+from .drivers.base import Driver, DriverError
+from .endpoints import Endpoints
+from .lifecycle import Lifecycle, RunReport, new_link_key
+from .store import StoredVm, VmStore
+
+BATCH_RECORDS = 1000
+WORKER_PAUSE_S = 5.0
+
+
+@dataclass
+class Pace:
+    """When each kind of work last ran, by the module's clock."""
+
+    discovered: datetime | None = None
+    sampled: datetime | None = None
+    evaluated: datetime | None = None
+
+
+class VmModule(Module):
+    name: ClassVar[str] = "vm"
+    version: ClassVar[str] = "0.1.0"
+    standalone_features: ClassVar[frozenset[str]] = frozenset(
+        {"discovery", "idle_detection", "notices", "shutdown", "placement"}
+    )
+
+    def __init__(self, ctx: ModuleContext) -> None:
+        super().__init__(ctx)
+        self.clock = ctx.clock
+        self.store = VmStore(ctx.state_dir / "vm.sqlite")
+        self.endpoints = Endpoints(ctx.state_dir / "endpoints.json")
+        self._drivers: dict[str, tuple[str, Driver]] = {}
+        self._drivers_lock = threading.Lock()
+        self._work_lock = threading.Lock()
+        self.docked_policy: VmLifecyclePolicy | None = None
+        self.pace = Pace()
+        self.lifecycle = Lifecycle(
+            self.store,
+            self.driver,
+            lambda: sorted(self.endpoints.all()),
+            self._link_key(),
+            self._link_base,
+            self._smtp,
+        )
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.answers: Any = None
+
+    # --- configuration -------------------------------------------------------------------
+
+    def _link_key(self) -> bytes:
+        path = self.ctx.state_dir / "link.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(new_link_key())
+        return path.read_bytes()
+
+    @property
+    def settings_path(self) -> Path:
+        return self.ctx.state_dir / "settings.json"
+
+    def settings(self) -> dict[str, Any]:
+        if not self.settings_path.exists():
+            return {}
+        data: dict[str, Any] = json.loads(self.settings_path.read_text())
+        return data
+
+    def update_settings(self, **values: Any) -> None:
+        data = self.settings()
+        data.update(values)
+        tmp = self.settings_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+        os.replace(tmp, self.settings_path)
+
+    def _smtp(self) -> notices.SmtpConfig | None:
+        smtp = self.settings().get("smtp")
+        return notices.SmtpConfig.from_dict(smtp) if smtp else None
+
+    def _link_base(self) -> str:
+        links = self.settings().get("links", {})
+        base = links.get("base_url") or f"http://{links.get('listen', '127.0.0.1:8790')}"
+        return str(base)
+
+    @property
+    def local_policy_path(self) -> Path:
+        return self.ctx.state_dir / "policy.json"
+
+    def policy(self) -> VmLifecyclePolicy:
+        """The cloud's policy when docked and assigned, else the local one, else defaults."""
+        if self.docked_policy is not None:
+            return self.docked_policy
+        if self.local_policy_path.exists():
+            return VmLifecyclePolicy.model_validate_json(self.local_policy_path.read_text())
+        return VmLifecyclePolicy()
+
+    def set_local_policy(self, document: dict[str, Any]) -> VmLifecyclePolicy:
+        policy = VmLifecyclePolicy.model_validate(document)
+        self.local_policy_path.write_text(policy.model_dump_json(indent=2))
+        return policy
+
+    def on_policy(
+        self, kind: str, name: str, version: int, document: dict[str, Any] | None
+    ) -> None:
+        if kind != POLICY_KIND:
+            return
+        self.docked_policy = (
+            None if document is None else VmLifecyclePolicy.model_validate(document)
+        )
+        self.log.info(
+            "vm-lifecycle policy %s v%d %s", name, version, "applied" if document else "withdrawn"
+        )
+
+    def driver(self, endpoint: str) -> Driver:
+        config = self.endpoints.get(endpoint)
+        fingerprint = json.dumps(config, sort_keys=True)
+        with self._drivers_lock:
+            cached = self._drivers.get(endpoint)
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]
+            if cached is not None:
+                cached[1].close()
+            driver = open_driver(endpoint, config)
+            self._drivers[endpoint] = (fingerprint, driver)
+            return driver
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.answers is not None:
+            self.answers.shutdown()
+        with self._drivers_lock:
+            for _, driver in self._drivers.values():
+                driver.close()
+            self._drivers.clear()
+        self.store.close()
+
+    # --- the work ------------------------------------------------------------------------
+
+    def notify_here(self) -> bool:
+        """Standalone, or docked in config mode: notices and actions stay on this agent."""
+        mode = self.ctx.flow_mode()
+        return mode is None or not mode.allows(FlowMode.METADATA)
+
+    def discover(self, now: datetime, endpoints: list[str] | None = None) -> dict[str, str]:
+        """Reads every endpoint; one that fails is reported and the others go on."""
+        results: dict[str, str] = {}
+        for name in endpoints or sorted(self.endpoints.all()):
+            try:
+                inventory = self.driver(name).discover()
+            except DriverError as e:
+                results[name] = f"error {e.code}: {e}"
+                self.log.warning("discovery of %s failed: %s", name, e)
+                continue
+            seen, gone = self.store.record_inventory(inventory, now)
+            results[name] = f"{seen} VMs, {len(inventory.hosts)} hosts, " + (
+                f"{len(inventory.datastores)} datastores" + (f", {gone} gone" if gone else "")
+            )
+        self.pace.discovered = now
+        self.upload_inventory(now)
+        return results
+
+    def collect(self, now: datetime) -> dict[str, int]:
+        window = timedelta(seconds=self.policy().sample_interval_s)
+        counts: dict[str, int] = {}
+        for name in sorted(self.endpoints.all()):
+            vms = [s.vm for s in self.store.vms(name) if s.vm.power_state == "on"]
+            try:
+                samples = self.driver(name).sample(vms, now, window)
+            except DriverError as e:
+                self.log.warning("sampling %s failed: %s", name, e)
+                counts[name] = 0
+                continue
+            self.store.add_samples(name, samples)
+            counts[name] = len(samples)
+        self.pace.sampled = now
+        return counts
+
+    def run_lifecycle(self, now: datetime) -> RunReport:
+        policy = self.policy()
+        here = self.notify_here()
+        report = self.lifecycle.propose(policy, now, notify_here=here)
+        if here:
+            acted = self.lifecycle.act_due(policy, now)
+            report.acted, report.held = acted.acted, acted.held
+            report.errors += acted.errors
+        elif report.proposed:
+            self._upload("vm.decision", [d.model_dump(mode="json") for d in report.proposed], now)
+        self.pace.evaluated = now
+        return report
+
+    def step(self, now: datetime | None = None) -> None:
+        """One round of whatever is due; the worker calls it every few seconds."""
+        now = now or self.clock()
+        policy = self.policy()
+        every = float(self.settings().get("discover_every_s", 900))
+        with self._work_lock:
+            if not self.endpoints.all():
+                return
+            if self.pace.discovered is None or now - self.pace.discovered >= timedelta(
+                seconds=every
+            ):
+                self.discover(now)
+            if self.pace.sampled is None or now - self.pace.sampled >= timedelta(
+                seconds=policy.sample_interval_s
+            ):
+                self.collect(now)
+            if self.pace.evaluated is None or now - self.pace.evaluated >= timedelta(hours=1):
+                self.run_lifecycle(now)
+            elif self.notify_here():
+                self.lifecycle.act_due(policy, now)
+
+    def tick(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="vm-module", daemon=True)
+            self._worker.start()
+        self._serve_answers()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                self.log.exception("vm module: a round failed")
+            self._stop.wait(WORKER_PAUSE_S)
+
+    def _serve_answers(self) -> None:
+        listen = self.settings().get("links", {}).get("listen")
+        if not listen or self.answers is not None:
+            return
+        from .answers import AnswerServer
+
+        host, _, port = str(listen).rpartition(":")
+        self.answers = AnswerServer(host or "127.0.0.1", int(port), self.answer)
+        self.answers.start()
+
+    def answer(self, token: str) -> str:
+        return self.lifecycle.answer(token, self.clock())
+
+    # --- going up ------------------------------------------------------------------------
+
+    def records(self, now: datetime) -> list[dict[str, Any]]:
+        policy = self.policy()
+        from .lifecycle import owner_of
+
+        out = []
+        for stored in self.store.vms():
+            evaluation = self.store.evaluation(stored.endpoint, stored.vm.native_id) or {}
+            out.append(record_of(stored, owner_of(stored, policy), evaluation, now))
+        return out
+
+    def upload_inventory(self, now: datetime) -> int:
+        mode = self.ctx.flow_mode()
+        if mode is None or not mode.allows(FlowMode.METADATA):
+            return 0
+        return self._upload("vm.inventory", self.records(now), now)
+
+    def _upload(self, kind: str, records: list[dict[str, Any]], now: datetime) -> int:
+        sent = 0
+        for start in range(0, len(records), BATCH_RECORDS):
+            chunk = records[start : start + BATCH_RECORDS]
+            batch_id = uuid.uuid5(
+                uuid.NAMESPACE_URL, f"vm:{kind}:{now.isoformat()}:{start}:{len(chunk)}"
+            )
+            try:
+                self.ctx.upload(
+                    MetadataBatch(batch_id=batch_id, module="vm", kind=kind, records=chunk)
+                )
+            except FlowModeForbids:
+                return sent
+            except Exception as e:  # the link retries on the next round
+                self.log.warning("could not send %s: %s", kind, e)
+                return sent
+            sent += len(chunk)
+        return sent
+
+    # --- commands ------------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "vm.discover": self.cmd_discover,
+            "vm.power": self.cmd_power,
+            "vm.create": self.cmd_create,
+            "vm.evaluate": self.cmd_evaluate,
+        }
+
+    def cmd_discover(self, command: CommandEntry) -> Outcome:
+        results = self.discover(self.clock())
+        failed = {k: v for k, v in results.items() if v.startswith("error")}
+        if failed and len(failed) == len(results):
+            name, text = next(iter(failed.items()))
+            raise CommandFailed(text.split()[1].rstrip(":"), f"{name}: {text}")
+        return Outcome(
+            counts={"endpoints": len(results), "failed": len(failed), "vms": len(self.store.vms())},
+            detail="; ".join(f"{k}: {v}" for k, v in results.items()),
+        )
+
+    def cmd_power(self, command: CommandEntry) -> Outcome:
+        args = command.args
+        try:
+            action = PowerAction(str(args.get("action")))
+            endpoint, native_id = str(args["endpoint"]), str(args["native_id"])
+        except (KeyError, ValueError) as e:
+            raise CommandFailed("bad_args", "vm.power needs endpoint, native_id and action") from e
+        try:
+            state = self.lifecycle.power(self.policy(), endpoint, native_id, action, self.clock())
+        except DriverError as e:
+            raise CommandFailed(e.code, str(e)) from e
+        decision_id = args.get("decision_id")
+        if decision_id:
+            self.store.set_outcome(str(decision_id), f"done: {state}")
+        return Outcome(counts={"vms": 1}, detail=f"{endpoint}/{native_id} is {state}")
+
+    def cmd_create(self, command: CommandEntry) -> Outcome:
+        args = dict(command.args)
+        try:
+            endpoint = str(args.pop("endpoint"))
+            spec = placement.spec_from(args)
+        except (KeyError, ValueError) as e:
+            raise CommandFailed("bad_args", f"vm.create: {e}") from e
+        try:
+            vm, host, datastore = placement.create(self, endpoint, spec, self.clock())
+        except DriverError as e:
+            raise CommandFailed(e.code, str(e)) from e
+        return Outcome(
+            counts={"vms": 1},
+            detail=f"{endpoint}/{vm.native_id} {vm.name} on {host.name}, {datastore.name}",
+        )
+
+    def cmd_evaluate(self, command: CommandEntry) -> Outcome:
+        report = self.run_lifecycle(self.clock())
+        return Outcome(
+            counts={
+                "idle": report.idle,
+                "proposed": len(report.proposed),
+                "acted": len(report.acted),
+                "held": len(report.held),
+            }
+        )
+
+    def reconcile(self, command: CommandEntry) -> bool | None:
+        if command.name != "vm.power":
+            return None
+        stored = self.store.vm(
+            str(command.args.get("endpoint")), str(command.args.get("native_id"))
+        )
+        if stored is None:
+            return None
+        try:
+            fresh = self.driver(stored.endpoint).discover()
+        except DriverError:
+            return None
+        want = "on" if command.args.get("action") == PowerAction.POWER_ON else "off"
+        return any(v.native_id == stored.vm.native_id and v.power_state == want for v in fresh.vms)
+
+
+def record_of(
+    stored: StoredVm, owner: str | None, evaluation: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    vm = stored.vm
+    return VmRecord(
+        endpoint=stored.endpoint,
+        native_id=vm.native_id,
+        name=vm.name,
+        kind="vm",
+        power_state=vm.power_state if stored.gone_at is None else "gone",
+        host=vm.host,
+        datastores=list(vm.datastores),
+        cpus=vm.cpus,
+        memory_mb=vm.memory_mb,
+        identifiers=vm.identifiers,
+        owner=owner,
+        tags={k: v for k, v in vm.tags.items() if k != "annotation"},
+        last_active_at=stored.last_active_at,
+        idle_state=evaluation.get("state", "unknown"),
+        seen_at=stored.last_seen,
+    ).model_dump(mode="json")
+
+
+def module_at(state_dir: Path, clock: Any = None) -> VmModule:
+    """The module on its own, for the CLI and tests: standalone, nothing goes up."""
+
+    def refuse(batch: MetadataBatch) -> None:
+        raise FlowModeForbids("standalone: nothing goes up")
+
+    ctx = ModuleContext(state_dir, lambda: None, refuse)
+    if clock is not None:
+        ctx.clock = clock
+    return VmModule(ctx)

@@ -1,0 +1,219 @@
+"""AWS EC2 (one region per endpoint) through boto3, with CloudWatch for the samples.
+
+EC2 shows no hypervisor hosts: an availability zone stands in for a host, and an instance's
+EBS volumes are its datastores. Creating instances by placement policy is not offered here
+(AWS places them); discovery, samples and power are.
+
+Idleness signals it reads, from CloudWatch over the sample window: cpu (CPUUtilization,
+the maximum), disk (DiskReadBytes + DiskWriteBytes, and EBSReadBytes + EBSWriteBytes for
+Nitro instances), net (NetworkIn + NetworkOut). A metric CloudWatch has no datapoint for
+stays unknown, never zero. Heartbeat, sessions, processes and GPU: unknown (they need the
+CloudWatch agent's custom metrics, which this driver does not read yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from ....protocol.vm import Identifiers, PowerAction, Signal
+from .base import (
+    Driver,
+    DriverError,
+    HostInfo,
+    Inventory,
+    LoginFailed,
+    Sample,
+    Unreachable,
+    VmGone,
+    VmInfo,
+)
+
+boto3: Any
+try:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+except ImportError:  # pragma: no cover - depends on the install
+    boto3 = None
+
+STATES = {"running": "on", "pending": "on", "stopping": "off", "stopped": "off"}
+METRICS = {
+    Signal.CPU: (("CPUUtilization", "Maximum"),),
+    Signal.DISK: (
+        ("DiskReadBytes", "Sum"),
+        ("DiskWriteBytes", "Sum"),
+        ("EBSReadBytes", "Sum"),
+        ("EBSWriteBytes", "Sum"),
+    ),
+    Signal.NET: (("NetworkIn", "Sum"), ("NetworkOut", "Sum")),
+}
+AUTH_CODES = {
+    "AuthFailure",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "UnauthorizedOperation",
+}
+QUERIES_PER_CALL = 500
+
+
+class Ec2Driver(Driver):
+    kind: ClassVar[str] = "ec2"
+    signals: ClassVar[frozenset[Signal]] = frozenset({Signal.CPU, Signal.DISK, Signal.NET})
+    actions: ClassVar[frozenset[PowerAction]] = frozenset(
+        {PowerAction.SHUTDOWN, PowerAction.POWER_OFF, PowerAction.SUSPEND, PowerAction.POWER_ON}
+    )
+
+    def __init__(self, name: str, config: dict[str, Any]) -> None:
+        super().__init__(name, config)
+        if boto3 is None:
+            raise DriverError("driver_missing", "install dockyard[ec2] for EC2 endpoints")
+        session = boto3.session.Session(
+            aws_access_key_id=config.get("access_key_id"),
+            aws_secret_access_key=config.get("secret_access_key"),
+            region_name=config.get("region", "us-east-1"),
+        )
+        options = Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=float(config.get("timeout_s", 10)),
+            read_timeout=float(config.get("timeout_s", 30)),
+        )
+        endpoint = config.get("endpoint_url")
+        self.ec2: Any = session.client("ec2", endpoint_url=endpoint, config=options)
+        self.cloudwatch: Any = session.client("cloudwatch", endpoint_url=endpoint, config=options)
+
+    def _call(self, fn: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code in AUTH_CODES:
+                raise LoginFailed(f"{self.name}: AWS refused the credentials ({code})") from e
+            if code.startswith("InvalidInstanceID"):
+                raise VmGone(", ".join(kwargs.get("InstanceIds", []))) from e
+            if code == "IncorrectInstanceState":
+                raise DriverError("invalid_power_state", f"{self.name}: {e}") from e
+            raise DriverError("aws_error", f"{self.name}: {e}") from e
+        except EndpointConnectionError as e:
+            raise Unreachable(f"{self.name}: cannot reach AWS: {e}") from e
+        except BotoCoreError as e:
+            raise Unreachable(f"{self.name}: {e}") from e
+
+    def discover(self) -> Inventory:
+        zones = self._call(self.ec2.describe_availability_zones).get("AvailabilityZones", [])
+        hosts = tuple(HostInfo(z["ZoneName"], z["ZoneName"], 0, 0) for z in zones)
+        vms = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"MaxResults": 1000}
+            if token:
+                kwargs["NextToken"] = token
+            page = self._call(self.ec2.describe_instances, **kwargs)
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    state = instance.get("State", {}).get("Name", "")
+                    if state in ("terminated", "shutting-down"):
+                        continue
+                    vms.append(self._vm(instance))
+            token = page.get("NextToken")
+            if not token:
+                break
+        return Inventory(self.name, hosts, (), tuple(vms))
+
+    def _vm(self, instance: dict[str, Any]) -> VmInfo:
+        tags = {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
+        cpu = instance.get("CpuOptions", {})
+        macs = sorted(
+            n["MacAddress"].lower()
+            for n in instance.get("NetworkInterfaces", [])
+            if n.get("MacAddress")
+        )
+        volumes = tuple(
+            m["Ebs"]["VolumeId"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m
+        )
+        state = instance.get("State", {}).get("Name", "")
+        return VmInfo(
+            native_id=instance["InstanceId"],
+            name=tags.get("Name", instance["InstanceId"]),
+            power_state=STATES.get(state, "off"),
+            host=instance.get("Placement", {}).get("AvailabilityZone"),
+            datastores=volumes,
+            cpus=int(cpu.get("CoreCount", 1)) * int(cpu.get("ThreadsPerCore", 1)),
+            memory_mb=0,
+            identifiers=Identifiers(ec2_instance_id=instance["InstanceId"], macs=macs),
+            tags=tags,
+            tools_running=True,
+        )
+
+    def sample(self, vms: Sequence[VmInfo], now: datetime, window: timedelta) -> list[Sample]:
+        on = [vm for vm in vms if vm.power_state == "on"]
+        period = max(60, int(window.total_seconds()) // 60 * 60)  # CloudWatch's granularity
+        queries = []
+        for index, vm in enumerate(on):
+            for signal, metrics in METRICS.items():
+                for part, (metric, stat) in enumerate(metrics):
+                    queries.append(
+                        {
+                            "Id": f"q{index}_{signal.value}_{part}",
+                            "MetricStat": {
+                                "Metric": {
+                                    "Namespace": "AWS/EC2",
+                                    "MetricName": metric,
+                                    "Dimensions": [{"Name": "InstanceId", "Value": vm.native_id}],
+                                },
+                                "Period": period,
+                                "Stat": stat,
+                            },
+                            "ReturnData": True,
+                        }
+                    )
+        found: dict[int, dict[Signal, float]] = {}
+        for start in range(0, len(queries), QUERIES_PER_CALL):
+            batch = queries[start : start + QUERIES_PER_CALL]
+            result = self._call(
+                self.cloudwatch.get_metric_data,
+                MetricDataQueries=batch,
+                StartTime=now - window,
+                EndTime=now,
+            )
+            for series in result.get("MetricDataResults", []):
+                values = series.get("Values") or []
+                if not values:
+                    continue
+                index_s, signal_s, _part = series["Id"][1:].split("_")
+                signal = Signal(signal_s)
+                value = max(values) if signal == Signal.CPU else sum(values)
+                per_vm = found.setdefault(int(index_s), {})
+                per_vm[signal] = per_vm.get(signal, 0.0) + value
+        seconds = window.total_seconds()
+        samples = []
+        for index, values in found.items():
+            for signal in (Signal.DISK, Signal.NET):
+                if signal in values:
+                    values[signal] = values[signal] / 1024 / seconds  # bytes per window -> KB/s
+            samples.append(Sample(on[index].native_id, now, values))
+        return samples
+
+    def power(self, vm: VmInfo, action: PowerAction) -> str:
+        ids = [vm.native_id]
+        described = self._call(self.ec2.describe_instances, InstanceIds=ids)
+        instances = [i for r in described.get("Reservations", []) for i in r.get("Instances", [])]
+        if not instances or instances[0]["State"]["Name"] in ("terminated", "shutting-down"):
+            raise VmGone(vm.native_id)
+        state = STATES.get(instances[0]["State"]["Name"], "off")
+        if action == PowerAction.POWER_ON:
+            if state != "on":
+                self._call(self.ec2.start_instances, InstanceIds=ids)
+            return "on"
+        if state != "on":
+            return state
+        if action == PowerAction.SUSPEND:
+            self._call(self.ec2.stop_instances, InstanceIds=ids, Hibernate=True)
+            return "suspended"
+        if action == PowerAction.STANDBY:
+            raise DriverError("not_supported", f"{self.name}: EC2 has no standby")
+        self._call(self.ec2.stop_instances, InstanceIds=ids, Force=action == PowerAction.POWER_OFF)
+        return "off"

@@ -1,0 +1,368 @@
+"""From idle to off: evaluate, decide, give notice, and act, with a safety net at each step.
+
+Who does what depends on how the agent runs (DESIGN.md, "Who decides what"):
+- standalone, or docked in `config` flow mode: this agent sends the notice and, when the
+  notice period has passed unanswered, shuts the VM down itself;
+- docked with `metadata` or `data`: it only proposes (a decision goes up); the cloud sends
+  the notice and later issues a `vm.power` command, which arrives here like any other.
+
+Whichever way an action comes, `power()` refuses a VM on the local never-act list or
+carrying the policy's exclusion tag: nothing from the cloud can override either. A run
+shuts down at most `max_share_per_run` of the VMs in scope; the rest wait for an approval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ...protocol import links
+from ...protocol.vm import Decision as DecisionRecord
+from ...protocol.vm import IdleState, PowerAction, VmLifecyclePolicy
+from . import idleness, notices
+from .drivers.base import Driver, DriverError, VmGone
+from .store import Notice, StoredVm, VmStore, day_of, day_start
+
+DELAY = timedelta(days=7)
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class Refused(DriverError):
+    """The safety net said no: the message names which part of it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("refused_by_safety_net", message)
+
+
+def owner_of(vm: StoredVm, policy: VmLifecyclePolicy) -> str | None:
+    """The tag the policy names, then an `owner=` line of the annotation, then the default."""
+    tags = vm.vm.tags
+    candidate = tags.get(policy.owner_tag, "").strip()
+    if not candidate:
+        for line in tags.get("annotation", "").splitlines():
+            key, sep, value = line.replace(":", "=", 1).partition("=")
+            if sep and key.strip() == policy.owner_tag:
+                candidate = value.strip()
+                break
+    if candidate and EMAIL.match(candidate):
+        return candidate
+    return policy.default_contact
+
+
+def exclusion(
+    vm: StoredVm, policy: VmLifecyclePolicy, never_act: dict[tuple[str, str], str]
+) -> str | None:
+    """Why this VM must not be acted on, or None."""
+    for key in (vm.vm.native_id, vm.vm.name):
+        reason = never_act.get((vm.endpoint, key)) or never_act.get(("*", key))
+        if reason is not None:
+            return f"on this agent's never-act list ({reason})"
+    value = vm.vm.tags.get(policy.exclusion_tag)
+    if value is not None and value.strip().lower() not in ("false", "no", "0"):
+        return f"carries the exclusion tag {policy.exclusion_tag}"
+    return None
+
+
+@dataclass
+class RunReport:
+    evaluated: int = 0
+    idle: int = 0
+    proposed: list[DecisionRecord] = field(default_factory=list)
+    acted: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        store: VmStore,
+        driver: Callable[[str], Driver],
+        endpoints: Callable[[], list[str]],
+        link_key: bytes,
+        link_base: Callable[[], str],
+        smtp: Callable[[], notices.SmtpConfig | None],
+    ) -> None:
+        self.store = store
+        self.driver = driver
+        self.endpoints = endpoints
+        self.link_key = link_key
+        self.link_base = link_base
+        self.smtp = smtp
+
+    def in_scope(self, policy: VmLifecyclePolicy) -> list[str]:
+        names = self.endpoints()
+        return [n for n in names if not policy.endpoints or n in policy.endpoints]
+
+    # --- evaluation ----------------------------------------------------------------------
+
+    def evaluate(self, policy: VmLifecyclePolicy, now: datetime) -> list[tuple[StoredVm, str]]:
+        """Judges every powered-on VM in scope; returns the idle ones, each with its reasons
+        joined, after the exclusions."""
+        today = day_of(now)
+        never_act = self.store.never_act()
+        idle: list[tuple[StoredVm, str]] = []
+        for endpoint in self.in_scope(policy):
+            readable = type(self.driver(endpoint)).signals
+            first = today - policy.idle_days
+            histories = self.store.histories(endpoint, first, today)
+            rows = []
+            for vm in self.store.vms(endpoint):
+                if vm.vm.power_state != "on":
+                    continue
+                quiet = day_of(vm.quiet_from) + 1 if vm.quiet_from else None
+                result = idleness.evaluate(
+                    policy, readable, histories.get(vm.vm.native_id, {}), today, quiet
+                )
+                state = result.state
+                reasons = list(result.reasons)
+                why_not = exclusion(vm, policy, never_act)
+                if why_not is not None:
+                    reasons.append(f"excluded: {why_not}")
+                    state = IdleState.EXCLUDED if state == IdleState.IDLE else state
+                last_active = (
+                    day_start(result.last_active_day + 1) if result.last_active_day else None
+                )
+                rows.append(
+                    (
+                        endpoint,
+                        vm.vm.native_id,
+                        last_active,
+                        json.dumps(
+                            {
+                                "state": state.value,
+                                "at": now.isoformat(),
+                                "window": [
+                                    day_start(result.first_day).isoformat(),
+                                    day_start(result.last_day + 1).isoformat(),
+                                ],
+                                "signals": [s.value for s in result.signals],
+                                "missing_days": result.missing_days,
+                                "reasons": reasons,
+                            }
+                        ),
+                    )
+                )
+                if state == IdleState.IDLE:
+                    idle.append((vm, "; ".join(reasons)))
+            self.store.set_evaluations(rows)
+        return idle
+
+    # --- proposals and notices -----------------------------------------------------------
+
+    def propose(self, policy: VmLifecyclePolicy, now: datetime, notify_here: bool) -> RunReport:
+        """Evaluates, then makes one decision per idle VM that has none open. With
+        `notify_here`, this agent gives the notice; otherwise the decisions go up."""
+        report = RunReport()
+        candidates = self.evaluate(policy, now)
+        report.idle = len(candidates)
+        open_vms = {(n.endpoint, n.native_id) for n in self.store.notices(open_only=True)}
+        for vm, _why in candidates:
+            key = (vm.endpoint, vm.vm.native_id)
+            if key in open_vms or self._proposed_open(vm):
+                continue
+            evaluation = self.store.evaluation(*key) or {}
+            window = evaluation.get("window") or [now.isoformat(), now.isoformat()]
+            decision = DecisionRecord(
+                decision_id=str(uuid.uuid4()),
+                endpoint=vm.endpoint,
+                native_id=vm.vm.native_id,
+                state=IdleState.IDLE,
+                window_start=datetime.fromisoformat(window[0]),
+                window_end=datetime.fromisoformat(window[1]),
+                signals=list(policy.signals),
+                reasons=list(evaluation.get("reasons", [])),
+                missing_days=int(evaluation.get("missing_days", 0)),
+                proposed_action=policy.action,
+                owner=owner_of(vm, policy),
+            )
+            if notify_here:
+                self.store.record_decision(decision, "notice_pending")
+                self._give_notice(policy, vm, decision, now, report)
+            else:
+                self.store.record_decision(decision, "proposed")
+            report.proposed.append(decision)
+        return report
+
+    def _proposed_open(self, vm: StoredVm) -> bool:
+        latest = self.store.decisions(vm.endpoint, vm.vm.native_id, limit=1)
+        return bool(latest) and latest[0][1] == "proposed"
+
+    def _give_notice(
+        self,
+        policy: VmLifecyclePolicy,
+        vm: StoredVm,
+        decision: DecisionRecord,
+        now: datetime,
+        report: RunReport,
+    ) -> None:
+        notice_id = str(uuid.uuid4())
+        due = now + timedelta(hours=policy.notice_hours)
+        recipient = decision.owner
+        self.store.add_notice(
+            Notice(
+                notice_id,
+                decision.decision_id,
+                vm.endpoint,
+                vm.vm.native_id,
+                recipient,
+                None,
+                due,
+                None,
+                None,
+                None,
+                None,
+            )
+        )
+        if recipient is None:
+            self.store.update_notice(
+                notice_id, error="no owner tag and no default contact: nobody to notify"
+            )
+            report.errors.append(f"{vm.vm.name}: nobody to notify, not acted on")
+            return
+        config = self.smtp()
+        if config is None:
+            self.store.update_notice(notice_id, error="no SMTP server configured")
+            report.errors.append(f"{vm.vm.name}: no SMTP server configured, not acted on")
+            return
+        lifetime = max(timedelta(hours=policy.notice_hours), timedelta(hours=1)) + DELAY
+        where = f"{vm.endpoint}/{vm.vm.native_id}"
+        urls = {
+            answer: f"{self.link_base().rstrip('/')}/vm/notices/answer?t="
+            + links.sign(
+                self.link_key, notice_id, decision.decision_id, where, answer, now, lifetime
+            )
+            for answer in links.ANSWERS
+        }
+        message = notices.compose(
+            config.sender,
+            recipient,
+            vm.vm.name,
+            where,
+            policy.action.value,
+            due,
+            decision.reasons,
+            urls["skip"],
+            urls["delay"],
+        )
+        try:
+            notices.send(config, message)
+        except notices.MailFailed as e:
+            self.store.update_notice(notice_id, error=str(e))
+            report.errors.append(f"{vm.vm.name}: {e}")
+            return
+        self.store.update_notice(notice_id, sent_at=now)
+
+    def answer(self, token: str, now: datetime) -> str:
+        """A skip or delay link was followed; returns a sentence for the person who did."""
+        claims = links.verify(self.link_key, token, now)
+        notice = self.store.notice(claims.notice_id)
+        where = f"{notice.endpoint}/{notice.native_id}" if notice else None
+        if notice is None or notice.decision_id != claims.decision_id or where != claims.vm:
+            raise links.BadLink("this link does not belong to a notice of ours")
+        if notice.acted_at is not None:
+            raise links.BadLink("too late: the VM has already been shut down")
+        if notice.answer == "skip":
+            raise links.BadLink("this notice was already answered with skip")
+        if not self.store.use_nonce(claims.nonce, now):
+            raise links.BadLink("this link has already been used")
+        vm = self.store.vm(notice.endpoint, notice.native_id)
+        name = vm.vm.name if vm else notice.native_id
+        if claims.answer == "skip":
+            self.store.update_notice(notice.notice_id, answer="skip", answered_at=now)
+            self.store.set_outcome(notice.decision_id, "skipped")
+            self.store.set_quiet_from(notice.endpoint, notice.native_id, now)
+            return f"{name} stays on; its idle period starts again today."
+        due = max(notice.due_at, now) + DELAY
+        self.store.update_notice(notice.notice_id, answer="delay", answered_at=now, due_at=due)
+        return f"{name} will not be shut down before {due:%Y-%m-%d %H:%M} UTC."
+
+    # --- acting --------------------------------------------------------------------------
+
+    def act_due(self, policy: VmLifecyclePolicy, now: datetime) -> RunReport:
+        """Shuts down the VMs whose notice period passed unanswered, within the run's cap."""
+        report = RunReport()
+        due = [
+            n
+            for n in self.store.notices(open_only=True)
+            if n.due_at <= now and n.sent_at is not None and n.error is None
+        ]
+        if not due:
+            return report
+        in_scope = sum(len(self.store.vms(e)) for e in self.in_scope(policy))
+        cap = max(1, math.floor(policy.max_share_per_run * in_scope))
+        approved = int(self.store.mark("approved_extra") or 0)
+        allowed = cap + approved
+        for notice in due:
+            vm = self.store.vm(notice.endpoint, notice.native_id)
+            if vm is None or vm.gone_at is not None:
+                self._close(notice, now, "gone", "the VM no longer exists")
+                continue
+            evaluation = self.store.evaluation(notice.endpoint, notice.native_id) or {}
+            if evaluation.get("state") != IdleState.IDLE.value:
+                self._close(notice, now, "active_again", "no longer idle when the notice ran out")
+                continue
+            if len(report.acted) >= allowed:
+                report.held.append(vm.vm.name)
+                continue
+            try:
+                state = self.power(policy, notice.endpoint, notice.native_id, policy.action, now)
+            except DriverError as e:
+                self.store.update_notice(notice.notice_id, error=f"{e.code}: {e}")
+                self.store.set_outcome(notice.decision_id, f"failed: {e.code}")
+                report.errors.append(f"{vm.vm.name}: {e}")
+                continue
+            self.store.update_notice(notice.notice_id, acted_at=now)
+            self.store.set_outcome(notice.decision_id, f"done: {state}")
+            report.acted.append(vm.vm.name)
+        if approved:
+            used = max(0, len(report.acted) - cap)
+            self.store.set_mark("approved_extra", str(max(0, approved - used)))
+        if report.held:
+            self.store.set_mark(
+                "held",
+                json.dumps(
+                    {"at": now.isoformat(), "cap": cap, "in_scope": in_scope, "vms": report.held}
+                ),
+            )
+        return report
+
+    def _close(self, notice: Notice, now: datetime, outcome: str, why: str) -> None:
+        self.store.update_notice(notice.notice_id, acted_at=now, error=why)
+        self.store.set_outcome(notice.decision_id, outcome)
+
+    def power(
+        self,
+        policy: VmLifecyclePolicy,
+        endpoint: str,
+        native_id: str,
+        action: PowerAction,
+        now: datetime,
+    ) -> str:
+        """Every power change goes through here, so the safety net is never bypassed."""
+        vm = self.store.vm(endpoint, native_id)
+        if vm is None or vm.gone_at is not None:
+            raise VmGone(native_id)
+        if action != PowerAction.POWER_ON:
+            why_not = exclusion(vm, policy, self.store.never_act())
+            if why_not is not None:
+                raise Refused(f"{vm.vm.name} {why_not}: not acted on")
+        try:
+            state = self.driver(endpoint).power(vm.vm, action)
+        except VmGone:
+            self.store.mark_gone(endpoint, native_id, now)
+            raise
+        self.store.set_power(endpoint, native_id, state, now)
+        if action == PowerAction.POWER_ON:
+            self.store.set_quiet_from(endpoint, native_id, now)
+        return state
+
+
+def new_link_key() -> bytes:
+    return secrets.token_bytes(32)

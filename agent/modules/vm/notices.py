@@ -1,0 +1,89 @@
+"""Notices to a VM's owner before it is shut down, sent through the site's SMTP server.
+
+Standalone (and in `config` flow mode, where the cloud knows no VM names) the agent sends
+them itself; docked with metadata the cloud does. The mail names the VM, why it is judged
+idle, when it will be shut down, and carries two signed single-use links: skip (leave it
+running and start the period again) and delay (ask again a week later).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+
+class MailFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int = 25
+    sender: str = "dockyard@localhost"
+    starttls: bool = False
+    user: str | None = None
+    password: str | None = None
+    timeout_s: float = 30.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SmtpConfig:
+        if not d.get("host"):
+            raise ValueError("smtp: host is required")
+        return cls(
+            host=str(d["host"]),
+            port=int(d.get("port", 25)),
+            sender=str(d.get("sender", "dockyard@localhost")),
+            starttls=bool(d.get("starttls", False)),
+            user=d.get("user"),
+            password=d.get("password"),
+            timeout_s=float(d.get("timeout_s", 30)),
+        )
+
+
+def compose(
+    sender: str,
+    recipient: str,
+    vm_name: str,
+    where: str,
+    action: str,
+    due_at: datetime,
+    reasons: list[str],
+    skip_url: str,
+    delay_url: str,
+) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = recipient
+    msg["Subject"] = f"VM {vm_name} will be shut down on {due_at:%Y-%m-%d %H:%M} UTC"
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain="dockyard")
+    why = "\n".join(f"  - {r}" for r in reasons)
+    msg.set_content(
+        f"Hello,\n\n"
+        f"The virtual machine {vm_name} ({where}) has been idle for the whole period its\n"
+        f"policy sets:\n{why}\n\n"
+        f"Unless you answer, Dockyard will {action.replace('_', ' ')} it on "
+        f"{due_at:%Y-%m-%d at %H:%M} UTC.\n\n"
+        f"Keep it running (and start the idle period again):\n  {skip_url}\n\n"
+        f"Ask again in a week:\n  {delay_url}\n\n"
+        f"Each link works once and only for this VM and this notice.\n"
+    )
+    return msg
+
+
+def send(config: SmtpConfig, message: EmailMessage) -> None:
+    try:
+        with smtplib.SMTP(config.host, config.port, timeout=config.timeout_s) as smtp:
+            if config.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if config.user:
+                smtp.login(config.user, config.password or "")
+            smtp.send_message(message)
+    except (OSError, smtplib.SMTPException) as e:
+        raise MailFailed(f"cannot send mail through {config.host}:{config.port}: {e}") from e

@@ -1,0 +1,180 @@
+"""The VM module's documents on the wire: its policy, its inventory records, its decisions.
+
+They live beside the protocol because both sides read them: the cloud validates a
+vm-lifecycle policy before it is versioned and sent down, and merges the inventory and
+decision records agents send up; the agent enforces the same policy. A policy that cannot
+work (a threshold nobody can stay under, a notice longer than the idle period) is refused
+here, with a sentence saying why, before anything acts on it.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from . import Message
+
+POLICY_KIND = "vm-lifecycle"
+
+
+class Signal(enum.StrEnum):
+    """What a driver can sample; the policy chooses which of them decide idleness."""
+
+    CPU = "cpu"
+    """Percent of the VM's allocated CPU, 0-100."""
+    DISK = "disk"
+    """Disk I/O in KB/s, read plus write."""
+    NET = "net"
+    """Network I/O in KB/s, received plus sent."""
+    APPS = "apps"
+    """Application processes other than the operating system's own (a count)."""
+    SESSIONS = "sessions"
+    """Logged-in interactive users (a count); any open session keeps the VM active."""
+    GPU = "gpu"
+    """GPU use in percent; a busy GPU keeps the VM active."""
+    HEARTBEAT = "heartbeat"
+    """Guest heartbeat (1 alive, 0 absent): recorded and shown, never a reason to act."""
+
+
+THRESHOLD_SIGNALS = (Signal.CPU, Signal.DISK, Signal.NET, Signal.APPS)
+"""Signals compared with a threshold; sessions and GPU are vetoes, heartbeat is shown only."""
+
+
+class PowerAction(enum.StrEnum):
+    SHUTDOWN = "shutdown"
+    """A guest shutdown where tools allow it, a power off otherwise."""
+    POWER_OFF = "power_off"
+    SUSPEND = "suspend"
+    STANDBY = "standby"
+    POWER_ON = "power_on"
+
+
+class HostChoice(enum.StrEnum):
+    LEAST_ALLOCATED_SHARE = "least_allocated_share"
+    """The host whose allocated vCPUs and memory are the smallest share of its capacity."""
+    LEAST_ALLOCATED_ABSOLUTE = "least_allocated_absolute"
+    """The host with the most unallocated memory, then the most unallocated vCPUs."""
+    ROUND_ROBIN = "round_robin"
+
+
+class Thresholds(BaseModel):
+    """A VM is idle on a signal while every sample stays strictly under its threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu: float = Field(default=5.0, description="percent")
+    disk: float = Field(default=100.0, description="KB/s")
+    net: float = Field(default=50.0, description="KB/s")
+    apps: float = Field(default=1.0, description="application processes")
+
+    @model_validator(mode="after")
+    def _possible(self) -> Thresholds:
+        problems = []
+        for name in ("cpu", "disk", "net", "apps"):
+            value = getattr(self, name)
+            if value <= 0:
+                problems.append(f"{name} threshold {value:g} can never be undercut")
+        if self.cpu > 100:
+            problems.append(f"cpu threshold {self.cpu:g}% is above 100%: every VM would be idle")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class Placement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: HostChoice = HostChoice.LEAST_ALLOCATED_SHARE
+    datastore: str = Field(default="most_free", pattern="^most_free$")
+
+
+class VmLifecyclePolicy(BaseModel):
+    """The vm-lifecycle policy document (first and second period, notice, safety net)."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoints: list[str] = Field(default_factory=list, max_length=100)
+    """Endpoint names in scope; empty means every endpoint of the agent."""
+    signals: list[Signal] = Field(
+        default_factory=lambda: [Signal.CPU, Signal.DISK, Signal.NET], min_length=1
+    )
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    idle_days: int = Field(default=90, ge=1, le=3650)
+    """The first period: idle that long, the VM is shut down (after the notice)."""
+    off_days: int = Field(default=30, ge=1, le=3650)
+    """The second period: left off that long, the VM is archived (part 2)."""
+    notice_hours: float = Field(default=24.0, ge=0, le=24 * 90)
+    min_coverage: float = Field(default=0.8, gt=0, le=1)
+    """Share of a day's expected samples that must be present, else the day is unknown."""
+    sample_interval_s: int = Field(default=300, ge=20, le=86_400)
+    action: PowerAction = PowerAction.SHUTDOWN
+    owner_tag: str = Field(default="owner", min_length=1, max_length=80)
+    default_contact: str | None = Field(
+        default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    )
+    exclusion_tag: str = Field(default="dockyard:exclude", min_length=1, max_length=80)
+    max_share_per_run: float = Field(default=0.10, gt=0, le=1)
+    """At most this share of the VMs in scope is shut down in one run; past it, ask."""
+    placement: Placement = Field(default_factory=Placement)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> VmLifecyclePolicy:
+        if self.action == PowerAction.POWER_ON:
+            raise ValueError("action power_on cannot be what happens to an idle VM")
+        if self.notice_hours >= self.idle_days * 24:
+            raise ValueError(
+                f"notice of {self.notice_hours:g} h is not shorter than the idle period "
+                f"of {self.idle_days} days"
+            )
+        return self
+
+
+class Identifiers(Message):
+    """What can tell the same VM seen by two agents; two must agree to match."""
+
+    instance_uuid: str | None = None
+    bios_uuid: str | None = None
+    macs: list[str] = []
+    ec2_instance_id: str | None = None
+
+
+class IdleState(enum.StrEnum):
+    ACTIVE = "active"
+    IDLE = "idle"
+    UNKNOWN = "unknown"
+    EXCLUDED = "excluded"
+
+
+class VmRecord(Message):
+    """One VM as an agent saw it, sent up in metadata batches of kind `vm.inventory`."""
+
+    endpoint: str
+    native_id: str
+    name: str
+    kind: str
+    power_state: str
+    host: str | None = None
+    datastores: list[str] = []
+    cpus: int = 0
+    memory_mb: int = 0
+    identifiers: Identifiers = Identifiers()
+    owner: str | None = None
+    tags: dict[str, str] = {}
+    last_active_at: datetime | None = None
+    idle_state: IdleState = IdleState.UNKNOWN
+    seen_at: datetime
+
+
+class Decision(Message):
+    """Why a VM is (or is not) idle, sent up in batches of kind `vm.decision`."""
+
+    decision_id: str
+    endpoint: str
+    native_id: str
+    state: IdleState
+    window_start: datetime
+    window_end: datetime
+    signals: list[Signal]
+    reasons: list[str]
+    missing_days: int = 0
+    proposed_action: PowerAction | None = None
+    owner: str | None = None
