@@ -23,6 +23,7 @@ from .crashpoints import ROTATION_POINT, crashpoint
 from .errors import AgentError, AlreadyDocked, NotDocked
 from .link import Link
 from .modules import registry
+from .modules.vm import cli as vm_cli
 from .runner import Runner
 from .state import LinkRecord, State, utcnow
 from .vault import cli as vault_cli
@@ -231,6 +232,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("rotate-key", help="replace the agent's key without enrolling again")
     sub.add_parser("undock", help="forget the link; modules go on standalone")
     vault_cli.add_parser(sub)
+    vm_cli.add_parser(sub)
     return ap
 
 
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "vault":
         return vault_cli.main_guard(args)
+    if args.command == "vm":
+        return vm_cli.main(args, args.state)
     try:
         state = State(args.state)
     except OSError as e:

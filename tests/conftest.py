@@ -78,3 +78,33 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory):
     server = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def vcsim():
+    """One vCenter simulator (3 hosts, 2 VMs per pool, 2 datastores), for the session."""
+    from .peers.vsphere_sim import Vcsim
+
+    server = Vcsim(host=3, vm=2, ds=2).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto():
+    """moto's server for EC2 and CloudWatch, one per session; tests reset it."""
+    from .peers.aws import Moto
+
+    server = Moto().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server (aiosmtpd) in the test process; `.messages` holds what arrived."""
+    from .peers.mail import Mailbox
+
+    box = Mailbox().start()
+    yield box
+    box.stop()

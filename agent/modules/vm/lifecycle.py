@@ -305,8 +305,13 @@ class Lifecycle:
                 self._close(notice, now, "gone", "the VM no longer exists")
                 continue
             evaluation = self.store.evaluation(notice.endpoint, notice.native_id) or {}
-            if evaluation.get("state") != IdleState.IDLE.value:
-                self._close(notice, now, "active_again", "no longer idle when the notice ran out")
+            state = evaluation.get("state")
+            if state in (IdleState.ACTIVE.value, IdleState.EXCLUDED.value):
+                self._close(notice, now, f"{state}_again", f"{state} when the notice ran out")
+                continue
+            if state != IdleState.IDLE.value:
+                # Samples stopped during the notice: wait for them, never act on a guess.
+                report.errors.append(f"{vm.vm.name}: idleness unknown now, waiting for samples")
                 continue
             if len(report.acted) >= allowed:
                 report.held.append(vm.vm.name)

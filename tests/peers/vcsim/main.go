@@ -1,9 +1,11 @@
 // The vCenter simulator the tests and bench/vm_discover.py talk to: govmomi's own simulator
 // package (Debian's golang-github-vmware-govmomi-dev), started with the counts the flags give.
 //
-// One addition of ours: QueryPerf answers zeros for every virtual machine whose annotation
-// contains "vcsim:idle", so a test can make one VM look idle and leave the rest busy (the
-// simulator's own series are per entity type, the same noisy numbers for every VM).
+// One addition of ours: QueryPerf answers a flat 1 (0.01% CPU, 1 KB/s of disk and network)
+// for every virtual machine whose annotation contains "vcsim:idle", so a test can make one
+// VM look idle and leave the rest busy (the simulator's own series are per entity type, the
+// same noisy numbers for every VM). Not 0: the simulator's XML encoder drops zero elements
+// of a list, and an empty series reads as "no data".
 //
 // It prints one line of JSON with the SDK URL, then serves until SIGTERM or SIGINT.
 package main
@@ -51,7 +53,7 @@ func (p *perfManager) QueryPerf(ctx *simulator.Context, req *types.QueryPerf) so
 		for _, series := range metric.Value {
 			if s, ok := series.(*types.PerfMetricIntSeries); ok {
 				for i := range s.Value {
-					s.Value[i] = 0
+					s.Value[i] = 1
 				}
 			}
 		}

@@ -17,6 +17,7 @@ import contextlib
 import ssl
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -208,6 +209,7 @@ class VsphereDriver(Driver):
         fields = {f.key: f.name for f in (self.si.content.customFieldsManager.field or ())}
         hosts, datastores, vms = [], [], []
         pending: list[tuple[Any, dict[str, Any]]] = []
+        host_datastores: dict[str, list[Any]] = {}
         for obj in self.retrieve(
             [
                 (vim.VirtualMachine, VM_PROPERTIES),
@@ -217,6 +219,7 @@ class VsphereDriver(Driver):
         ):
             props = {p.name: p.val for p in obj.propSet}
             if isinstance(obj.obj, vim.HostSystem):
+                host_datastores[obj.obj._moId] = list(props.get("datastore") or ())
                 hosts.append(
                     HostInfo(
                         native_id=obj.obj._moId,
@@ -240,6 +243,16 @@ class VsphereDriver(Driver):
                 )
             else:
                 pending.append((obj.obj, props))
+        # A datastore's own `host` list is incomplete on some servers (vcsim lists one
+        # host); each host's `datastore` list is reliable, so the two are merged.
+        mounts: dict[str, set[str]] = {}
+        for host_id, ds_refs in host_datastores.items():
+            for ref in ds_refs:
+                mounts.setdefault(ref._moId, set()).add(host_id)
+        datastores = [
+            replace(d, hosts=tuple(sorted(set(d.hosts) | mounts.get(d.native_id, set()))))
+            for d in datastores
+        ]
         names = {d.native_id: d.name for d in datastores}
         for ref, props in pending:
             vms.append(self._vm(ref, props, fields, names))

@@ -1,0 +1,336 @@
+"""`dockyard-agent vm ...`: the VM module from a shell, standalone or beside a docked agent.
+
+Every command works on the module's own files in the agent's state directory, so it shows
+what the running agent sees; `explain` answers "why is (or isn't) this VM idle?".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ...protocol.links import BadLink
+from ...protocol.vm import PowerAction
+from .drivers.base import DriverError
+
+
+def add_parser(sub: Any) -> None:
+    vm = sub.add_parser("vm", help="the VM life cycle module", allow_abbrev=False)
+    cmds = vm.add_subparsers(dest="vm_command", required=True)
+
+    ep = cmds.add_parser("endpoint", help="add, list or remove hypervisor endpoints")
+    ep_cmds = ep.add_subparsers(dest="endpoint_command", required=True)
+    add = ep_cmds.add_parser("add", help="add or replace an endpoint")
+    add.add_argument("name")
+    add.add_argument("--kind", required=True, choices=["vsphere", "libvirt", "ec2"])
+    add.add_argument("--host", help="vSphere: vCenter or ESXi host name")
+    add.add_argument("--port", type=int, default=443)
+    add.add_argument("--user")
+    add.add_argument("--password-file", help="file holding the password (else none)")
+    add.add_argument("--insecure", action="store_true", help="vSphere: skip TLS verification")
+    add.add_argument(
+        "--libvirt-host",
+        action="append",
+        default=[],
+        metavar="NAME=URI",
+        help="libvirt: one host of the endpoint (repeat)",
+    )
+    add.add_argument("--region", help="EC2: the region")
+    add.add_argument("--endpoint-url", help="EC2: another endpoint than AWS's")
+    ep_cmds.add_parser("list", help="the configured endpoints (without secrets)")
+    rm = ep_cmds.add_parser("remove", help="forget an endpoint")
+    rm.add_argument("name")
+
+    cmds.add_parser("discover", help="read every endpoint now")
+    ls = cmds.add_parser("ls", help="the VMs last discovered")
+    ls.add_argument("--json", action="store_true")
+    cmds.add_parser("collect", help="take one sample of every powered-on VM now")
+    cmds.add_parser("run", help="evaluate, give notices and act on what is due, now")
+    ex = cmds.add_parser("explain", help="why a VM is or is not idle")
+    ex.add_argument("vm", help="name, native id, or endpoint/native-id")
+    ex.add_argument("--json", action="store_true")
+
+    pol = cmds.add_parser("policy", help="the local vm-lifecycle policy (standalone)")
+    pol_cmds = pol.add_subparsers(dest="policy_command", required=True)
+    pset = pol_cmds.add_parser("set", help="validate and store a policy document (JSON)")
+    pset.add_argument("file", type=Path)
+    pol_cmds.add_parser("show", help="the policy in force")
+
+    na = cmds.add_parser("never-act", help="VMs this agent never shuts down, whatever asks")
+    na_cmds = na.add_subparsers(dest="never_command", required=True)
+    na_add = na_cmds.add_parser("add")
+    na_add.add_argument("vm", help="endpoint/native-id, endpoint/name, or */name")
+    na_add.add_argument("--reason", required=True)
+    na_rm = na_cmds.add_parser("remove")
+    na_rm.add_argument("vm")
+    na_cmds.add_parser("list")
+
+    pw = cmds.add_parser("power", help="power a VM on or off now (the safety net applies)")
+    pw.add_argument("vm")
+    pw.add_argument("action", choices=[a.value for a in PowerAction])
+
+    cr = cmds.add_parser("create", help="create a VM where the placement policy says")
+    cr.add_argument("--endpoint", required=True)
+    cr.add_argument("--name", required=True)
+    cr.add_argument("--cpus", type=int, default=1)
+    cr.add_argument("--memory-mb", type=int, default=1024)
+    cr.add_argument("--disk-gb", type=int, action="append", default=[])
+    cr.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+
+    ap = cmds.add_parser("approve", help="let the next run shut down N VMs past the cap")
+    ap.add_argument("count", type=int)
+
+    sm = cmds.add_parser("smtp", help="the SMTP server notices go through")
+    sm.add_argument("--host", required=True)
+    sm.add_argument("--port", type=int, default=25)
+    sm.add_argument("--sender", required=True)
+    sm.add_argument("--starttls", action="store_true")
+
+    lk = cmds.add_parser("links", help="where notice links point and what serves them")
+    lk.add_argument("--listen", help="HOST:PORT the agent serves answers on")
+    lk.add_argument("--base-url", help="the URL owners reach that address by")
+
+    an = cmds.add_parser("answer", help="answer a notice link by hand (its t= value)")
+    an.add_argument("token")
+
+
+def main(args: argparse.Namespace, state_dir: Path) -> int:
+    from . import module_at
+
+    module = module_at(state_dir / "modules" / "vm")
+    try:
+        return _run(args, module)
+    except DriverError as e:
+        print(f"dockyard-agent vm: {e}", file=sys.stderr)
+        return 1
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'policy'}: {err['msg']}"
+            for err in e.errors()
+        )
+        print(f"dockyard-agent vm: invalid policy: {problems}", file=sys.stderr)
+        return 2
+    except BadLink as e:
+        print(f"dockyard-agent vm: {e}", file=sys.stderr)
+        return 1
+    finally:
+        module.close()
+
+
+def _find(module: Any, text: str) -> Any:
+    found = module.store.find(text)
+    if not found:
+        raise DriverError("vm_not_found", f"no VM {text!r} has been discovered")
+    if len(found) > 1:
+        where = ", ".join(f"{s.endpoint}/{s.vm.native_id}" for s in found)
+        raise DriverError("ambiguous", f"{text!r} names several VMs: {where}")
+    return found[0]
+
+
+def _run(args: argparse.Namespace, module: Any) -> int:
+    now = module.clock()
+    command = args.vm_command
+    if command == "endpoint":
+        return _endpoint(args, module)
+    if command == "discover":
+        for name, result in module.discover(now).items():
+            print(f"{name}: {result}")
+        return 0
+    if command == "ls":
+        rows = module.records(now)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        for r in rows:
+            print(
+                f"{r['endpoint']}/{r['native_id']}\t{r['name']}\t{r['power_state']}\t"
+                f"{r['idle_state']}\t{r.get('owner') or '-'}"
+            )
+        return 0
+    if command == "collect":
+        for name, count in module.collect(now).items():
+            print(f"{name}: {count} samples")
+        return 0
+    if command == "run":
+        report = module.run_lifecycle(now)
+        print(
+            f"idle {report.idle}, proposed {len(report.proposed)}, acted {len(report.acted)},"
+            f" held {len(report.held)}"
+        )
+        for line in report.errors:
+            print(f"  {line}")
+        return 0
+    if command == "explain":
+        return _explain(args, module)
+    if command == "policy":
+        if args.policy_command == "set":
+            try:
+                document = json.loads(args.file.read_text())
+            except (OSError, ValueError) as e:
+                raise DriverError("bad_policy", f"cannot read {args.file}: {e}") from e
+            policy = module.set_local_policy(document)
+            print(
+                f"policy stored: idle after {policy.idle_days} days, notice "
+                f"{policy.notice_hours:g} h, action {policy.action.value}"
+            )
+            return 0
+        print(module.policy().model_dump_json(indent=2))
+        return 0
+    if command == "never-act":
+        return _never_act(args, module, now)
+    if command == "power":
+        stored = _find(module, args.vm)
+        state = module.lifecycle.power(
+            module.policy(), stored.endpoint, stored.vm.native_id, PowerAction(args.action), now
+        )
+        print(f"{stored.vm.name} is {state}")
+        return 0
+    if command == "create":
+        from . import placement
+
+        tags = dict(t.split("=", 1) for t in args.tag if "=" in t)
+        try:
+            spec = placement.spec_from(
+                {
+                    "name": args.name,
+                    "cpus": args.cpus,
+                    "memory_mb": args.memory_mb,
+                    "disks_gb": args.disk_gb or [8],
+                    "tags": tags,
+                }
+            )
+        except ValueError as e:
+            raise DriverError("bad_args", str(e)) from e
+        vm, host, datastore = placement.create(module, args.endpoint, spec, now)
+        print(
+            f"created {vm.name} ({args.endpoint}/{vm.native_id}) on {host.name}, {datastore.name}"
+        )
+        return 0
+    if command == "approve":
+        if args.count < 1:
+            raise DriverError("bad_args", "approve at least one")
+        module.store.set_mark("approved_extra", str(args.count))
+        print(f"the next run may shut down {args.count} VM(s) past the cap")
+        return 0
+    if command == "smtp":
+        module.update_settings(
+            smtp={
+                "host": args.host,
+                "port": args.port,
+                "sender": args.sender,
+                "starttls": args.starttls,
+            }
+        )
+        print("SMTP server stored")
+        return 0
+    if command == "links":
+        links = module.settings().get("links", {})
+        if args.listen:
+            links["listen"] = args.listen
+        if args.base_url:
+            links["base_url"] = args.base_url
+        module.update_settings(links=links)
+        print(f"notice links point at {module._link_base()}")
+        return 0
+    if command == "answer":
+        print(module.answer(args.token))
+        return 0
+    raise DriverError("bad_args", f"unknown command {command}")
+
+
+def _endpoint(args: argparse.Namespace, module: Any) -> int:
+    if args.endpoint_command == "list":
+        for name, stored in module.endpoints.all().items():
+            shown = {k: v for k, v in stored.items() if "password" not in k and "secret" not in k}
+            print(f"{name}: {json.dumps(shown, sort_keys=True)}")
+        return 0
+    if args.endpoint_command == "remove":
+        if not module.endpoints.remove(args.name):
+            raise DriverError("unknown_endpoint", f"no endpoint named {args.name!r}")
+        print(f"endpoint {args.name} removed")
+        return 0
+    config: dict[str, Any] = {"kind": args.kind}
+    if args.kind == "vsphere":
+        config.update(host=args.host, port=args.port, user=args.user, verify_tls=not args.insecure)
+        if args.password_file:
+            config["password"] = Path(args.password_file).read_text().strip()
+    elif args.kind == "libvirt":
+        hosts = []
+        for item in args.libvirt_host:
+            name, sep, uri = item.partition("=")
+            hosts.append({"name": name, "uri": uri} if sep else {"uri": item})
+        config["hosts"] = hosts
+    else:
+        config.update(region=args.region, endpoint_url=args.endpoint_url)
+    module.endpoints.add(args.name, {k: v for k, v in config.items() if v is not None})
+    print(f"endpoint {args.name} stored")
+    return 0
+
+
+def _never_act(args: argparse.Namespace, module: Any, now: Any) -> int:
+    if args.never_command == "list":
+        for (endpoint, vm), reason in sorted(module.store.never_act().items()):
+            print(f"{endpoint}/{vm}\t{reason}")
+        return 0
+    endpoint, sep, vm = args.vm.partition("/")
+    if not sep or not endpoint or not vm:
+        raise DriverError("bad_args", "name the VM as endpoint/native-id, endpoint/name or */name")
+    if args.never_command == "add":
+        module.store.add_never_act(endpoint, vm, args.reason, now)
+        print(f"{args.vm} will never be acted on by this agent")
+        return 0
+    if not module.store.remove_never_act(endpoint, vm):
+        raise DriverError("not_found", f"{args.vm} is not on the list")
+    print(f"{args.vm} removed from the list")
+    return 0
+
+
+def _explain(args: argparse.Namespace, module: Any) -> int:
+    stored = _find(module, args.vm)
+    key = (stored.endpoint, stored.vm.native_id)
+    evaluation = module.store.evaluation(*key)
+    decisions = module.store.decisions(*key, limit=5)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "vm": f"{key[0]}/{key[1]}",
+                    "name": stored.vm.name,
+                    "power_state": stored.vm.power_state,
+                    "evaluation": evaluation,
+                    "last_active_at": stored.last_active_at.isoformat()
+                    if stored.last_active_at
+                    else None,
+                    "decisions": [
+                        {"decision": d.model_dump(mode="json"), "outcome": o} for d, o in decisions
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"{stored.vm.name} ({key[0]}/{key[1]}), {stored.vm.power_state}")
+    if stored.last_active_at:
+        print(f"  last active: {stored.last_active_at:%Y-%m-%d}")
+    if evaluation is None:
+        print("  not evaluated yet (it is evaluated while powered on)")
+    else:
+        window = evaluation.get("window", ["?", "?"])
+        print(
+            f"  {evaluation['state'].upper()} as of {evaluation['at'][:16]}, window "
+            f"{window[0][:10]} to {window[1][:10]}, signals {', '.join(evaluation['signals'])}"
+            f", days missing {evaluation['missing_days']}"
+        )
+        for reason in evaluation.get("reasons", []):
+            print(f"  - {reason}")
+    for decision, outcome in decisions:
+        print(
+            f"  decision {decision.decision_id[:8]}: {decision.proposed_action} "
+            f"-> {outcome or 'open'} (owner {decision.owner or 'none'})"
+        )
+    return 0
