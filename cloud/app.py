@@ -15,8 +15,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from dockyard.agent.protocol import BASE_PATH
+from dockyard.cloud import scheduler
 from dockyard.cloud.api.agent.routes import routes as agent_routes
 from dockyard.cloud.api.blob_urls import routes as blob_routes
+from dockyard.cloud.api.notice_links import routes as notice_routes
 from dockyard.cloud.auth.agent_tokens import AgentTokens
 from dockyard.cloud.blobs import BlobStore, LocalBlobs, S3Blobs
 from dockyard.cloud.bus import Bus, PostgresBus, libpq_conninfo
@@ -91,13 +93,15 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await svc.bus.start()
         sweeper = asyncio.create_task(_sweep_forever(svc))
+        notices = asyncio.create_task(scheduler.notices_forever(svc))
         try:
             yield
         finally:
             svc.bus.release_all()
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, notices):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await svc.bus.stop()
             svc.db.dispose()
 
@@ -109,6 +113,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             Route("/healthz", health),
             Mount(BASE_PATH, routes=agent_routes()),
             *blob_routes(),
+            *notice_routes(),
             Route("/graphql", graphql_app(svc), methods=["GET", "POST"]),
         ],
         lifespan=lifespan,

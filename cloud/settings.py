@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=5.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # The SMTP server the cloud sends VM notices through (docked agents with metadata);
+    # without a host, proposals are recorded as failed with that reason.
+    smtp_host: str = ""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_sender: str = "dockyard@localhost"
+    smtp_starttls: bool = False
+    smtp_user: str = ""
+    smtp_password: SecretStr | None = None
+    notice_interval_s: float = Field(default=30.0, gt=0)
 
     @field_validator("public_url")
     @classmethod

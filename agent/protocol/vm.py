@@ -178,3 +178,5 @@ class Decision(Message):
     missing_days: int = 0
     proposed_action: PowerAction | None = None
     owner: str | None = None
+    notice_hours: float = 24.0
+    vm_name: str | None = None

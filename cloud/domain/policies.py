@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
+from dockyard.agent.protocol.vm import POLICY_KIND, VmLifecyclePolicy
 from dockyard.cloud.store.models import Agent, Policy, PolicyAssignment, PolicyVersion, Site
 
 from . import audit, sequence
@@ -34,6 +35,7 @@ class NoopPolicy(BaseModel):
 
 VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "noop": lambda doc: NoopPolicy.model_validate(doc).model_dump(),
+    POLICY_KIND: lambda doc: VmLifecyclePolicy.model_validate(doc).model_dump(mode="json"),
 }
 
 

@@ -274,6 +274,91 @@ class MetadataBatch(TenantOwned, Base):
     received_at: Mapped[datetime]
 
 
+class CatalogVm(TenantOwned, Base):
+    """One VM of the tenant's catalog: the sightings of it by one or more agents, merged.
+
+    For display and reports only; a command always addresses a sighting's (agent, endpoint,
+    native id)."""
+
+    __tablename__ = "catalog_vms"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    conflict: Mapped[str | None] = mapped_column(Text)
+    """Set when a sighting matched this VM and another one: shown, never resolved silently."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class VmSighting(TenantOwned, Base):
+    """What one agent last reported of one VM on one of its endpoints."""
+
+    __tablename__ = "vm_sightings"
+    __table_args__ = (UniqueConstraint("tenant_id", "agent_id", "endpoint", "native_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    native_id: Mapped[str] = mapped_column(String(200))
+    vm_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("catalog_vms.id", ondelete="CASCADE"), index=True
+    )
+    pinned: Mapped[bool] = mapped_column(default=False)
+    """A person split this sighting off its VM: it is never merged automatically again."""
+    name: Mapped[str] = mapped_column(String(200))
+    power_state: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str | None] = mapped_column(String(200))
+    owner: Mapped[str | None] = mapped_column(String(320))
+    idle_state: Mapped[str] = mapped_column(String(16))
+    last_active_at: Mapped[datetime | None]
+    identifiers: Mapped[dict[str, Any]]
+    record: Mapped[dict[str, Any]]
+    seen_at: Mapped[datetime]
+
+
+class VmDecision(TenantOwned, Base):
+    """An agent's proposal to act on an idle VM, and what the cloud did with it: the notice
+    it sent, the answer, and the command it issued after the notice period."""
+
+    __tablename__ = "vm_decisions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "agent_id", "decision_id"),
+        Index("ix_vm_decisions_open", "status", "due_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    decision_id: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    native_id: Mapped[str] = mapped_column(String(200))
+    vm_name: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str | None] = mapped_column(String(16))
+    owner: Mapped[str | None] = mapped_column(String(320))
+    reasons: Mapped[list[Any]]
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    notice_hours: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))
+    """proposed, notified, skipped, delayed, commanded, failed (no one to notify, mail)."""
+    received_at: Mapped[datetime]
+    notice_sent_at: Mapped[datetime | None]
+    due_at: Mapped[datetime | None]
+    answer: Mapped[str | None] = mapped_column(String(16))
+    answered_at: Mapped[datetime | None]
+    command_id: Mapped[uuid.UUID | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class UsedNoticeLink(TenantOwned, Base):
+    """Nonces of answered notice links: each link works once."""
+
+    __tablename__ = "used_notice_links"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used_at: Mapped[datetime]
+
+
 class AuditRecord(TenantOwned, Base):
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_tenant_at", "tenant_id", "at"),)
@@ -294,6 +379,7 @@ __all__ = [
     "ApiToken",
     "AuditRecord",
     "Base",
+    "CatalogVm",
     "Command",
     "EnrolmentToken",
     "Job",
@@ -307,5 +393,8 @@ __all__ = [
     "Tenant",
     "TenantOwned",
     "UsedAssertion",
+    "UsedNoticeLink",
     "User",
+    "VmDecision",
+    "VmSighting",
 ]

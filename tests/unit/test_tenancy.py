@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, inspect, select, text, update
 
 from dockyard.cloud.domain import agents, tenants
 from dockyard.cloud.domain.errors import NotFound
@@ -32,7 +32,7 @@ def test_every_tenant_owned_table_has_a_tenant_column() -> None:
 
 @pytest.mark.parametrize("cls", TENANT_CLASSES, ids=lambda c: c.__name__)
 def test_unscoped_select_update_delete_raise(db: Database, cls: type) -> None:
-    column = cls.id if hasattr(cls, "id") else cls.jti  # type: ignore[attr-defined]
+    column = inspect(cls).primary_key[0]
     with db.session() as session:
         with pytest.raises(TenantScopeError):
             session.execute(select(cls)).all()

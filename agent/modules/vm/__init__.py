@@ -250,7 +250,7 @@ class VmModule(Module):
                 self.step()
             except Exception:
                 self.log.exception("vm module: a round failed")
-            self._stop.wait(WORKER_PAUSE_S)
+            self._stop.wait(float(self.settings().get("worker_pause_s", WORKER_PAUSE_S)))
 
     def _serve_answers(self) -> None:
         listen = self.settings().get("links", {}).get("listen")
@@ -310,6 +310,7 @@ class VmModule(Module):
             "vm.power": self.cmd_power,
             "vm.create": self.cmd_create,
             "vm.evaluate": self.cmd_evaluate,
+            "vm.resolve": self.cmd_resolve,
         }
 
     def cmd_discover(self, command: CommandEntry) -> Outcome:
@@ -337,6 +338,7 @@ class VmModule(Module):
         decision_id = args.get("decision_id")
         if decision_id:
             self.store.set_outcome(str(decision_id), f"done: {state}")
+        self.upload_inventory(self.clock())  # the catalog learns the new state at once
         return Outcome(counts={"vms": 1}, detail=f"{endpoint}/{native_id} is {state}")
 
     def cmd_create(self, command: CommandEntry) -> Outcome:
@@ -365,6 +367,20 @@ class VmModule(Module):
                 "held": len(report.held),
             }
         )
+
+    def cmd_resolve(self, command: CommandEntry) -> Outcome:
+        """The cloud closed one of this agent's proposals (today: its owner skipped it)."""
+        decision_id = str(command.args.get("decision_id", ""))
+        outcome = str(command.args.get("outcome", ""))
+        if outcome != "skipped":
+            raise CommandFailed("bad_args", "vm.resolve takes outcome 'skipped'")
+        found = self.store.decision(decision_id)
+        if found is None:
+            raise CommandFailed("not_found", f"no decision {decision_id} on this agent")
+        decision, _ = found
+        self.store.set_outcome(decision_id, outcome)
+        self.store.set_quiet_from(decision.endpoint, decision.native_id, self.clock())
+        return Outcome(counts={"decisions": 1})
 
     def reconcile(self, command: CommandEntry) -> bool | None:
         if command.name != "vm.power":

@@ -181,6 +181,8 @@ class Lifecycle:
                 missing_days=int(evaluation.get("missing_days", 0)),
                 proposed_action=policy.action,
                 owner=owner_of(vm, policy),
+                notice_hours=policy.notice_hours,
+                vm_name=vm.vm.name,
             )
             if notify_here:
                 self.store.record_decision(decision, "notice_pending")

@@ -15,7 +15,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from dockyard.agent.protocol import FlowMode
-from dockyard.cloud.domain import agents, commands, enrolment, jobs, policies, tenants
+from dockyard.cloud.domain import agents, commands, enrolment, jobs, policies, tenants, vms
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.errors import DomainError, Invalid
 from dockyard.cloud.domain.principal import Role
@@ -306,6 +306,61 @@ class Query:
 
         return await call(info, fn)
 
+    @query
+    async def vms(
+        self,
+        info: Info[Context, None],
+        tenant_id: strawberry.ID,
+        power_state: str | None = None,
+        host: str | None = None,
+        owner: str | None = None,
+        idle_state: str | None = None,
+        limit: int = 500,
+    ) -> t.VmsResult:
+        """The tenant's VM catalog; each filter matches any of a VM's sightings."""
+
+        def fn(ctx: Ctx) -> t.VmList:
+            entries = vms.catalog(
+                ctx,
+                _id(tenant_id, "tenantId"),
+                power_state=power_state,
+                host=host,
+                owner=owner,
+                idle_state=idle_state,
+                limit=limit,
+            )
+            return t.VmList(
+                items=[
+                    t.Vm(
+                        id=strawberry.ID(str(e.vm.id)),
+                        name=e.vm.name,
+                        conflict=e.vm.conflict,
+                        sightings=[t.VmSighting.of(s) for s in e.sightings],
+                    )
+                    for e in entries
+                ]
+            )
+
+        return await call(info, fn)
+
+    @query
+    async def vm_decisions(
+        self,
+        info: Info[Context, None],
+        tenant_id: strawberry.ID,
+        status: str | None = None,
+        limit: int = 500,
+    ) -> t.VmDecisionsResult:
+        """Idle VMs proposed by docked agents, with their reasons, notices and answers."""
+
+        def fn(ctx: Ctx) -> t.VmDecisionList:
+            if not 1 <= limit <= 5000:
+                raise Invalid("limit is between 1 and 5000")
+            rows = vms.decisions(ctx, _id(tenant_id, "tenantId"), status, limit)
+            return t.VmDecisionList(items=[t.VmDecision.of(r) for r in rows])
+
+        return await call(info, fn)
+
 
 # --- mutations -----------------------------------------------------------------------------
 
@@ -511,6 +566,29 @@ class Mutation:
             return t.CommandList(items=[t.Command.of(c) for c in issued])
 
         return await call(info, fn, write=True)
+
+    @mutation
+    async def power_vm(
+        self, info: Info[Context, None], sighting_id: strawberry.ID, action: str
+    ) -> t.PowerVmResult:
+        """Shut down, power off, suspend or start a VM now, through the agent that sees it
+        (its never-act list and the exclusion tag still apply there)."""
+        return await call(
+            info,
+            lambda ctx: t.Command.of(vms.power(ctx, _id(sighting_id, "sightingId"), action)),
+            write=True,
+        )
+
+    @mutation
+    async def split_vm_sighting(
+        self, info: Info[Context, None], sighting_id: strawberry.ID
+    ) -> t.SplitVmSightingResult:
+        """Undo a merge: the sighting becomes a VM of its own and is never merged again."""
+        return await call(
+            info,
+            lambda ctx: t.VmSighting.of(vms.split(ctx, _id(sighting_id, "sightingId"))),
+            write=True,
+        )
 
 
 def build_schema() -> strawberry.Schema:

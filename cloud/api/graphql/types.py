@@ -433,6 +433,113 @@ class Me:
 
 # --- results: a success type or one of the expected errors -----------------------------
 
+
+@strawberry.type
+class VmSighting:
+    """One agent's view of a VM: the address every command uses."""
+
+    id: strawberry.ID
+    agent_id: strawberry.ID
+    endpoint: str
+    native_id: str
+    name: str
+    power_state: str
+    host: str | None
+    owner: str | None
+    idle_state: str
+    last_active_at: datetime | None
+    seen_at: datetime
+    pinned: bool
+    identifiers: JSON
+
+    @classmethod
+    def of(cls, row: m.VmSighting) -> "VmSighting":
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            agent_id=strawberry.ID(str(row.agent_id)),
+            endpoint=row.endpoint,
+            native_id=row.native_id,
+            name=row.name,
+            power_state=row.power_state,
+            host=row.host,
+            owner=row.owner,
+            idle_state=row.idle_state,
+            last_active_at=row.last_active_at,
+            seen_at=row.seen_at,
+            pinned=row.pinned,
+            identifiers=cast(JSON, row.identifiers),
+        )
+
+
+@strawberry.type
+class Vm:
+    """A VM of the tenant's catalog, merged from its sightings (for display and reports)."""
+
+    id: strawberry.ID
+    name: str
+    conflict: str | None
+    sightings: list[VmSighting]
+
+
+@strawberry.type
+class VmList:
+    items: list[Vm]
+
+
+@strawberry.type
+class VmDecision:
+    """An idle VM's proposal and what became of it: notice, answer, command."""
+
+    id: strawberry.ID
+    agent_id: strawberry.ID
+    endpoint: str
+    native_id: str
+    vm_name: str | None
+    state: str
+    action: str | None
+    owner: str | None
+    reasons: list[str]
+    window_start: datetime
+    window_end: datetime
+    status: str
+    received_at: datetime
+    notice_sent_at: datetime | None
+    due_at: datetime | None
+    answer: str | None
+    answered_at: datetime | None
+    command_id: strawberry.ID | None
+    error: str | None
+
+    @classmethod
+    def of(cls, row: m.VmDecision) -> "VmDecision":
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            agent_id=strawberry.ID(str(row.agent_id)),
+            endpoint=row.endpoint,
+            native_id=row.native_id,
+            vm_name=row.vm_name,
+            state=row.state,
+            action=row.action,
+            owner=row.owner,
+            reasons=[str(r) for r in row.reasons],
+            window_start=row.window_start,
+            window_end=row.window_end,
+            status=row.status,
+            received_at=row.received_at,
+            notice_sent_at=row.notice_sent_at,
+            due_at=row.due_at,
+            answer=row.answer,
+            answered_at=row.answered_at,
+            command_id=strawberry.ID(str(row.command_id)) if row.command_id else None,
+            error=row.error,
+        )
+
+
+@strawberry.type
+class VmDecisionList:
+    items: list[VmDecision]
+
+
 TenantResult = Annotated[Tenant | Problem, strawberry.union("TenantResult")]
 SitesResult = Annotated[SiteList | Problem, strawberry.union("SitesResult")]
 AgentsResult = Annotated[Connection[Agent] | Problem, strawberry.union("AgentsResult")]
@@ -467,3 +574,7 @@ NewPolicyVersionResult = Annotated[
 AssignPolicyResult = Annotated[PolicyAssignment | Problem, strawberry.union("AssignPolicyResult")]
 IssueCommandResult = Annotated[Command | Problem, strawberry.union("IssueCommandResult")]
 IssueCommandsResult = Annotated[CommandList | Problem, strawberry.union("IssueCommandsResult")]
+VmsResult = Annotated[VmList | Problem, strawberry.union("VmsResult")]
+VmDecisionsResult = Annotated[VmDecisionList | Problem, strawberry.union("VmDecisionsResult")]
+PowerVmResult = Annotated[Command | Problem, strawberry.union("PowerVmResult")]
+SplitVmSightingResult = Annotated[VmSighting | Problem, strawberry.union("SplitVmSightingResult")]

@@ -1,0 +1,71 @@
+"""The page a cloud notice's skip and delay links open.
+
+GET shows what the link would do and a button; the answer is taken on POST only, so a mail
+scanner or a link preview never spends a single-use link.
+"""
+
+from __future__ import annotations
+
+import html
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from dockyard.agent.protocol import links
+from dockyard.cloud.domain import vm_notices
+from dockyard.cloud.domain.principal import Principal
+from dockyard.cloud.services import Services
+
+MAX_FORM_BYTES = 4096
+
+
+def _page(status: int, title: str, body: str) -> Response:
+    return HTMLResponse(
+        f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<h1>{html.escape(title)}</h1>{body}",
+        status_code=status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def show(request: Request) -> Response:
+    token = request.query_params.get("t", "")
+    if not token:
+        return _page(404, "Not found", "")
+    return _page(
+        200,
+        "Answer this notice",
+        f'<form method="post" action="{vm_notices.ANSWER_PATH}">'
+        f'<input type="hidden" name="t" value="{html.escape(token)}">'
+        '<button type="submit">Confirm</button></form>',
+    )
+
+
+async def take(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return _page(413, "Too large", "")
+    form = await request.form()
+    token = str(form.get("t", ""))
+    key = vm_notices.link_key(svc.settings.signing_secret())
+
+    def work() -> str:
+        with svc.db.transaction() as session:
+            tenant, claims = vm_notices.find_for_link(session, key, token, svc.clock)
+        principal = Principal.system(frozenset({tenant}))
+        return svc.in_tx(principal, lambda ctx: vm_notices.answer(ctx, claims))
+
+    try:
+        message = await svc.run_db(work)
+    except links.BadLink as e:
+        return _page(400, "This link cannot be used", f"<p>{html.escape(str(e))}</p>")
+    return _page(200, "Thank you", f"<p>{html.escape(message)}</p>")
+
+
+def routes() -> list[Route]:
+    return [
+        Route(vm_notices.ANSWER_PATH, show, methods=["GET"]),
+        Route(vm_notices.ANSWER_PATH, take, methods=["POST"]),
+    ]

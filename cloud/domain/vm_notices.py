@@ -1,0 +1,198 @@
+"""Docked agents propose; the cloud gives the notice and, after it, issues the shutdown.
+
+A proposal (`vm.decision` from an agent in `metadata` or `data` flow mode) is mailed to the
+VM's owner with signed single-use skip and delay links; when the notice period passes
+unanswered, a `vm.power` command goes to the agent that proposed it (whose own safety net
+still applies). A skip sends `vm.resolve` so the agent starts the idle period again; a delay
+moves the deadline a week. Every timer reads the cloud's clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dockyard.agent.protocol import links
+from dockyard.cloud.store.models import UsedNoticeLink, VmDecision
+from dockyard.cloud.store.tenancy import unscoped
+
+from . import audit, commands
+from .clock import Clock
+from .context import Ctx
+
+DELAY = timedelta(days=7)
+ANSWER_PATH = "/vm/notices/answer"
+
+
+@dataclass(frozen=True)
+class Mail:
+    to: str
+    subject: str
+    body: str
+
+
+Mailer = Callable[[Mail], None]
+
+
+class MailUnavailable(Exception):
+    """Raised by a mailer that cannot deliver; the decision records why."""
+
+
+def link_key(secret: bytes) -> bytes:
+    """A key of its own for notice links, derived from the cloud's secret."""
+    return hmac.new(secret, b"dockyard vm notice links v1", hashlib.sha256).digest()
+
+
+def open_work(session: Session, clock: Clock) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(tenant, decision) pairs with something to do now, across tenants."""
+    now = clock.now()
+    with unscoped(session, "the notice loop finds every tenant's due VM decisions"):
+        rows = session.execute(
+            select(VmDecision.tenant_id, VmDecision.id).where(
+                (VmDecision.status == "proposed")
+                | (VmDecision.status.in_(("notified", "delayed")) & (VmDecision.due_at <= now))
+            )
+        ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def advance(
+    ctx: Ctx, decision_id: uuid.UUID, mailer: Mailer | None, key: bytes, base_url: str
+) -> str:
+    """One step for one decision: give its notice, or issue its command. Returns its status."""
+    decision = ctx.session.get(VmDecision, decision_id)
+    if decision is None:
+        return "gone"
+    now = ctx.now()
+    if decision.status == "proposed":
+        if not decision.owner:
+            decision.status, decision.error = "failed", "no owner and no default contact"
+            return decision.status
+        if mailer is None:
+            decision.status = "failed"
+            decision.error = "the cloud has no SMTP server configured (DOCKYARD_SMTP_HOST)"
+            return decision.status
+        due = now + timedelta(hours=decision.notice_hours)
+        lifetime = timedelta(hours=max(decision.notice_hours, 1)) + DELAY
+        urls = {
+            answer: f"{base_url}{ANSWER_PATH}?t="
+            + links.sign(
+                key,
+                str(decision.id),
+                decision.decision_id,
+                _vm_key(decision),
+                answer,
+                now,
+                lifetime,
+            )
+            for answer in links.ANSWERS
+        }
+        name = decision.vm_name or decision.native_id
+        why = "\n".join(f"  - {r}" for r in decision.reasons)
+        try:
+            mailer(
+                Mail(
+                    to=decision.owner,
+                    subject=f"VM {name} will be shut down on {due:%Y-%m-%d %H:%M} UTC",
+                    body=(
+                        f"Hello,\n\nThe virtual machine {name} ({decision.endpoint}) has been idle "
+                        f"for the whole period its policy sets:\n{why}\n\n"
+                        "Unless you answer, it will be shut down on "
+                        f"{due:%Y-%m-%d at %H:%M} UTC.\n\n"
+                        f"Keep it running (and start the idle period again):\n  {urls['skip']}\n\n"
+                        f"Ask again in a week:\n  {urls['delay']}\n\n"
+                        "Each link works once and only for this VM and this notice.\n"
+                    ),
+                )
+            )
+        except MailUnavailable as e:
+            decision.status, decision.error = "failed", str(e)
+            return decision.status
+        decision.status, decision.notice_sent_at, decision.due_at = "notified", now, due
+        audit.record(
+            ctx, decision.tenant_id, "vm.notice", target=str(decision.id), to=decision.owner
+        )
+        return decision.status
+    if decision.status in ("notified", "delayed") and decision.due_at and decision.due_at <= now:
+        command = commands.issue(
+            ctx,
+            decision.agent_id,
+            "vm.power",
+            {
+                "endpoint": decision.endpoint,
+                "native_id": decision.native_id,
+                "action": decision.action or "shutdown",
+                "decision_id": decision.decision_id,
+            },
+            idempotency_key=f"vm-decision:{decision.id}",
+        )
+        decision.status, decision.command_id = "commanded", command.id
+    return decision.status
+
+
+def _vm_key(decision: VmDecision) -> str:
+    return f"{decision.agent_id}/{decision.endpoint}/{decision.native_id}"
+
+
+def find_for_link(
+    session: Session, key: bytes, token: str, clock: Clock
+) -> tuple[uuid.UUID, links.LinkClaims]:
+    """Checks the signature and finds the decision's tenant (the link is all we have)."""
+    claims = links.verify(key, token, clock.now())
+    try:
+        decision_id = uuid.UUID(claims.notice_id)
+    except ValueError:
+        raise links.BadLink("this link is malformed") from None
+    with unscoped(session, "a notice link is answered by its signature, before any login"):
+        tenant = session.scalar(select(VmDecision.tenant_id).where(VmDecision.id == decision_id))
+    if tenant is None:
+        raise links.BadLink("this link does not belong to a notice of ours")
+    return tenant, claims
+
+
+def answer(ctx: Ctx, claims: links.LinkClaims) -> str:
+    decision = ctx.session.get(VmDecision, uuid.UUID(claims.notice_id))
+    if (
+        decision is None
+        or decision.decision_id != claims.decision_id
+        or _vm_key(decision) != claims.vm
+    ):
+        raise links.BadLink("this link does not belong to a notice of ours")
+    if decision.status == "commanded":
+        raise links.BadLink("too late: the shutdown has been ordered")
+    if decision.status == "skipped":
+        raise links.BadLink("this notice was already answered with skip")
+    if decision.status not in ("notified", "delayed"):
+        raise links.BadLink("this notice is not open")
+    try:
+        with ctx.session.begin_nested():
+            ctx.session.add(
+                UsedNoticeLink(tenant_id=decision.tenant_id, nonce=claims.nonce, used_at=ctx.now())
+            )
+    except IntegrityError:
+        raise links.BadLink("this link has already been used") from None
+    now = ctx.now()
+    name = decision.vm_name or decision.native_id
+    decision.answer, decision.answered_at = claims.answer, now
+    audit.record(ctx, decision.tenant_id, f"vm.notice.{claims.answer}", target=str(decision.id))
+    if claims.answer == "skip":
+        decision.status = "skipped"
+        commands.issue(
+            ctx,
+            decision.agent_id,
+            "vm.resolve",
+            {"decision_id": decision.decision_id, "outcome": "skipped"},
+            idempotency_key=f"vm-skip:{decision.id}",
+        )
+        return f"{name} stays on; its idle period starts again today."
+    decision.status = "delayed"
+    decision.due_at = max(decision.due_at or now, now) + DELAY
+    return f"{name} will not be shut down before {decision.due_at:%Y-%m-%d %H:%M} UTC."

@@ -1,0 +1,288 @@
+"""The tenant's VM catalog: every agent's sightings of its VMs, merged into one record per VM.
+
+Two sightings are the same VM only when at least two identifiers agree (instance UUID, BIOS
+UUID, a MAC address, EC2 instance id). One identifier is not enough: clones share a BIOS
+UUID, and a cloned NIC may keep its MAC. Two sightings by the same agent on the same
+endpoint are different VMs by definition (the hypervisor gave them different ids). A
+sighting that matches two different VMs is not merged at all: the conflict is written on
+its record for a person to see. A person can split a sighting off (undo a merge); it is then
+never merged automatically again.
+
+The catalog is for display and reports. A command always addresses one sighting's
+(agent, endpoint, native id), never a merged record.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from dockyard.agent.protocol.vm import Decision, PowerAction, VmRecord
+from dockyard.cloud.store.models import Agent, CatalogVm, VmDecision, VmSighting
+
+from . import agents, audit, commands
+from .context import Ctx
+from .errors import Invalid, NotFound
+from .principal import Role
+
+MIN_AGREEING = 2
+
+
+def identifiers(ids: dict[str, Any]) -> set[str]:
+    out = set()
+    for key in ("instance_uuid", "bios_uuid", "ec2_instance_id"):
+        value = ids.get(key)
+        if value:
+            out.add(f"{key}:{str(value).lower()}")
+    for mac in ids.get("macs") or ():
+        if mac:
+            out.add(f"mac:{str(mac).lower()}")
+    return out
+
+
+def ingest_inventory(ctx: Ctx, agent: Agent, records: list[dict[str, Any]]) -> int:
+    """Upserts the agent's sightings and (re)merges them. Returns how many were stored."""
+    now = ctx.now()
+    parsed: list[VmRecord] = []
+    for raw in records:
+        try:
+            parsed.append(VmRecord.model_validate(raw))
+        except ValidationError as e:
+            raise Invalid(f"a vm.inventory record is malformed: {e.errors()[0]['msg']}") from None
+    tenant = agent.tenant_id
+    sightings = list(ctx.session.scalars(select(VmSighting).where(VmSighting.tenant_id == tenant)))
+    by_key = {(s.agent_id, s.endpoint, s.native_id): s for s in sightings}
+    for record in parsed:
+        key = (agent.id, record.endpoint, record.native_id)
+        sighting = by_key.get(key)
+        fields = {
+            "name": record.name[:200],
+            "power_state": record.power_state[:16],
+            "host": record.host,
+            "owner": record.owner,
+            "idle_state": record.idle_state.value,
+            "last_active_at": record.last_active_at,
+            "identifiers": record.identifiers.model_dump(),
+            "record": record.model_dump(mode="json"),
+            "seen_at": record.seen_at,
+        }
+        if sighting is None:
+            vm = CatalogVm(tenant_id=tenant, name=record.name[:200], created_at=now, updated_at=now)
+            ctx.session.add(vm)
+            ctx.session.flush()
+            sighting = VmSighting(
+                tenant_id=tenant,
+                agent_id=agent.id,
+                endpoint=record.endpoint,
+                native_id=record.native_id,
+                vm_id=vm.id,
+                pinned=False,
+                **fields,
+            )
+            ctx.session.add(sighting)
+            sightings.append(sighting)
+            by_key[key] = sighting
+        else:
+            for name, value in fields.items():
+                setattr(sighting, name, value)
+    ctx.session.flush()
+    _merge(ctx, sightings, {by_key[(agent.id, r.endpoint, r.native_id)].id for r in parsed}, now)
+    return len(parsed)
+
+
+def _merge(ctx: Ctx, sightings: list[VmSighting], changed: set[uuid.UUID], now: datetime) -> None:
+    index: dict[str, list[VmSighting]] = defaultdict(list)
+    for s in sightings:
+        for ident in identifiers(s.identifiers):
+            index[ident].append(s)
+    for s in sightings:
+        if s.id not in changed or s.pinned:
+            continue
+        mine = identifiers(s.identifiers)
+        agreeing: dict[uuid.UUID, int] = defaultdict(int)
+        others: dict[uuid.UUID, VmSighting] = {}
+        for ident in mine:
+            for other in index[ident]:
+                if other.id == s.id or other.pinned:
+                    continue
+                if other.agent_id == s.agent_id and other.endpoint == s.endpoint:
+                    continue  # one hypervisor's two ids are two VMs
+                agreeing[other.id] += 1
+                others[other.id] = other
+        matches = {others[o].vm_id for o, n in agreeing.items() if n >= MIN_AGREEING}
+        if len(matches) > 1:
+            vm = ctx.session.get(CatalogVm, s.vm_id)
+            if vm is not None:
+                names = ", ".join(sorted(str(m) for m in matches))
+                vm.conflict = (
+                    f"sighting {s.agent_id}/{s.endpoint}/{s.native_id} matches several VMs "
+                    f"({names}) on two or more identifiers: not merged"
+                )
+                vm.updated_at = now
+            continue
+        if len(matches) == 1:
+            target = next(iter(matches))
+            if target != s.vm_id:
+                _move(ctx, s, target, now)
+        elif _shared(sightings, s):
+            vm = CatalogVm(tenant_id=s.tenant_id, name=s.name, created_at=now, updated_at=now)
+            ctx.session.add(vm)
+            ctx.session.flush()
+            _move(ctx, s, vm.id, now)
+    ctx.session.flush()
+
+
+def _shared(sightings: list[VmSighting], s: VmSighting) -> bool:
+    return any(o.vm_id == s.vm_id and o.id != s.id for o in sightings)
+
+
+def _move(ctx: Ctx, s: VmSighting, target: uuid.UUID, now: datetime) -> None:
+    old = s.vm_id
+    s.vm_id = target
+    ctx.session.flush()
+    remaining = ctx.session.scalar(select(VmSighting.id).where(VmSighting.vm_id == old).limit(1))
+    if remaining is None:
+        orphan = ctx.session.get(CatalogVm, old)
+        if orphan is not None:
+            ctx.session.delete(orphan)
+
+
+def split(ctx: Ctx, sighting_id: uuid.UUID) -> VmSighting:
+    """Undo a merge: the sighting gets a record of its own and is never merged again."""
+    sighting = ctx.session.get(VmSighting, sighting_id)
+    if sighting is None:
+        raise NotFound("sighting")
+    ctx.principal.require(sighting.tenant_id, Role.OPERATOR, "sighting")
+    now = ctx.now()
+    vm = CatalogVm(tenant_id=sighting.tenant_id, name=sighting.name, created_at=now, updated_at=now)
+    ctx.session.add(vm)
+    ctx.session.flush()
+    sighting.pinned = True
+    _move(ctx, sighting, vm.id, now)
+    audit.record(ctx, sighting.tenant_id, "vm.split", target=str(sighting.id))
+    return sighting
+
+
+@dataclass
+class CatalogEntry:
+    vm: CatalogVm
+    sightings: list[VmSighting]
+
+
+def catalog(
+    ctx: Ctx,
+    tenant_id: uuid.UUID,
+    *,
+    power_state: str | None = None,
+    host: str | None = None,
+    owner: str | None = None,
+    idle_state: str | None = None,
+    limit: int = 500,
+) -> list[CatalogEntry]:
+    ctx.principal.require(tenant_id, Role.VIEWER)
+    if not 1 <= limit <= 5000:
+        raise Invalid("limit is between 1 and 5000")
+    stmt = select(VmSighting).where(VmSighting.tenant_id == tenant_id)
+    if power_state is not None:
+        stmt = stmt.where(VmSighting.power_state == power_state)
+    if host is not None:
+        stmt = stmt.where(VmSighting.host == host)
+    if owner is not None:
+        stmt = stmt.where(VmSighting.owner == owner)
+    if idle_state is not None:
+        stmt = stmt.where(VmSighting.idle_state == idle_state)
+    wanted = {s.vm_id for s in ctx.session.scalars(stmt)}
+    if not wanted:
+        return []
+    vms = ctx.session.scalars(
+        select(CatalogVm)
+        .where(CatalogVm.id.in_(wanted))
+        .order_by(CatalogVm.name, CatalogVm.id)
+        .limit(limit)
+    ).all()
+    grouped: dict[uuid.UUID, list[VmSighting]] = defaultdict(list)
+    for s in ctx.session.scalars(
+        select(VmSighting)
+        .where(VmSighting.vm_id.in_([v.id for v in vms]))
+        .order_by(VmSighting.seen_at)
+    ):
+        grouped[s.vm_id].append(s)
+    return [CatalogEntry(v, grouped[v.id]) for v in vms]
+
+
+# --- decisions ---------------------------------------------------------------------------
+
+
+def ingest_decisions(ctx: Ctx, agent: Agent, records: list[dict[str, Any]]) -> int:
+    now = ctx.now()
+    stored = 0
+    for raw in records:
+        try:
+            d = Decision.model_validate(raw)
+        except ValidationError as e:
+            raise Invalid(f"a vm.decision record is malformed: {e.errors()[0]['msg']}") from None
+        exists = ctx.session.scalar(
+            select(VmDecision.id).where(
+                VmDecision.agent_id == agent.id, VmDecision.decision_id == d.decision_id
+            )
+        )
+        if exists is not None:
+            continue
+        ctx.session.add(
+            VmDecision(
+                tenant_id=agent.tenant_id,
+                agent_id=agent.id,
+                decision_id=d.decision_id,
+                endpoint=d.endpoint,
+                native_id=d.native_id,
+                vm_name=d.vm_name,
+                state=d.state.value,
+                action=d.proposed_action.value if d.proposed_action else None,
+                owner=d.owner,
+                reasons=list(d.reasons),
+                window_start=d.window_start,
+                window_end=d.window_end,
+                notice_hours=d.notice_hours,
+                status="proposed",
+                received_at=now,
+            )
+        )
+        stored += 1
+    ctx.session.flush()
+    return stored
+
+
+def decisions(
+    ctx: Ctx, tenant_id: uuid.UUID, status: str | None = None, limit: int = 500
+) -> list[VmDecision]:
+    ctx.principal.require(tenant_id, Role.VIEWER)
+    stmt = select(VmDecision).where(VmDecision.tenant_id == tenant_id)
+    if status is not None:
+        stmt = stmt.where(VmDecision.status == status)
+    return list(ctx.session.scalars(stmt.order_by(VmDecision.received_at.desc()).limit(limit)))
+
+
+def power(ctx: Ctx, sighting_id: uuid.UUID, action: str, decision: VmDecision | None = None) -> Any:
+    """A `vm.power` command to the agent that saw the VM, for its (endpoint, native id)."""
+    try:
+        wanted = PowerAction(action)
+    except ValueError:
+        choices = ", ".join(a.value for a in PowerAction)
+        raise Invalid(f"action is one of {choices}") from None
+    sighting = ctx.session.get(VmSighting, sighting_id)
+    if sighting is None:
+        raise NotFound("sighting")
+    ctx.principal.require(sighting.tenant_id, Role.OPERATOR, "sighting")
+    agents.get(ctx, sighting.agent_id)
+    return commands.issue(
+        ctx,
+        sighting.agent_id,
+        "vm.power",
+        {"endpoint": sighting.endpoint, "native_id": sighting.native_id, "action": wanted.value},
+    )

@@ -1,0 +1,159 @@
+"""The cloud's VM catalog: sightings from several agents merged only on two agreeing
+identifiers, conflicts shown, merges undone; decisions and power commands through GraphQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.agent import keys
+from dockyard.agent import protocol as p
+from dockyard.agent.errors import LinkRefused
+from dockyard.agent.link import Link
+from dockyard.cloud.store.db import Database
+
+from ..factories import Gql, World, enrolment_secret, make_world
+from ..procs import Cloud
+
+VMS = """query($t: ID!, $idle: String, $host: String, $owner: String) {
+  vms(tenantId: $t, idleState: $idle, host: $host, owner: $owner) {
+    __typename ... on VmList { items { id name conflict sightings {
+      id agentId endpoint nativeId name powerState host owner idleState pinned } } }
+    ... on NotFoundError { message } } }"""
+SPLIT = """mutation($s: ID!) { splitVmSighting(sightingId: $s) {
+  __typename ... on VmSighting { id pinned } ... on NotFoundError { message } } }"""
+POWER = """mutation($s: ID!, $a: String!) { powerVm(sightingId: $s, action: $a) {
+  __typename ... on Command { id name args state } ... on InvalidInputError { message }
+  ... on NotFoundError { message } } }"""
+
+
+def dock(cloud: Cloud, world: World, tmp_path: Path) -> tuple[Link, str]:
+    key = keys.generate(tmp_path / f"{uuid.uuid4().hex}.key")
+    link = Link(cloud.url)
+    enrolled = link.enroll(
+        p.EnrollRequest(
+            token=enrolment_secret(world),
+            public_key=keys.public_b64(key),
+            host=p.HostFacts(hostname="catalog-test"),
+            max_flow=p.FlowMode.METADATA,
+        )
+    )
+    link.authenticate_as(str(enrolled.agent_id), key, enrolled.token_url)
+    return link, str(enrolled.agent_id)
+
+
+def record(endpoint: str, native_id: str, name: str, **ids: Any) -> dict[str, Any]:
+    return {
+        "endpoint": endpoint,
+        "native_id": native_id,
+        "name": name,
+        "kind": "vm",
+        "power_state": "on",
+        "host": "esx1",
+        "owner": f"{name}@example.com",
+        "identifiers": {"macs": [], **ids},
+        "idle_state": "active",
+        "seen_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def send(link: Link, records: list[dict[str, Any]], kind: str = "vm.inventory") -> None:
+    link.metadata(p.MetadataBatch(batch_id=uuid.uuid4(), module="vm", kind=kind, records=records))
+
+
+def test_two_agents_merge_on_two_identifiers_and_clones_stay_apart(
+    cloud: Cloud, pg: Database, tmp_path: Path
+) -> None:
+    world = make_world(pg)
+    gql = Gql(cloud.url, world.token)
+    first, first_id = dock(cloud, world, tmp_path)
+    second, second_id = dock(cloud, world, tmp_path)
+    send(
+        first,
+        [
+            record("vc", "vm-1", "web", instance_uuid="I-1", bios_uuid="B-1", macs=["aa:01"]),
+            record("vc", "vm-2", "clone", instance_uuid="I-2", bios_uuid="B-1", macs=["aa:02"]),
+            record("vc", "vm-3", "twin-a", bios_uuid="B-3", macs=["aa:03"]),
+        ],
+    )
+    send(
+        second,
+        [
+            # the same VM seen through another vCenter connection: instance UUID and BIOS agree
+            record("vc2", "vm-77", "web", instance_uuid="i-1", bios_uuid="b-1"),
+            # shares only the BIOS UUID with web and clone: a clone, not the same VM
+            record("vc2", "vm-78", "clone2", bios_uuid="B-1", macs=["bb:01"]),
+        ],
+    )
+    items = gql.data(VMS, t=str(world.tenant_id))["vms"]["items"]
+    by_name = {v["name"]: v for v in items}
+    assert len(items) == 4
+    web = by_name["web"]
+    assert sorted((s["agentId"], s["nativeId"]) for s in web["sightings"]) == sorted(
+        [(first_id, "vm-1"), (second_id, "vm-77")]
+    )
+    assert len(by_name["clone"]["sightings"]) == 1
+    assert len(by_name["clone2"]["sightings"]) == 1
+    assert all(v["conflict"] is None for v in items)
+
+    # A sighting that agrees with two different VMs on two identifiers each is not merged.
+    send(
+        second,
+        [
+            record(
+                "vc2",
+                "vm-79",
+                "ambiguous",
+                instance_uuid="I-2",
+                bios_uuid="B-3",
+                macs=["aa:02", "aa:03"],
+            )
+        ],
+    )
+    items = gql.data(VMS, t=str(world.tenant_id))["vms"]["items"]
+    ambiguous = next(v for v in items if v["name"] == "ambiguous")
+    assert len(ambiguous["sightings"]) == 1
+    assert "matches several VMs" in ambiguous["conflict"]
+
+    # Undo the merge of web: the second agent's sighting gets a record of its own, for good.
+    sighting = next(s for s in web["sightings"] if s["agentId"] == second_id)
+    split = gql.data(SPLIT, s=sighting["id"])["splitVmSighting"]
+    assert split == {"__typename": "VmSighting", "id": sighting["id"], "pinned": True}
+    send(second, [record("vc2", "vm-77", "web", instance_uuid="i-1", bios_uuid="b-1")])
+    webs = [v for v in gql.data(VMS, t=str(world.tenant_id))["vms"]["items"] if v["name"] == "web"]
+    assert sorted(len(v["sightings"]) for v in webs) == [1, 1]
+
+    # Filters, and a command addressed to one sighting.
+    owned = gql.data(VMS, t=str(world.tenant_id), owner="clone@example.com")["vms"]["items"]
+    assert [v["name"] for v in owned] == ["clone"]
+    command = gql.data(POWER, s=owned[0]["sightings"][0]["id"], a="shutdown")["powerVm"]
+    assert command["name"] == "vm.power"
+    assert command["args"] == {"endpoint": "vc", "native_id": "vm-2", "action": "shutdown"}
+    bad = gql.data(POWER, s=owned[0]["sightings"][0]["id"], a="explode")["powerVm"]
+    assert bad["__typename"] == "InvalidInputError"
+
+    # Another tenant sees none of it and cannot address it.
+    stranger = make_world(pg)
+    other = Gql(cloud.url, stranger.token)
+    assert other.data(VMS, t=str(world.tenant_id))["vms"]["__typename"] == "NotFoundError"
+    refused = other.data(POWER, s=owned[0]["sightings"][0]["id"], a="shutdown")["powerVm"]
+    assert refused["__typename"] == "NotFoundError"
+
+
+def test_a_malformed_inventory_batch_stores_nothing(
+    cloud: Cloud, pg: Database, tmp_path: Path
+) -> None:
+    world = make_world(pg)
+    link, _ = dock(cloud, world, tmp_path)
+    good = record("vc", "vm-1", "fine", instance_uuid="I-9")
+    bad = {"endpoint": "vc", "name": "no native id"}
+    with pytest.raises(LinkRefused) as refused:
+        send(link, [good, bad])
+    assert refused.value.status == 422
+    assert "vm.inventory record is malformed" in refused.value.message
+    items = Gql(cloud.url, world.token).data(VMS, t=str(world.tenant_id))["vms"]["items"]
+    assert items == []
