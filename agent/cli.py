@@ -254,7 +254,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "vault":
         return vault_cli.main_guard(args)
     if args.command == "vm":
-        return vm_cli.main(args, args.state)
+        try:
+            stored = State(args.state)
+        except OSError as e:
+            print(
+                f"dockyard-agent: cannot open the state directory {args.state}: {e}",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            policies = [r for r in stored.policies() if r["kind"] == "vm-lifecycle"]
+        finally:
+            stored.close()
+        return vm_cli.main(args, args.state, policies)
     try:
         state = State(args.state)
     except OSError as e:

@@ -86,6 +86,11 @@ class Runner:
             for module, features in state.features(link_name).items():
                 if module in self.modules:
                     self.modules[module].set_features(frozenset(features))
+            # A policy arrives once; after a restart the modules get it from the state.
+            for row in state.policies(link_name):
+                owner = self.modules.get(str(row["kind"]).split("-")[0])
+                if owner is not None:
+                    owner.on_policy(row["kind"], row["name"], row["version"], row["document"])
             self.link = Link(record.url, ca_bundle=record.ca_bundle)
             self.link.authenticate_as(
                 record.agent_id, keys.load(Path(record.key_file)), record.token_url

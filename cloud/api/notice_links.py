@@ -7,6 +7,7 @@ scanner or a link preview never spends a single-use link.
 from __future__ import annotations
 
 import html
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -47,8 +48,8 @@ async def take(request: Request) -> Response:
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         return _page(413, "Too large", "")
-    form = await request.form()
-    token = str(form.get("t", ""))
+    form = parse_qs(body.decode("utf-8", "replace"))  # urlencoded; no multipart here
+    token = form.get("t", [""])[0]
     key = vm_notices.link_key(svc.settings.signing_secret())
 
     def work() -> str:

@@ -287,8 +287,13 @@ class VmModule(Module):
         sent = 0
         for start in range(0, len(records), BATCH_RECORDS):
             chunk = records[start : start + BATCH_RECORDS]
-            batch_id = uuid.uuid5(
-                uuid.NAMESPACE_URL, f"vm:{kind}:{now.isoformat()}:{start}:{len(chunk)}"
+            # Decisions are sent once each: the same ones give the same batch id, so a
+            # resend is a duplicate. An inventory is a new snapshot every time.
+            ids = sorted(str(r.get("decision_id", "")) for r in chunk)
+            batch_id = (
+                uuid.uuid5(uuid.NAMESPACE_URL, "vm-decisions:" + ",".join(ids))
+                if kind == "vm.decision"
+                else uuid.uuid4()
             )
             try:
                 self.ctx.upload(

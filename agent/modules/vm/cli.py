@@ -99,10 +99,16 @@ def add_parser(sub: Any) -> None:
     an.add_argument("token")
 
 
-def main(args: argparse.Namespace, state_dir: Path) -> int:
+def main(
+    args: argparse.Namespace, state_dir: Path, docked: list[dict[str, Any]] | None = None
+) -> int:
+    """`docked`: the vm-lifecycle policies the cloud assigned, so the shell acts by the
+    same policy as the running agent."""
     from . import module_at
 
     module = module_at(state_dir / "modules" / "vm")
+    for row in docked or []:
+        module.on_policy(row["kind"], row["name"], row["version"], row["document"])
     try:
         return _run(args, module)
     except DriverError as e:

@@ -333,10 +333,24 @@ class VmStore:
 
     def set_power(self, endpoint: str, native_id: str, state: str, now: datetime) -> None:
         with self.tx() as db:
+            row = db.execute(
+                "SELECT record FROM vms WHERE endpoint=? AND native_id=?", (endpoint, native_id)
+            ).fetchone()
+            if row is None:
+                return
+            record = json.loads(row[0])
+            record["power_state"] = state
             db.execute(
-                "UPDATE vms SET power_state=?, off_since=CASE WHEN ?='on' THEN NULL"
+                "UPDATE vms SET power_state=?, record=?, off_since=CASE WHEN ?='on' THEN NULL"
                 " ELSE COALESCE(off_since, ?) END WHERE endpoint=? AND native_id=?",
-                (state, state, now.isoformat(), endpoint, native_id),
+                (
+                    state,
+                    json.dumps(record, sort_keys=True),
+                    state,
+                    now.isoformat(),
+                    endpoint,
+                    native_id,
+                ),
             )
 
     def set_quiet_from(self, endpoint: str, native_id: str, moment: datetime) -> None:
