@@ -36,6 +36,8 @@ class Signal(enum.StrEnum):
     """GPU use in percent; a busy GPU keeps the VM active."""
     HEARTBEAT = "heartbeat"
     """Guest heartbeat (1 alive, 0 absent): recorded and shown, never a reason to act."""
+    VMS = "vms"
+    """Powered-on VMs a hypervisor host runs: a physical host with none is idle."""
 
 
 THRESHOLD_SIGNALS = (Signal.CPU, Signal.DISK, Signal.NET, Signal.APPS)

@@ -44,7 +44,8 @@ def _days_sampled(state: Path, day: int) -> int:
     try:
         return int(
             db.execute(
-                "SELECT COUNT(DISTINCT native_id) FROM days WHERE day = ?", (day,)
+                "SELECT COUNT(DISTINCT native_id) FROM days WHERE day = ? AND signal = 'cpu'",
+                (day,),
             ).fetchone()[0]
         )
     except sqlite3.OperationalError:

@@ -352,7 +352,8 @@ def test_docked_with_metadata_the_agent_only_proposes(
         _age(module, 4)
         inventory = [b for b in sent if b.kind == "vm.inventory"]
         assert inventory
-        assert {r["name"] for r in inventory[0].records} == {"web1", "web2", "build1"}
+        kinds = {r["name"]: r["kind"] for r in inventory[0].records}
+        assert kinds == {"web1": "vm", "web2": "vm", "build1": "vm", "kvm1": "host", "kvm2": "host"}
         report = module.run_lifecycle(module.clock())
         assert len(report.proposed) == 3
         assert report.acted == []

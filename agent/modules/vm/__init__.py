@@ -15,21 +15,30 @@ import json
 import os
 import threading
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ...errors import FlowModeForbids
 from ...protocol import CommandEntry, FlowMode, MetadataBatch
-from ...protocol.vm import POLICY_KIND, PowerAction, VmLifecyclePolicy, VmRecord
+from ...protocol.vm import (
+    POLICY_KIND,
+    Identifiers,
+    PowerAction,
+    Signal,
+    VmLifecyclePolicy,
+    VmRecord,
+)
 from ..base import CommandFailed, Handler, Module, ModuleContext, Outcome
 from . import notices, placement
 from .drivers import open_driver
-from .drivers.base import Driver, DriverError
+from .drivers.base import Driver, DriverError, Inventory, Sample, VmInfo
+from .drivers.redfish import RedfishPower
 from .endpoints import Endpoints
 from .lifecycle import Lifecycle, RunReport, new_link_key
-from .store import StoredVm, VmStore
+from .store import HOST_PREFIX, StoredVm, VmStore, is_host
 
 BATCH_RECORDS = 1000
 WORKER_PAUSE_S = 5.0
@@ -68,6 +77,7 @@ class VmModule(Module):
             self._link_key(),
             self._link_base,
             self._smtp,
+            self._bmc,
         )
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
@@ -105,6 +115,13 @@ class VmModule(Module):
     def _smtp(self) -> notices.SmtpConfig | None:
         smtp = self.settings().get("smtp")
         return notices.SmtpConfig.from_dict(smtp) if smtp else None
+
+    def _bmc(self, endpoint: str, host: StoredVm) -> RedfishPower | None:
+        """The Redfish interface the endpoint maps this physical host to, if any."""
+        bmcs = self.endpoints.get(endpoint).get("bmcs") or {}
+        key = host.vm.native_id.removeprefix(HOST_PREFIX)
+        config = bmcs.get(key) or bmcs.get(host.vm.name)
+        return RedfishPower(f"{endpoint}/{host.vm.name}", config) if config else None
 
     def _link_base(self) -> str:
         links = self.settings().get("links", {})
@@ -175,12 +192,30 @@ class VmModule(Module):
         results: dict[str, str] = {}
         for name in endpoints or sorted(self.endpoints.all()):
             try:
-                inventory = self.driver(name).discover()
+                driver = self.driver(name)
+                inventory = driver.discover()
             except DriverError as e:
                 results[name] = f"error {e.code}: {e}"
                 self.log.warning("discovery of %s failed: %s", name, e)
                 continue
-            seen, gone = self.store.record_inventory(inventory, now)
+            hosts = host_rows(inventory) if driver.kind != "ec2" else []
+            seen, gone = self.store.record_inventory(
+                replace(inventory, vms=inventory.vms + tuple(hosts)), now
+            )
+            seen -= len(hosts)
+            running = Counter(v.host for v in inventory.vms if v.power_state == "on")
+            self.store.add_samples(
+                name,
+                [
+                    Sample(
+                        h.native_id,
+                        now,
+                        {Signal.VMS: float(running[h.native_id[len(HOST_PREFIX) :]])},
+                    )
+                    for h in hosts
+                    if h.power_state == "on"
+                ],
+            )
             results[name] = f"{seen} VMs, {len(inventory.hosts)} hosts, " + (
                 f"{len(inventory.datastores)} datastores" + (f", {gone} gone" if gone else "")
             )
@@ -272,7 +307,7 @@ class VmModule(Module):
         from .lifecycle import owner_of
 
         out = []
-        for stored in self.store.vms():
+        for stored in self.store.vms(kind="all"):
             evaluation = self.store.evaluation(stored.endpoint, stored.vm.native_id) or {}
             out.append(record_of(stored, owner_of(stored, policy), evaluation, now))
         return out
@@ -403,6 +438,25 @@ class VmModule(Module):
         return any(v.native_id == stored.vm.native_id and v.power_state == want for v in fresh.vms)
 
 
+def host_rows(inventory: Inventory) -> list[VmInfo]:
+    """Each hypervisor host as a row beside the VMs, so it shares their history, notices
+    and safety net."""
+    return [
+        VmInfo(
+            native_id=f"{HOST_PREFIX}{h.native_id}",
+            name=h.name,
+            power_state="on" if h.connected else "off",
+            host=None,
+            datastores=(),
+            cpus=h.cpus,
+            memory_mb=h.memory_mb,
+            identifiers=Identifiers(),
+            tags={"kind": "host", **({"maintenance": "yes"} if h.maintenance else {})},
+        )
+        for h in inventory.hosts
+    ]
+
+
 def record_of(
     stored: StoredVm, owner: str | None, evaluation: dict[str, Any], now: datetime
 ) -> dict[str, Any]:
@@ -411,7 +465,7 @@ def record_of(
         endpoint=stored.endpoint,
         native_id=vm.native_id,
         name=vm.name,
-        kind="vm",
+        kind="host" if is_host(vm.native_id) else "vm",
         power_state=vm.power_state if stored.gone_at is None else "gone",
         host=vm.host,
         datastores=list(vm.datastores),

@@ -137,3 +137,41 @@ def _ranges(days: list[int]) -> str:
             spans.append((day, day))
     text = ", ".join(_date(a) if a == b else f"{_date(a)}..{_date(b)}" for a, b in spans[:5])
     return text + (f" and {len(spans) - 5} more spans" if len(spans) > 5 else "")
+
+
+def evaluate_host(
+    policy: VmLifecyclePolicy, history: History, today: int, quiet_from_day: int | None = None
+) -> Evaluation:
+    """A physical host is idle when it ran no powered-on VM on any day of the first period;
+    a day without one inventory of it is unknown."""
+    first, last = window(policy, today, quiet_from_day)
+    result = Evaluation(IdleState.UNKNOWN, first, last, [Signal.VMS])
+    busy: list[str] = []
+    missing: list[int] = []
+    for day in range(first, last + 1):
+        peak, count = history.get(day, {}).get(Signal.VMS, (0.0, 0))
+        if count < 1:
+            missing.append(day)
+        elif peak >= 1:
+            busy.append(f"ran {int(peak)} VM(s) on {_date(day)}")
+            result.last_active_day = day
+    result.missing_days = len(missing)
+    span = f"{_date(first)} to {_date(last)}"
+    if last < first:
+        result.reasons.append("the first period has not begun: no whole day to judge yet")
+    elif busy:
+        result.state = IdleState.ACTIVE
+        result.reasons.append(f"active in {span}: " + "; ".join(_summary(busy)))
+    elif missing:
+        result.reasons.append(
+            f"{len(missing)} of {last - first + 1} days without an "
+            f"inventory of this host: {_ranges(missing)}"
+        )
+    elif last - first + 1 < policy.idle_days:
+        result.reasons.append(
+            f"no VM for {last - first + 1} days; the period is {policy.idle_days} days"
+        )
+    else:
+        result.state = IdleState.IDLE
+        result.reasons.append(f"ran no powered-on VM from {span}")
+    return result

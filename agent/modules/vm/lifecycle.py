@@ -27,7 +27,8 @@ from ...protocol.vm import Decision as DecisionRecord
 from ...protocol.vm import IdleState, PowerAction, VmLifecyclePolicy
 from . import idleness, notices
 from .drivers.base import Driver, DriverError, VmGone
-from .store import Notice, StoredVm, VmStore, day_of, day_start
+from .drivers.redfish import RedfishPower
+from .store import Notice, StoredVm, VmStore, day_of, day_start, is_host
 
 DELAY = timedelta(days=7)
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -88,7 +89,9 @@ class Lifecycle:
         link_key: bytes,
         link_base: Callable[[], str],
         smtp: Callable[[], notices.SmtpConfig | None],
+        bmc: Callable[[str, StoredVm], RedfishPower | None] = lambda endpoint, host: None,
     ) -> None:
+        self.bmc = bmc
         self.store = store
         self.driver = driver
         self.endpoints = endpoints
@@ -113,15 +116,24 @@ class Lifecycle:
             first = today - policy.idle_days
             histories = self.store.histories(endpoint, first, today)
             rows = []
-            for vm in self.store.vms(endpoint):
+            for vm in self.store.vms(endpoint, kind="all"):
                 if vm.vm.power_state != "on":
                     continue
                 quiet = day_of(vm.quiet_from) + 1 if vm.quiet_from else None
-                result = idleness.evaluate(
-                    policy, readable, histories.get(vm.vm.native_id, {}), today, quiet
+                history = histories.get(vm.vm.native_id, {})
+                host = is_host(vm.vm.native_id)
+                result = (
+                    idleness.evaluate_host(policy, history, today, quiet)
+                    if host
+                    else idleness.evaluate(policy, readable, history, today, quiet)
                 )
                 state = result.state
                 reasons = list(result.reasons)
+                reportable_only = (
+                    host and state == IdleState.IDLE and self.bmc(endpoint, vm) is None
+                )
+                if reportable_only:
+                    reasons.append("no Redfish power interface is configured: reported only")
                 why_not = exclusion(vm, policy, never_act)
                 if why_not is not None:
                     reasons.append(f"excluded: {why_not}")
@@ -149,7 +161,7 @@ class Lifecycle:
                         ),
                     )
                 )
-                if state == IdleState.IDLE:
+                if state == IdleState.IDLE and not reportable_only:
                     idle.append((vm, "; ".join(reasons)))
             self.store.set_evaluations(rows)
         return idle
@@ -361,7 +373,18 @@ class Lifecycle:
             if why_not is not None:
                 raise Refused(f"{vm.vm.name} {why_not}: not acted on")
         try:
-            state = self.driver(endpoint).power(vm.vm, action)
+            if is_host(native_id):
+                bmc = self.bmc(endpoint, vm)
+                if bmc is None:
+                    raise DriverError(
+                        "no_power_interface", f"{vm.vm.name}: no Redfish BMC is configured for it"
+                    )
+                try:
+                    state = bmc.power(action)
+                finally:
+                    bmc.close()
+            else:
+                state = self.driver(endpoint).power(vm.vm, action)
         except VmGone:
             self.store.mark_gone(endpoint, native_id, now)
             raise

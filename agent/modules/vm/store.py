@@ -97,6 +97,12 @@ CREATE TABLE IF NOT EXISTS marks (
 """
 
 DAY_S = 86_400
+HOST_PREFIX = "host:"
+"""Physical hosts live beside the VMs (same history, notices and safety net), marked so."""
+
+
+def is_host(native_id: str) -> bool:
+    return native_id.startswith(HOST_PREFIX)
 
 
 def day_of(moment: datetime) -> int:
@@ -272,12 +278,19 @@ class VmStore:
             out.append(DatastoreInfo(**d))
         return out
 
-    def vms(self, endpoint: str | None = None, include_gone: bool = False) -> list[StoredVm]:
+    def vms(
+        self, endpoint: str | None = None, include_gone: bool = False, kind: str = "vm"
+    ) -> list[StoredVm]:
+        """`kind`: "vm", "host" (physical hosts, native ids `host:...`) or "all"."""
         sql = (
             "SELECT endpoint, record, first_seen, last_seen, last_active_at, off_since, gone_at,"
             " quiet_from FROM vms"
         )
         clauses, args = [], []
+        if kind == "vm":
+            clauses.append(f"native_id NOT LIKE '{HOST_PREFIX}%'")
+        elif kind == "host":
+            clauses.append(f"native_id LIKE '{HOST_PREFIX}%'")
         if endpoint is not None:
             clauses.append("endpoint=?")
             args.append(endpoint)
