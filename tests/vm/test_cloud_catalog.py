@@ -157,3 +157,27 @@ def test_a_malformed_inventory_batch_stores_nothing(
     assert "vm.inventory record is malformed" in refused.value.message
     items = Gql(cloud.url, world.token).data(VMS, t=str(world.tenant_id))["vms"]["items"]
     assert items == []
+
+
+def test_vm_lifecycle_policies_are_validated_and_versioned(cloud: Cloud, pg: Database) -> None:
+    world = make_world(pg)
+    gql = Gql(cloud.url, world.token)
+    create = """mutation($t: ID!, $d: JSON!) { createPolicy(tenantId: $t, name: "idle",
+      kind: "vm-lifecycle", document: $d) { __typename ... on Policy { id currentVersion }
+      ... on InvalidInputError { message } } }"""
+    bad = gql.data(create, t=str(world.tenant_id), d={"thresholds": {"cpu": 0}})["createPolicy"]
+    assert bad["__typename"] == "InvalidInputError"
+    assert "cpu threshold 0 can never be undercut" in bad["message"]
+    worse = gql.data(create, t=str(world.tenant_id), d={"idle_days": 1, "notice_hours": 48})
+    assert "not shorter than the idle period" in worse["createPolicy"]["message"]
+    good = gql.data(create, t=str(world.tenant_id), d={"idle_days": 60})["createPolicy"]
+    assert good["currentVersion"] == 1
+    version = gql.data(
+        """mutation($p: ID!) { newPolicyVersion(policyId: $p,
+      document: {idle_days: 45, off_days: 10}) { __typename ... on PolicyVersion { version
+      document } } }""",
+        p=good["id"],
+    )["newPolicyVersion"]
+    assert version["version"] == 2
+    assert version["document"]["idle_days"] == 45
+    assert version["document"]["thresholds"]["cpu"] == 5.0  # defaults filled in, stored

@@ -353,3 +353,71 @@ def test_ec2_unreachable_endpoint() -> None:
     )
     with pytest.raises(Unreachable):
         driver.discover()
+
+
+def test_vsphere_rename_behind_our_back_and_a_host_in_maintenance(tmp_path: Path) -> None:
+    from pyVmomi import vim
+
+    from dockyard.agent.clock import ManualClock
+    from dockyard.agent.modules.vm import module_at
+    from dockyard.agent.modules.vm.placement import create
+
+    sim = Vcsim(host=2, vm=2).start()
+    module = module_at(tmp_path / "vm", ManualClock(datetime(2026, 1, 1, tzinfo=UTC)))
+    try:
+        module.endpoints.add("vc", {"kind": "vsphere", **sim.config()})
+        module.discover(module.clock())
+        driver = module.driver("vc")
+        first = module.store.vms("vc")[0].vm
+        ref = vim.VirtualMachine(first.native_id, driver.si._stub)  # type: ignore[attr-defined]
+        driver._wait(ref.Rename_Task(newName="renamed-by-someone"))  # type: ignore[attr-defined]
+        module.discover(module.clock())
+        again = [s.vm for s in module.store.vms("vc") if s.vm.native_id == first.native_id]
+        assert [v.name for v in again] == ["renamed-by-someone"]
+        assert len(module.store.vms("vc")) == len({s.vm.native_id for s in module.store.vms("vc")})
+
+        busy_host = first.host
+        host_ref = vim.HostSystem(busy_host, driver.si._stub)  # type: ignore[attr-defined]
+        driver._wait(ref.PowerOffVM_Task())  # type: ignore[attr-defined]
+        driver._wait(host_ref.EnterMaintenanceMode_Task(timeout=0))  # type: ignore[attr-defined]
+        module.discover(module.clock())
+        with pytest.raises(DriverError, match="maintenance mode") as refused:
+            module.lifecycle.power(
+                module.policy(), "vc", first.native_id, PowerAction.POWER_ON, module.clock()
+            )
+        assert refused.value.code == "host_in_maintenance"
+        for turn in range(3):
+            vm, host, _ = create(module, "vc", VmSpec(f"new-{turn}", memory_mb=32), module.clock())
+            assert host.native_id != busy_host
+            assert vm.host != busy_host
+    finally:
+        module.close()
+        sim.stop()
+
+
+def test_inventory_and_history_survive_a_restart(
+    tmp_path: Path, kvm_hosts: dict[str, object]
+) -> None:
+    from dockyard.agent.clock import ManualClock
+    from dockyard.agent.modules.vm import module_at
+
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    module = module_at(tmp_path / "vm", clock)
+    module.endpoints.add("lab", kvm_hosts)
+    module.discover(clock())
+    module.collect(clock())
+    time.sleep(0.05)
+    module.collect(clock())
+    before = {s.vm.native_id: s.vm.name for s in module.store.vms()}
+    module.close()
+    reopened = module_at(tmp_path / "vm", clock)
+    try:
+        assert {s.vm.native_id: s.vm.name for s in reopened.store.vms()} == before
+        web1 = reopened.store.find("web1")[0]
+        from dockyard.agent.modules.vm.store import day_of
+
+        day = day_of(clock())
+        history = reopened.store.history("lab", web1.vm.native_id, day, day)
+        assert history[day][Signal.CPU][1] == 1  # one rated sample kept across the restart
+    finally:
+        reopened.close()

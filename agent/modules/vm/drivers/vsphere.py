@@ -374,6 +374,12 @@ class VsphereDriver(Driver):
         state = POWER_STATES.get(str(self._call(lambda: ref.runtime.powerState)), "off")
         if action == PowerAction.POWER_ON:
             if state != "on":
+                if self._call(lambda: ref.runtime.host.runtime.inMaintenanceMode):
+                    host = self._call(lambda: ref.runtime.host.name)
+                    raise DriverError(
+                        "host_in_maintenance",
+                        f"{self.name}: {host} is in maintenance mode; not powering on",
+                    )
                 self._wait(self._call(ref.PowerOnVM_Task))
             return "on"
         if state == "off" or (state == "suspended" and action == PowerAction.SUSPEND):
