@@ -364,6 +364,10 @@ def test_docked_with_metadata_the_agent_only_proposes(
         assert smtp.messages == []  # the cloud gives the notices
         assert module.store.notices() == []
         assert len(module.run_lifecycle(module.clock()).proposed) == 0  # proposed once
+        resent = [b for b in sent if b.kind == "vm.decision"]
+        assert resent[-1].batch_id == decisions[0].batch_id  # the cloud drops it as a duplicate
+        _age(module, 8)  # a week on, with no word from the cloud: proposed again
+        assert len(module.run_lifecycle(module.clock()).proposed) == 3
     finally:
         module.close()
 

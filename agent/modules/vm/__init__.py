@@ -247,8 +247,12 @@ class VmModule(Module):
             acted = self.lifecycle.act_due(policy, now)
             report.acted, report.held = acted.acted, acted.held
             report.errors += acted.errors
-        elif report.proposed:
-            self._upload("vm.decision", [d.model_dump(mode="json") for d in report.proposed], now)
+        else:
+            # Every proposal still open goes up each run: one that failed to send is sent
+            # again, and the cloud drops the ones it has (same decision ids).
+            pending = self.store.with_outcome("proposed")
+            if pending:
+                self._upload("vm.decision", [d.model_dump(mode="json") for d in pending], now)
         self.pace.evaluated = now
         return report
 

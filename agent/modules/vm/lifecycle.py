@@ -31,6 +31,7 @@ from .drivers.redfish import RedfishPower
 from .store import Notice, StoredVm, VmStore, day_of, day_start, is_host
 
 DELAY = timedelta(days=7)
+PROPOSAL_STANDS = timedelta(days=7)
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -177,7 +178,7 @@ class Lifecycle:
         open_vms = {(n.endpoint, n.native_id) for n in self.store.notices(open_only=True)}
         for vm, _why in candidates:
             key = (vm.endpoint, vm.vm.native_id)
-            if key in open_vms or self._proposed_open(vm):
+            if key in open_vms or self._proposed_open(vm, now):
                 continue
             evaluation = self.store.evaluation(*key) or {}
             window = evaluation.get("window") or [now.isoformat(), now.isoformat()]
@@ -204,9 +205,13 @@ class Lifecycle:
             report.proposed.append(decision)
         return report
 
-    def _proposed_open(self, vm: StoredVm) -> bool:
+    def _proposed_open(self, vm: StoredVm, now: datetime) -> bool:
+        """A proposal the cloud has not closed stands for a week; then it is made again
+        (the cloud may have had nobody to mail, or lost it)."""
         latest = self.store.decisions(vm.endpoint, vm.vm.native_id, limit=1)
-        return bool(latest) and latest[0][1] == "proposed"
+        if not latest or latest[0][1] != "proposed":
+            return False
+        return now - latest[0][0].window_end < PROPOSAL_STANDS
 
     def _give_notice(
         self,

@@ -478,6 +478,12 @@ class VmStore:
         )
         return [(Decision.model_validate_json(doc), outcome) for doc, outcome in rows]
 
+    def with_outcome(self, outcome: str, limit: int = 5000) -> list[Decision]:
+        rows = self._rows(
+            "SELECT document FROM decisions WHERE outcome=? ORDER BY at LIMIT ?", outcome, limit
+        )
+        return [Decision.model_validate_json(r[0]) for r in rows]
+
     def decision(self, decision_id: str) -> tuple[Decision, str | None] | None:
         rows = self._rows(
             "SELECT document, outcome FROM decisions WHERE decision_id=?", decision_id
