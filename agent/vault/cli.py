@@ -42,6 +42,11 @@ def add_parser(sub: Any) -> None:
     store.add_argument("--name", default="")
     store.add_argument("--tag", action="append", default=[])
     store.add_argument("--stdin-name", default="stdin", help="the name of standard input")
+    store.add_argument(
+        "--rescan",
+        action="store_true",
+        help="read every file, even those unchanged since this host's newest snapshot",
+    )
     restore = cmd.add_parser("restore", help="restore a snapshot, or files of it")
     restore.add_argument("snapshot")
     restore.add_argument("--target", type=Path, help="directory to restore into")
@@ -115,12 +120,15 @@ def run(args: argparse.Namespace) -> int:
         sources = [s for p in args.paths for s in _sources(p, args.stdin_name)]
         total = sum(s.size for s in sources)
         with _bar(args, total, "store") as bar:
-            snap, stats = repo.store(sources, name=args.name, tags=args.tag, progress=bar.update)
+            snap, stats = repo.store(
+                sources, name=args.name, tags=args.tag, progress=bar.update, rescan=args.rescan
+            )
         out = {"snapshot": snap.id, **stats.__dict__}
         _print(
             args,
             out,
-            f"snapshot {snap.id[:8]}: {stats.files} file(s), {stats.bytes_read} bytes read, "
+            f"snapshot {snap.id[:8]}: {stats.files} file(s) ({stats.files_unchanged} unchanged),"
+            f" {stats.bytes_read} bytes read, "
             f"{stats.new_chunks} of {stats.chunks} chunks new, "
             f"{stats.new_bytes_stored} bytes added",
         )

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -51,6 +51,8 @@ FORMAT = 1
 PACK_BYTES = 16 * 1024 * 1024
 # A restore reads at most this much of a pack at once.
 RUN_BYTES = 4 * 1024 * 1024
+UPLOADS_IN_FLIGHT = 2
+FILES_AT_ONCE = 2
 Progress = Callable[[int], None]
 
 
@@ -65,21 +67,34 @@ class FileEntry:
     mode: int
     mtime: float
     chunks: list[bytes]
+    change: str | None = None
+    """The source's change fingerprint when stored (see `Source.change`), if it had one."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "path": self.path,
             "size": self.size,
             "mode": self.mode,
             "mtime": self.mtime,
             "chunks": b"".join(self.chunks).hex(),
         }
+        if self.change is not None:
+            out["change"] = self.change
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> FileEntry:
         raw = bytes.fromhex(d["chunks"])
         chunks = [raw[i : i + 32] for i in range(0, len(raw), 32)]
-        return cls(d["path"], int(d["size"]), int(d["mode"]), float(d["mtime"]), chunks)
+        change = d.get("change")
+        return cls(
+            d["path"],
+            int(d["size"]),
+            int(d["mode"]),
+            float(d["mtime"]),
+            chunks,
+            str(change) if change is not None else None,
+        )
 
 
 @dataclass
@@ -127,6 +142,8 @@ class Snapshot:
 @dataclass
 class StoreStats:
     files: int = 0
+    files_unchanged: int = 0
+    """Files whose chunks came from the previous snapshot without reading them."""
     bytes_read: int = 0
     chunks: int = 0
     new_chunks: int = 0
@@ -143,6 +160,11 @@ class Source:
     size: int = 0
     mode: int = 0o644
     mtime: float = 0.0
+    change: str | None = None
+    """Size, mtime, ctime, inode and device of a file: when the newest snapshot holds the
+    same name with the same fingerprint, its chunks are reused without reading the file
+    (as restic and borg do; ctime changes on every write and cannot be set back). None for
+    streams, which are always read."""
 
     @classmethod
     def from_path(cls, path: Path, name: str | None = None) -> Source:
@@ -153,6 +175,7 @@ class Source:
             st.st_size,
             st.st_mode & 0o7777,
             st.st_mtime,
+            f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}",
         )
 
 
@@ -315,13 +338,16 @@ class Repository:
         meta: dict[str, Any] | None = None,
         progress: Progress | None = None,
         lock_timeout: float = 600.0,
+        rescan: bool = False,
     ) -> tuple[Snapshot, StoreStats]:
         """Store the sources as one new snapshot; nothing is visible until it is complete.
 
-        Holds a shared lock throughout (other stores go on; prune waits)."""
+        Holds a shared lock throughout (other stores go on; prune waits). `rescan` reads
+        every file even when its fingerprint says it is unchanged."""
         with Lock(self.backend, SHARED).acquire(lock_timeout) as lock:
             self.load_index()
-            return self._store(sources, name, tags, meta, progress, lock)
+            previous = {} if rescan else self._previous_files()
+            return self._store(sources, name, tags, meta, progress, lock, previous)
 
     def _store(
         self,
@@ -331,31 +357,15 @@ class Repository:
         meta: dict[str, Any] | None,
         progress: Progress | None,
         lock: Lock,
+        previous: dict[str, FileEntry],
     ) -> tuple[Snapshot, StoreStats]:
         stats = StoreStats()
         writer = _Writer(self, stats)
-        files: list[FileEntry] = []
-        chunker = Chunker(self.keys.gear, self.params)
-        window = self.workers * 2
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="vault") as pool:
-            for source in sources:
-                ids: list[bytes] = []
-                pending: deque[Future[tuple[bytes, bytes | None, int]]] = deque()
-                size = 0
-                with source.open() as stream:
-                    for chunk in chunker.chunks(stream):
-                        size += len(chunk)
-                        pending.append(pool.submit(self._prepare, chunk, writer.new))
-                        while len(pending) > window:
-                            ids.append(writer.accept(*pending.popleft().result()))
-                        if progress:
-                            progress(len(chunk))
-                    while pending:
-                        ids.append(writer.accept(*pending.popleft().result()))
-                files.append(FileEntry(source.path, size, source.mode, source.mtime, ids))
-                stats.files += 1
-                stats.bytes_read += size
-        writer.flush()
+        try:
+            files = self._chunk_all(sources, writer, stats, progress, previous)
+            writer.flush()
+        finally:
+            writer.drain()
         writer.write_index()
         vault_point("index_put")
         lock.check()
@@ -371,6 +381,64 @@ class Repository:
         self._write_snapshot(snapshot)
         vault_point("snapshot_put")
         return snapshot, stats
+
+    def _chunk_all(
+        self,
+        sources: Iterable[Source],
+        writer: _Writer,
+        stats: StoreStats,
+        progress: Progress | None,
+        previous: dict[str, FileEntry],
+    ) -> list[FileEntry]:
+        """Chunk on this thread (the C scan releases the GIL), hash, compress and seal on
+        the pool, in order, with a bounded window of chunks in flight."""
+        files: list[FileEntry] = []
+        chunker = Chunker(self.keys.gear, self.params)
+        window = self.workers * 2
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="vault") as pool:
+            for source in sources:
+                before = previous.get(source.path)
+                if (
+                    source.change is not None
+                    and before is not None
+                    and before.change == source.change
+                    and all(c in self.index for c in before.chunks)
+                ):
+                    files.append(replace(before, mode=source.mode, mtime=source.mtime))
+                    stats.files += 1
+                    stats.files_unchanged += 1
+                    stats.chunks += len(before.chunks)
+                    if progress:
+                        progress(before.size)
+                    continue
+                ids: list[bytes] = []
+                pending: deque[Future[tuple[bytes, bytes | None, int]]] = deque()
+                size = 0
+                with source.open() as stream:
+                    for chunk in chunker.chunks(stream):
+                        size += len(chunk)
+                        pending.append(pool.submit(self._prepare, chunk, writer.new))
+                        while len(pending) > window:
+                            ids.append(writer.accept(*pending.popleft().result()))
+                        if progress:
+                            progress(len(chunk))
+                    while pending:
+                        ids.append(writer.accept(*pending.popleft().result()))
+                files.append(
+                    FileEntry(source.path, size, source.mode, source.mtime, ids, source.change)
+                )
+                stats.files += 1
+                stats.bytes_read += size
+        return files
+
+    def _previous_files(self) -> dict[str, FileEntry]:
+        """The files of this host's newest snapshot, by name (the files cache)."""
+        host = socket.gethostname()
+        mine = [s for s in self.snapshots() if s.host == host]
+        if not mine:
+            return {}
+        newest = max(mine, key=lambda s: s.time)
+        return {f.path: f for f in newest.files if f.change is not None}
 
     def _write_snapshot(self, snapshot: Snapshot) -> None:
         plain = zstandard.ZstdCompressor(level=3).compress(json.dumps(snapshot.to_json()).encode())
@@ -479,13 +547,13 @@ class Repository:
         if run:
             yield run
 
-    def _chunks(self, ids: list[bytes], pool: ThreadPoolExecutor) -> Iterator[bytes]:
+    def _chunks(self, ids: list[bytes], pool: ThreadPoolExecutor, depth: int) -> Iterator[bytes]:
         """The chunks in order, fetched and checked ahead of the writer: runs of a pack in
-        one read each, more runs in flight than there are cores (reads wait on storage)."""
+        one read each, `depth` runs in flight (reads wait on storage)."""
         pending: deque[Future[list[bytes]]] = deque()
         for run in self._runs(ids):
             pending.append(pool.submit(self._read_run, run))
-            if len(pending) > self.workers * 4:
+            if len(pending) > depth:
                 yield from pending.popleft().result()
         while pending:
             yield from pending.popleft().result()
@@ -501,25 +569,20 @@ class Repository:
         """Restore files to `target`; damaged files are named and the rest restored."""
         snap = self.snapshot(snapshot_id)
         wanted = set(paths) if paths is not None else None
+        entries = [e for e in snap.files if wanted is None or e.path in wanted]
         damaged: dict[str, str] = {}
-        with ThreadPoolExecutor(self.workers * 4, thread_name_prefix="vault") as pool:
-            for entry in snap.files:
-                if wanted is not None and entry.path not in wanted:
-                    continue
-                out = _safe_join(target, entry.path)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                partial = out.with_name(out.name + ".dockyard-partial")
-                try:
-                    with open(partial, "wb") as f:
-                        self._write_file(entry, f, pool, progress)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.chmod(partial, entry.mode or 0o644)
-                    os.utime(partial, (entry.mtime, entry.mtime))
-                    os.replace(partial, out)
-                except (Corrupted, MissingObject) as e:
-                    partial.unlink(missing_ok=True)
-                    damaged[entry.path] = str(e)
+        # Files are written FILES_AT_ONCE at a time (each fsynced, so one file's flush
+        # overlaps the next one's reads), sharing one bounded read-ahead.
+        depth = max(2, self.workers * 4 // FILES_AT_ONCE)
+        with (
+            ThreadPoolExecutor(self.workers * 4, thread_name_prefix="vault") as pool,
+            ThreadPoolExecutor(FILES_AT_ONCE, thread_name_prefix="vault-file") as writers,
+        ):
+            for path, problem in writers.map(
+                lambda e: self._restore_file(e, target, pool, depth, progress), entries
+            ):
+                if problem is not None:
+                    damaged[path] = problem
         if wanted is not None:
             missing = wanted - {f.path for f in snap.files}
             if missing:
@@ -527,6 +590,32 @@ class Repository:
         if damaged:
             raise IncompleteRestore(damaged)
         return snap
+
+    def _restore_file(
+        self,
+        entry: FileEntry,
+        target: Path,
+        pool: ThreadPoolExecutor,
+        depth: int,
+        progress: Progress | None,
+    ) -> tuple[str, str | None]:
+        """One file, through a partial name, fsynced, then renamed into place; returns the
+        problem instead of raising, so the other files go on."""
+        out = _safe_join(target, entry.path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".dockyard-partial")
+        try:
+            with open(partial, "wb") as f:
+                self._write_file(entry, f, pool, progress, depth)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(partial, entry.mode or 0o644)
+            os.utime(partial, (entry.mtime, entry.mtime))
+            os.replace(partial, out)
+        except (Corrupted, MissingObject) as e:
+            partial.unlink(missing_ok=True)
+            return entry.path, str(e)
+        return entry.path, None
 
     def restore_stream(self, snapshot_id: str, path: str, out: BinaryIO) -> FileEntry:
         """One file of a snapshot, written to a stream."""
@@ -539,10 +628,15 @@ class Repository:
         raise VaultError(f"not in snapshot {snap.id[:8]}: {path}")
 
     def _write_file(
-        self, entry: FileEntry, out: BinaryIO, pool: ThreadPoolExecutor, progress: Progress | None
+        self,
+        entry: FileEntry,
+        out: BinaryIO,
+        pool: ThreadPoolExecutor,
+        progress: Progress | None,
+        depth: int | None = None,
     ) -> None:
         written = 0
-        for data in self._chunks(entry.chunks, pool):
+        for data in self._chunks(entry.chunks, pool, depth or self.workers * 4):
             out.write(data)
             written += len(data)
             if progress:
@@ -603,13 +697,17 @@ class Repository:
 
 
 class _Writer:
-    """Gathers new blobs into packs and uploads full ones; one per store."""
+    """Gathers new blobs into packs; full packs are sealed and uploaded on a thread of their
+    own, so the store's pipeline never stops for a write (at most UPLOADS_IN_FLIGHT packs
+    wait). The index is written only after every upload has finished (`drain`)."""
 
     def __init__(self, repo: Repository, stats: StoreStats) -> None:
         self.repo, self.stats = repo, stats
         self.pack = PackWriter()
         self.new: set[bytes] = set()
         self.written: dict[str, list[list[Any]]] = {}
+        self.uploads: deque[Future[None]] = deque()
+        self.uploader = ThreadPoolExecutor(1, thread_name_prefix="vault-upload")
 
     def accept(self, blob_id: bytes, sealed: bytes | None, raw_length: int) -> bytes:
         self.stats.chunks += 1
@@ -626,12 +724,25 @@ class _Writer:
     def flush(self) -> None:
         if not len(self.pack):
             return
-        pack_id, data, entries = self.pack.finish(self.repo.keys)
+        self.uploads.append(self.uploader.submit(self._upload, self.pack))
+        self.pack = PackWriter()
+        while len(self.uploads) > UPLOADS_IN_FLIGHT:
+            self.uploads.popleft().result()
+
+    def _upload(self, pack: PackWriter) -> None:
+        pack_id, data, entries = pack.finish(self.repo.keys)
         self.repo.backend.put(pack_key(pack_id), data)
         vault_point("pack_put")
         self.written[pack_id] = entries
         self.stats.packs += 1
-        self.pack = PackWriter()
+
+    def drain(self) -> None:
+        """Wait for every upload; the first failure is raised."""
+        try:
+            while self.uploads:
+                self.uploads.popleft().result()
+        finally:
+            self.uploader.shutdown(wait=True)
 
     def write_index(self) -> None:
         if not self.written:

@@ -205,3 +205,40 @@ def test_cli_stores_a_directory_and_refuses_a_missing_path(tmp_path: Path) -> No
     assert (tmp_path / "back" / "vm-folder" / "vm.vmx").read_text() == "config"
     restored = tmp_path / "back" / "vm-folder" / "disks" / "disk0.vmdk"
     assert restored.read_bytes() == (tree / "disks" / "disk0.vmdk").read_bytes()
+
+
+def test_unchanged_files_are_not_read_again_and_any_write_is_noticed(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """The files cache: same size, mtime, ctime, inode and device as in this host's newest
+    snapshot means the chunks are reused unread. ctime moves on every write, so content
+    rewritten at the same size with its mtime set back is still read."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    a, b = folder / "a.img", folder / "b.img"
+    a.write_bytes(vm_like(2_000_000, 30))
+    b.write_bytes(vm_like(1_000_000, 31))
+    first, stats = repo.store([Source.from_path(a), Source.from_path(b)])
+    assert stats.files_unchanged == 0
+
+    second, stats = repo.store([Source.from_path(a), Source.from_path(b)])
+    assert (stats.files, stats.files_unchanged, stats.bytes_read) == (2, 2, 0)
+    assert second.files[0].chunks == first.files[0].chunks
+
+    before = b.stat()
+    changed = bytearray(b.read_bytes())
+    changed[500_000:500_010] = b"0123456789"
+    b.write_bytes(bytes(changed))
+    import os
+
+    os.utime(b, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime set back: ctime is not
+    assert b.stat().st_mtime_ns == before.st_mtime_ns
+    third, stats = repo.store([Source.from_path(a), Source.from_path(b)])
+    assert (stats.files_unchanged, stats.bytes_read) == (1, 1_000_000)
+    out = tmp_path / "out"
+    repo.restore(third.id, out)
+    assert (out / "b.img").read_bytes() == bytes(changed)
+    assert (out / "a.img").read_bytes() == a.read_bytes()
+
+    _, stats = repo.store([Source.from_path(a), Source.from_path(b)], rescan=True)
+    assert (stats.files_unchanged, stats.bytes_read) == (0, 3_000_000)

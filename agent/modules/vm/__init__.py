@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...errors import FlowModeForbids
 from ...protocol import CommandEntry, FlowMode, MetadataBatch
@@ -35,10 +35,12 @@ from ..base import CommandFailed, Handler, Module, ModuleContext, Outcome
 from . import notices, placement
 from .drivers import open_driver
 from .drivers.base import Driver, DriverError, Inventory, Sample, VmInfo
-from .drivers.redfish import RedfishPower
 from .endpoints import Endpoints
 from .lifecycle import Lifecycle, RunReport, new_link_key
 from .store import HOST_PREFIX, StoredVm, VmStore, is_host
+
+if TYPE_CHECKING:
+    from .drivers.redfish import RedfishPower
 
 BATCH_RECORDS = 1000
 WORKER_PAUSE_S = 5.0
@@ -118,6 +120,8 @@ class VmModule(Module):
 
     def _bmc(self, endpoint: str, host: StoredVm) -> RedfishPower | None:
         """The Redfish interface the endpoint maps this physical host to, if any."""
+        from .drivers.redfish import RedfishPower
+
         bmcs = self.endpoints.get(endpoint).get("bmcs") or {}
         key = host.vm.native_id.removeprefix(HOST_PREFIX)
         config = bmcs.get(key) or bmcs.get(host.vm.name)

@@ -21,14 +21,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from ...protocol import links
 from ...protocol.vm import Decision as DecisionRecord
 from ...protocol.vm import IdleState, PowerAction, VmLifecyclePolicy
 from . import idleness, notices
 from .drivers.base import Driver, DriverError, VmGone
-from .drivers.redfish import RedfishPower
 from .store import Notice, StoredVm, VmStore, day_of, day_start, is_host
+
+if TYPE_CHECKING:
+    from .drivers.redfish import RedfishPower
 
 DELAY = timedelta(days=7)
 PROPOSAL_STANDS = timedelta(days=7)
