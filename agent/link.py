@@ -83,6 +83,11 @@ class Link:
         self._http.close()
         self._blob_http.close()
 
+    @property
+    def agent_id(self) -> str | None:
+        """The agent this link speaks for, once authenticated."""
+        return self._identity[0] if self._identity else None
+
     def authenticate_as(self, agent_id: str, key: Ed25519PrivateKey, token_url: str) -> None:
         self._identity = (agent_id, key, token_url)
         self._token = None

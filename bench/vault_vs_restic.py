@@ -59,8 +59,9 @@ def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
 def make_dataset(folder: Path, total: int, seed: int = 2026) -> None:
     """VM-image-shaped files: random blocks, zero runs, text, and runs copied from other
     files at shifted, unaligned offsets. Deterministic for a seed."""
-    if (folder / ".complete").exists():
-        return
+    marker = folder / ".complete"
+    if marker.exists() and marker.read_text().strip() == f"{total}:{seed}":
+        return  # the same data set as asked for; any other size or seed makes a new one
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     rng = random.Random(seed)
@@ -89,7 +90,7 @@ def make_dataset(folder: Path, total: int, seed: int = 2026) -> None:
                 f.write(block)
                 done += len(block)
         written.append(path)
-    (folder / ".complete").touch()
+    (folder / ".complete").write_text(f"{total}:{seed}")
 
 
 def insert_in_middle(folder: Path, work: Path) -> Path:

@@ -35,6 +35,7 @@ from dockyard.agent.modules.vm.drivers.vsphere import (  # noqa: E402
     HOST_PROPERTIES,
     VM_PROPERTIES,
     VsphereDriver,
+    property_filter,
     vim,
     vmodl,
 )
@@ -42,6 +43,11 @@ from dockyard.agent.protocol.vm import Signal  # noqa: E402
 from tests.peers.vsphere_sim import Vcsim  # noqa: E402
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+TYPES = [
+    (vim.VirtualMachine, VM_PROPERTIES),
+    (vim.HostSystem, HOST_PROPERTIES),
+    (vim.Datastore, DATASTORE_PROPERTIES),
+]
 
 
 def median_s(fn: Callable[[], object], rounds: int) -> float:
@@ -56,28 +62,9 @@ def median_s(fn: Callable[[], object], rounds: int) -> float:
 def raw_retrieve(driver: VsphereDriver) -> int:
     """The floor: the same property read, answer discarded."""
     content = driver.si.content
-    view = content.viewManager.CreateContainerView(
-        content.rootFolder, [vim.VirtualMachine, vim.HostSystem, vim.Datastore], True
-    )
+    view = content.viewManager.CreateContainerView(content.rootFolder, [t for t, _ in TYPES], True)
     pc = vmodl.query.PropertyCollector
-    spec = pc.FilterSpec(
-        objectSet=[
-            pc.ObjectSpec(
-                obj=view,
-                skip=True,
-                selectSet=[
-                    pc.TraversalSpec(
-                        name="view", path="view", skip=False, type=vim.view.ContainerView
-                    )
-                ],
-            )
-        ],
-        propSet=[
-            pc.PropertySpec(type=vim.VirtualMachine, pathSet=VM_PROPERTIES),
-            pc.PropertySpec(type=vim.HostSystem, pathSet=HOST_PROPERTIES),
-            pc.PropertySpec(type=vim.Datastore, pathSet=DATASTORE_PROPERTIES),
-        ],
-    )
+    spec = property_filter(view, TYPES)
     collector = content.propertyCollector
     count = 0
     result = collector.RetrievePropertiesEx([spec], pc.RetrieveOptions(maxObjects=1000))

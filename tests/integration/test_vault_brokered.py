@@ -28,7 +28,9 @@ from ..procs import Cloud
 from ..vault.conftest import FAST, PASS, SMALL, vm_like
 
 
-def docked_link(cloud: Cloud, world: World, tmp_path: Path) -> Link:
+def docked_link(
+    cloud: Cloud, world: World, tmp_path: Path, max_flow: p.FlowMode = p.FlowMode.DATA
+) -> Link:
     key = keys.generate(tmp_path / f"{uuid.uuid4().hex}.key")
     link = Link(cloud.url)
     enrolled = link.enroll(
@@ -36,7 +38,7 @@ def docked_link(cloud: Cloud, world: World, tmp_path: Path) -> Link:
             token=enrolment_secret(world),
             public_key=keys.public_b64(key),
             host=p.HostFacts(hostname="vault-test"),
-            max_flow=p.FlowMode.DATA,
+            max_flow=max_flow,
         )
     )
     link.authenticate_as(str(enrolled.agent_id), key, enrolled.token_url)

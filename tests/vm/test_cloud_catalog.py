@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from dockyard.agent import keys
 from dockyard.agent import protocol as p
 from dockyard.agent.errors import LinkRefused
 from dockyard.agent.link import Link
 from dockyard.cloud.store.db import Database
 
-from ..factories import Gql, World, enrolment_secret, make_world
+from ..factories import Gql, World, make_world
+from ..integration.test_vault_brokered import docked_link
 from ..procs import Cloud
 
 VMS = """query($t: ID!, $idle: String, $host: String, $owner: String) {
@@ -32,18 +32,8 @@ POWER = """mutation($s: ID!, $a: String!) { powerVm(sightingId: $s, action: $a) 
 
 
 def dock(cloud: Cloud, world: World, tmp_path: Path) -> tuple[Link, str]:
-    key = keys.generate(tmp_path / f"{uuid.uuid4().hex}.key")
-    link = Link(cloud.url)
-    enrolled = link.enroll(
-        p.EnrollRequest(
-            token=enrolment_secret(world),
-            public_key=keys.public_b64(key),
-            host=p.HostFacts(hostname="catalog-test"),
-            max_flow=p.FlowMode.METADATA,
-        )
-    )
-    link.authenticate_as(str(enrolled.agent_id), key, enrolled.token_url)
-    return link, str(enrolled.agent_id)
+    link = docked_link(cloud, world, tmp_path, p.FlowMode.METADATA)
+    return link, str(link.agent_id)
 
 
 def record(endpoint: str, native_id: str, name: str, **ids: Any) -> dict[str, Any]:

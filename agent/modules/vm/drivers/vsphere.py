@@ -87,6 +87,25 @@ POWER_STATES = {"poweredOn": "on", "poweredOff": "off", "suspended": "suspended"
 TASK_TIMEOUT_S = 300.0
 
 
+def property_filter(view: Any, types_and_paths: Sequence[tuple[Any, list[str]]]) -> Any:
+    """One filter over a container view: each type with its properties, the view skipped."""
+    pc = vmodl.query.PropertyCollector
+    return pc.FilterSpec(
+        objectSet=[
+            pc.ObjectSpec(
+                obj=view,
+                skip=True,
+                selectSet=[
+                    pc.TraversalSpec(
+                        name="view", path="view", skip=False, type=vim.view.ContainerView
+                    )
+                ],
+            )
+        ],
+        propSet=[pc.PropertySpec(type=t, pathSet=paths) for t, paths in types_and_paths],
+    )
+
+
 class VsphereDriver(Driver):
     kind: ClassVar[str] = "vsphere"
     signals: ClassVar[frozenset[Signal]] = frozenset(
@@ -178,20 +197,7 @@ class VsphereDriver(Driver):
         )
         pc = vmodl.query.PropertyCollector
         try:
-            spec = pc.FilterSpec(
-                objectSet=[
-                    pc.ObjectSpec(
-                        obj=view,
-                        skip=True,
-                        selectSet=[
-                            pc.TraversalSpec(
-                                name="view", path="view", skip=False, type=vim.view.ContainerView
-                            )
-                        ],
-                    )
-                ],
-                propSet=[pc.PropertySpec(type=t, pathSet=paths) for t, paths in types_and_paths],
-            )
+            spec = property_filter(view, types_and_paths)
             collector = content.propertyCollector
             result = self._call(
                 collector.RetrievePropertiesEx, [spec], pc.RetrieveOptions(maxObjects=1000)
