@@ -6,7 +6,7 @@ therefore never refers to a blob whose pack and index entry are not already stor
 crash leaves at worst packs no index names, or an index no snapshot uses, and prune
 reclaims both.
 
-Work is spread over threads: the chunker's scan, HMAC-SHA256, zstd and AES-GCM all release
+Work is spread over threads: the chunker's scan, the keyed hash, zstd and AES-GCM all release
 the GIL, so a store uses every core while holding a bounded number of chunks in memory.
 """
 
@@ -47,7 +47,9 @@ from .errors import (
 from .locks import SHARED, Lock
 from .packs import BlobRef, PackWriter, open_chunk, pack_key, read_header, seal_chunk
 
-FORMAT = 1
+FORMAT = 2
+"""2: the config names its chunk id hash (`id_hash`); format 1 repositories use HMAC-SHA256
+and are read and written as they are."""
 PACK_BYTES = 16 * 1024 * 1024
 # A restore reads at most this much of a pack at once.
 RUN_BYTES = 4 * 1024 * 1024
@@ -186,7 +188,7 @@ class Repository:
         self.backend = backend
         self.config = config
         self.id: str = config["id"]
-        self.keys = crypto.Keys(master)
+        self.keys = crypto.Keys(master, str(config.get("id_hash", "hmac-sha256")))
         if self.keys.mac(_config_body(config)) != config.get("mac"):
             raise WrongKey("the repository's config does not match its key")
         self.params = ChunkerParams.from_json(config["chunker"])
@@ -209,19 +211,24 @@ class Repository:
         params: ChunkerParams | None = None,
         pack_bytes: int = PACK_BYTES,
         cost: crypto.ScryptCost | None = None,
+        id_hash: str = "blake3",
     ) -> Repository:
+        if id_hash not in crypto.ID_HASHES:
+            raise VaultError(f"the chunk id hash is one of {', '.join(crypto.ID_HASHES)}")
         if backend.exists("config"):
             raise RepositoryExists(f"{backend.describe()} already holds a repository")
         master = crypto.new_master()
         repo_id = secrets.token_hex(16)
         config: dict[str, Any] = {
-            "format": FORMAT,
+            "format": FORMAT if id_hash != "hmac-sha256" else 1,
             "id": repo_id,
             "created": _now(),
             "chunker": (params or ChunkerParams()).to_json(),
             "pack_bytes": pack_bytes,
             "slots": [crypto.passphrase_slot(master, repo_id, passphrase, cost)],
         }
+        if id_hash != "hmac-sha256":
+            config["id_hash"] = id_hash
         config["mac"] = crypto.Keys(master).mac(_config_body(config))
         if not backend.put_new("config", json.dumps(config, indent=1).encode()):
             raise RepositoryExists(f"{backend.describe()} already holds a repository")
@@ -757,6 +764,8 @@ class _Writer:
 
 def _config_body(config: dict[str, Any]) -> bytes:
     body = {k: config[k] for k in ("format", "id", "created", "chunker", "pack_bytes")}
+    if "id_hash" in config:
+        body["id_hash"] = config["id_hash"]
     return json.dumps(body, sort_keys=True).encode()
 
 

@@ -242,3 +242,35 @@ def test_unchanged_files_are_not_read_again_and_any_write_is_noticed(
 
     _, stats = repo.store([Source.from_path(a), Source.from_path(b)], rescan=True)
     assert (stats.files_unchanged, stats.bytes_read) == (0, 3_000_000)
+
+
+def test_format_1_repositories_keep_hmac_ids_and_the_id_hash_is_under_the_mac(
+    tmp_path: Path,
+) -> None:
+    import hmac
+
+    import blake3
+
+    old = Repository.init(LocalBackend(tmp_path / "v1"), PASS, cost=FAST, id_hash="hmac-sha256")
+    assert old.config["format"] == 1
+    assert "id_hash" not in old.config
+    data = vm_like(600_000, 40)
+    snap, _ = old.store([source("d.img", data)])
+    again = Repository.open(LocalBackend(tmp_path / "v1"), passphrase=PASS)
+    first = snap.files[0].chunks[0]
+    assert again.keys.id_hash == "hmac-sha256"
+    stream = io.BytesIO()
+    again.restore_stream(snap.id, "d.img", stream)
+    assert stream.getvalue() == data
+    chunk = stream.getvalue()[: again.index[first].raw_length]
+    assert hmac.digest(again.keys._id_key, chunk, "sha256") == first
+
+    new = Repository.init(LocalBackend(tmp_path / "v2"), PASS, cost=FAST)
+    assert (new.config["format"], new.config["id_hash"]) == (2, "blake3")
+    assert new.keys.chunk_id(b"x") == blake3.blake3(b"x", key=new.keys._id_key).digest()
+    config_file = tmp_path / "v2" / "config"
+    config = json.loads(config_file.read_text())
+    config["id_hash"] = "hmac-sha256"  # a downgrade by someone without the key
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(WrongKey):
+        Repository.open(LocalBackend(tmp_path / "v2"), passphrase=PASS)
