@@ -15,6 +15,7 @@ import json
 import struct
 from dataclasses import dataclass
 
+import blake3
 import zstandard
 
 from .crypto import Keys
@@ -93,13 +94,20 @@ class PackWriter:
     def finish(self, keys: Keys) -> tuple[str, bytes, list[list[object]]]:
         header = keys.seal(json.dumps(self.entries).encode(), b"dockyard-vault/v1/pack-header")
         data = b"".join([*self.parts, header, TRAILER.pack(len(header)), MAGIC])
-        return hashlib.sha256(data).hexdigest(), data, self.entries
+        return pack_name(keys, data), data, self.entries
+
+
+def pack_name(keys: Keys, data: bytes) -> str:
+    """A pack is named by the hash of its bytes: BLAKE3 in format 2, SHA-256 in format 1."""
+    if keys.id_hash == "blake3":
+        return blake3.blake3(data, max_threads=1).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_header(keys: Keys, pack_id: str, data: bytes) -> list[tuple[bytes, int, int, int]]:
     """A whole pack's header, after checking the pack against its name."""
     what = f"pack {pack_id[:16]}"
-    if hashlib.sha256(data).hexdigest() != pack_id:
+    if pack_name(keys, data) != pack_id:
         raise Corrupted(what, "its bytes do not match its name")
     end = len(data) - len(MAGIC) - TRAILER.size
     if end < 0 or data[-len(MAGIC) :] != MAGIC:
