@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import random
 
 import pytest
 
@@ -24,10 +26,16 @@ def test_chunks_rebuild_the_input_within_size_bounds() -> None:
     assert 20 < len(chunks) < 400
 
 
-def test_an_insertion_moves_only_the_chunks_around_it() -> None:
+@pytest.mark.parametrize("key", range(20))
+def test_an_insertion_moves_only_the_chunks_around_it(key: int) -> None:
+    """Twenty fixed keys and fixed bytes, so a result can be run again. With a random key
+    and random bytes about 1 combination in 60 shifts more than two chunks and 1 in 600 up
+    to 8 (measured here): the minimum chunk size can skip the boundary where the chunking
+    would have fallen back in step, and it takes a few chunks to find another."""
     data = vm_like(4 * 1024 * 1024, 2)
-    changed = data[:2_000_003] + os.urandom(777) + data[2_000_003:]
-    chunker = Chunker(Keys(new_master()).gear, SMALL)
+    changed = data[:2_000_003] + random.Random(7).randbytes(777) + data[2_000_003:]
+    master = hashlib.sha512(f"chunker test key {key}".encode()).digest()
+    chunker = Chunker(Keys(master).gear, SMALL)
     before = list(chunker.chunks(io.BytesIO(data)))
     after = list(chunker.chunks(io.BytesIO(changed)))
     new = set(after) - set(before)
