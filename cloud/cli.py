@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -158,6 +159,35 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -
     raise SystemExit(f"dockyard: the cloud did not answer at {url} within {timeout:.0f}s")
 
 
+VMS_QUERY = (
+    "query($t: ID!) { vms(tenantId: $t) { ... on VmList { items { name sightings {"
+    " endpoint nativeId powerState idleState host } } } } }"
+)
+
+
+def demo_vm_endpoint(agent_cmd: list[str]) -> bool:
+    """Give the demo agent libvirt's built-in test host as a VM endpoint, when the agent's
+    libvirt driver is installed (it is with `make demo`)."""
+    if importlib.util.find_spec("libvirt") is None:
+        return False
+    subprocess.run(
+        [
+            *agent_cmd,
+            "vm",
+            "endpoint",
+            "add",
+            "demo-kvm",
+            "--kind",
+            "libvirt",
+            "--libvirt-host",
+            "kvm-test=test:///default",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return True
+
+
 AGENTS_QUERY = (
     "query($t: ID!) { agents(tenantId: $t) { ... on AgentConnection "
     "{ edges { node { id name lastSeenAt } } } } }"
@@ -240,7 +270,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 )
             finally:
                 os.unlink(secret_file.name)
-        agent = subprocess.Popen([*agent_cmd, "run"], env=os.environ.copy())
+        vm_note = ""
+        if demo_vm_endpoint(agent_cmd):
+            query = json.dumps({"query": VMS_QUERY, "variables": {"t": ids["tenant_id"]}})
+            vm_note = f"""
+The agent's VM module watches libvirt's test host (endpoint demo-kvm) on a clock where a
+day passes in a minute; its inventory goes up in metadata mode. The VM catalog:
+  curl -s {url}/graphql -H 'Authorization: Bearer {api_token}' \\
+       -H 'Content-Type: application/json' -d '{query}'
+  {agent_cmd[0]} --state {agent_state} vm explain test
+"""
+        # A demo day passes in a minute, so the VM module's timers show in minutes.
+        agent = subprocess.Popen(
+            [*agent_cmd, "run"], env=os.environ | {"DOCKYARD_CLOCK": "scale:1440"}
+        )
         print(
             f"""
 Dockyard demo is running (data in {data}; Ctrl-C stops it).
@@ -255,7 +298,7 @@ Try:
        -H 'Content-Type: application/json' -d @- <<'JSON'
 {json.dumps({"query": AGENTS_QUERY, "variables": {"t": ids["tenant_id"]}})}
 JSON
-""",
+{vm_note}""",
             flush=True,
         )
         while cloud.poll() is None and agent.poll() is None:
