@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -125,52 +125,117 @@ def rotate_key(ctx: Ctx, agent_id: uuid.UUID, public_key: str) -> Agent:
 class PollView:
     entries: list[Entry]
     last_seq: int
+    """How far this answer covers the agent's sequence (its head, unless `more`)."""
     mode: FlowMode
     features: dict[str, list[str]]
+    more: bool = False
+    """Entries beyond `last_seq` wait for the next poll (at most POLL_BATCH per answer)."""
 
 
 def poll_view(ctx: Ctx, agent_id: uuid.UUID, after: int) -> PollView:
     """The entries newer than `after`. A command whose delivery deadline has passed is
     marked `expired` here and never handed out; one handed out becomes `sent`."""
-    agent = active(ctx, agent_id)
+    view = poll_views(ctx, {agent_id: after})[agent_id]
+    if isinstance(view, Exception):
+        raise view
+    return view
+
+
+def poll_views(
+    ctx: Ctx,
+    wanted: dict[uuid.UUID, int],
+    expect_tenant: dict[uuid.UUID, uuid.UUID] | None = None,
+) -> dict[uuid.UUID, PollView | Unauthenticated]:
+    """`poll_view` for many agents in one transaction: a burst of wake-ups is answered with
+    a few statements instead of a few per agent. A revoked agent gets its error back."""
     now = ctx.now()
-    if agent.last_seen_at is None or now - agent.last_seen_at > SEEN_EVERY:
-        agent.last_seen_at = now
-    mode = flow_mode(ctx.session, agent)
-    out: list[Entry] = []
-    if agent.last_seq > after:
+    agents = {a.id: a for a in ctx.session.scalars(select(Agent).where(Agent.id.in_(list(wanted))))}
+    out: dict[uuid.UUID, PollView | Unauthenticated] = {}
+    live: dict[uuid.UUID, Agent] = {}
+    for agent_id in wanted:
+        agent = agents.get(agent_id)
+        if (
+            expect_tenant is not None
+            and agent is not None
+            and agent.tenant_id != expect_tenant.get(agent_id)
+        ):
+            agent = None  # a token's tenant must be the agent's own
+        if agent is None or agent.revoked_at is not None:
+            out[agent_id] = Unauthenticated("this agent was revoked; enrol it again")
+        else:
+            live[agent_id] = agent
+            if agent.last_seen_at is None or now - agent.last_seen_at > SEEN_EVERY:
+                agent.last_seen_at = now
+    behind = [(a, wanted[a]) for a, agent in live.items() if agent.last_seq > wanted[a]]
+    rows_by_agent: dict[uuid.UUID, list[tuple[AgentEntry, Command | None]]] = {}
+    if behind:
         rows = ctx.session.execute(
             select(AgentEntry, Command)
             .outerjoin(Command, Command.id == AgentEntry.command_id)
-            .where(AgentEntry.agent_id == agent_id, AgentEntry.seq > after)
-            .order_by(AgentEntry.seq)
-            .limit(POLL_BATCH)
-        ).all()
-        for entry, command in rows:
-            if command is not None:
-                if command.state == "queued" and command.expires_at <= now:
-                    command.state = "expired"
-                    command.finished_at = now
-                if command.state in ("expired", "cancelled"):
-                    continue
-                if command.state == "queued":
-                    command.state = "sent"
-                    command.sent_at = now
-                    command.result_due_at = now + timedelta(seconds=command.timeout_s)
-                out.append(
-                    CommandEntry(
-                        seq=entry.seq,
-                        command_id=command.id,
-                        job_id=command.job_id,
-                        name=command.name,
-                        args=command.args,
-                        expires_at=command.expires_at,
-                        timeout_s=command.timeout_s,
+            .where(
+                or_(
+                    *(
+                        and_(
+                            AgentEntry.agent_id == a,
+                            AgentEntry.seq > n,
+                            AgentEntry.seq <= n + POLL_BATCH,
+                        )
+                        for a, n in behind
                     )
                 )
-            elif entry.kind == "policy":
-                out.append(PolicyEntry(seq=entry.seq, **entry.payload))
-    return PollView(out, agent.last_seq, mode, unlocked_features(ctx.session, agent, mode))
+            )
+            .order_by(AgentEntry.agent_id, AgentEntry.seq)
+        ).all()
+        for entry, command in rows:
+            rows_by_agent.setdefault(entry.agent_id, []).append((entry, command))
+    modes: dict[tuple[uuid.UUID, uuid.UUID, str], FlowMode] = {}
+    for agent_id, agent in live.items():
+        key = (agent.tenant_id, agent.site_id, agent.max_flow)
+        mode = modes.get(key)
+        if mode is None:
+            mode = modes[key] = flow_mode(ctx.session, agent)
+        entries = _entries(rows_by_agent.get(agent_id, []), now)
+        # A sequence is numbered without gaps, so the next POLL_BATCH numbers are at most
+        # POLL_BATCH rows, whatever was skipped (expired, cancelled) among them.
+        limit = wanted[agent_id] + POLL_BATCH
+        more = agent.last_seq > limit
+        out[agent_id] = PollView(
+            entries,
+            limit if more else agent.last_seq,
+            mode,
+            unlocked_features(ctx.session, agent, mode),
+            more,
+        )
+    return out
+
+
+def _entries(rows: list[tuple[AgentEntry, Command | None]], now: datetime) -> list[Entry]:
+    out: list[Entry] = []
+    for entry, command in rows:
+        if command is not None:
+            if command.state == "queued" and command.expires_at <= now:
+                command.state = "expired"
+                command.finished_at = now
+            if command.state in ("expired", "cancelled"):
+                continue
+            if command.state == "queued":
+                command.state = "sent"
+                command.sent_at = now
+                command.result_due_at = now + timedelta(seconds=command.timeout_s)
+            out.append(
+                CommandEntry(
+                    seq=entry.seq,
+                    command_id=command.id,
+                    job_id=command.job_id,
+                    name=command.name,
+                    args=command.args,
+                    expires_at=command.expires_at,
+                    timeout_s=command.timeout_s,
+                )
+            )
+        elif entry.kind == "policy":
+            out.append(PolicyEntry(seq=entry.seq, **entry.payload))
+    return out
 
 
 def ack(ctx: Ctx, agent_id: uuid.UUID, acks: list[Ack]) -> int:

@@ -308,32 +308,26 @@ async def poll(request: Request) -> Response:
     known_tag = request.query_params.get("tag", "")
     if svc.bus.closing:
         return come_back()
-    principal = Principal.agent(agent_id, tenant_id)
 
-    def _view() -> p.PollResponse:
-        def read(ctx: Ctx) -> p.PollResponse:
-            view = agents.poll_view(ctx, agent_id, after)
-            covered = (
-                view.entries[-1].seq if len(view.entries) >= agents.POLL_BATCH else view.last_seq
-            )
-            return p.PollResponse(
-                entries=view.entries,
-                last_seq=max(covered, after),
-                flow_mode=view.mode,
-                features=view.features,
-                tag=p.settings_tag(view.mode, view.features),
-            )
-
-        return svc.in_tx(principal, read)
+    def answer_of(view: agents.PollView) -> p.PollResponse:
+        return p.PollResponse(
+            entries=view.entries,
+            last_seq=max(view.last_seq, after),
+            flow_mode=view.mode,
+            features=view.features,
+            tag=p.settings_tag(view.mode, view.features),
+        )
 
     bus = svc.bus
     bus.seen[agent_id] = svc.clock.now()
 
     async def read() -> p.PollResponse:
-        """Read the database; remember what the agent will know once it has the answer."""
+        """Read the database (batched with other polls reading now); remember what the
+        agent will know once it has the answer."""
         version = bus.version(agent_id)
-        answer = await svc.run_db(_view)
-        if len(answer.entries) < agents.POLL_BATCH:  # not cut short: nothing newer exists
+        view = await svc.poll_reader.read(agent_id, tenant_id, after)
+        answer = answer_of(view)
+        if not view.more:  # not cut short: nothing newer exists
             bus.remember(agent_id, version, answer.model_copy(update={"entries": []}))
         return answer
 
