@@ -82,6 +82,18 @@ def prune(
         packs_on_store = {key.rsplit("/", 1)[1]: size for key, size in repo.backend.list("data/")}
 
         by_pack = repo.blobs_by_pack()
+        # Packs no index names were left by a store that failed or was killed (the exclusive
+        # lock means none is running): deleted first, so a prune on a full disk has room
+        # for the index it writes.
+        for pack, size in sorted(packs_on_store.items()):
+            if pack in by_pack:
+                continue
+            lock.check()
+            repo.backend.delete(pack_key(pack))
+            report.packs_deleted += 1
+            report.bytes_freed += size
+            vault_point("prune_pack_delete")
+        packs_on_store = {k: v for k, v in packs_on_store.items() if k in by_pack}
         new_index: dict[str, list[list[Any]]] = {}
         to_copy: list[tuple[bytes, BlobRef]] = []
         for pack, blobs in by_pack.items():
