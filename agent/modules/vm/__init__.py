@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from ...errors import FlowModeForbids
 from ...protocol import CommandEntry, FlowMode, MetadataBatch
@@ -36,11 +36,8 @@ from . import notices, placement
 from .drivers import open_driver
 from .drivers.base import Driver, DriverError, Inventory, Sample, VmInfo
 from .endpoints import Endpoints
-from .lifecycle import Lifecycle, RunReport, new_link_key
+from .lifecycle import Lifecycle, RunReport, new_link_key, owner_of
 from .store import HOST_PREFIX, StoredVm, VmStore, is_host
-
-if TYPE_CHECKING:
-    from .drivers.redfish import RedfishPower
 
 BATCH_RECORDS = 1000
 WORKER_PAUSE_S = 5.0
@@ -118,14 +115,11 @@ class VmModule(Module):
         smtp = self.settings().get("smtp")
         return notices.SmtpConfig.from_dict(smtp) if smtp else None
 
-    def _bmc(self, endpoint: str, host: StoredVm) -> RedfishPower | None:
-        """The Redfish interface the endpoint maps this physical host to, if any."""
-        from .drivers.redfish import RedfishPower
-
+    def _bmc(self, endpoint: str, host: StoredVm) -> dict[str, Any] | None:
+        """The Redfish configuration the endpoint maps this physical host to, if any."""
         bmcs = self.endpoints.get(endpoint).get("bmcs") or {}
-        key = host.vm.native_id.removeprefix(HOST_PREFIX)
-        config = bmcs.get(key) or bmcs.get(host.vm.name)
-        return RedfishPower(f"{endpoint}/{host.vm.name}", config) if config else None
+        found = bmcs.get(host.vm.native_id.removeprefix(HOST_PREFIX)) or bmcs.get(host.vm.name)
+        return dict(found) if found else None
 
     def _link_base(self) -> str:
         links = self.settings().get("links", {})
@@ -312,12 +306,9 @@ class VmModule(Module):
 
     def records(self, now: datetime) -> list[dict[str, Any]]:
         policy = self.policy()
-        from .lifecycle import owner_of
-
         out = []
         for stored in self.store.vms(kind="all"):
-            evaluation = self.store.evaluation(stored.endpoint, stored.vm.native_id) or {}
-            out.append(record_of(stored, owner_of(stored, policy), evaluation, now))
+            out.append(record_of(stored, owner_of(stored, policy), stored.evaluation or {}, now))
         return out
 
     def upload_inventory(self, now: datetime) -> int:

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ...protocol import links
 from ...protocol.vm import Decision as DecisionRecord
@@ -29,9 +29,6 @@ from ...protocol.vm import IdleState, PowerAction, VmLifecyclePolicy
 from . import idleness, notices
 from .drivers.base import Driver, DriverError, VmGone
 from .store import Notice, StoredVm, VmStore, day_of, day_start, is_host
-
-if TYPE_CHECKING:
-    from .drivers.redfish import RedfishPower
 
 DELAY = timedelta(days=7)
 PROPOSAL_STANDS = timedelta(days=7)
@@ -93,9 +90,10 @@ class Lifecycle:
         link_key: bytes,
         link_base: Callable[[], str],
         smtp: Callable[[], notices.SmtpConfig | None],
-        bmc: Callable[[str, StoredVm], RedfishPower | None] = lambda endpoint, host: None,
+        bmc: Callable[[str, StoredVm], dict[str, Any] | None] = lambda endpoint, host: None,
     ) -> None:
         self.bmc = bmc
+        """The Redfish configuration the endpoint maps a physical host to, if any."""
         self.store = store
         self.driver = driver
         self.endpoints = endpoints
@@ -109,12 +107,14 @@ class Lifecycle:
 
     # --- evaluation ----------------------------------------------------------------------
 
-    def evaluate(self, policy: VmLifecyclePolicy, now: datetime) -> list[tuple[StoredVm, str]]:
-        """Judges every powered-on VM in scope; returns the idle ones, each with its reasons
-        joined, after the exclusions."""
+    def evaluate(
+        self, policy: VmLifecyclePolicy, now: datetime
+    ) -> list[tuple[StoredVm, dict[str, Any]]]:
+        """Judges every powered-on VM in scope and stores each evaluation; returns the idle
+        ones, after the exclusions, each with its evaluation."""
         today = day_of(now)
         never_act = self.store.never_act()
-        idle: list[tuple[StoredVm, str]] = []
+        idle: list[tuple[StoredVm, dict[str, Any]]] = []
         for endpoint in self.in_scope(policy):
             readable = type(self.driver(endpoint)).signals
             first = today - policy.idle_days
@@ -145,28 +145,20 @@ class Lifecycle:
                 last_active = (
                     day_start(result.last_active_day + 1) if result.last_active_day else None
                 )
-                rows.append(
-                    (
-                        endpoint,
-                        vm.vm.native_id,
-                        last_active,
-                        json.dumps(
-                            {
-                                "state": state.value,
-                                "at": now.isoformat(),
-                                "window": [
-                                    day_start(result.first_day).isoformat(),
-                                    day_start(result.last_day + 1).isoformat(),
-                                ],
-                                "signals": [s.value for s in result.signals],
-                                "missing_days": result.missing_days,
-                                "reasons": reasons,
-                            }
-                        ),
-                    )
-                )
+                evaluation = {
+                    "state": state.value,
+                    "at": now.isoformat(),
+                    "window": [
+                        day_start(result.first_day).isoformat(),
+                        day_start(result.last_day + 1).isoformat(),
+                    ],
+                    "signals": [s.value for s in result.signals],
+                    "missing_days": result.missing_days,
+                    "reasons": reasons,
+                }
+                rows.append((endpoint, vm.vm.native_id, last_active, json.dumps(evaluation)))
                 if state == IdleState.IDLE and not reportable_only:
-                    idle.append((vm, "; ".join(reasons)))
+                    idle.append((vm, evaluation))
             self.store.set_evaluations(rows)
         return idle
 
@@ -179,12 +171,11 @@ class Lifecycle:
         candidates = self.evaluate(policy, now)
         report.idle = len(candidates)
         open_vms = {(n.endpoint, n.native_id) for n in self.store.notices(open_only=True)}
-        for vm, _why in candidates:
+        for vm, evaluation in candidates:
             key = (vm.endpoint, vm.vm.native_id)
             if key in open_vms or self._proposed_open(vm, now):
                 continue
-            evaluation = self.store.evaluation(*key) or {}
-            window = evaluation.get("window") or [now.isoformat(), now.isoformat()]
+            window = evaluation["window"]
             decision = DecisionRecord(
                 decision_id=str(uuid.uuid4()),
                 endpoint=vm.endpoint,
@@ -193,8 +184,8 @@ class Lifecycle:
                 window_start=datetime.fromisoformat(window[0]),
                 window_end=datetime.fromisoformat(window[1]),
                 signals=list(policy.signals),
-                reasons=list(evaluation.get("reasons", [])),
-                missing_days=int(evaluation.get("missing_days", 0)),
+                reasons=list(evaluation["reasons"]),
+                missing_days=int(evaluation["missing_days"]),
                 proposed_action=policy.action,
                 owner=owner_of(vm, policy),
                 notice_hours=policy.notice_hours,
@@ -326,8 +317,7 @@ class Lifecycle:
             if vm is None or vm.gone_at is not None:
                 self._close(notice, now, "gone", "the VM no longer exists")
                 continue
-            evaluation = self.store.evaluation(notice.endpoint, notice.native_id) or {}
-            state = evaluation.get("state")
+            state = (vm.evaluation or {}).get("state")
             if state in (IdleState.ACTIVE.value, IdleState.EXCLUDED.value):
                 self._close(notice, now, f"{state}_again", f"{state} when the notice ran out")
                 continue
@@ -382,11 +372,14 @@ class Lifecycle:
                 raise Refused(f"{vm.vm.name} {why_not}: not acted on")
         try:
             if is_host(native_id):
-                bmc = self.bmc(endpoint, vm)
-                if bmc is None:
+                from .drivers.redfish import RedfishPower
+
+                config = self.bmc(endpoint, vm)
+                if config is None:
                     raise DriverError(
                         "no_power_interface", f"{vm.vm.name}: no Redfish BMC is configured for it"
                     )
+                bmc = RedfishPower(f"{endpoint}/{vm.vm.name}", config)
                 try:
                     state = bmc.power(action)
                 finally:

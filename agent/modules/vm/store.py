@@ -105,6 +105,12 @@ def is_host(native_id: str) -> bool:
     return native_id.startswith(HOST_PREFIX)
 
 
+SELECT_VMS = (
+    "SELECT endpoint, record, first_seen, last_seen, last_active_at, off_since, gone_at,"
+    " quiet_from, evaluation FROM vms"
+)
+
+
 def day_of(moment: datetime) -> int:
     return int(moment.timestamp() // DAY_S)
 
@@ -124,6 +130,8 @@ class StoredVm:
     gone_at: datetime | None
     quiet_from: datetime | None
     """Idleness is not counted before this moment (a "skip" answer starts the period again)."""
+    evaluation: dict[str, Any] | None = None
+    """The last idleness evaluation: state, window, signals, missing days, reasons."""
 
 
 @dataclass(frozen=True)
@@ -282,10 +290,7 @@ class VmStore:
         self, endpoint: str | None = None, include_gone: bool = False, kind: str = "vm"
     ) -> list[StoredVm]:
         """`kind`: "vm", "host" (physical hosts, native ids `host:...`) or "all"."""
-        sql = (
-            "SELECT endpoint, record, first_seen, last_seen, last_active_at, off_since, gone_at,"
-            " quiet_from FROM vms"
-        )
+        sql = SELECT_VMS
         clauses, args = [], []
         if kind == "vm":
             clauses.append(f"native_id NOT LIKE '{HOST_PREFIX}%'")
@@ -302,8 +307,7 @@ class VmStore:
 
     def vm(self, endpoint: str, native_id: str) -> StoredVm | None:
         rows = self._rows(
-            "SELECT endpoint, record, first_seen, last_seen, last_active_at, off_since, gone_at,"
-            " quiet_from FROM vms WHERE endpoint=? AND native_id=?",
+            SELECT_VMS + " WHERE endpoint=? AND native_id=?",
             endpoint,
             native_id,
         )
@@ -317,8 +321,7 @@ class VmStore:
             if found is not None:
                 return [found]
         rows = self._rows(
-            "SELECT endpoint, record, first_seen, last_seen, last_active_at, off_since, gone_at,"
-            " quiet_from FROM vms WHERE native_id=? OR name=? ORDER BY endpoint",
+            SELECT_VMS + " WHERE native_id=? OR name=? ORDER BY endpoint",
             text,
             text,
         )
@@ -335,6 +338,7 @@ class VmStore:
             off_since=_ts(row[5]),
             gone_at=_ts(row[6]),
             quiet_from=_ts(row[7]),
+            evaluation=json.loads(row[8]) if row[8] else None,
         )
 
     def mark_gone(self, endpoint: str, native_id: str, now: datetime) -> None:

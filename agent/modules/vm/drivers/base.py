@@ -120,7 +120,6 @@ class Driver(abc.ABC):
     kind: ClassVar[str]
     signals: ClassVar[frozenset[Signal]]
     """The idleness signals this driver can read; the others are always unknown."""
-    actions: ClassVar[frozenset[PowerAction]]
 
     def __init__(self, name: str, config: dict[str, Any]) -> None:
         self.name = name

@@ -63,9 +63,6 @@ QUERIES_PER_CALL = 500
 class Ec2Driver(Driver):
     kind: ClassVar[str] = "ec2"
     signals: ClassVar[frozenset[Signal]] = frozenset({Signal.CPU, Signal.DISK, Signal.NET})
-    actions: ClassVar[frozenset[PowerAction]] = frozenset(
-        {PowerAction.SHUTDOWN, PowerAction.POWER_OFF, PowerAction.SUSPEND, PowerAction.POWER_ON}
-    )
 
     def __init__(self, name: str, config: dict[str, Any]) -> None:
         super().__init__(name, config)

@@ -65,15 +65,6 @@ class _Counters:
 class LibvirtDriver(Driver):
     kind: ClassVar[str] = "libvirt"
     signals: ClassVar[frozenset[Signal]] = frozenset({Signal.CPU, Signal.DISK, Signal.NET})
-    actions: ClassVar[frozenset[PowerAction]] = frozenset(
-        {
-            PowerAction.SHUTDOWN,
-            PowerAction.POWER_OFF,
-            PowerAction.SUSPEND,
-            PowerAction.STANDBY,
-            PowerAction.POWER_ON,
-        }
-    )
 
     def __init__(self, name: str, config: dict[str, Any]) -> None:
         super().__init__(name, config)
