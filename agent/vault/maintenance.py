@@ -5,21 +5,22 @@ Prune runs under the exclusive lock and orders its steps so that a kill at any m
 leaves every remaining snapshot restorable:
 
 1. forget snapshots the rule does not keep (pinned ones never);
-2. copy the still-used blobs of mostly-unused packs into new packs;
-3. write one new index naming every used blob once (this also drops duplicates that
+2. delete packs no index names (a store that failed or was killed before its index): no
+   snapshot can refer to them, and a full disk gets room for what follows;
+3. copy the still-used blobs of mostly-unused packs into new packs;
+4. write one new index naming every used blob once (this also drops duplicates that
    concurrent writers stored twice);
-4. delete the old index files: from here on only the new index is read;
-5. delete packs the new index does not name.
+5. delete the old index files: from here on only the new index is read;
+6. delete packs the new index does not name.
 
-Until step 4 the old indexes still point at packs that all exist; after it, the new index
-names only packs that are never deleted. Packs no index names (a store killed before its
-index) are deleted in step 5 too: no snapshot can refer to them.
+Until step 5 the old indexes still point at packs that all exist; after it, the new index
+names only packs that are never deleted.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,14 +86,7 @@ def prune(
         # Packs no index names were left by a store that failed or was killed (the exclusive
         # lock means none is running): deleted first, so a prune on a full disk has room
         # for the index it writes.
-        for pack, size in sorted(packs_on_store.items()):
-            if pack in by_pack:
-                continue
-            lock.check()
-            repo.backend.delete(pack_key(pack))
-            report.packs_deleted += 1
-            report.bytes_freed += size
-            vault_point("prune_pack_delete")
+        _delete_packs(repo, lock, packs_on_store, keep=by_pack, report=report)
         packs_on_store = {k: v for k, v in packs_on_store.items() if k in by_pack}
         new_index: dict[str, list[list[Any]]] = {}
         to_copy: list[tuple[bytes, BlobRef]] = []
@@ -129,17 +123,28 @@ def prune(
             repo.backend.delete(f"index/{name}")
             vault_point("prune_index_delete")
 
-        for pack, size in sorted(packs_on_store.items()):
-            if pack in new_index:
-                continue
-            lock.check()
-            repo.backend.delete(pack_key(pack))
-            report.packs_deleted += 1
-            report.bytes_freed += size
-            vault_point("prune_pack_delete")
+        _delete_packs(repo, lock, packs_on_store, keep=new_index, report=report)
         repo.load_index()
         say(f"deleted {report.packs_deleted} pack(s), wrote {report.packs_written}")
     return report
+
+
+def _delete_packs(
+    repo: Repository,
+    lock: Lock,
+    packs: dict[str, int],
+    keep: Container[str],
+    report: PruneReport,
+) -> None:
+    """Delete every pack of `packs` (name to size) not in `keep`, counting what was freed."""
+    for pack, size in sorted(packs.items()):
+        if pack in keep:
+            continue
+        lock.check()
+        repo.backend.delete(pack_key(pack))
+        report.packs_deleted += 1
+        report.bytes_freed += size
+        vault_point("prune_pack_delete")
 
 
 def _put_pack(
