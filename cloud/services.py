@@ -10,13 +10,15 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from dockyard.agent import protocol as p
 from dockyard.cloud.auth.agent_tokens import AgentTokens
+from dockyard.cloud.batching import Batcher, ack_writer, poll_reader
 from dockyard.cloud.blobs import BlobStore
 from dockyard.cloud.bus import Bus
+from dockyard.cloud.domain import agents
 from dockyard.cloud.domain.clock import Clock
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.principal import Principal
-from dockyard.cloud.poll_reader import PollReader
 from dockyard.cloud.settings import Settings
 from dockyard.cloud.store.db import Database
 
@@ -32,13 +34,15 @@ class Services:
     agent_tokens: AgentTokens
     blobs: BlobStore
     db_slots: anyio.CapacityLimiter = field(init=False)
-    poll_reader: PollReader = field(init=False)
+    poll_reader: Batcher[int, agents.PollView] = field(init=False)
+    ack_writer: Batcher[list[p.Ack], int] = field(init=False)
 
     def __post_init__(self) -> None:
         # At most as many threads touch the database as the pool has connections, so no
         # request waits inside the pool or makes it open and close overflow connections.
         self.db_slots = anyio.CapacityLimiter(self.settings.db_pool_size)
-        self.poll_reader = PollReader(self.db, self.clock, self.run_db)
+        self.poll_reader = poll_reader(self.db, self.clock, self.run_db)
+        self.ack_writer = ack_writer(self.db, self.clock, self.run_db)
 
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking database work on a worker thread, within the pool's size."""

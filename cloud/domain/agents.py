@@ -25,7 +25,7 @@ from dockyard.cloud.store.tenancy import unscoped
 
 from . import audit, features
 from .context import Ctx
-from .errors import Conflict, NotFound, Unauthenticated
+from .errors import Conflict, DomainError, NotFound, Unauthenticated
 from .principal import Role
 from .sequence import wake
 
@@ -132,6 +132,24 @@ class PollView:
     """Entries beyond `last_seq` wait for the next poll (at most POLL_BATCH per answer)."""
 
 
+def _callers(
+    ctx: Ctx, ids: list[uuid.UUID], expect_tenant: dict[uuid.UUID, uuid.UUID] | None
+) -> dict[uuid.UUID, Agent | None]:
+    """The calling agents, read in one statement; None for one that is unknown, revoked,
+    or not of the tenant its token names (a token's tenant must be the agent's own)."""
+    found = {a.id: a for a in ctx.session.scalars(select(Agent).where(Agent.id.in_(ids)))}
+    out: dict[uuid.UUID, Agent | None] = {}
+    for agent_id in ids:
+        agent = found.get(agent_id)
+        if agent is not None and (
+            agent.revoked_at is not None
+            or (expect_tenant is not None and agent.tenant_id != expect_tenant.get(agent_id))
+        ):
+            agent = None
+        out[agent_id] = agent
+    return out
+
+
 def poll_view(ctx: Ctx, agent_id: uuid.UUID, after: int) -> PollView:
     """The entries newer than `after`. A command whose delivery deadline has passed is
     marked `expired` here and never handed out; one handed out becomes `sent`."""
@@ -149,18 +167,12 @@ def poll_views(
     """`poll_view` for many agents in one transaction: a burst of wake-ups is answered with
     a few statements instead of a few per agent. A revoked agent gets its error back."""
     now = ctx.now()
-    agents = {a.id: a for a in ctx.session.scalars(select(Agent).where(Agent.id.in_(list(wanted))))}
+    callers = _callers(ctx, list(wanted), expect_tenant)
     out: dict[uuid.UUID, PollView | Unauthenticated] = {}
     live: dict[uuid.UUID, Agent] = {}
     for agent_id in wanted:
-        agent = agents.get(agent_id)
-        if (
-            expect_tenant is not None
-            and agent is not None
-            and agent.tenant_id != expect_tenant.get(agent_id)
-        ):
-            agent = None  # a token's tenant must be the agent's own
-        if agent is None or agent.revoked_at is not None:
+        agent = callers[agent_id]
+        if agent is None:
             out[agent_id] = Unauthenticated("this agent was revoked; enrol it again")
         else:
             live[agent_id] = agent
@@ -239,29 +251,63 @@ def _entries(rows: list[tuple[AgentEntry, Command | None]], now: datetime) -> li
 
 
 def ack(ctx: Ctx, agent_id: uuid.UUID, acks: list[Ack]) -> int:
-    agent = active(ctx, agent_id)
+    result = ack_many(ctx, {agent_id: acks})[agent_id]
+    if isinstance(result, DomainError):
+        raise result
+    return result
+
+
+def ack_many(
+    ctx: Ctx,
+    wanted: dict[uuid.UUID, list[Ack]],
+    expect_tenant: dict[uuid.UUID, uuid.UUID] | None = None,
+) -> dict[uuid.UUID, int | DomainError]:
+    """Mark entries delivered for many agents in one transaction; each agent gets its
+    acknowledged head, or its own error (revoked, or a number beyond its sequence) with
+    none of its acks applied."""
     now = ctx.now()
-    by_seq = {a.seq: a for a in acks}
-    if max(by_seq) > agent.last_seq:
-        raise NotFound("sequence entry")
-    commands = ctx.session.execute(
-        select(AgentEntry.seq, Command)
-        .join(Command, Command.id == AgentEntry.command_id)
-        .where(AgentEntry.agent_id == agent_id, AgentEntry.seq.in_(list(by_seq)))
-    ).all()
-    for seq, command in commands:
-        a = by_seq[seq]
-        if command.acked_at is None:
-            command.acked_at = now
-        if command.state == "sent":
-            if a.outcome is AckOutcome.REJECTED:
-                command.state = "rejected"
-                command.result_code = a.code or "rejected"
-                command.finished_at = now
-            else:
-                command.state = "acked"
-    agent.acked_seq = max(agent.acked_seq, max(by_seq))
-    return agent.acked_seq
+    found = _callers(ctx, list(wanted), expect_tenant)
+    out: dict[uuid.UUID, int | DomainError] = {}
+    by_agent: dict[uuid.UUID, dict[int, Ack]] = {}
+    for agent_id, acks in wanted.items():
+        agent = found[agent_id]
+        by_seq = {a.seq: a for a in acks}
+        if agent is None:
+            out[agent_id] = Unauthenticated("this agent was revoked; enrol it again")
+        elif max(by_seq) > agent.last_seq:
+            out[agent_id] = NotFound("sequence entry")
+        else:
+            by_agent[agent_id] = by_seq
+    if by_agent:
+        rows = ctx.session.execute(
+            select(AgentEntry.agent_id, AgentEntry.seq, Command)
+            .join(Command, Command.id == AgentEntry.command_id)
+            .where(
+                or_(
+                    *(
+                        and_(AgentEntry.agent_id == a, AgentEntry.seq.in_(list(by_seq)))
+                        for a, by_seq in by_agent.items()
+                    )
+                )
+            )
+        ).all()
+        for agent_id, seq, command in rows:
+            a = by_agent[agent_id][seq]
+            if command.acked_at is None:
+                command.acked_at = now
+            if command.state == "sent":
+                if a.outcome is AckOutcome.REJECTED:
+                    command.state = "rejected"
+                    command.result_code = a.code or "rejected"
+                    command.finished_at = now
+                else:
+                    command.state = "acked"
+    for agent_id, by_seq in by_agent.items():
+        agent = found[agent_id]
+        assert agent is not None
+        agent.acked_seq = max(agent.acked_seq, max(by_seq))
+        out[agent_id] = agent.acked_seq
+    return out
 
 
 def record_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> int:

@@ -3,6 +3,7 @@ idempotency, and job events only from the job's own agent."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -20,10 +21,11 @@ from dockyard.agent.protocol import (
     MetadataBatch,
     ModuleInfo,
 )
+from dockyard.cloud.batching import ack_writer
 from dockyard.cloud.domain import agents, commands, enrolment, jobs, metadata, policies, tenants
 from dockyard.cloud.domain.clock import ManualClock, SystemClock
 from dockyard.cloud.domain.context import Ctx
-from dockyard.cloud.domain.errors import FlowModeForbids, Invalid, NotFound
+from dockyard.cloud.domain.errors import FlowModeForbids, Invalid, NotFound, Unauthenticated
 from dockyard.cloud.domain.principal import Principal
 from dockyard.cloud.store.db import Database
 from dockyard.cloud.store.models import AuditRecord, Command
@@ -266,3 +268,75 @@ def test_last_seen_times_are_stored_in_one_statement(db: Database, tmp_path, clo
     with system(db, world.tenant_id) as ctx:
         for agent_id, at in seen.items():
             assert agents.get(ctx, agent_id).last_seen_at == at
+
+
+def _issued_and_sent(world: World, agent_ids: list[uuid.UUID], clock) -> dict[uuid.UUID, int]:
+    with system(world.db, world.tenant_id, clock=clock) as ctx:
+        issued = commands.issue_many(ctx, agent_ids, "noop.echo", {})
+        seqs = {c.agent_id: c.seq for c in issued}
+    with system(world.db, world.tenant_id, clock=clock) as ctx:
+        views = agents.poll_views(ctx, dict.fromkeys(agent_ids, 0))
+        assert all(not isinstance(v, Exception) and v.entries for v in views.values())
+    return seqs
+
+
+def _command_states(world: World) -> dict[uuid.UUID, str]:
+    with system(world.db, world.tenant_id) as ctx:
+        return {c.agent_id: c.state for c in ctx.session.scalars(select(Command))}
+
+
+def test_acks_of_many_agents_in_one_transaction_keep_their_own_errors(
+    db: Database, tmp_path, clock
+) -> None:
+    world = make_world(db, clock=clock)
+    good, revoked, beyond, wrong_tenant = (new_agent(world, tmp_path, clock) for _ in range(4))
+    seqs = _issued_and_sent(world, [good, revoked, beyond, wrong_tenant], clock)
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        agents.revoke(ctx, revoked)
+    other = make_world(db, clock=clock)
+
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        results = agents.ack_many(
+            ctx,
+            {
+                good: [Ack(seq=seqs[good])],
+                revoked: [Ack(seq=seqs[revoked])],
+                beyond: [Ack(seq=seqs[beyond]), Ack(seq=seqs[beyond] + 5)],
+                wrong_tenant: [Ack(seq=seqs[wrong_tenant])],
+            },
+            {good: world.tenant_id, revoked: world.tenant_id, beyond: world.tenant_id}
+            | {wrong_tenant: other.tenant_id},
+        )
+    assert results[good] == seqs[good]
+    assert isinstance(results[revoked], Unauthenticated)
+    assert isinstance(results[beyond], NotFound)
+    assert isinstance(results[wrong_tenant], Unauthenticated)
+    states = _command_states(world)
+    assert states[good] == "acked"
+    assert states[revoked] == states[beyond] == states[wrong_tenant] == "sent", "none applied"
+    with system(db, world.tenant_id) as ctx:
+        assert agents.get(ctx, beyond).acked_seq == 0
+
+
+def test_concurrent_acks_share_transactions_and_each_hears_its_own_answer(
+    db: Database, tmp_path, clock
+) -> None:
+    world = make_world(db, clock=clock)
+    ids = [new_agent(world, tmp_path, clock) for _ in range(12)]
+    seqs = _issued_and_sent(world, ids, clock)
+    writer = ack_writer(db, clock, asyncio.to_thread)
+
+    async def all_at_once() -> list[int | BaseException]:
+        return await asyncio.gather(
+            *(writer.submit(a, world.tenant_id, [Ack(seq=seqs[a])]) for a in ids[:-1]),
+            writer.submit(ids[-1], world.tenant_id, [Ack(seq=seqs[ids[-1]] + 1)]),
+            return_exceptions=True,
+        )
+
+    results = asyncio.run(all_at_once())
+    assert results[:-1] == [seqs[a] for a in ids[:-1]]
+    assert isinstance(results[-1], NotFound)
+    assert writer.requests == len(ids)
+    assert writer.batches < len(ids), "acks arriving together were written together"
+    states = _command_states(world)
+    assert [states[a] for a in ids] == ["acked"] * (len(ids) - 1) + ["sent"]

@@ -325,7 +325,7 @@ async def poll(request: Request) -> Response:
         """Read the database (batched with other polls reading now); remember what the
         agent will know once it has the answer."""
         version = bus.version(agent_id)
-        view = await svc.poll_reader.read(agent_id, tenant_id, after)
+        view = await svc.poll_reader.submit(agent_id, tenant_id, after)
         answer = answer_of(view)
         if not view.more:  # not cut short: nothing newer exists
             bus.remember(agent_id, version, answer.model_copy(update={"entries": []}))
@@ -359,11 +359,8 @@ async def acks(request: Request) -> Response:
     svc = services(request)
     agent_id, tenant_id = bearer(request)
     body, _ = await parse(request, p.AckRequest)
-    acked = await in_thread(
-        svc,
-        Principal.agent(agent_id, tenant_id),
-        lambda ctx: agents.ack(ctx, agent_id, list(body.acks)),
-    )
+    # Batched with the other agents' acks arriving meanwhile (see cloud/batching.py).
+    acked = await svc.ack_writer.submit(agent_id, tenant_id, list(body.acks))
     return ok(p.AckResponse(acked_seq=acked))
 
 
