@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -91,14 +91,40 @@ def flow_mode(session: Session, agent: Agent) -> FlowMode:
     site = session.get(Site, agent.site_id)
     assert tenant is not None
     assert site is not None
+    return _narrowest_of(tenant, site, agent)
+
+
+def _narrowest_of(tenant: Tenant, site: Site, agent: Agent) -> FlowMode:
     site_flow = FlowMode(site.max_flow) if site.max_flow else None
     return narrowest(FlowMode(tenant.flow_mode), site_flow, FlowMode(agent.max_flow))
 
 
-def unlocked_features(session: Session, agent: Agent, mode: FlowMode) -> dict[str, list[str]]:
-    tenant = session.get(Tenant, agent.tenant_id)
-    assert tenant is not None
-    return features.unlocked(tenant.plan, mode, [m["name"] for m in agent.modules])
+def _settings_of(
+    session: Session, of: list[Agent]
+) -> dict[uuid.UUID, tuple[FlowMode, dict[str, list[str]]]]:
+    """The flow mode and unlocked features of many agents: their tenants and sites in two
+    statements, each answer worked out once per distinct (tenant, site, ceiling, modules).
+    The rows are held here, since the session's identity map keeps no object alive and
+    `session.get` per agent would query again for each."""
+    tenants = {
+        t.id: t
+        for t in session.scalars(select(Tenant).where(Tenant.id.in_({a.tenant_id for a in of})))
+    }
+    sites = {
+        s.id: s for s in session.scalars(select(Site).where(Site.id.in_({a.site_id for a in of})))
+    }
+    out: dict[uuid.UUID, tuple[FlowMode, dict[str, list[str]]]] = {}
+    known: dict[tuple[Any, ...], tuple[FlowMode, dict[str, list[str]]]] = {}
+    for agent in of:
+        names = tuple(m["name"] for m in agent.modules)
+        key = (agent.tenant_id, agent.site_id, agent.max_flow, names)
+        answer = known.get(key)
+        if answer is None:
+            tenant = tenants[agent.tenant_id]
+            mode = _narrowest_of(tenant, sites[agent.site_id], agent)
+            answer = known[key] = (mode, features.unlocked(tenant.plan, mode, list(names)))
+        out[agent.id] = answer
+    return out
 
 
 def revoke(ctx: Ctx, agent_id: uuid.UUID) -> Agent:
@@ -200,12 +226,9 @@ def poll_views(
         ).all()
         for entry, command in rows:
             rows_by_agent.setdefault(entry.agent_id, []).append((entry, command))
-    modes: dict[tuple[uuid.UUID, uuid.UUID, str], FlowMode] = {}
+    settings = _settings_of(ctx.session, list(live.values()))
     for agent_id, agent in live.items():
-        key = (agent.tenant_id, agent.site_id, agent.max_flow)
-        mode = modes.get(key)
-        if mode is None:
-            mode = modes[key] = flow_mode(ctx.session, agent)
+        mode, unlocked = settings[agent_id]
         entries = _entries(rows_by_agent.get(agent_id, []), now)
         # A sequence is numbered without gaps, so the next POLL_BATCH numbers are at most
         # POLL_BATCH rows, whatever was skipped (expired, cancelled) among them.
@@ -215,7 +238,7 @@ def poll_views(
             entries,
             limit if more else agent.last_seq,
             mode,
-            unlocked_features(ctx.session, agent, mode),
+            unlocked,
             more,
         )
     return out
