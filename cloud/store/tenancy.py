@@ -2,7 +2,8 @@
 
 A session carries the set of tenants its principal may see (`scope_session`). Every ORM
 SELECT, UPDATE and DELETE gets `tenant_id IN (scope)` on every tenant-owned class it touches,
-and every flushed insert, change or deletion of a tenant-owned row must fall inside the scope.
+and every flushed insert, change or deletion of a tenant-owned row, and every row of a bulk
+INSERT, must fall inside the scope.
 A session with no scope refuses such statements outright, and so does any raw SQL: the only
 way around the scope is `unscoped(session, reason)`, which needs a reason and is easy to grep
 (`make unscoped` lists its uses).
@@ -75,11 +76,34 @@ def _filter_statements(state: ORMExecuteState) -> None:
         if _tenant_mappers(state):
             raise TenantScopeError("tenant-owned data queried without a tenant scope")
         return
+    if state.is_insert:
+        _check_insert(state, scope)
+        return
     ids = list(scope)
     state.statement = state.statement.options(
         with_loader_criteria(TenantOwned, lambda cls: cls.tenant_id.in_(ids), include_aliases=True),
         with_loader_criteria(Tenant, lambda cls: cls.id.in_(ids), include_aliases=True),
     )
+
+
+def _check_insert(state: ORMExecuteState, scope: tuple[uuid.UUID, ...]) -> None:
+    """A bulk INSERT (`session.execute(insert(Model), rows)`) skips the flush, so its rows
+    are checked here, one by one. Values written into the statement itself cannot be seen
+    as rows, so for tenant-owned classes they are refused."""
+    if not _tenant_mappers(state):
+        return
+    if any(cls is Tenant for cls in _tenant_mappers(state)):
+        raise TenantScopeError("tenants are created through the session, not in bulk")
+    rows = state.parameters
+    if (
+        not rows
+        or getattr(state.statement, "_values", None)
+        or getattr(state.statement, "_multi_values", None)
+    ):
+        raise TenantScopeError("a bulk insert of tenant-owned rows passes them as parameters")
+    for row in rows if isinstance(rows, list | tuple) else [rows]:
+        if row.get("tenant_id") not in scope:
+            raise TenantScopeError("a bulk-inserted row is outside the tenant scope")
 
 
 def _check_flush(session: Session, _ctx: Any, _instances: Any) -> None:

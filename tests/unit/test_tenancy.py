@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import delete, inspect, select, text, update
+from sqlalchemy import delete, insert, inspect, select, text, update
 
 from dockyard.cloud.domain import agents, tenants
 from dockyard.cloud.domain.errors import NotFound
@@ -70,6 +70,37 @@ def test_scope_filters_rows_and_refuses_foreign_writes(db: Database) -> None:
         session.add(Site(tenant_id=b.tenant_id, name="planted", created_at=site.created_at))
         with pytest.raises(TenantScopeError):
             session.flush()
+
+
+def test_bulk_inserts_are_checked_row_by_row(db: Database) -> None:
+    a, b = make_world(db), make_world(db)
+    with db.session([a.tenant_id]) as session:
+        site = session.get(Site, a.site_id)
+        assert site is not None
+        created = site.created_at
+
+    def rows(*tenant_ids: uuid.UUID) -> list[dict[str, object]]:
+        return [
+            {"tenant_id": t, "name": f"bulk {i}", "created_at": created}
+            for i, t in enumerate(tenant_ids)
+        ]
+
+    with db.session() as session, pytest.raises(TenantScopeError):
+        session.execute(insert(Site), rows(a.tenant_id))
+    with db.session([a.tenant_id]) as session:
+        with pytest.raises(TenantScopeError, match="outside"):
+            session.execute(insert(Site), rows(a.tenant_id, b.tenant_id))
+        with pytest.raises(TenantScopeError, match="parameters"):
+            session.execute(insert(Site).values(rows(b.tenant_id)[0]))
+        with pytest.raises(TenantScopeError, match="parameters"):
+            session.execute(insert(Site).values(name="x", created_at=created), rows(a.tenant_id))
+    with db.session([a.tenant_id]) as session:
+        session.execute(insert(Site), rows(a.tenant_id, a.tenant_id))
+        session.commit()
+    with db.session([a.tenant_id, b.tenant_id]) as session:
+        bulk = session.scalars(select(Site).where(Site.name.like("bulk %"))).all()
+        assert {s.tenant_id for s in bulk} == {a.tenant_id}
+        assert len(bulk) == 2
 
 
 def test_another_tenants_id_is_not_found_like_a_missing_one(db: Database) -> None:
