@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.cloud.store.models import Agent, Command, Job
@@ -72,29 +73,71 @@ def issue_many(
     ttl: timedelta = timedelta(hours=1),
     timeout: timedelta = timedelta(hours=1),
 ) -> list[Command]:
-    """One command to each of many agents, in one transaction: all are issued or none."""
+    """One command to each of many agents, in one transaction: all are issued or none.
+
+    The rows go in as three bulk INSERTs rather than through the unit of work, which spent
+    most of a 200-agent issue building and flushing 600 objects one by one; the commands
+    returned are built from the same rows and are not part of the session."""
     if not 1 <= len(agent_ids) <= MAX_AGENTS_PER_ISSUE:
         raise Invalid(f"a command goes to between 1 and {MAX_AGENTS_PER_ISSUE} agents at once")
     if len(set(agent_ids)) != len(agent_ids):
         raise Invalid("an agent is named twice")
-    found = {a.id: a for a in ctx.session.scalars(select(Agent).where(Agent.id.in_(agent_ids)))}
+    found = {
+        row.id: row
+        for row in ctx.session.execute(
+            select(Agent.id, Agent.tenant_id, Agent.revoked_at).where(Agent.id.in_(agent_ids))
+        )
+    }
     if len(found) != len(agent_ids):
         raise NotFound("agent")
     targets = [found[i] for i in agent_ids]
     _check(ctx, targets, name, args, ttl, timeout)
     numbers = sequence.allocate_many(ctx.session, agent_ids)
-    with ctx.session.no_autoflush:
-        issued = [_create(ctx, a, name, args, ttl, timeout, None, numbers[a.id]) for a in targets]
-    ctx.session.flush()
+    now = ctx.now()
+    commands: list[dict[str, Any]] = []
+    jobs: list[dict[str, Any]] = []
+    for agent in targets:
+        command_id, job_id = uuid.uuid4(), uuid.uuid4()
+        common = {"tenant_id": agent.tenant_id, "agent_id": agent.id}
+        jobs.append(
+            common
+            | {"id": job_id, "command_id": command_id, "kind": name, "state": "pending"}
+            | {"created_at": now, "updated_at": now}
+        )
+        commands.append(
+            common
+            | {"id": command_id, "job_id": job_id, "seq": numbers[agent.id], "name": name}
+            | {"args": args, "state": "queued", "idempotency_key": None}
+            | {"issued_by": ctx.principal.id, "issued_at": now, "expires_at": now + ttl}
+            | {"timeout_s": int(timeout.total_seconds())}
+        )
+    ctx.session.execute(insert(Job), jobs)
+    ctx.session.execute(insert(Command), commands)
+    sequence.append_many(
+        ctx,
+        [(c["agent_id"], c["tenant_id"], c["seq"], c["id"]) for c in commands],
+        now,
+    )
     for tenant_id in sorted({a.tenant_id for a in targets}):
         count = sum(1 for a in targets if a.tenant_id == tenant_id)
         audit.record(ctx, tenant_id, "command.issue_many", name=name, agents=count)
-    return issued
+    return [Command(**c) for c in commands]
+
+
+class _Target(Protocol):
+    """What issuing reads of an agent: an ORM row or a row of just these columns."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def tenant_id(self) -> uuid.UUID: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
 
 
 def _check(
     ctx: Ctx,
-    targets: list[Agent],
+    targets: Sequence[_Target],
     name: str,
     args: dict[str, Any],
     ttl: timedelta,

@@ -8,9 +8,10 @@ asks for the agent's held poll to be woken when the transaction commits.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from dockyard.cloud.store.db import wake_agent
@@ -71,6 +72,21 @@ def append(
     ctx.session.add(entry)
     wake(ctx.session, agent_id)
     return entry
+
+
+def append_many(
+    ctx: Ctx, commands: list[tuple[uuid.UUID, uuid.UUID, int, uuid.UUID]], now: datetime
+) -> None:
+    """Command entries for many agents in one bulk INSERT: (agent, tenant, seq, command),
+    the numbers taken with `allocate_many`."""
+    rows = [
+        {"tenant_id": tenant_id, "agent_id": agent_id, "seq": seq, "kind": "command"}
+        | {"command_id": command_id, "payload": {}, "created_at": now}
+        for agent_id, tenant_id, seq, command_id in commands
+    ]
+    ctx.session.execute(insert(AgentEntry), rows)
+    for agent_id, *_ in commands:
+        wake(ctx.session, agent_id)
 
 
 def wake(session: Session, agent_id: uuid.UUID) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -101,7 +101,8 @@ def _check_insert(state: ORMExecuteState, scope: tuple[uuid.UUID, ...]) -> None:
         or getattr(state.statement, "_multi_values", None)
     ):
         raise TenantScopeError("a bulk insert of tenant-owned rows passes them as parameters")
-    for row in rows if isinstance(rows, list | tuple) else [rows]:
+    each: Sequence[Mapping[str, Any]] = [rows] if isinstance(rows, Mapping) else rows
+    for row in each:
         if row.get("tenant_id") not in scope:
             raise TenantScopeError("a bulk-inserted row is outside the tenant scope")
 
