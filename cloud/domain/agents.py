@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -306,11 +306,10 @@ def ack_many(
             select(AgentEntry.agent_id, AgentEntry.seq, Command)
             .join(Command, Command.id == AgentEntry.command_id)
             .where(
-                or_(
-                    *(
-                        and_(AgentEntry.agent_id == a, AgentEntry.seq.in_(list(by_seq)))
-                        for a, by_seq in by_agent.items()
-                    )
+                # One expanding parameter, so the statement compiles once for every batch
+                # (an OR of one clause per agent was compiled anew each time).
+                tuple_(AgentEntry.agent_id, AgentEntry.seq).in_(
+                    [(a, seq) for a, by_seq in by_agent.items() for seq in by_seq]
                 )
             )
         ).all()
