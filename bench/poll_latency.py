@@ -424,10 +424,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
             async def first_token(a: SimAgent) -> None:
                 async with gate:
-                    try:
-                        await a.token()
-                    except httpx.TransportError:  # a kept-alive connection the server closed
-                        await a.token()
+                    for attempt in range(5):
+                        try:
+                            await a.token()
+                            return
+                        except httpx.TransportError:
+                            # A kept-alive connection the server closed while enrolment
+                            # went on; the pool may hold several, so try a few times.
+                            if attempt == 4:
+                                raise
 
             await asyncio.gather(*(first_token(a) for a in agents))
             tasks = [asyncio.create_task(a.run()) for a in agents]

@@ -52,6 +52,11 @@ def add_parser(sub: Any) -> None:
     restore.add_argument("--target", type=Path, help="directory to restore into")
     restore.add_argument("--path", action="append", help="only this file (repeatable)")
     restore.add_argument("--stdout", metavar="PATH", help="write one file to standard output")
+    restore.add_argument(
+        "--no-sparse",
+        action="store_true",
+        help="write runs of zeros out in full instead of leaving holes (preallocated images)",
+    )
     cmd.add_parser("ls", help="list snapshots")
     cmd.add_parser("verify", help="read back every pack and check every blob")
     prune = cmd.add_parser("prune", help="forget snapshots by a retention rule; reclaim space")
@@ -142,7 +147,13 @@ def run(args: argparse.Namespace) -> int:
         wanted = set(args.path) if args.path else None
         total = sum(f.size for f in snap.files if wanted is None or f.path in wanted)
         with _bar(args, total, "restore") as bar:
-            repo.restore(snap.id, args.target, paths=args.path, progress=bar.update)
+            repo.restore(
+                snap.id,
+                args.target,
+                paths=args.path,
+                progress=bar.update,
+                sparse=not args.no_sparse,
+            )
         _print(args, {"snapshot": snap.id, "bytes": total}, f"restored {total} bytes")
     elif args.vault_command == "ls":
         snaps = repo.snapshots()

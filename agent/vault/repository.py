@@ -55,6 +55,8 @@ PACK_BYTES = 16 * 1024 * 1024
 RUN_BYTES = 4 * 1024 * 1024
 UPLOADS_IN_FLIGHT = 2
 FILES_AT_ONCE = 2
+SPARSE_MIN = 64 * 1024  # a shorter run of zeros is written: a hole that small saves little
+_ZEROS = memoryview(bytes(8 * 1024 * 1024))
 Progress = Callable[[int], None]
 
 
@@ -181,6 +183,10 @@ class Source:
         )
 
 
+def _zeros(n: int) -> memoryview | bytes:
+    return _ZEROS[:n] if n <= len(_ZEROS) else bytes(n)
+
+
 class Repository:
     """An open repository. Not shared between processes except through the lock protocol."""
 
@@ -198,6 +204,7 @@ class Repository:
         self._lock = threading.Lock()
         self.workers = max(2, os.cpu_count() or 2)
         self._local = threading.local()
+        self._zero_ids: dict[bytes, int] | None = None
         self.load_index()
 
     # --- creating and opening ----------------------------------------------------------
@@ -530,13 +537,22 @@ class Repository:
             for blob_id, ref in zip(ids, refs, strict=True)
         ]
 
-    def _runs(self, ids: list[bytes]) -> Iterator[list[bytes]]:
+    def _runs(self, ids: list[bytes], zeros: dict[bytes, int]) -> Iterator[list[bytes] | int]:
         """Consecutive chunks that sit back to back in one pack, up to RUN_BYTES a run; a
-        chunk in no index is a run of its own, so its error names only its file."""
+        chunk in no index is a run of its own, so its error names only its file. A chunk
+        in `zeros` (all zero bytes, known by its id) is given as its length: nothing to
+        read."""
         run: list[bytes] = []
         last: BlobRef | None = None
         size = 0
         for blob_id in ids:
+            hole = zeros.get(blob_id)
+            if hole is not None:
+                if run:
+                    yield run
+                    run, size, last = [], 0, None
+                yield hole
+                continue
             ref = self.index.get(blob_id)
             follows = (
                 ref is not None
@@ -554,16 +570,33 @@ class Repository:
         if run:
             yield run
 
-    def _chunks(self, ids: list[bytes], pool: ThreadPoolExecutor, depth: int) -> Iterator[bytes]:
+    def _zero_chunks(self) -> dict[bytes, int]:
+        """The ids of all-zero chunks at the sizes the chunker cuts a long run of zeros
+        into (its maximum, and its minimum where the key makes zeros a boundary), so a
+        restore need not read them: an id is a keyed hash of the content, so the id says
+        what the bytes are. Other all-zero chunks are found once read."""
+        if self._zero_ids is None:
+            sizes = {self.params.min_size, self.params.max_size}
+            self._zero_ids = {self.keys.chunk_id(bytes(n)): n for n in sizes}
+        return self._zero_ids
+
+    def _chunks(
+        self, ids: list[bytes], pool: ThreadPoolExecutor, depth: int
+    ) -> Iterator[bytes | int]:
         """The chunks in order, fetched and checked ahead of the writer: runs of a pack in
-        one read each, `depth` runs in flight (reads wait on storage)."""
-        pending: deque[Future[list[bytes]]] = deque()
-        for run in self._runs(ids):
-            pending.append(pool.submit(self._read_run, run))
+        one read each, `depth` runs in flight (reads wait on storage). A known all-zero
+        chunk comes as its length."""
+        pending: deque[Future[list[bytes]] | int] = deque()
+
+        def ready(item: Future[list[bytes]] | int) -> list[bytes] | list[int]:
+            return [item] if isinstance(item, int) else item.result()
+
+        for run in self._runs(ids, self._zero_chunks()):
+            pending.append(run if isinstance(run, int) else pool.submit(self._read_run, run))
             if len(pending) > depth:
-                yield from pending.popleft().result()
+                yield from ready(pending.popleft())
         while pending:
-            yield from pending.popleft().result()
+            yield from ready(pending.popleft())
 
     def restore(
         self,
@@ -572,8 +605,11 @@ class Repository:
         *,
         paths: Iterable[str] | None = None,
         progress: Progress | None = None,
+        sparse: bool = True,
     ) -> Snapshot:
-        """Restore files to `target`; damaged files are named and the rest restored."""
+        """Restore files to `target`; damaged files are named and the rest restored.
+        `sparse` leaves runs of zeros as holes, as a VM's disk image expects: the same
+        bytes read back, and no time or space spent writing zeros."""
         snap = self.snapshot(snapshot_id)
         wanted = set(paths) if paths is not None else None
         entries = [e for e in snap.files if wanted is None or e.path in wanted]
@@ -586,7 +622,7 @@ class Repository:
             ThreadPoolExecutor(FILES_AT_ONCE, thread_name_prefix="vault-file") as writers,
         ):
             for path, problem in writers.map(
-                lambda e: self._restore_file(e, target, pool, depth, progress), entries
+                lambda e: self._restore_file(e, target, pool, depth, progress, sparse), entries
             ):
                 if problem is not None:
                     damaged[path] = problem
@@ -605,6 +641,7 @@ class Repository:
         pool: ThreadPoolExecutor,
         depth: int,
         progress: Progress | None,
+        sparse: bool,
     ) -> tuple[str, str | None]:
         """One file, through a partial name, fsynced, then renamed into place; returns the
         problem instead of raising, so the other files go on."""
@@ -613,7 +650,7 @@ class Repository:
         partial = out.with_name(out.name + ".dockyard-partial")
         try:
             with open(partial, "wb") as f:
-                self._write_file(entry, f, pool, progress, depth)
+                self._write_file(entry, f, pool, progress, depth, sparse=sparse)
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(partial, entry.mode or 0o644)
@@ -641,13 +678,30 @@ class Repository:
         pool: ThreadPoolExecutor,
         progress: Progress | None,
         depth: int | None = None,
+        *,
+        sparse: bool = False,
     ) -> None:
+        """`sparse` (a seekable file): zeros are skipped over, not written, and the
+        length set at the end, since a file may end in a hole."""
         written = 0
-        for data in self._chunks(entry.chunks, pool, depth or self.workers * 4):
-            out.write(data)
-            written += len(data)
+        for piece in self._chunks(entry.chunks, pool, depth or self.workers * 4):
+            if isinstance(piece, int):
+                n = piece
+                if sparse:
+                    out.seek(n, os.SEEK_CUR)
+                else:
+                    out.write(_zeros(n))
+            else:
+                n = len(piece)
+                if sparse and n >= SPARSE_MIN and piece == _zeros(n):
+                    out.seek(n, os.SEEK_CUR)
+                else:
+                    out.write(piece)
+            written += n
             if progress:
-                progress(len(data))
+                progress(n)
+        if sparse:
+            out.truncate(written)
         if written != entry.size:
             raise Corrupted(f"file {entry.path}", "restored size differs from the snapshot")
 
