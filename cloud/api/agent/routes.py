@@ -334,16 +334,20 @@ async def poll(request: Request) -> Response:
     with bus.subscribe(agent_id) as waiter:
         # Subscribed first, so a wake-up between here and the wait is never missed.
         quiet = bus.recall(agent_id, QUIET_MAX_AGE_S)
+        # Held for 80-100% of `wait`, so agents that polled together drift apart. A poll
+        # this process had to read for (the first since the agent connected, or since its
+        # last change) is held for 20-100%: after a restart, the agents that all came back
+        # at once return spread over the whole wait, not in one wave 20-25 s later.
+        share = random.uniform(0.8, 1.0)
         if quiet is not None and quiet.last_seq == after and quiet.tag == known_tag and wait > 0:
             answer = quiet
         else:
+            share = random.uniform(0.2, 1.0)
             answer = await read()
             if answer.entries or answer.last_seq > after or wait <= 0 or answer.tag != known_tag:
                 return ok(answer)
         try:
-            # Held for 80-100% of `wait`: agents that all polled at once (after a restart)
-            # come back spread out instead of in one wave every 25 s.
-            hold = wait * random.uniform(0.8, 1.0)
+            hold = wait * share
             bus.waiting += 1
             await asyncio.wait_for(waiter.event.wait(), timeout=hold)
         except TimeoutError:
