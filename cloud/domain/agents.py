@@ -25,7 +25,7 @@ from dockyard.cloud.store.tenancy import unscoped
 
 from . import audit, features
 from .context import Ctx
-from .errors import Conflict, DomainError, NotFound, Unauthenticated
+from .errors import Conflict, DomainError, Invalid, NotFound, Unauthenticated
 from .principal import Role
 from .sequence import wake
 
@@ -297,6 +297,8 @@ def ack_many(
         by_seq = {a.seq: a for a in acks}
         if agent is None:
             out[agent_id] = Unauthenticated("this agent was revoked; enrol it again")
+        elif not by_seq:
+            out[agent_id] = Invalid("an ack names at least one entry")
         elif max(by_seq) > agent.last_seq:
             out[agent_id] = NotFound("sequence entry")
         else:

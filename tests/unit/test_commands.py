@@ -316,6 +316,7 @@ def test_acks_of_many_agents_in_one_transaction_keep_their_own_errors(
     assert states[revoked] == states[beyond] == states[wrong_tenant] == "sent", "none applied"
     with system(db, world.tenant_id) as ctx:
         assert agents.get(ctx, beyond).acked_seq == 0
+        assert isinstance(agents.ack_many(ctx, {beyond: []})[beyond], Invalid)
 
 
 def test_concurrent_acks_share_transactions_and_each_hears_its_own_answer(
