@@ -457,8 +457,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
             singles: list[float] = []
             cpu0, w0 = stat.cpu_s(), time.monotonic()
+            singles_from = time.perf_counter()
             for _ in range(args.singles):
+                at = time.perf_counter() - singles_from
                 singles.append(await bench.issue(gql, random.choice(agents)))
+                if os.environ.get("BENCH_DEBUG") and singles[-1] > 0.1:
+                    issue_ms = bench.issue_s[-1] * 1000
+                    print(
+                        f"single at {at:.1f}s: {singles[-1] * 1000:.0f} ms "
+                        f"(issue answered in {issue_ms:.0f} ms)",
+                        file=sys.stderr,
+                    )
                 await asyncio.sleep(random.uniform(0.005, 0.03))
             busy_cpu = (stat.cpu_s() - cpu0) / (time.monotonic() - w0)
             print(f"{len(singles)} single commands delivered", file=sys.stderr)

@@ -54,8 +54,8 @@ def blob_store(settings: Settings) -> BlobStore:
 
 
 # Last-seen times are written this many agents per transaction, so one sweep never holds
-# a database slot (or the interpreter) long enough to delay a delivery.
-SEEN_BATCH = 500
+# a database slot, the interpreter or the agents' rows long enough to delay a delivery.
+SEEN_BATCH = 100
 
 
 def _sweep_commands(svc: Services) -> None:
@@ -63,9 +63,9 @@ def _sweep_commands(svc: Services) -> None:
         commands.sweep(session, svc.clock)
 
 
-def _record_seen(svc: Services, seen: dict[uuid.UUID, datetime]) -> None:
+def _record_seen(svc: Services, seen: dict[uuid.UUID, datetime]) -> set[uuid.UUID]:
     with svc.db.transaction() as session:
-        agents.record_seen(session, seen)
+        return agents.record_seen(session, seen)
 
 
 async def _sweep_forever(svc: Services) -> None:
@@ -76,9 +76,12 @@ async def _sweep_forever(svc: Services) -> None:
         seen = svc.bus.take_seen()
         try:
             await svc.run_db(_sweep_commands, svc)
-            items = list(seen.items())
+            items = sorted(seen.items())
             for i in range(0, len(items), SEEN_BATCH):
-                await svc.run_db(_record_seen, svc, dict(items[i : i + SEEN_BATCH]))
+                batch = dict(items[i : i + SEEN_BATCH])
+                written = await svc.run_db(_record_seen, svc, batch)
+                for agent_id in batch.keys() - written:  # busy now: the next sweep
+                    svc.bus.seen.setdefault(agent_id, batch[agent_id])
         except Exception:
             log.exception("sweep failed; will retry")
             svc.bus.seen = seen | svc.bus.seen

@@ -30,7 +30,6 @@ from .principal import Role
 from .sequence import wake
 
 POLL_BATCH = 200
-SEEN_EVERY = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -202,8 +201,6 @@ def poll_views(
             out[agent_id] = Unauthenticated("this agent was revoked; enrol it again")
         else:
             live[agent_id] = agent
-            if agent.last_seen_at is None or now - agent.last_seen_at > SEEN_EVERY:
-                agent.last_seen_at = now
     behind = [(a, wanted[a]) for a, agent in live.items() if agent.last_seq > wanted[a]]
     rows_by_agent: dict[uuid.UUID, list[tuple[AgentEntry, Command | None]]] = {}
     if behind:
@@ -334,21 +331,37 @@ def ack_many(
     return out
 
 
-def record_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> int:
-    """Store when agents last polled, for many agents in one executemany.
+def record_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> set[uuid.UUID]:
+    """Store when agents last polled, for many agents in one executemany; returns the
+    agents written.
 
     Polls answered from memory (see the bus) never open a transaction, so the process
     gathers the times and writes them every sweep; Core, not the ORM, keeps the cost per
-    row small enough not to stall the event loop's thread for thousands of agents."""
+    row small enough not to stall the event loop's thread for thousands of agents. Rows
+    another transaction holds (a command being issued to that agent) are skipped, not
+    waited for: a last-seen time must never delay a delivery, and the caller keeps the
+    skipped ones for its next sweep."""
     if not seen:
-        return 0
+        return set()
     table = cast(Table, Agent.__table__)
-    stmt = (
-        update(table)
-        .where(table.c.id == bindparam("agent_id"))
-        .values(last_seen_at=bindparam("at"))
-    )
-    rows = [{"agent_id": agent_id, "at": at} for agent_id, at in seen.items()]
     with unscoped(session, "last-seen times of agents whose access tokens this process checked"):
-        session.connection().execute(stmt, rows)
-    return len(rows)
+        free = set(
+            session.connection()
+            .execute(
+                select(table.c.id)
+                .where(table.c.id.in_(sorted(seen)))
+                .with_for_update(skip_locked=True)
+            )
+            .scalars()
+        )
+        rows = [
+            {"agent_id": agent_id, "at": at} for agent_id, at in seen.items() if agent_id in free
+        ]
+        if rows:
+            stmt = (
+                update(table)
+                .where(table.c.id == bindparam("agent_id"))
+                .values(last_seen_at=bindparam("at"))
+            )
+            session.connection().execute(stmt, rows)
+    return free

@@ -8,7 +8,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from dockyard.agent import keys
 from dockyard.agent.protocol import (
@@ -29,6 +29,7 @@ from dockyard.cloud.domain.errors import FlowModeForbids, Invalid, NotFound, Una
 from dockyard.cloud.domain.principal import Principal
 from dockyard.cloud.store.db import Database
 from dockyard.cloud.store.models import AuditRecord, Command
+from dockyard.cloud.store.tenancy import unscoped
 
 from ..factories import World, enrolment_secret, make_world, system
 
@@ -264,7 +265,7 @@ def test_last_seen_times_are_stored_in_one_statement(db: Database, tmp_path, clo
     ids = [new_agent(world, tmp_path, clock) for _ in range(3)]
     seen = {agent_id: clock.now() + timedelta(seconds=i) for i, agent_id in enumerate(ids)}
     with db.transaction() as session:
-        assert agents.record_seen(session, seen) == 3
+        assert agents.record_seen(session, seen) == set(ids)
     with system(db, world.tenant_id) as ctx:
         for agent_id, at in seen.items():
             assert agents.get(ctx, agent_id).last_seen_at == at
@@ -341,3 +342,21 @@ def test_concurrent_acks_share_transactions_and_each_hears_its_own_answer(
     assert writer.batches < len(ids), "acks arriving together were written together"
     states = _command_states(world)
     assert [states[a] for a in ids] == ["acked"] * (len(ids) - 1) + ["sent"]
+
+
+def test_a_last_seen_time_never_waits_for_an_agent_being_issued_to(pg: Database, tmp_path) -> None:
+    """PostgreSQL's row locks: an agent whose row a command's issue holds is skipped (and
+    kept for the next sweep), so the sweeper neither waits for it nor blocks it."""
+    clock = SystemClock()
+    world = make_world(pg, clock=clock)
+    busy, free = new_agent(world, tmp_path, clock), new_agent(world, tmp_path, clock)
+    with system(pg, world.tenant_id, clock=clock) as issuing:
+        commands.issue(issuing, busy, "noop.echo", {})  # holds busy's row until commit
+        with pg.transaction() as session:
+            with unscoped(session, "a test bounds how long a lock may be waited for"):
+                session.execute(text("SET LOCAL lock_timeout = '2s'"))
+            written = agents.record_seen(session, {busy: clock.now(), free: clock.now()})
+        assert written == {free}
+    with system(pg, world.tenant_id) as ctx:
+        assert agents.get(ctx, free).last_seen_at is not None
+        assert agents.get(ctx, busy).last_seen_at is None
