@@ -19,7 +19,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -181,6 +181,13 @@ class Source:
             st.st_mtime,
             f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}",
         )
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, at: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, at)
+        view, at = view[n:], at + n
 
 
 def _zeros(n: int) -> memoryview | bytes:
@@ -649,10 +656,12 @@ class Repository:
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".dockyard-partial")
         try:
-            with open(partial, "wb") as f:
-                self._write_file(entry, f, pool, progress, depth, sparse=sparse)
-                f.flush()
-                os.fsync(f.fileno())
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                self._write_at(entry, fd, pool, depth, progress, sparse)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.chmod(partial, entry.mode or 0o644)
             os.utime(partial, (entry.mtime, entry.mtime))
             os.replace(partial, out)
@@ -671,6 +680,59 @@ class Repository:
                 return entry
         raise VaultError(f"not in snapshot {snap.id[:8]}: {path}")
 
+    def _write_at(
+        self,
+        entry: FileEntry,
+        fd: int,
+        pool: ThreadPoolExecutor,
+        depth: int,
+        progress: Progress | None,
+        sparse: bool,
+    ) -> None:
+        """A file written by the pool's threads, each run at its own offset (from the
+        index's chunk lengths), so reading, opening and writing one large file all go on
+        in parallel rather than through one writer. The file gets its length first; with
+        `sparse`, zeros are never written and stay holes."""
+        placed: list[tuple[list[bytes] | int, int]] = []
+        offset = 0
+        for run in self._runs(entry.chunks, self._zero_chunks()):
+            placed.append((run, offset))
+            offset += run if isinstance(run, int) else sum(self._ref(i).raw_length for i in run)
+        if offset != entry.size:
+            raise Corrupted(f"file {entry.path}", "its chunks' sizes differ from the snapshot")
+        os.ftruncate(fd, entry.size)
+
+        def put(run: list[bytes] | int, at: int) -> int:
+            """One run written at `at`; the bytes it covers."""
+            start = at
+            pieces = [run] if isinstance(run, int) else self._read_run(run)
+            for piece in pieces:
+                n = piece if isinstance(piece, int) else len(piece)
+                zero = isinstance(piece, int) or (n >= SPARSE_MIN and piece == _zeros(n))
+                if not (sparse and zero):
+                    _pwrite_all(fd, _zeros(n) if isinstance(piece, int) else piece, at)
+                at += n
+            return at - start
+
+        pending: deque[Future[int]] = deque()
+        try:
+            for run, at in placed:
+                pending.append(pool.submit(put, run, at))
+                if len(pending) > depth:
+                    self._written(pending.popleft(), progress)
+            while pending:
+                self._written(pending.popleft(), progress)
+        finally:
+            for future in pending:  # a run failed: no thread may write to fd once closed
+                future.cancel()
+            wait(pending)
+
+    @staticmethod
+    def _written(future: Future[int], progress: Progress | None) -> None:
+        covered = future.result()
+        if progress:
+            progress(covered)
+
     def _write_file(
         self,
         entry: FileEntry,
@@ -678,30 +740,15 @@ class Repository:
         pool: ThreadPoolExecutor,
         progress: Progress | None,
         depth: int | None = None,
-        *,
-        sparse: bool = False,
     ) -> None:
-        """`sparse` (a seekable file): zeros are skipped over, not written, and the
-        length set at the end, since a file may end in a hole."""
+        """A file written in order to a stream (zeros included)."""
         written = 0
         for piece in self._chunks(entry.chunks, pool, depth or self.workers * 4):
-            if isinstance(piece, int):
-                n = piece
-                if sparse:
-                    out.seek(n, os.SEEK_CUR)
-                else:
-                    out.write(_zeros(n))
-            else:
-                n = len(piece)
-                if sparse and n >= SPARSE_MIN and piece == _zeros(n):
-                    out.seek(n, os.SEEK_CUR)
-                else:
-                    out.write(piece)
+            n = piece if isinstance(piece, int) else len(piece)
+            out.write(_zeros(n) if isinstance(piece, int) else piece)
             written += n
             if progress:
                 progress(n)
-        if sparse:
-            out.truncate(written)
         if written != entry.size:
             raise Corrupted(f"file {entry.path}", "restored size differs from the snapshot")
 
