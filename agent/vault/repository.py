@@ -55,7 +55,8 @@ PACK_BYTES = 16 * 1024 * 1024
 RUN_BYTES = 4 * 1024 * 1024
 UPLOADS_IN_FLIGHT = 2
 FILES_AT_ONCE = 2
-SPARSE_MIN = 64 * 1024  # a shorter run of zeros is written: a hole that small saves little
+SPARSE_BLOCK = 64 * 1024  # zeros are left as holes in blocks this size; shorter runs written
+_ZERO_BLOCK = bytes(SPARSE_BLOCK)
 _ZEROS = memoryview(bytes(8 * 1024 * 1024))
 Progress = Callable[[int], None]
 
@@ -188,6 +189,25 @@ def _pwrite_all(fd: int, data: bytes | memoryview, at: int) -> None:
     while view:
         n = os.pwrite(fd, view, at)
         view, at = view[n:], at + n
+
+
+def _data_extents(piece: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of the parts of a chunk to write: all but its whole blocks of zeros.
+    Zeros often share a chunk with data (a run of zeros shorter than the largest chunk is
+    cut with its neighbours), so whole-chunk checks alone would leave most of them
+    written. Compared as bytes: a memoryview comparison runs 70 times slower."""
+    n = len(piece)
+    start: int | None = None
+    for i in range(0, n, SPARSE_BLOCK):
+        j = min(i + SPARSE_BLOCK, n)
+        if j - i == SPARSE_BLOCK and not piece[i] and piece[i:j] == _ZERO_BLOCK:
+            if start is not None:
+                yield start, i
+                start = None
+        elif start is None:
+            start = i
+    if start is not None:
+        yield start, n
 
 
 def _zeros(n: int) -> memoryview | bytes:
@@ -707,11 +727,18 @@ class Repository:
             start = at
             pieces = [run] if isinstance(run, int) else self._read_run(run)
             for piece in pieces:
-                n = piece if isinstance(piece, int) else len(piece)
-                zero = isinstance(piece, int) or (n >= SPARSE_MIN and piece == _zeros(n))
-                if not (sparse and zero):
-                    _pwrite_all(fd, _zeros(n) if isinstance(piece, int) else piece, at)
-                at += n
+                if isinstance(piece, int):
+                    if not sparse:
+                        _pwrite_all(fd, _zeros(piece), at)
+                    at += piece
+                    continue
+                if sparse:
+                    view = memoryview(piece)
+                    for a, b in _data_extents(piece):
+                        _pwrite_all(fd, view[a:b], at + a)
+                else:
+                    _pwrite_all(fd, piece, at)
+                at += len(piece)
             return at - start
 
         pending: deque[Future[int]] = deque()
