@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy import text
 
+from dockyard.cloud import pauses
 from dockyard.cloud.app import create_app
 from dockyard.cloud.settings import Settings
 from dockyard.cloud.store import migrate
@@ -59,6 +60,7 @@ def serve(settings: Settings, *, migrate_first: bool = True) -> None:
     if migrate_first:
         migrate_database(settings)
     app = create_app(settings)
+    pauses.watch()
     config = uvicorn.Config(
         app,
         host=settings.host,
