@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy import text
 
-from dockyard.cloud import pauses
+from dockyard.cloud import collector
 from dockyard.cloud.app import create_app
 from dockyard.cloud.settings import Settings
 from dockyard.cloud.store import migrate
@@ -60,7 +60,7 @@ def serve(settings: Settings, *, migrate_first: bool = True) -> None:
     if migrate_first:
         migrate_database(settings)
     app = create_app(settings)
-    pauses.watch()
+    collector.tune(settings.gc_full_interval_s)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     poll_wait_cap_s: int = Field(default=MAX_POLL_WAIT_S, ge=1, le=MAX_POLL_WAIT_S)
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)
     sweep_interval_s: float = Field(default=5.0, gt=0)
+    # Full garbage collections run on this timer only (see cloud/collector.py).
+    gc_full_interval_s: float = Field(default=600.0, ge=10)
     db_pool_size: int = Field(default=10, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # The SMTP server the cloud sends VM notices through (docked agents with metadata);
