@@ -79,8 +79,8 @@ async def _sweep_forever(svc: Services) -> None:
             items = sorted(seen.items())
             for i in range(0, len(items), SEEN_BATCH):
                 batch = dict(items[i : i + SEEN_BATCH])
-                written = await svc.run_db(_record_seen, svc, batch)
-                for agent_id in batch.keys() - written:  # busy now: the next sweep
+                busy = await svc.run_db(_record_seen, svc, batch)
+                for agent_id in busy:  # held by another transaction: the next sweep
                     svc.bus.seen.setdefault(agent_id, batch[agent_id])
         except Exception:
             log.exception("sweep failed; will retry")

@@ -333,26 +333,25 @@ def ack_many(
 
 def record_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> set[uuid.UUID]:
     """Store when agents last polled, for many agents in one executemany; returns the
-    agents written.
+    agents skipped because another transaction holds their row.
 
     Polls answered from memory (see the bus) never open a transaction, so the process
     gathers the times and writes them every sweep; Core, not the ORM, keeps the cost per
     row small enough not to stall the event loop's thread for thousands of agents. Rows
     another transaction holds (a command being issued to that agent) are skipped, not
     waited for: a last-seen time must never delay a delivery, and the caller keeps the
-    skipped ones for its next sweep."""
+    skipped ones for its next sweep. An agent that no longer exists is simply dropped."""
     if not seen:
         return set()
     table = cast(Table, Agent.__table__)
     with unscoped(session, "last-seen times of agents whose access tokens this process checked"):
+        conn = session.connection()
         free = set(
-            session.connection()
-            .execute(
+            conn.execute(
                 select(table.c.id)
                 .where(table.c.id.in_(sorted(seen)))
                 .with_for_update(skip_locked=True)
-            )
-            .scalars()
+            ).scalars()
         )
         rows = [
             {"agent_id": agent_id, "at": at} for agent_id, at in seen.items() if agent_id in free
@@ -363,5 +362,8 @@ def record_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> set[uuid.U
                 .where(table.c.id == bindparam("agent_id"))
                 .values(last_seen_at=bindparam("at"))
             )
-            session.connection().execute(stmt, rows)
-    return free
+            conn.execute(stmt, rows)
+        rest = seen.keys() - free
+        if not rest:
+            return set()
+        return set(conn.execute(select(table.c.id).where(table.c.id.in_(rest))).scalars())
