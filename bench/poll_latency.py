@@ -547,6 +547,8 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "build" / "bench"))
     ap.add_argument("--profile", help="write py-spy stacks of the idle cloud to this file")
     args = ap.parse_args()
+    if args.profile and not (BIN / "py-spy").exists():
+        ap.error(f"--profile needs py-spy in this venv: {BIN / 'pip'} install py-spy")
     figures = asyncio.run(main_async(args))
     width = max(len(k) for k in figures)
     for key, value in figures.items():
