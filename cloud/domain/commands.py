@@ -58,8 +58,8 @@ def issue(
             if earlier.agent_id != agent_id or earlier.name != name or earlier.args != args:
                 raise Invalid("this idempotency key was used for a different command")
             return earlier
-    command = _create(ctx, agent, name, args, ttl, timeout, idempotency_key)
-    ctx.session.flush()
+    numbers = {agent_id: sequence.allocate(ctx.session, agent_id)}
+    [command] = _insert(ctx, [agent], numbers, name, args, ttl, timeout, idempotency_key)
     audit.record(ctx, agent.tenant_id, "command.issue", target=str(command.id), name=name)
     return command
 
@@ -73,11 +73,7 @@ def issue_many(
     ttl: timedelta = timedelta(hours=1),
     timeout: timedelta = timedelta(hours=1),
 ) -> list[Command]:
-    """One command to each of many agents, in one transaction: all are issued or none.
-
-    The rows go in as three bulk INSERTs rather than through the unit of work, which spent
-    most of a 200-agent issue building and flushing 600 objects one by one; the commands
-    returned are built from the same rows and are not part of the session."""
+    """One command to each of many agents, in one transaction: all are issued or none."""
     if not 1 <= len(agent_ids) <= MAX_AGENTS_PER_ISSUE:
         raise Invalid(f"a command goes to between 1 and {MAX_AGENTS_PER_ISSUE} agents at once")
     if len(set(agent_ids)) != len(agent_ids):
@@ -93,6 +89,27 @@ def issue_many(
     targets = [found[i] for i in agent_ids]
     _check(ctx, targets, name, args, ttl, timeout)
     numbers = sequence.allocate_many(ctx.session, agent_ids)
+    issued = _insert(ctx, targets, numbers, name, args, ttl, timeout, None)
+    for tenant_id in sorted({a.tenant_id for a in targets}):
+        count = sum(1 for a in targets if a.tenant_id == tenant_id)
+        audit.record(ctx, tenant_id, "command.issue_many", name=name, agents=count)
+    return issued
+
+
+def _insert(
+    ctx: Ctx,
+    targets: Sequence[_Target],
+    numbers: dict[uuid.UUID, int],
+    name: str,
+    args: dict[str, Any],
+    ttl: timedelta,
+    timeout: timedelta,
+    idempotency_key: str | None,
+) -> list[Command]:
+    """A job, a command and a sequence entry for each agent, as three bulk INSERTs rather
+    than through the unit of work, which spent most of a 200-agent issue building and
+    flushing 600 objects one by one. The commands returned are built from the same rows
+    and are not part of the session."""
     now = ctx.now()
     commands: list[dict[str, Any]] = []
     jobs: list[dict[str, Any]] = []
@@ -107,20 +124,15 @@ def issue_many(
         commands.append(
             common
             | {"id": command_id, "job_id": job_id, "seq": numbers[agent.id], "name": name}
-            | {"args": args, "state": "queued", "idempotency_key": None}
+            | {"args": args, "state": "queued", "idempotency_key": idempotency_key}
             | {"issued_by": ctx.principal.id, "issued_at": now, "expires_at": now + ttl}
             | {"timeout_s": int(timeout.total_seconds())}
         )
     ctx.session.execute(insert(Job), jobs)
     ctx.session.execute(insert(Command), commands)
     sequence.append_many(
-        ctx,
-        [(c["agent_id"], c["tenant_id"], c["seq"], c["id"]) for c in commands],
-        now,
+        ctx, [(c["agent_id"], c["tenant_id"], c["seq"], c["id"]) for c in commands], now
     )
-    for tenant_id in sorted({a.tenant_id for a in targets}):
-        count = sum(1 for a in targets if a.tenant_id == tenant_id)
-        audit.record(ctx, tenant_id, "command.issue_many", name=name, agents=count)
     return [Command(**c) for c in commands]
 
 
@@ -155,52 +167,6 @@ def _check(
         raise Invalid("a command's timeout is between 1 second and 7 days")
     if len(repr(args)) > MAX_ARGS_BYTES:
         raise Invalid("a command's arguments take at most 64 KiB")
-
-
-def _create(
-    ctx: Ctx,
-    agent: Agent,
-    name: str,
-    args: dict[str, Any],
-    ttl: timedelta,
-    timeout: timedelta,
-    idempotency_key: str | None,
-    seq: int | None = None,
-) -> Command:
-    now = ctx.now()
-    command_id, job_id = uuid.uuid4(), uuid.uuid4()
-    entry = sequence.append(
-        ctx, agent.id, agent.tenant_id, "command", {}, command_id=command_id, seq=seq
-    )
-    ctx.session.add(
-        Job(
-            id=job_id,
-            tenant_id=agent.tenant_id,
-            agent_id=agent.id,
-            command_id=command_id,
-            kind=name,
-            state="pending",
-            created_at=now,
-            updated_at=now,
-        )
-    )
-    command = Command(
-        id=command_id,
-        tenant_id=agent.tenant_id,
-        agent_id=agent.id,
-        job_id=job_id,
-        seq=entry.seq,
-        name=name,
-        args=args,
-        state="queued",
-        idempotency_key=idempotency_key,
-        issued_by=ctx.principal.id,
-        issued_at=now,
-        expires_at=now + ttl,
-        timeout_s=int(timeout.total_seconds()),
-    )
-    ctx.session.add(command)
-    return command
 
 
 def get(ctx: Ctx, command_id: uuid.UUID) -> Command:

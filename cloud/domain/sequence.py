@@ -53,19 +53,13 @@ def append(
     tenant_id: uuid.UUID,
     kind: str,
     payload: dict[str, Any],
-    *,
-    command_id: uuid.UUID | None = None,
-    seq: int | None = None,
 ) -> AgentEntry:
-    """Append an entry; `seq` when the caller took numbers with `allocate_many`."""
-    if seq is None:
-        seq = allocate(ctx.session, agent_id)
+    """Append an entry that is not a command (commands go in with `append_many`)."""
     entry = AgentEntry(
         tenant_id=tenant_id,
         agent_id=agent_id,
-        seq=seq,
+        seq=allocate(ctx.session, agent_id),
         kind=kind,
-        command_id=command_id,
         payload=payload,
         created_at=ctx.now(),
     )
@@ -77,8 +71,8 @@ def append(
 def append_many(
     ctx: Ctx, commands: list[tuple[uuid.UUID, uuid.UUID, int, uuid.UUID]], now: datetime
 ) -> None:
-    """Command entries for many agents in one bulk INSERT: (agent, tenant, seq, command),
-    the numbers taken with `allocate_many`."""
+    """Command entries in one bulk INSERT: (agent, tenant, seq, command), the numbers
+    taken with `allocate` or `allocate_many`."""
     rows = [
         {"tenant_id": tenant_id, "agent_id": agent_id, "seq": seq, "kind": "command"}
         | {"command_id": command_id, "payload": {}, "created_at": now}
