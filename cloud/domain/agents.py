@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
@@ -175,13 +176,21 @@ def _callers(
     return out
 
 
+T = TypeVar("T")
+
+
+def _alone(results: Mapping[uuid.UUID, T | DomainError], agent_id: uuid.UUID) -> T:
+    """One agent's answer from a batch's, its error raised."""
+    result = results[agent_id]
+    if isinstance(result, DomainError):
+        raise result
+    return result
+
+
 def poll_view(ctx: Ctx, agent_id: uuid.UUID, after: int) -> PollView:
     """The entries newer than `after`. A command whose delivery deadline has passed is
     marked `expired` here and never handed out; one handed out becomes `sent`."""
-    view = poll_views(ctx, {agent_id: after})[agent_id]
-    if isinstance(view, Exception):
-        raise view
-    return view
+    return _alone(poll_views(ctx, {agent_id: after}), agent_id)
 
 
 def poll_views(
@@ -271,10 +280,7 @@ def _entries(rows: list[tuple[AgentEntry, Command | None]], now: datetime) -> li
 
 
 def ack(ctx: Ctx, agent_id: uuid.UUID, acks: list[Ack]) -> int:
-    result = ack_many(ctx, {agent_id: acks})[agent_id]
-    if isinstance(result, DomainError):
-        raise result
-    return result
+    return _alone(ack_many(ctx, {agent_id: acks}), agent_id)
 
 
 def ack_many(
