@@ -696,7 +696,7 @@ class Repository:
         for entry in snap.files:
             if entry.path == path:
                 with ThreadPoolExecutor(self.workers, thread_name_prefix="vault") as pool:
-                    self._write_file(entry, out, pool, None)
+                    self._write_file(entry, out, pool)
                 return entry
         raise VaultError(f"not in snapshot {snap.id[:8]}: {path}")
 
@@ -760,22 +760,13 @@ class Repository:
         if progress:
             progress(covered)
 
-    def _write_file(
-        self,
-        entry: FileEntry,
-        out: BinaryIO,
-        pool: ThreadPoolExecutor,
-        progress: Progress | None,
-        depth: int | None = None,
-    ) -> None:
+    def _write_file(self, entry: FileEntry, out: BinaryIO, pool: ThreadPoolExecutor) -> None:
         """A file written in order to a stream (zeros included)."""
         written = 0
-        for piece in self._chunks(entry.chunks, pool, depth or self.workers * 4):
+        for piece in self._chunks(entry.chunks, pool, self.workers * 4):
             n = piece if isinstance(piece, int) else len(piece)
             out.write(_zeros(n) if isinstance(piece, int) else piece)
             written += n
-            if progress:
-                progress(n)
         if written != entry.size:
             raise Corrupted(f"file {entry.path}", "restored size differs from the snapshot")
 
