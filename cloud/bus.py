@@ -45,6 +45,7 @@ class Bus:
         self.closing = False
         self._versions: dict[uuid.UUID, int] = {}
         self._quiet: dict[uuid.UUID, tuple[int, float, Any]] = {}
+        self._fresh: set[uuid.UUID] = set()
         self.seen: dict[uuid.UUID, datetime] = {}
         self.waiting = 0
         """Polls waiting for news right now (subscribed ones may still be reading)."""
@@ -60,9 +61,20 @@ class Bus:
         return self._versions.get(agent_id, 0)
 
     def remember(self, agent_id: uuid.UUID, version: int, answer: Any) -> None:
-        """Keep `answer` if no wake-up for the agent came since `version` was read."""
+        """Keep `answer` if no wake-up for the agent came since `version` was read. The
+        answer is fresh until `first_hold` is asked about it."""
         if self._versions.get(agent_id, 0) == version:
             self._quiet[agent_id] = (version, time.monotonic(), answer)
+            self._fresh.add(agent_id)
+
+    def first_hold(self, agent_id: uuid.UUID) -> bool:
+        """Whether this is the first poll held on the agent's remembered answer: the
+        agent polled again at once after news (or after connecting), as every agent that
+        got the same news did, so this hold is the one to spread them apart."""
+        if agent_id in self._fresh:
+            self._fresh.discard(agent_id)
+            return True
+        return False
 
     def recall(self, agent_id: uuid.UUID, max_age_s: float) -> Any:
         entry = self._quiet.get(agent_id)
@@ -76,6 +88,7 @@ class Bus:
         for agent_id in self._quiet:
             self._versions[agent_id] = self._versions.get(agent_id, 0) + 1
         self._quiet.clear()
+        self._fresh.clear()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -113,6 +126,7 @@ class Bus:
         for agent_id in agent_ids:
             self._versions[agent_id] = self._versions.get(agent_id, 0) + 1
             self._quiet.pop(agent_id, None)
+            self._fresh.discard(agent_id)
             for waiter in self._waiters.get(agent_id, ()):
                 waiter.event.set()
 

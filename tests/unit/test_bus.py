@@ -31,3 +31,29 @@ def test_a_quiet_answer_is_forgotten_on_wake_and_never_stored_stale() -> None:
         await bus.stop()
 
     asyncio.run(scenario())
+
+
+def test_only_the_first_hold_after_news_is_spread() -> None:
+    """Agents given the same news poll again together; the first hold after it is the one
+    drawn from the whole wait, the later ones from its last fifth (see the poll route)."""
+
+    async def scenario() -> None:
+        bus = Bus()
+        await bus.start()
+        agent, other = uuid.uuid4(), uuid.uuid4()
+        assert not bus.first_hold(agent), "nothing remembered yet"
+        bus.remember(agent, bus.version(agent), "seq 5")
+        bus.remember(other, bus.version(other), "seq 1")
+        assert bus.first_hold(agent)
+        assert not bus.first_hold(agent), "the next holds are not spread again"
+        assert bus.first_hold(other), "each agent has its own"
+
+        bus.remember(agent, bus.version(agent), "seq 6")
+        bus.wake({agent})
+        assert not bus.first_hold(agent), "a wake-up forgets the answer and its mark"
+        bus.remember(agent, bus.version(agent), "seq 7")
+        bus.forget_all()
+        assert not bus.first_hold(agent)
+        await bus.stop()
+
+    asyncio.run(scenario())

@@ -334,18 +334,21 @@ async def poll(request: Request) -> Response:
     with bus.subscribe(agent_id) as waiter:
         # Subscribed first, so a wake-up between here and the wait is never missed.
         quiet = bus.recall(agent_id, QUIET_MAX_AGE_S)
-        # Held for 80-100% of `wait`, so agents that polled together drift apart. A poll
-        # this process had to read for (the first since the agent connected, or since its
-        # last change) is held for 20-100%: after a restart, the agents that all came back
-        # at once return spread over the whole wait, not in one wave 20-25 s later.
-        share = random.uniform(0.8, 1.0)
+        # Held for 80-100% of `wait`, so agents that polled together drift apart. The first
+        # hold after news (a poll this process had to read for, or the one after an answer
+        # that carried news or a first tag) is 20-100%: agents that all came back at once
+        # (a restart, a push to every agent, the first poll after docking) return spread
+        # over the whole wait, not in waves every 20-25 s that load the cloud in turns.
         if quiet is not None and quiet.last_seq == after and quiet.tag == known_tag and wait > 0:
             answer = quiet
+            spread = bus.first_hold(agent_id)
         else:
-            share = random.uniform(0.2, 1.0)
             answer = await read()
             if answer.entries or answer.last_seq > after or wait <= 0 or answer.tag != known_tag:
                 return ok(answer)
+            bus.first_hold(agent_id)  # this hold is the spread one
+            spread = True
+        share = random.uniform(0.2, 1.0) if spread else random.uniform(0.8, 1.0)
         try:
             hold = wait * share
             bus.waiting += 1
