@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -243,6 +244,44 @@ class SimAgent:
         return None
 
 
+class LoopWatch:
+    """How late the bench's own event loop wakes, and how long its own collections stop it.
+
+    The agents' receipts are stamped on this loop, so a late wake-up here reads as delivery
+    latency though the cloud had answered; these figures say how much of a tail is ours."""
+
+    TICK_S = 0.005
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.pauses: list[float] = []
+        self._started = 0.0
+        self._task: asyncio.Task[None] | None = None
+        gc.callbacks.append(self._on_collect)
+
+    def _on_collect(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._task is not None:
+            self.pauses.append(time.perf_counter() - self._started)
+
+    async def _tick(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.TICK_S)
+            self.lags.append(time.perf_counter() - before - self.TICK_S)
+
+    def start(self) -> None:
+        self.lags.clear()
+        self.pauses.clear()
+        self._task = asyncio.create_task(self._tick())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, url: str) -> None:
         self.args = args
@@ -435,6 +474,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                                 raise
 
             await asyncio.gather(*(first_token(a) for a in agents))
+            # The bench's own objects (keys, clients, agents) live to the end: frozen, and
+            # its full collections off (as the cloud's are, see cloud/collector.py), so
+            # the instrument adds no pauses of its own to the latencies it stamps.
+            gc.collect()
+            gc.freeze()
+            young, middle, _ = gc.get_threshold()
+            gc.set_threshold(young, middle, 2**31 - 1)
             tasks = [asyncio.create_task(a.run()) for a in agents]
             ramp_s = await wait_held(cloud, len(agents), 300)
             await asyncio.sleep(2)
@@ -456,6 +502,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{len(agents)} polls held after {ramp_s:.1f}s", file=sys.stderr)
 
             singles: list[float] = []
+            watch = LoopWatch()
+            watch.start()
             cpu0, w0 = stat.cpu_s(), time.monotonic()
             singles_from = time.perf_counter()
             for _ in range(args.singles):
@@ -470,6 +518,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 await asyncio.sleep(random.uniform(0.005, 0.03))
             busy_cpu = (stat.cpu_s() - cpu0) / (time.monotonic() - w0)
+            watch.stop()
+            single_issue_ms = [x * 1000 for x in bench.issue_s]
+            lags, pauses = [x * 1000 for x in watch.lags], [x * 1000 for x in watch.pauses]
             print(f"{len(singles)} single commands delivered", file=sys.stderr)
 
             burst: list[float] = []
@@ -510,6 +561,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "agents": len(agents),
         "p50_ms": round(statistics.median(ms), 1),
         "p99_ms": round(pct(ms, 0.99), 1),
+        "single_issue_p50_ms": round(statistics.median(single_issue_ms), 1),
+        "single_issue_p99_ms": round(pct(single_issue_ms, 0.99), 1),
+        "bench_loop_lag_p99_ms": round(pct(lags, 0.99), 1),
+        "bench_loop_lag_max_ms": round(max(lags), 1),
+        "bench_gc_pause_max_ms": round(max(pauses, default=0.0), 1),
         "burst_size": args.burst_size,
         "burst_p50_ms": round(statistics.median(bms), 1),
         "burst_p99_ms": round(pct(bms, 0.99), 1),
