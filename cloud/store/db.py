@@ -8,12 +8,13 @@ in-process bus once the commit is done.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, exc, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .tenancy import install, scope_session, unscoped
@@ -23,6 +24,10 @@ NOTIFY_CHANNEL = "dockyard_agents"
 # payload limit, and a burst to many agents costs a few notifications, not one each.
 NOTIFY_BATCH = 200
 _WAKE = "dockyard.wake"
+# A pooled connection idle this long is pinged before use; one back from work more recently
+# is trusted. SQLAlchemy's pre-ping would ping every checkout: a round trip on each of the
+# three transactions of a delivery (issue, the woken poll's read, the ack).
+PING_IDLE_S = 1.0
 
 
 class ScopedSession(Session):
@@ -48,7 +53,36 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     # Overflow is slack for GraphQL sessions held across a request's steps; agent requests
     # stay within pool_size (Services.db_slots).
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only if it sat idle PING_IDLE_S or more.
+
+    A connection that was fine a moment ago is dead only if the server went away in that
+    moment; then its first statement fails, SQLAlchemy sees the disconnect and empties the
+    pool, as it would for a connection lost mid-transaction. A failed ping raises
+    DisconnectionError, on which the pool drops the connection and checks out another."""
+
+    @event.listens_for(engine, "connect")
+    def _fresh(_dbapi: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _back(_dbapi: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _out(dbapi: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is not None and time.monotonic() - since < PING_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi)
+        except Exception as e:
+            raise exc.DisconnectionError(f"pooled connection failed its ping: {e}") from e
 
 
 class Database:
@@ -68,6 +102,14 @@ class Database:
         session = self._factory()
         if tenant_ids is not None:
             scope_session(session, tenant_ids)
+        return session
+
+    def reader(self) -> ScopedSession:
+        """An unscoped session whose statements each run on their own, outside any
+        transaction: for reads that need no consistent snapshot across statements, such as
+        resolving a bearer token, it saves the BEGIN and the ROLLBACK round trips."""
+        session = self._factory()
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         return session
 
     @contextmanager
