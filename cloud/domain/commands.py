@@ -44,24 +44,38 @@ def issue(
     timeout: timedelta = timedelta(hours=1),
     idempotency_key: str | None = None,
 ) -> Command:
-    agent = agents.get(ctx, agent_id)
-    _check(ctx, [agent], name, args, ttl, timeout)
-    if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= 128:
-            raise Invalid("an idempotency key has 1 to 128 characters")
-        earlier = ctx.session.scalar(
-            select(Command).where(
-                Command.tenant_id == agent.tenant_id, Command.idempotency_key == idempotency_key
-            )
-        )
+    target: _Target
+    if idempotency_key is None:
+        # The agent read and its number taken in one statement; a refusal rolls both back.
+        target = claimed = sequence.claim(ctx.session, agent_id)
+        _check(ctx, [target], name, args, ttl, timeout)
+        seq = claimed.last_seq
+    else:
+        target = agents.get(ctx, agent_id)
+        _check(ctx, [target], name, args, ttl, timeout)
+        earlier = _issued_before(ctx, target, idempotency_key, name, args)
         if earlier is not None:
-            if earlier.agent_id != agent_id or earlier.name != name or earlier.args != args:
-                raise Invalid("this idempotency key was used for a different command")
             return earlier
-    numbers = {agent_id: sequence.allocate(ctx.session, agent_id)}
-    [command] = _insert(ctx, [agent], numbers, name, args, ttl, timeout, idempotency_key)
-    audit.record(ctx, agent.tenant_id, "command.issue", target=str(command.id), name=name)
+        seq = sequence.allocate(ctx.session, agent_id)
+    [command] = _insert(ctx, [target], {agent_id: seq}, name, args, ttl, timeout, idempotency_key)
+    audit.record(ctx, target.tenant_id, "command.issue", target=str(command.id), name=name)
     return command
+
+
+def _issued_before(
+    ctx: Ctx, agent: _Target, key: str, name: str, args: dict[str, Any]
+) -> Command | None:
+    """The command issued earlier under this idempotency key, if it is the same one."""
+    if not 1 <= len(key) <= 128:
+        raise Invalid("an idempotency key has 1 to 128 characters")
+    earlier = ctx.session.scalar(
+        select(Command).where(Command.tenant_id == agent.tenant_id, Command.idempotency_key == key)
+    )
+    if earlier is not None and (
+        earlier.agent_id != agent.id or earlier.name != name or earlier.args != args
+    ):
+        raise Invalid("this idempotency key was used for a different command")
+    return earlier
 
 
 def issue_many(

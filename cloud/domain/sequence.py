@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import Row, insert, update
 from sqlalchemy.orm import Session
 
 from dockyard.cloud.store.db import wake_agent
@@ -22,15 +22,22 @@ from .errors import NotFound
 
 
 def allocate(session: Session, agent_id: uuid.UUID) -> int:
-    seq = session.scalar(
+    return int(claim(session, agent_id).last_seq)
+
+
+def claim(session: Session, agent_id: uuid.UUID) -> Row[tuple[uuid.UUID, uuid.UUID, Any, int]]:
+    """The agent's next number, with what a caller checks before using it (its tenant, its
+    revocation), in one statement: issuing a command reads the agent no other way. A
+    caller that then refuses rolls the number back with its transaction."""
+    row = session.execute(
         update(Agent)
         .where(Agent.id == agent_id)
         .values(last_seq=Agent.last_seq + 1)
-        .returning(Agent.last_seq)
-    )
-    if seq is None:
+        .returning(Agent.id, Agent.tenant_id, Agent.revoked_at, Agent.last_seq)
+    ).one_or_none()
+    if row is None:
         raise NotFound("agent")
-    return int(seq)
+    return row
 
 
 def allocate_many(session: Session, agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
-from dockyard.cloud.domain import admin, tenants
+from dockyard.cloud.domain import admin
 from dockyard.cloud.domain.principal import Principal
 from dockyard.cloud.services import Services
 
@@ -19,11 +19,8 @@ def resolve_principal(svc: Services, authorization: str) -> Principal | None:
     scheme, _, secret = authorization.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         return None
-    with svc.db.session() as session:
-        user_id = admin.user_for_api_token(session, svc.clock, secret.strip())
-        if user_id is None:
-            return None
-        return tenants.principal_for_user(session, user_id)
+    with svc.db.reader() as session:
+        return admin.principal_for_api_token(session, secret.strip())
 
 
 class DockyardGraphQL(GraphQL[Context, None]):
