@@ -94,6 +94,21 @@ class Keys:
         except InvalidTag:
             raise Corrupted(what, "authentication failed (changed, truncated or foreign)") from None
 
+    def open_into(self, sealed: memoryview, aad: bytes, into: bytearray, what: str) -> memoryview:
+        """`open` into a caller's buffer (at least the plaintext's size); the plaintext's
+        view of it is returned, valid until the buffer is used again."""
+        if len(sealed) < OVERHEAD:
+            raise Corrupted(what, "shorter than its authentication tag")
+        size = len(sealed) - OVERHEAD
+        if size > len(into):
+            raise Corrupted(what, "longer than any blob this repository stores")
+        out = memoryview(into)[:size]
+        try:
+            self._aead.decrypt_into(bytes(sealed[:NONCE_BYTES]), sealed[NONCE_BYTES:], aad, out)
+        except InvalidTag:
+            raise Corrupted(what, "authentication failed (changed, truncated or foreign)") from None
+        return out
+
     def mac(self, data: bytes) -> str:
         return hmac.digest(self.mac_key, data, "sha256").hex()
 

@@ -59,13 +59,42 @@ def open_chunk(
     """The chunk's plaintext, checked against its id; Corrupted if anything is off."""
     what = f"chunk {blob_id.hex()[:16]}"
     body = keys.open(sealed, blob_aad(blob_id), what)
-    if body[:1] == bytes([ZSTD]):
+    return bytes(_checked(keys, blob_id, body, raw_length, dctx))
+
+
+def open_chunk_into(
+    keys: Keys,
+    blob_id: bytes,
+    sealed: memoryview,
+    raw_length: int,
+    dctx: zstandard.ZstdDecompressor,
+    into: bytearray,
+) -> bytes | memoryview:
+    """`open_chunk` through a caller's buffer, reused from chunk to chunk: a stored chunk
+    comes back as a view of `into`, valid until the buffer is used again."""
+    body = keys.open_into(sealed, blob_aad(blob_id), into, f"chunk {blob_id.hex()[:16]}")
+    return _checked(keys, blob_id, body, raw_length, dctx)
+
+
+def _checked(
+    keys: Keys,
+    blob_id: bytes,
+    body: bytes | memoryview,
+    raw_length: int,
+    dctx: zstandard.ZstdDecompressor,
+) -> bytes | memoryview:
+    """The plaintext of an opened blob's body, decompressed and checked against its id."""
+    what = f"chunk {blob_id.hex()[:16]}"
+    data: bytes | memoryview
+    if not body:
+        raise Corrupted(what, "empty")
+    if body[0] == ZSTD:
         try:
             data = dctx.decompress(body[1:], max_output_size=raw_length)
         except zstandard.ZstdError as e:
             raise Corrupted(what, f"does not decompress: {e}") from None
-    elif body[:1] == bytes([RAW]):
-        data = body[1:]
+    elif body[0] == RAW:
+        data = memoryview(body)[1:]
     else:
         raise Corrupted(what, "unknown encoding")
     if len(data) != raw_length or keys.chunk_id(data) != blob_id:
