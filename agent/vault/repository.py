@@ -63,6 +63,7 @@ PACK_BYTES = 16 * 1024 * 1024
 RUN_BYTES = 4 * 1024 * 1024
 UPLOADS_IN_FLIGHT = 2
 FILES_AT_ONCE = 2
+FLUSH_BYTES = 64 * 1024 * 1024  # a restored file's write-back is started this often
 SPARSE_BLOCK = 64 * 1024  # zeros are left as holes in blocks this size; shorter runs written
 _ZERO_BLOCK = bytes(SPARSE_BLOCK)
 _ZEROS = memoryview(bytes(8 * 1024 * 1024))
@@ -785,23 +786,36 @@ class Repository:
             return at - start
 
         pending: deque[Future[int]] = deque()
+        # The disk starts on what is written while the rest is still being opened: every
+        # FLUSH_BYTES a flush of the file so far runs beside the writers, so the fsync at
+        # the end waits for the last stretch only, not for the whole file.
+        flushes: list[Future[None]] = []
+        unflushed = 0
+
+        def written(future: Future[int]) -> None:
+            nonlocal unflushed
+            covered = future.result()
+            if progress:
+                progress(covered)
+            unflushed += covered
+            if unflushed >= FLUSH_BYTES and all(f.done() for f in flushes):
+                flushes.append(pool.submit(os.fdatasync, fd))
+                unflushed = 0
+
         try:
             for run, at in placed:
                 pending.append(pool.submit(put, run, at))
                 if len(pending) > depth:
-                    self._written(pending.popleft(), progress)
+                    written(pending.popleft())
             while pending:
-                self._written(pending.popleft(), progress)
+                written(pending.popleft())
         finally:
             for future in pending:  # a run failed: no thread may write to fd once closed
                 future.cancel()
-            wait(pending)
-
-    @staticmethod
-    def _written(future: Future[int], progress: Progress | None) -> None:
-        covered = future.result()
-        if progress:
-            progress(covered)
+            outstanding: list[Future[Any]] = [*pending, *flushes]
+            wait(outstanding)
+        for flush in flushes:  # a write-back error seen by a flush is this file's error
+            flush.result()
 
     def _write_file(self, entry: FileEntry, out: BinaryIO, pool: ThreadPoolExecutor) -> None:
         """A file written in order to a stream (zeros included)."""
