@@ -57,3 +57,24 @@ def test_only_the_first_hold_after_news_is_spread() -> None:
         await bus.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_held_poll_is_woken_or_lapses_and_leaves_no_timer() -> None:
+    async def scenario() -> None:
+        bus = Bus()
+        await bus.start()
+        agent = uuid.uuid4()
+        loop = asyncio.get_running_loop()
+        with bus.subscribe(agent) as waiter:
+            assert not await waiter.wait(0.01), "nothing came: the hold lapsed"
+        with bus.subscribe(agent) as waiter:
+            loop.call_later(0.01, bus.wake, {agent})
+            assert await waiter.wait(30), "woken long before the hold's end"
+        with bus.subscribe(agent) as waiter:
+            bus.release_all()
+            assert await waiter.wait(30) and waiter.released
+        scheduled = getattr(loop, "_scheduled", [])
+        assert not [h for h in scheduled if not h.cancelled()], "no timer outlives its poll"
+        await bus.stop()
+
+    asyncio.run(scenario())

@@ -3,7 +3,6 @@ domain function in a worker thread; the held poll waits on the bus with no conne
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import uuid
@@ -349,14 +348,13 @@ async def poll(request: Request) -> Response:
             bus.first_hold(agent_id)  # this hold is the spread one
             spread = True
         share = random.uniform(0.2, 1.0) if spread else random.uniform(0.8, 1.0)
+        bus.waiting += 1
         try:
-            hold = wait * share
-            bus.waiting += 1
-            await asyncio.wait_for(waiter.event.wait(), timeout=hold)
-        except TimeoutError:
-            return ok(answer)
+            woken = await waiter.wait(wait * share)
         finally:
             bus.waiting -= 1
+        if not woken:
+            return ok(answer)
         if waiter.released:
             return come_back()
         return ok(await read())
