@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, or_, select, tuple_, update
+from sqlalchemy import Table, bindparam, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,7 @@ from dockyard.agent.protocol import (
     PolicyEntry,
     narrowest,
 )
+from dockyard.cloud.store.db import in_windows
 from dockyard.cloud.store.models import Agent, AgentEntry, Command, Site, Tenant, UsedAssertion
 from dockyard.cloud.store.tenancy import unscoped
 
@@ -213,23 +214,11 @@ def poll_views(
     behind = [(a, wanted[a]) for a, agent in live.items() if agent.last_seq > wanted[a]]
     rows_by_agent: dict[uuid.UUID, list[tuple[AgentEntry, Command | None]]] = {}
     if behind:
-        rows = ctx.session.execute(
-            select(AgentEntry, Command)
-            .outerjoin(Command, Command.id == AgentEntry.command_id)
-            .where(
-                or_(
-                    *(
-                        and_(
-                            AgentEntry.agent_id == a,
-                            AgentEntry.seq > n,
-                            AgentEntry.seq <= n + POLL_BATCH,
-                        )
-                        for a, n in behind
-                    )
-                )
-            )
-            .order_by(AgentEntry.agent_id, AgentEntry.seq)
-        ).all()
+        stmt = select(AgentEntry, Command).outerjoin(Command, Command.id == AgentEntry.command_id)
+        stmt = in_windows(
+            ctx.session, stmt, AgentEntry.agent_id, AgentEntry.seq, dict(behind), POLL_BATCH
+        )
+        rows = ctx.session.execute(stmt.order_by(AgentEntry.agent_id, AgentEntry.seq)).all()
         for entry, command in rows:
             rows_by_agent.setdefault(entry.agent_id, []).append((entry, command))
     settings = _settings_of(ctx.session, list(live.values()))

@@ -360,3 +360,28 @@ def test_a_last_seen_time_never_waits_for_an_agent_being_issued_to(pg: Database,
     with system(pg, world.tenant_id) as ctx:
         assert agents.get(ctx, free).last_seen_at is not None
         assert agents.get(ctx, busy).last_seen_at is None
+
+
+def test_one_batch_reads_each_agents_own_window_of_its_sequence(
+    db: Database, tmp_path, clock
+) -> None:
+    """A batch of polls names a different `after` per agent; each gets exactly the entries
+    past its own, at most POLL_BATCH of them (the windows are one join on PostgreSQL, an OR
+    on SQLite: both are run here)."""
+    world = make_world(db, clock=clock)
+    a, b, c = (new_agent(world, tmp_path, clock) for _ in range(3))
+    counts = {a: 5, b: 2, c: agents.POLL_BATCH + 3}
+    seqs: dict[uuid.UUID, list[int]] = {a: [], b: [], c: []}
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        for agent_id, n in counts.items():
+            for _ in range(n):
+                seqs[agent_id].append(commands.issue(ctx, agent_id, "noop.echo", {}).seq)
+    after = {a: seqs[a][1], b: 0, c: seqs[c][0]}
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        views = agents.poll_views(ctx, after)
+    got = {k: [e.seq for e in v.entries] for k, v in views.items() if not isinstance(v, Exception)}
+    assert got[a] == seqs[a][2:]
+    assert got[b] == seqs[b]
+    assert got[c] == seqs[c][1 : 1 + agents.POLL_BATCH]
+    view_c = views[c]
+    assert not isinstance(view_c, Exception) and view_c.more
