@@ -384,4 +384,5 @@ def test_one_batch_reads_each_agents_own_window_of_its_sequence(
     assert got[b] == seqs[b]
     assert got[c] == seqs[c][1 : 1 + agents.POLL_BATCH]
     view_c = views[c]
-    assert not isinstance(view_c, Exception) and view_c.more
+    assert not isinstance(view_c, Exception)
+    assert view_c.more
