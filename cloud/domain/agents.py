@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -222,9 +222,10 @@ def poll_views(
         for entry, command in rows:
             rows_by_agent.setdefault(entry.agent_id, []).append((entry, command))
     settings = _settings_of(ctx.session, list(live.values()))
+    marks = _Marks()
     for agent_id, agent in live.items():
         mode, unlocked = settings[agent_id]
-        entries = _entries(rows_by_agent.get(agent_id, []), now)
+        entries = _entries(rows_by_agent.get(agent_id, []), now, marks)
         # A sequence is numbered without gaps, so the next POLL_BATCH numbers are at most
         # POLL_BATCH rows, whatever was skipped (expired, cancelled) among them.
         limit = wanted[agent_id] + POLL_BATCH
@@ -236,22 +237,52 @@ def poll_views(
             unlocked,
             more,
         )
+    marks.apply(ctx.session, now)
     return out
 
 
-def _entries(rows: list[tuple[AgentEntry, Command | None]], now: datetime) -> list[Entry]:
+@dataclass
+class _Marks:
+    """The commands a batch of polls expires or hands out, written as a few UPDATEs for
+    the whole batch: the unit of work wrote one UPDATE per command, a fifth of a burst's
+    read time. Each UPDATE only moves commands still queued, so a command another
+    transaction moved meanwhile keeps that state."""
+
+    expired: list[uuid.UUID] = field(default_factory=list)
+    sent: dict[int, list[uuid.UUID]] = field(default_factory=dict)
+    """Handed-out commands by their timeout in seconds (their result is due then)."""
+
+    def apply(self, session: Session, now: datetime) -> None:
+        queued = Command.state == "queued"
+        if self.expired:
+            session.execute(
+                update(Command)
+                .where(Command.id.in_(self.expired), queued)
+                .values(state="expired", finished_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        for timeout_s, ids in self.sent.items():
+            session.execute(
+                update(Command)
+                .where(Command.id.in_(ids), queued)
+                .values(state="sent", sent_at=now, result_due_at=now + timedelta(seconds=timeout_s))
+                .execution_options(synchronize_session=False)
+            )
+
+
+def _entries(
+    rows: list[tuple[AgentEntry, Command | None]], now: datetime, marks: _Marks
+) -> list[Entry]:
     out: list[Entry] = []
     for entry, command in rows:
         if command is not None:
             if command.state == "queued" and command.expires_at <= now:
-                command.state = "expired"
-                command.finished_at = now
+                marks.expired.append(command.id)
+                continue
             if command.state in ("expired", "cancelled"):
                 continue
             if command.state == "queued":
-                command.state = "sent"
-                command.sent_at = now
-                command.result_due_at = now + timedelta(seconds=command.timeout_s)
+                marks.sent.setdefault(command.timeout_s, []).append(command.id)
             out.append(
                 CommandEntry(
                     seq=entry.seq,
