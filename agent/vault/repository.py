@@ -258,7 +258,7 @@ class Repository:
         self.index_files: set[str] = set()
         self._lock = threading.Lock()
         self.workers = max(2, os.cpu_count() or 2)
-        self._scratch = _Scratch()  # each restoring thread's own buffers
+        self._scratch = _Scratch()  # each reading thread's own buffers
         self._local = threading.local()
         self._zero_ids: dict[bytes, int] | None = None
         self.load_index()
@@ -575,27 +575,14 @@ class Repository:
         return self._read_run([blob_id])[0]
 
     def _read_run(self, ids: list[bytes]) -> list[bytes]:
-        """Chunks stored back to back in one pack, with one ranged read."""
-        refs = [self._ref(i) for i in ids]
-        start, end = refs[0].offset, refs[-1].offset + refs[-1].length
-        data = self.backend.get_range(pack_key(refs[0].pack), start, end - start)
-        if len(data) != end - start:
-            raise Corrupted(f"pack {refs[0].pack[:16]}", "shorter than its index says")
-        dctx = self._decompressor()
-        return [
-            open_chunk(
-                self.keys,
-                blob_id,
-                data[ref.offset - start : ref.offset - start + ref.length],
-                ref.raw_length,
-                dctx,
-            )
-            for blob_id, ref in zip(ids, refs, strict=True)
-        ]
+        """Chunks stored back to back in one pack, with one ranged read, each its own
+        bytes (read through this thread's buffers and copied out of them)."""
+        return [bytes(piece) for piece in self._open_run(ids, self._scratch)]
 
     def _open_run(self, ids: list[bytes], scratch: _Scratch) -> Iterator[bytes | memoryview]:
-        """`_read_run` through this thread's buffers: each chunk is valid only until the
-        next one is asked for, so the caller writes it first."""
+        """Chunks stored back to back in one pack, with one ranged read into this thread's
+        buffers: each chunk is valid only until the next one is asked for, so the caller
+        uses it first."""
         refs = [self._ref(i) for i in ids]
         start, end = refs[0].offset, refs[-1].offset + refs[-1].length
         run, body = scratch.sized(end - start, self.params.max_size + 1)
