@@ -59,7 +59,7 @@ def open_chunk(
     """The chunk's plaintext, checked against its id; Corrupted if anything is off."""
     what = f"chunk {blob_id.hex()[:16]}"
     body = keys.open(sealed, blob_aad(blob_id), what)
-    return bytes(_checked(keys, blob_id, body, raw_length, dctx))
+    return bytes(_checked(keys, blob_id, body, raw_length, dctx, what))
 
 
 def open_chunk_into(
@@ -72,8 +72,9 @@ def open_chunk_into(
 ) -> bytes | memoryview:
     """`open_chunk` through a caller's buffer, reused from chunk to chunk: a stored chunk
     comes back as a view of `into`, valid until the buffer is used again."""
-    body = keys.open_into(sealed, blob_aad(blob_id), into, f"chunk {blob_id.hex()[:16]}")
-    return _checked(keys, blob_id, body, raw_length, dctx)
+    what = f"chunk {blob_id.hex()[:16]}"
+    body = keys.open_into(sealed, blob_aad(blob_id), into, what)
+    return _checked(keys, blob_id, body, raw_length, dctx, what)
 
 
 def _checked(
@@ -82,9 +83,9 @@ def _checked(
     body: bytes | memoryview,
     raw_length: int,
     dctx: zstandard.ZstdDecompressor,
+    what: str,
 ) -> bytes | memoryview:
     """The plaintext of an opened blob's body, decompressed and checked against its id."""
-    what = f"chunk {blob_id.hex()[:16]}"
     data: bytes | memoryview
     if not body:
         raise Corrupted(what, "empty")
