@@ -245,25 +245,16 @@ class SimAgent:
 
 
 class LoopWatch:
-    """How late the bench's own event loop wakes, and how long its own collections stop it.
+    """How late the bench's own event loop wakes.
 
     The agents' receipts are stamped on this loop, so a late wake-up here reads as delivery
-    latency though the cloud had answered; these figures say how much of a tail is ours."""
+    latency though the cloud had answered; this figure says how much of a tail is ours."""
 
     TICK_S = 0.005
 
     def __init__(self) -> None:
         self.lags: list[float] = []
-        self.pauses: list[float] = []
-        self._started = 0.0
         self._task: asyncio.Task[None] | None = None
-        gc.callbacks.append(self._on_collect)
-
-    def _on_collect(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        elif self._task is not None:
-            self.pauses.append(time.perf_counter() - self._started)
 
     async def _tick(self) -> None:
         while True:
@@ -273,7 +264,6 @@ class LoopWatch:
 
     def start(self) -> None:
         self.lags.clear()
-        self.pauses.clear()
         self._task = asyncio.create_task(self._tick())
 
     def stop(self) -> None:
@@ -524,7 +514,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             busy_cpu = (stat.cpu_s() - cpu0) / (time.monotonic() - w0)
             watch.stop()
             single_issue_ms = [x * 1000 for x in bench.issue_s]
-            lags, pauses = [x * 1000 for x in watch.lags], [x * 1000 for x in watch.pauses]
+            lags = [x * 1000 for x in watch.lags]
             print(f"{len(singles)} single commands delivered", file=sys.stderr)
 
             burst: list[float] = []
@@ -570,7 +560,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "single_issue_p99_ms": round(pct(single_issue_ms, 0.99), 1),
         "bench_loop_lag_p99_ms": round(pct(lags, 0.99), 1),
         "bench_loop_lag_max_ms": round(max(lags), 1),
-        "bench_gc_pause_max_ms": round(max(pauses, default=0.0), 1),
         "burst_size": args.burst_size,
         "burst_p50_ms": round(statistics.median(bms), 1),
         "burst_p99_ms": round(pct(bms, 0.99), 1),
