@@ -24,9 +24,9 @@ class Backend(Protocol):
 
     def get_range(self, key: str, offset: int, length: int) -> bytes: ...
 
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes | memoryview) -> None: ...
 
-    def put_new(self, key: str, data: bytes) -> bool: ...
+    def put_new(self, key: str, data: bytes | memoryview) -> bool: ...
 
     def delete(self, key: str) -> None: ...
 
@@ -98,7 +98,7 @@ class LocalBackend:
         finally:
             os.close(fd)
 
-    def _write_tmp(self, data: bytes) -> Path:
+    def _write_tmp(self, data: bytes | memoryview) -> Path:
         tmp_dir = self.root / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / uuid.uuid4().hex
@@ -125,14 +125,14 @@ class LocalBackend:
         finally:
             os.close(fd)
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | memoryview) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._write_tmp(data)
         os.replace(tmp, path)
         self._sync_dir(path.parent)
 
-    def put_new(self, key: str, data: bytes) -> bool:
+    def put_new(self, key: str, data: bytes | memoryview) -> bool:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._write_tmp(data)
@@ -237,12 +237,14 @@ class S3Backend:
         data: bytes = r["Body"].read()
         return data
 
-    def put(self, key: str, data: bytes) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data))
 
-    def put_new(self, key: str, data: bytes) -> bool:
+    def put_new(self, key: str, data: bytes | memoryview) -> bool:
         try:
-            self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            self.s3.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=bytes(data), IfNoneMatch="*"
+            )
         except self.s3.exceptions.ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):

@@ -63,12 +63,12 @@ class BrokeredBackend:
             return b""
         return r.content if r.status_code == 206 else r.content[offset : offset + length]
 
-    def put(self, key: str, data: bytes) -> None:
-        r = self.link.transfer(self._signed(StorageOp.PUT, key), content=data)
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        r = self.link.transfer(self._signed(StorageOp.PUT, key), content=bytes(data))
         self._check(r.status_code, key, (200, 201, 204))
 
-    def put_new(self, key: str, data: bytes) -> bool:
-        r = self.link.transfer(self._signed(StorageOp.PUT_NEW, key), content=data)
+    def put_new(self, key: str, data: bytes | memoryview) -> bool:
+        r = self.link.transfer(self._signed(StorageOp.PUT_NEW, key), content=bytes(data))
         if r.status_code == 412:
             return False
         self._check(r.status_code, key, (200, 201, 204))

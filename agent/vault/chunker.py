@@ -13,7 +13,7 @@ on a VM-shaped image with 1% of it rewritten in clustered extents: a 512 KiB tar
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
@@ -21,6 +21,7 @@ from . import _cdc
 from .errors import VaultError
 
 READ_BYTES = 8 * 1024 * 1024
+WINDOWS = 3
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Chunker:
         self.gear = gear
         self.params = params
         self.read_bytes = max(read_bytes, params.max_size)
+        self._windows: list[bytearray] = []
 
     def cuts(self, data: bytes | bytearray | memoryview, final: bool) -> list[int]:
         p = self.params
@@ -59,22 +61,66 @@ class Chunker:
         )
 
     def chunks(self, stream: BinaryIO) -> Iterator[bytes]:
-        """The chunks of `stream`, in order, each as its own bytes object."""
-        buf = bytearray()
-        eof = False
+        """The chunks of `stream`, in order, each as its own bytes object (copied out of
+        the window before the next is cut, so no settling is needed)."""
+        for _, view in self.views(stream, lambda _through: None):
+            yield bytes(view)
+
+    def views(
+        self, stream: BinaryIO, settle: Callable[[int], None], windows: int = WINDOWS
+    ) -> Iterator[tuple[int, memoryview]]:
+        """The chunks of `stream` as views into `windows` read buffers used in turn, each
+        with the number of the window it lies in (0, 1, 2, ...).
+
+        A store used to copy every byte three times on its one chunking thread (into a
+        growing buffer, out as a slice, into bytes), each copy into fresh memory that the
+        kernel had to fault in and zero: that thread set the pace of a store. Here a file
+        is read straight into a window and handed on as views. Before window
+        `n` overwrites a buffer, `settle(n - windows)` is called: the caller must be done
+        with every view of that window and the ones before it when it returns. The
+        undecided tail of a window (shorter than the maximum chunk) is carried into the
+        next, so no chunk spans two windows.
+
+        The buffers belong to the chunker and serve every call: a store of many small
+        files allocates them once. A call may start only when the caller is done with
+        every view of the one before."""
+        if windows < 2:
+            raise VaultError("the chunker needs at least two windows")
+        readinto = getattr(stream, "readinto", None)
+        carried = memoryview(b"")
+        number = 0
         while True:
-            if not eof:
-                block = stream.read(self.read_bytes)
-                if block:
-                    buf += block
+            if number >= windows:
+                settle(number - windows)
+            slot = number % windows
+            if slot == len(self._windows):  # made when first needed: small files need one
+                self._windows.append(bytearray(self.params.max_size + self.read_bytes))
+            buf = self._windows[slot]
+            view = memoryview(buf)
+            filled = len(carried)
+            view[:filled] = carried
+            eof = False
+            while filled < len(buf):
+                if readinto is not None:
+                    got = readinto(view[filled:])
                 else:
+                    block = stream.read(len(buf) - filled)
+                    got = len(block)
+                    view[filled : filled + got] = block
+                if not got:
                     eof = True
+                    break
+                filled += got
+            data = view[:filled]
             start = 0
-            for end in self.cuts(buf, final=eof):
-                yield bytes(buf[start:end])
+            for end in self.cuts(data, final=eof):
+                yield number, data[start:end]
                 start = end
-            del buf[:start]
             if eof:
-                if buf:  # cannot happen: the final scan takes everything
+                if start != filled:  # cannot happen: the final scan takes everything
                     raise AssertionError("chunker left bytes after the end of input")
                 return
+            # The tail (at most the largest chunk, usually half a chunk) is copied into the
+            # next window, which is another buffer.
+            carried = data[start:]
+            number += 1

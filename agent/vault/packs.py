@@ -18,12 +18,13 @@ from dataclasses import dataclass
 import blake3
 import zstandard
 
-from .crypto import Keys
+from .crypto import OVERHEAD, SEAL_SLACK, Keys
 from .errors import Corrupted
 
 MAGIC = b"DYPK1"
 TRAILER = struct.Struct("<I")
 RAW, ZSTD = 0, 1
+_RAW, _ZSTD = bytes([RAW]), bytes([ZSTD])
 # A chunk whose zstd form saves less than 3% is stored as it is.
 KEEP_RATIO = 0.97
 
@@ -44,13 +45,6 @@ def pack_key(pack_id: str) -> str:
 
 def blob_aad(blob_id: bytes) -> bytes:
     return b"dockyard-vault/v1/blob|" + blob_id
-
-
-def seal_chunk(keys: Keys, blob_id: bytes, data: bytes, cctx: zstandard.ZstdCompressor) -> bytes:
-    """Compress (unless it does not pay) and seal one chunk."""
-    packed = cctx.compress(data)
-    body = bytes([ZSTD]) + packed if len(packed) < len(data) * KEEP_RATIO else bytes([RAW]) + data
-    return keys.seal(body, blob_aad(blob_id))
 
 
 def open_chunk(
@@ -104,30 +98,70 @@ def _checked(
 
 
 class PackWriter:
-    """Collects sealed blobs until a pack is full; `finish` gives the pack's id and bytes."""
+    """Builds one pack in a buffer of its own, kept from pack to pack.
 
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
+    A store seals each chunk straight into the buffer (`add_chunk`), and the finished pack
+    is a view of it: no per-chunk copies or allocations, and no join of the parts at the
+    end. The view `finish` gives is valid until `reset`."""
+
+    def __init__(self, capacity: int = 0) -> None:
+        self.buf = bytearray(capacity)
         self.entries: list[list[object]] = []
         self.size = 0
 
-    def add(self, blob_id: bytes, sealed: bytes, raw_length: int) -> int:
+    def _room(self, n: int) -> None:
+        if self.size + n > len(self.buf):
+            self.buf.extend(bytes(self.size + n - len(self.buf)))
+
+    def add(self, blob_id: bytes, sealed: bytes | memoryview, raw_length: int) -> int:
+        """Add a blob sealed elsewhere (prune copies live blobs this way); its offset."""
         offset = self.size
-        self.parts.append(sealed)
+        self._append(sealed)
         self.entries.append([blob_id.hex(), offset, len(sealed), raw_length])
-        self.size += len(sealed)
         return offset
+
+    def add_chunk(
+        self,
+        keys: Keys,
+        blob_id: bytes,
+        chunk: bytes | memoryview,
+        cctx: zstandard.ZstdCompressor,
+    ) -> int:
+        """Compress (unless it does not pay) and seal one chunk into the pack; the sealed
+        blob's size is returned."""
+        packed = cctx.compress(chunk)
+        parts = (_ZSTD, packed) if len(packed) < len(chunk) * KEEP_RATIO else (_RAW, chunk)
+        self._room(1 + len(parts[1]) + OVERHEAD + SEAL_SLACK)
+        offset = self.size
+        with memoryview(self.buf) as view:
+            length = keys.seal_into(parts, blob_aad(blob_id), view[offset:])
+        self.entries.append([blob_id.hex(), offset, length, len(chunk)])
+        self.size += length
+        return length
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def finish(self, keys: Keys) -> tuple[str, bytes, list[list[object]]]:
+    def finish(self, keys: Keys) -> tuple[str, memoryview, list[list[object]]]:
+        """Seal the header after the blobs: the pack's name, its bytes and its entries."""
         header = keys.seal(json.dumps(self.entries).encode(), b"dockyard-vault/v1/pack-header")
-        data = b"".join([*self.parts, header, TRAILER.pack(len(header)), MAGIC])
+        for part in (header, TRAILER.pack(len(header)), MAGIC):
+            self._append(part)
+        data = memoryview(self.buf)[: self.size]
         return pack_name(keys, data), data, self.entries
 
+    def _append(self, part: bytes | memoryview) -> None:
+        self._room(len(part))
+        self.buf[self.size : self.size + len(part)] = part
+        self.size += len(part)
 
-def pack_name(keys: Keys, data: bytes) -> str:
+    def reset(self) -> None:
+        """Empty the pack for the next one (views from `finish` are overwritten)."""
+        self.entries = []
+        self.size = 0
+
+
+def pack_name(keys: Keys, data: bytes | memoryview) -> str:
     """A pack is named by the hash of its bytes: BLAKE3 in format 2, SHA-256 in format 1."""
     if keys.id_hash == "blake3":
         return blake3.blake3(data, max_threads=1).hexdigest()

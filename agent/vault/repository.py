@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import secrets
 import socket
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -52,7 +54,6 @@ from .packs import (
     open_chunk_into,
     pack_key,
     read_header,
-    seal_chunk,
 )
 
 FORMAT = 2
@@ -392,12 +393,12 @@ class Repository:
             d = self._local.dctx = zstandard.ZstdDecompressor()
         return d
 
-    def _prepare(self, chunk: bytes, seen: set[bytes]) -> tuple[bytes, bytes | None, int]:
-        """Id, and the sealed blob unless the repository or this store already has it."""
+    def _seal(self, chunk: memoryview, writer: _Writer) -> bytes:
+        """The chunk's id, after sealing it into a pack unless it is stored already."""
         blob_id = self.keys.chunk_id(chunk)
-        if blob_id in self.index or blob_id in seen:
-            return blob_id, None, len(chunk)
-        return blob_id, seal_chunk(self.keys, blob_id, chunk, self._compressor()), len(chunk)
+        if blob_id not in self.index:
+            writer.add(blob_id, chunk, self._compressor())
+        return blob_id
 
     def store(
         self,
@@ -461,10 +462,9 @@ class Repository:
         previous: dict[str, FileEntry],
     ) -> list[FileEntry]:
         """Chunk on this thread (the C scan releases the GIL), hash, compress and seal on
-        the pool, in order, with a bounded window of chunks in flight."""
+        the pool, in order (see `_chunk_file`)."""
         files: list[FileEntry] = []
         chunker = Chunker(self.keys.gear, self.params)
-        window = self.workers * 2
         with ThreadPoolExecutor(self.workers, thread_name_prefix="vault") as pool:
             for source in sources:
                 before = previous.get(source.path)
@@ -481,25 +481,44 @@ class Repository:
                     if progress:
                         progress(before.size)
                     continue
-                ids: list[bytes] = []
-                pending: deque[Future[tuple[bytes, bytes | None, int]]] = deque()
-                size = 0
                 with source.open() as stream:
-                    for chunk in chunker.chunks(stream):
-                        size += len(chunk)
-                        pending.append(pool.submit(self._prepare, chunk, writer.new))
-                        while len(pending) > window:
-                            ids.append(writer.accept(*pending.popleft().result()))
-                        if progress:
-                            progress(len(chunk))
-                    while pending:
-                        ids.append(writer.accept(*pending.popleft().result()))
+                    ids, size = self._chunk_file(stream, chunker, pool, writer, progress)
+                stats.chunks += len(ids)
                 files.append(
                     FileEntry(source.path, size, source.mode, source.mtime, ids, source.change)
                 )
                 stats.files += 1
                 stats.bytes_read += size
         return files
+
+    def _chunk_file(
+        self,
+        stream: BinaryIO,
+        chunker: Chunker,
+        pool: ThreadPoolExecutor,
+        writer: _Writer,
+        progress: Progress | None,
+    ) -> tuple[list[bytes], int]:
+        """The ids of a file's chunks, in order, and its length.
+
+        The chunks are views of the chunker's windows, so what is in flight is bounded by
+        the windows, not by a count of chunks: this thread may cut up to two windows ahead
+        of the pool and never waits for a single slow chunk."""
+        ids: list[bytes] = []
+        pending: deque[tuple[int, Future[bytes]]] = deque()
+
+        def settle(through: int) -> None:
+            while pending and pending[0][0] <= through:
+                ids.append(pending.popleft()[1].result())
+
+        size = 0
+        for number, chunk in chunker.views(stream, settle):
+            size += len(chunk)
+            pending.append((number, pool.submit(self._seal, chunk, writer)))
+            if progress:
+                progress(len(chunk))
+        settle(sys.maxsize)
+        return ids, size
 
     def _previous_files(self) -> dict[str, FileEntry]:
         """The files of this host's newest snapshot, by name (the files cache)."""
@@ -867,50 +886,94 @@ class Repository:
 
 
 class _Writer:
-    """Gathers new blobs into packs; full packs are sealed and uploaded on a thread of their
-    own, so the store's pipeline never stops for a write (at most UPLOADS_IN_FLIGHT packs
-    wait). The index is written only after every upload has finished (`drain`)."""
+    """Seals new blobs into packs on the pool's threads, each thread filling a pack of its
+    own; full packs are uploaded on a thread of their own, so the store's pipeline never
+    stops for a write. Pack buffers are kept and reused: there are `workers +
+    UPLOADS_IN_FLIGHT` of them, so a thread waits for an upload only when that many are
+    full at once. The index is written only after every upload has finished (`drain`)."""
 
     def __init__(self, repo: Repository, stats: StoreStats) -> None:
         self.repo, self.stats = repo, stats
-        self.pack = PackWriter()
         self.new: set[bytes] = set()
         self.written: dict[str, list[list[Any]]] = {}
-        self.uploads: deque[Future[None]] = deque()
+        self._lock = threading.Lock()
+        self._mine = threading.local()
+        self._capacity = repo.pack_bytes + repo.params.max_size + 64 * 1024
+        self._free: queue.SimpleQueue[PackWriter] = queue.SimpleQueue()
+        self._unmade = repo.workers + UPLOADS_IN_FLIGHT
+        self._filling: list[PackWriter] = []
+        self._uploads: list[Future[None]] = []
         self.uploader = ThreadPoolExecutor(1, thread_name_prefix="vault-upload")
 
-    def accept(self, blob_id: bytes, sealed: bytes | None, raw_length: int) -> bytes:
-        self.stats.chunks += 1
-        if sealed is None or blob_id in self.repo.index or blob_id in self.new:
-            return blob_id
-        self.new.add(blob_id)
-        self.pack.add(blob_id, sealed, raw_length)
-        self.stats.new_chunks += 1
-        self.stats.new_bytes_stored += len(sealed)
-        if self.pack.size >= self.repo.pack_bytes:
-            self.flush()
-        return blob_id
+    def add(
+        self, blob_id: bytes, chunk: bytes | memoryview, cctx: zstandard.ZstdCompressor
+    ) -> None:
+        """Seal the chunk into this thread's pack unless the repository or this store has it
+        (on a pool thread; the id is claimed first, so two threads never both store it)."""
+        with self._lock:
+            if blob_id in self.repo.index or blob_id in self.new:
+                return
+            self.new.add(blob_id)
+        pack: PackWriter | None = getattr(self._mine, "pack", None)
+        if pack is None:
+            pack = self._mine.pack = self._take()
+        size = pack.add_chunk(self.repo.keys, blob_id, chunk, cctx)
+        with self._lock:
+            self.stats.new_chunks += 1
+            self.stats.new_bytes_stored += size
+        if pack.size >= self.repo.pack_bytes:
+            self._mine.pack = None
+            self._send(pack)
 
-    def flush(self) -> None:
-        if not len(self.pack):
-            return
-        self.uploads.append(self.uploader.submit(self._upload, self.pack))
-        self.pack = PackWriter()
-        while len(self.uploads) > UPLOADS_IN_FLIGHT:
-            self.uploads.popleft().result()
+    def _take(self) -> PackWriter:
+        """A free pack buffer; made when first needed (a small store needs one), then
+        waited for once all are made and in use."""
+        self._raise_failed()
+        with self._lock:
+            make = self._free.empty() and self._unmade > 0
+            self._unmade -= make
+        pack = PackWriter(self._capacity) if make else self._free.get()
+        with self._lock:
+            self._filling.append(pack)
+        return pack
+
+    def _send(self, pack: PackWriter) -> None:
+        with self._lock:
+            self._filling.remove(pack)
+            self._uploads.append(self.uploader.submit(self._upload, pack))
 
     def _upload(self, pack: PackWriter) -> None:
-        pack_id, data, entries = pack.finish(self.repo.keys)
-        self.repo.backend.put(pack_key(pack_id), data)
-        vault_point("pack_put")
-        self.written[pack_id] = entries
-        self.stats.packs += 1
+        try:
+            pack_id, data, entries = pack.finish(self.repo.keys)
+            with data:
+                self.repo.backend.put(pack_key(pack_id), data)
+            vault_point("pack_put")
+            with self._lock:
+                self.written[pack_id] = entries
+                self.stats.packs += 1
+        finally:
+            pack.reset()
+            self._free.put(pack)
+
+    def _raise_failed(self) -> None:
+        with self._lock:
+            done = [f for f in self._uploads if f.done()]
+            self._uploads = [f for f in self._uploads if not f.done()]
+        for future in done:
+            future.result()
+
+    def flush(self) -> None:
+        """Send every pack still being filled (once the pool's work has all finished)."""
+        with self._lock:
+            packs = [p for p in self._filling if len(p)]
+        for pack in packs:
+            self._send(pack)
 
     def drain(self) -> None:
         """Wait for every upload; the first failure is raised."""
         try:
-            while self.uploads:
-                self.uploads.popleft().result()
+            for future in list(self._uploads):
+                future.result()
         finally:
             self.uploader.shutdown(wait=True)
 

@@ -61,3 +61,30 @@ def test_bad_parameters_are_refused() -> None:
         ChunkerParams(min_size=4096, avg_size=2048, max_size=8192)
     with pytest.raises(VaultError):
         Chunker(b"short", SMALL)
+
+
+def test_views_stay_intact_until_their_window_is_settled() -> None:
+    """A store hands the views to other threads and keeps no copy: every view must still
+    hold its bytes when `settle` is asked for its window, and the views must cut exactly
+    where `chunks` does, across windows and the tails carried between them."""
+    data = vm_like(6 * 1024 * 1024, 3)
+    chunker = Chunker(Keys(new_master()).gear, SMALL, read_bytes=SMALL.max_size + 1000)
+    held: list[tuple[int, int, memoryview]] = []
+    checked: list[bytes] = []
+
+    def settle(through: int) -> None:
+        while held and held[0][0] <= through:
+            _, at, view = held.pop(0)
+            assert bytes(view) == data[at : at + len(view)], f"view at {at} overwritten"
+            checked.append(bytes(view))
+
+    at = 0
+    windows: set[int] = set()
+    for number, view in chunker.views(io.BytesIO(data), settle):
+        held.append((number, at, view))
+        windows.add(number)
+        at += len(view)
+    settle(len(windows))
+    assert len(windows) > 4, "the input spans several turns of the windows"
+    assert b"".join(checked) == data
+    assert checked == list(chunker.chunks(io.BytesIO(data)))
