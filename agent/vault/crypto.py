@@ -118,7 +118,9 @@ class Keys:
         except InvalidTag:
             raise Corrupted(what, "authentication failed (changed, truncated or foreign)") from None
 
-    def open_into(self, sealed: memoryview, aad: bytes, into: bytearray, what: str) -> memoryview:
+    def open_into(
+        self, sealed: memoryview, aad: bytes, into: bytearray | memoryview, what: str
+    ) -> memoryview:
         """`open` into a caller's buffer (at least the plaintext's size); the plaintext's
         view of it is returned, valid until the buffer is used again."""
         if len(sealed) < OVERHEAD:

@@ -71,6 +71,67 @@ def open_chunk_into(
     return _checked(keys, blob_id, body, raw_length, dctx, what)
 
 
+def open_chunk_at(
+    keys: Keys,
+    blob_id: bytes,
+    sealed: memoryview,
+    raw_length: int,
+    dctx: zstandard.ZstdDecompressor,
+    out: memoryview,
+    at: int,
+    body: bytearray,
+) -> None:
+    """`open_chunk` with the plaintext put in `out[at : at + raw_length]` and no copy on
+    the way: a restore assembles its runs so. A chunk stored as it is (its sealed length
+    says so: a compressed one is shorter) is decrypted in place, its kind byte landing in
+    `out[at - 1]`, which is put back afterwards (so `at` is at least 1); a compressed one
+    is decrypted into `body` and decompressed into place."""
+    what = f"chunk {blob_id.hex()[:16]}"
+    aad = blob_aad(blob_id)
+    end = at + raw_length
+    if len(sealed) == 1 + raw_length + OVERHEAD:
+        saved = out[at - 1]
+        kind = keys.open_into(sealed, aad, out[at - 1 : end], what)[0]
+        if kind == RAW:
+            out[at - 1] = saved
+        else:  # never written so, but a compressed body of that length is still valid
+            body[: 1 + raw_length] = out[at - 1 : end]
+            out[at - 1] = saved
+            _decompress_into(body, 1 + raw_length, dctx, out[at:end], what)
+    else:
+        opened = keys.open_into(sealed, aad, body, what)
+        if not opened:
+            raise Corrupted(what, "empty")
+        if opened[0] == RAW:
+            if len(opened) != 1 + raw_length:
+                raise Corrupted(what, "content does not match its id")
+            out[at:end] = opened[1:]
+        else:
+            _decompress_into(body, len(opened), dctx, out[at:end], what)
+    if keys.chunk_id(out[at:end]) != blob_id:
+        raise Corrupted(what, "content does not match its id")
+
+
+def _decompress_into(
+    body: bytearray, size: int, dctx: zstandard.ZstdDecompressor, out: memoryview, what: str
+) -> None:
+    """The zstd body `body[1:size]` decompressed to exactly fill `out`."""
+    if body[0] != ZSTD:
+        raise Corrupted(what, "unknown encoding")
+    filled = 0
+    try:
+        with memoryview(body) as view, dctx.stream_reader(view[1:size]) as reader:
+            while filled < len(out):
+                got = reader.readinto(out[filled:])
+                if not got:
+                    break
+                filled += got
+    except zstandard.ZstdError as e:
+        raise Corrupted(what, f"does not decompress: {e}") from None
+    if filled != len(out):
+        raise Corrupted(what, "content does not match its id")
+
+
 def _checked(
     keys: Keys,
     blob_id: bytes,

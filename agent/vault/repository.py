@@ -47,10 +47,12 @@ from .errors import (
     WrongKey,
 )
 from .locks import SHARED, Lock
+from .outfile import RUN_PLAINTEXT_BYTES, RestoredFile, zeros
 from .packs import (
     BlobRef,
     PackWriter,
     open_chunk,
+    open_chunk_at,
     open_chunk_into,
     pack_key,
     read_header,
@@ -60,14 +62,12 @@ FORMAT = 2
 """2: the config names its chunk id hash (`id_hash`); format 1 repositories use HMAC-SHA256
 and are read and written as they are."""
 PACK_BYTES = 16 * 1024 * 1024
-# A restore reads at most this much of a pack at once.
+# A restore reads at most this much of a pack at once, and assembles at most
+# RUN_PLAINTEXT_BYTES of plaintext from it (besides a single chunk larger than that).
 RUN_BYTES = 4 * 1024 * 1024
 UPLOADS_IN_FLIGHT = 2
 FILES_AT_ONCE = 2
-FLUSH_BYTES = 64 * 1024 * 1024  # a restored file's write-back is started this often
-SPARSE_BLOCK = 64 * 1024  # zeros are left as holes in blocks this size; shorter runs written
-_ZERO_BLOCK = bytes(SPARSE_BLOCK)
-_ZEROS = memoryview(bytes(8 * 1024 * 1024))
+FLUSH_BYTES = 64 * 1024 * 1024  # a buffered restored file's write-back is started this often
 Progress = Callable[[int], None]
 
 
@@ -194,33 +194,6 @@ class Source:
         )
 
 
-def _pwrite_all(fd: int, data: bytes | memoryview, at: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, at)
-        view, at = view[n:], at + n
-
-
-def _data_extents(piece: bytes | memoryview) -> Iterator[tuple[int, int]]:
-    """(start, end) of the parts of a chunk to write: all but its whole blocks of zeros.
-    Zeros often share a chunk with data (a run of zeros shorter than the largest chunk is
-    cut with its neighbours), so whole-chunk checks alone would leave most of them
-    written. Compared as bytes: a memoryview comparison runs 70 times slower (a block whose
-    first byte is zero is copied out of a view to compare it)."""
-    n = len(piece)
-    start: int | None = None
-    for i in range(0, n, SPARSE_BLOCK):
-        j = min(i + SPARSE_BLOCK, n)
-        if j - i == SPARSE_BLOCK and not piece[i] and bytes(piece[i:j]) == _ZERO_BLOCK:
-            if start is not None:
-                yield start, i
-                start = None
-        elif start is None:
-            start = i
-    if start is not None:
-        yield start, n
-
-
 class _Scratch(threading.local):
     """The buffers one restoring thread reads runs into and opens chunks into, kept from
     run to run. A fresh buffer per chunk cost a page fault per 4 KiB: a 2 GB restore made
@@ -237,10 +210,6 @@ class _Scratch(threading.local):
         if len(self.body) < body_bytes:
             self.body = bytearray(body_bytes)
         return self.run, self.body
-
-
-def _zeros(n: int) -> memoryview | bytes:
-    return _ZEROS[:n] if n <= len(_ZEROS) else bytes(n)
 
 
 class Repository:
@@ -598,35 +567,53 @@ class Repository:
         bytes (read through this thread's buffers and copied out of them)."""
         return [bytes(piece) for piece in self._open_run(ids, self._scratch)]
 
-    def _open_run(self, ids: list[bytes], scratch: _Scratch) -> Iterator[bytes | memoryview]:
-        """Chunks stored back to back in one pack, with one ranged read into this thread's
-        buffers: each chunk is valid only until the next one is asked for, so the caller
-        uses it first."""
+    def _fetch_run(
+        self, ids: list[bytes], scratch: _Scratch
+    ) -> tuple[list[BlobRef], memoryview, int]:
+        """Chunks stored back to back in one pack, read with one ranged read into this
+        thread's buffer: their index entries, the bytes read and the offset they start at."""
         refs = [self._ref(i) for i in ids]
         start, end = refs[0].offset, refs[-1].offset + refs[-1].length
-        run, body = scratch.sized(end - start, self.params.max_size + 1)
+        run, _ = scratch.sized(end - start, self.params.max_size + 1)
         view = memoryview(run)[: end - start]
         if read_range_into(self.backend, pack_key(refs[0].pack), start, view) != end - start:
             raise Corrupted(f"pack {refs[0].pack[:16]}", "shorter than its index says")
+        return refs, view, start
+
+    def _open_run(self, ids: list[bytes], scratch: _Scratch) -> Iterator[bytes | memoryview]:
+        """A run's chunks, each valid only until the next one is asked for (they are
+        opened into this thread's buffer), so the caller uses it first."""
+        refs, view, start = self._fetch_run(ids, scratch)
+        _, body = scratch.sized(0, self.params.max_size + 1)
         dctx = self._decompressor()
         for blob_id, ref in zip(ids, refs, strict=True):
             sealed = view[ref.offset - start : ref.offset - start + ref.length]
             yield open_chunk_into(self.keys, blob_id, sealed, ref.raw_length, dctx, body)
 
+    def _open_run_at(self, ids: list[bytes], scratch: _Scratch, out: memoryview, at: int) -> None:
+        """A run's chunks opened into `out` from `at` on, back to back (see open_chunk_at)."""
+        refs, view, start = self._fetch_run(ids, scratch)
+        _, body = scratch.sized(0, self.params.max_size + 1)
+        dctx = self._decompressor()
+        for blob_id, ref in zip(ids, refs, strict=True):
+            sealed = view[ref.offset - start : ref.offset - start + ref.length]
+            open_chunk_at(self.keys, blob_id, sealed, ref.raw_length, dctx, out, at, body)
+            at += ref.raw_length
+
     def _runs(self, ids: list[bytes], zeros: dict[bytes, int]) -> Iterator[list[bytes] | int]:
-        """Consecutive chunks that sit back to back in one pack, up to RUN_BYTES a run; a
-        chunk in no index is a run of its own, so its error names only its file. A chunk
-        in `zeros` (all zero bytes, known by its id) is given as its length: nothing to
-        read."""
+        """Consecutive chunks that sit back to back in one pack, up to RUN_BYTES (and
+        RUN_PLAINTEXT_BYTES of plaintext) a run; a chunk in no index is a run of its own, so its
+        error names only its file. A chunk in `zeros` (all zero bytes, known by its id) is
+        given as its length: nothing to read."""
         run: list[bytes] = []
         last: BlobRef | None = None
-        size = 0
+        size = raw = 0
         for blob_id in ids:
             hole = zeros.get(blob_id)
             if hole is not None:
                 if run:
                     yield run
-                    run, size, last = [], 0, None
+                    run, size, raw, last = [], 0, 0, None
                 yield hole
                 continue
             ref = self.index.get(blob_id)
@@ -636,12 +623,14 @@ class Repository:
                 and ref.pack == last.pack
                 and ref.offset == last.offset + last.length
                 and size + ref.length <= RUN_BYTES
+                and raw + ref.raw_length <= RUN_PLAINTEXT_BYTES
             )
             if run and not follows:
                 yield run
-                run, size = [], 0
+                run, size, raw = [], 0, 0
             run.append(blob_id)
             size += ref.length if ref is not None else 0
+            raw += ref.raw_length if ref is not None else 0
             last = ref
         if run:
             yield run
@@ -725,12 +714,12 @@ class Repository:
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".dockyard-partial")
         try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            file = RestoredFile(partial, entry.size, sparse=sparse)
             try:
-                self._write_at(entry, fd, pool, depth, progress, sparse)
-                os.fsync(fd)
+                self._write_at(entry, file, pool, depth, progress)
+                os.fsync(file.fd)
             finally:
-                os.close(fd)
+                file.close()
             os.chmod(partial, entry.mode or 0o644)
             os.utime(partial, (entry.mtime, entry.mtime))
             os.replace(partial, out)
@@ -752,49 +741,36 @@ class Repository:
     def _write_at(
         self,
         entry: FileEntry,
-        fd: int,
+        file: RestoredFile,
         pool: ThreadPoolExecutor,
         depth: int,
         progress: Progress | None,
-        sparse: bool,
     ) -> None:
         """A file written by the pool's threads, each run at its own offset (from the
         index's chunk lengths), so reading, opening and writing one large file all go on
-        in parallel rather than through one writer. The file gets its length first; with
-        `sparse`, zeros are never written and stay holes."""
-        placed: list[tuple[list[bytes] | int, int]] = []
+        in parallel rather than through one writer."""
+        placed: list[tuple[list[bytes] | int, int, int]] = []
         offset = 0
         for run in self._runs(entry.chunks, self._zero_chunks()):
-            placed.append((run, offset))
-            offset += run if isinstance(run, int) else sum(self._ref(i).raw_length for i in run)
+            length = run if isinstance(run, int) else sum(self._ref(i).raw_length for i in run)
+            placed.append((run, offset, length))
+            offset += length
         if offset != entry.size:
             raise Corrupted(f"file {entry.path}", "its chunks' sizes differ from the snapshot")
-        os.ftruncate(fd, entry.size)
         scratch = self._scratch
 
-        def put(run: list[bytes] | int, at: int) -> int:
+        def put(run: list[bytes] | int, at: int, length: int) -> int:
             """One run written at `at`; the bytes it covers."""
-            start = at
-            pieces = [run] if isinstance(run, int) else self._open_run(run, scratch)
-            for piece in pieces:
-                if isinstance(piece, int):
-                    if not sparse:
-                        _pwrite_all(fd, _zeros(piece), at)
-                    at += piece
-                    continue
-                if sparse:
-                    view = memoryview(piece)
-                    for a, b in _data_extents(piece):
-                        _pwrite_all(fd, view[a:b], at + a)
-                else:
-                    _pwrite_all(fd, piece, at)
-                at += len(piece)
-            return at - start
+            if isinstance(run, int):
+                file.write_zeros(run, at)
+            else:
+                file.write_run(lambda out, i: self._open_run_at(run, scratch, out, i), at, length)
+            return length
 
         pending: deque[Future[int]] = deque()
-        # The disk starts on what is written while the rest is still being opened: every
-        # FLUSH_BYTES a flush of the file so far runs beside the writers, so the fsync at
-        # the end waits for the last stretch only, not for the whole file.
+        # Written through the page cache, the disk starts on what is written while the
+        # rest is still being opened: every FLUSH_BYTES a flush of the file so far runs
+        # beside the writers, so the fsync at the end waits for the last stretch only.
         flushes: list[Future[None]] = []
         unflushed = 0
 
@@ -805,12 +781,13 @@ class Repository:
                 progress(covered)
             unflushed += covered
             if unflushed >= FLUSH_BYTES and all(f.done() for f in flushes):
-                flushes.append(pool.submit(os.fdatasync, fd))
+                if not file.direct:
+                    flushes.append(pool.submit(os.fdatasync, file.fd))
                 unflushed = 0
 
         try:
-            for run, at in placed:
-                pending.append(pool.submit(put, run, at))
+            for run, at, length in placed:
+                pending.append(pool.submit(put, run, at, length))
                 if len(pending) > depth:
                     written(pending.popleft())
             while pending:
@@ -828,7 +805,7 @@ class Repository:
         written = 0
         for piece in self._chunks(entry.chunks, pool, self.workers * 4):
             n = piece if isinstance(piece, int) else len(piece)
-            out.write(_zeros(n) if isinstance(piece, int) else piece)
+            out.write(zeros(n) if isinstance(piece, int) else piece)
             written += n
         if written != entry.size:
             raise Corrupted(f"file {entry.path}", "restored size differs from the snapshot")
