@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from .directio import DIRECT_FROM, open_direct, pwrite_all, write_direct
 from .errors import MissingObject, NoSpace, VaultError
 
 
@@ -105,9 +106,16 @@ class LocalBackend:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                # A pack (from page-aligned memory) goes around the page cache: nothing
+                # reads it back soon, and the copy cost more than the write.
+                direct = open_direct(tmp) if len(data) >= DIRECT_FROM else None
+                if direct is None:
+                    pwrite_all(fd, data, 0)
+                else:
+                    try:
+                        write_direct(direct, fd, memoryview(data), 0)  # falls back itself
+                    finally:
+                        os.close(direct)
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -1,28 +1,23 @@
 """A restored file's bytes on their way to disk: around the page cache where it can be.
 
-A buffered write copies every byte into the page cache, and the kernel must find (and, in
-a VM whose free memory goes back to the host, fault in) a page for each: measured here on
-ext4 in a VM, 800 MB written buffered and fsynced took 2.3-2.6 s and 1.9-2.3 s of system
-CPU, the same bytes with O_DIRECT 0.7-1.1 s and 0.1-0.2 s (`dd`, 8 MiB blocks). In a
-profiled 2 GB restore that copy was 39% of all CPU and threads queued on the file's lock
-for another 8%. So a run is assembled in a page-aligned buffer of the writing thread and
-its whole blocks go straight to the device; only the partial blocks at a run's two ends,
-shared with the neighbouring runs, go through the page cache (they never share a block
-with a direct write, so the two paths never see the same page). Where the file system
-refuses O_DIRECT (tmpfs, some network file systems) every write is buffered, as before.
+In a profiled 2 GB restore, buffered writes' copy into the page cache was 39% of all CPU
+and threads queued on the file's lock for another 8% (see `directio`). So a run is
+assembled in a page-aligned buffer of the writing thread and its whole blocks go straight
+to the device; only the partial blocks at a run's two ends, shared with the neighbouring
+runs, go through the page cache (they never share a block with a direct write, so the two
+paths never see the same page).
 """
 
 from __future__ import annotations
 
-import errno
 import mmap
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-ALIGN = max(mmap.PAGESIZE, 4096)
-"""Direct writes start, end and sit in memory on this boundary."""
+from .directio import ALIGN, aligned_buffer, open_direct, pwrite_all, write_direct
+
 RUN_PLAINTEXT_BYTES = 8 * 1024 * 1024
 """The most a restore assembles at once (unless a single chunk is larger)."""
 SPARSE_BLOCK = 64 * 1024
@@ -33,13 +28,6 @@ _ZEROS = memoryview(bytes(8 * 1024 * 1024))
 
 def zeros(n: int) -> memoryview | bytes:
     return _ZEROS[:n] if n <= len(_ZEROS) else bytes(n)
-
-
-def pwrite_all(fd: int, data: bytes | memoryview | mmap.mmap, at: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, at)
-        view, at = view[n:], at + n
 
 
 def data_extents(piece: bytes | memoryview | mmap.mmap, start: int = 0) -> list[tuple[int, int]]:
@@ -76,8 +64,7 @@ class _Assembly(threading.local):
         if self.buf is None or len(self.buf) < n:
             if self.buf is not None:
                 self.buf.close()
-            n = max(n, RUN_PLAINTEXT_BYTES + ALIGN)  # made once, not grown run by run
-            self.buf = mmap.mmap(-1, -(-n // ALIGN) * ALIGN)
+            self.buf = aligned_buffer(max(n, RUN_PLAINTEXT_BYTES + ALIGN))  # made once
         return self.buf
 
 
@@ -97,7 +84,7 @@ class RestoredFile:
         try:
             os.ftruncate(self.fd, size)
             if direct:
-                self._direct_fd = _open_direct(path)
+                self._direct_fd = open_direct(path)
         except BaseException:
             self.close()
             raise
@@ -151,33 +138,11 @@ class RestoredFile:
         fd = self._direct_fd
         if fd is None:
             pwrite_all(self.fd, view, at)
-            return
-        try:
-            pwrite_all(fd, view, at)
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            # Open accepted O_DIRECT but a write did not (an alignment this code does not
-            # know): the page cache takes this and every later write.
-            self._direct_fd = None
+        elif not write_direct(fd, self.fd, view, at):
+            self._direct_fd = None  # refused: the page cache takes every later write
             os.close(fd)
-            pwrite_all(self.fd, view, at)
 
     def _write_buffered(self, data: memoryview, at: int) -> None:
         spans = data_extents(data) if self.sparse else [(0, len(data))]
         for a, b in spans:
             pwrite_all(self.fd, data[a:b], at + a)
-
-
-def _open_direct(path: Path) -> int | None:
-    """A second descriptor of the file that writes around the page cache, or None where
-    the platform or the file system has no O_DIRECT."""
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag:
-        return None
-    try:
-        return os.open(path, os.O_WRONLY | flag)
-    except OSError as e:
-        if e.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
-            return None
-        raise

@@ -19,6 +19,7 @@ import blake3
 import zstandard
 
 from .crypto import OVERHEAD, SEAL_SLACK, Keys
+from .directio import aligned_buffer
 from .errors import Corrupted
 
 MAGIC = b"DYPK1"
@@ -166,13 +167,16 @@ class PackWriter:
     end. The view `finish` gives is valid until `reset`."""
 
     def __init__(self, capacity: int = 0) -> None:
-        self.buf = bytearray(capacity)
+        # Page-aligned, so a local directory can write the pack around the page cache.
+        self.buf = aligned_buffer(capacity)
         self.entries: list[list[object]] = []
         self.size = 0
 
     def _room(self, n: int) -> None:
         if self.size + n > len(self.buf):
-            self.buf.extend(bytes(self.size + n - len(self.buf)))
+            grown = aligned_buffer(max(self.size + n, 2 * len(self.buf)))
+            grown[: self.size] = self.buf[: self.size]
+            self.buf = grown
 
     def add(self, blob_id: bytes, sealed: bytes | memoryview, raw_length: int) -> int:
         """Add a blob sealed elsewhere (prune copies live blobs this way); its offset."""

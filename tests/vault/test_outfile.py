@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.agent.vault.outfile import ALIGN, SPARSE_BLOCK, RestoredFile, _open_direct
+from dockyard.agent.vault.directio import ALIGN, open_direct
+from dockyard.agent.vault.outfile import SPARSE_BLOCK, RestoredFile
 
 
 def _image(rng: random.Random) -> bytes:
@@ -72,7 +73,7 @@ def test_runs_in_any_order_rebuild_the_file(tmp_path: Path, direct: bool, sparse
 def _supports_direct(folder: Path) -> bool:
     probe = folder / "probe"
     probe.touch()
-    fd = _open_direct(probe)
+    fd = open_direct(probe)
     if fd is None:
         return False
     os.close(fd)
