@@ -5,13 +5,16 @@
 Peers are installed into a folder of their own (`<work>/peers`, default build/bench-vault):
 restic 0.18 (Debian trixie's package) and 0.14 (bookworm's), unpacked with `dpkg-deb -x`;
 borg 1.4 and the 2.0 beta from PyPI (built from source in their own venvs; their C
-libraries' headers come from apt when missing) and borg 1.2 (bookworm's package). A peer
-that cannot be installed is reported and left out, never silently.
+libraries' headers come from apt when missing, and borg 2's OpenSSL 3.5 is built from
+Debian trixie's source, bookworm's 3.0 being too old for it) and borg 1.2 (bookworm's
+package). A peer that cannot be installed is reported and left out, never silently.
 
 For each tool: first store of the data set, a second store after inserting bytes in the
 middle of the largest file, a restore of the second snapshot (checked byte for byte), and
-the repository's size. The page cache is warmed with the data set before every timed step
-so every tool reads from the same state. Peers run at their defaults and at the settings
+the repository's size. The page cache is warmed with the data set before every store and
+with the tool's repository before every restore, so every tool reads from the same state
+(ours writes its packs around the page cache; the peers' would otherwise be cached from
+their writes and ours not). Peers run at their defaults and at the settings
 closest to ours (restic: compression auto; borg: -C zstd,3 and its default lz4).
 
 Restore is timed twice: until the tool returns, and until the data is on disk (a `sync`
@@ -33,6 +36,7 @@ import json
 import lzma
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -117,7 +121,8 @@ def insert_in_middle(folder: Path, work: Path) -> Path:
 
 
 def warm(folder: Path) -> None:
-    for path in folder.iterdir():
+    """Read every file under `folder` into the page cache."""
+    for path in sorted(folder.rglob("*")):
         if path.is_file():
             with open(path, "rb") as f:
                 while f.read(16 * 1024 * 1024):
@@ -256,14 +261,62 @@ def _borg_headers() -> None:
 BORG_SETTINGS = ("zstd,3", "lz4")  # the closest to ours, and borg's default
 
 
+def _openssl_from_trixie(peers: Path) -> Path:
+    """OpenSSL from Debian trixie's source (3.5), built as static libraries into a prefix
+    of its own: borg 2 needs OpenSSL 3.2's headers and bookworm has 3.0, and trixie's
+    binary packages need a newer glibc than bookworm's. Static, so the borg it is linked
+    into needs nothing of it at run time. Takes some minutes once; kept afterwards."""
+    prefix = peers / "openssl-trixie"
+    if (prefix / "lib" / "libcrypto.a").exists():
+        return prefix
+    index = peers / "trixie-Sources.xz"
+    if not index.exists():
+        urllib.request.urlretrieve(  # noqa: S310 - a fixed Debian mirror
+            f"{MIRROR}/dists/trixie/main/source/Sources.xz", index
+        )
+    text = lzma.decompress(index.read_bytes()).decode()
+    best: tuple[list[int], str, str, str] | None = None
+    for stanza in text.split("\n\n"):
+        if not stanza.startswith("Package: openssl\n"):
+            continue
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line)
+        version = [int(x) for x in re.findall(r"\d+", fields["Version"].split("-")[0])]
+        for line in stanza.splitlines():
+            parts = line.split()
+            orig = len(parts) == 3 and len(parts[0]) == 64 and parts[2].endswith(".orig.tar.gz")
+            if orig and (best is None or version > best[0]):
+                best = (version, parts[0], parts[2], fields["Directory"])
+    if best is None:
+        raise RuntimeError("openssl's source is not in trixie")
+    _, sha256, name, directory = best
+    tarball = peers / name
+    if not tarball.exists():
+        urllib.request.urlretrieve(f"{MIRROR}/{directory}/{name}", tarball)  # noqa: S310
+    if hashlib.sha256(tarball.read_bytes()).hexdigest() != sha256:
+        tarball.unlink()
+        raise RuntimeError(f"{name} does not match trixie's checksum")
+    build = peers / "openssl-build"
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir()
+    run(["tar", "-xzf", str(tarball), "-C", str(build), "--strip-components=1"])
+    log(f"building {name.split('.orig')[0]} for borg 2 (once; a few minutes)")
+    config = [f"--prefix={prefix}", "--libdir=lib", "no-shared", "no-tests", "no-docs"]
+    run(["./Configure", *config], cwd=build)
+    run(["make", f"-j{os.cpu_count() or 2}", "build_libs"], cwd=build, timeout=3600)
+    run(["make", "install_dev"], cwd=build)
+    shutil.rmtree(build, ignore_errors=True)
+    return prefix
+
+
 def borg_pip(peers: Path, spec: str, label: str) -> list[Tool]:
     venv = peers / f"borg-{label}"
     if not (venv / "bin" / "borg").exists():
         _borg_headers()
+        # BORG_OPENSSL_PREFIX: borg 2 builds against OpenSSL 3.5 built here (see above);
+        # borg 1.4 against the system's.
+        prefix = _openssl_from_trixie(peers) if label.startswith("2") else Path("/usr")
         run([sys.executable, "-m", "venv", str(venv)])
-        # BORG_OPENSSL_PREFIX makes a too-old OpenSSL fail with the header it lacks (borg 2
-        # needs OpenSSL 3.2's headers; Debian bookworm has 3.0) instead of "not found".
-        env = os.environ | {"BORG_OPENSSL_PREFIX": "/usr"}
+        env = os.environ | {"BORG_OPENSSL_PREFIX": str(prefix)}
         pip = [str(venv / "bin" / "pip"), "install", "-q", "--pre", spec]
         try:
             run(pip, timeout=1800, env=env)
@@ -364,6 +417,9 @@ def measure(tool: Tool, data: Path, changed: Path, work: Path, expect: dict[str,
         restores.append(("restore_sparse", tool.restore_sparse))
     for label, restore in restores:
         target.mkdir(parents=True)
+        # Each tool reads its repository from the page cache: the peers' packs are cached
+        # from their writes, ours were written around the cache, so all are read once here.
+        warm(repo)
         settle()  # nothing of an earlier step is left to write back during this one
         started = time.perf_counter()
         try:
