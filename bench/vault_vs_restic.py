@@ -275,7 +275,7 @@ def _openssl_from_trixie(peers: Path) -> Path:
             f"{MIRROR}/dists/trixie/main/source/Sources.xz", index
         )
     text = lzma.decompress(index.read_bytes()).decode()
-    best: tuple[list[int], str, str, str] | None = None
+    found: list[tuple[list[int], str, str, str]] = []
     for stanza in text.split("\n\n"):
         if not stanza.startswith("Package: openssl\n"):
             continue
@@ -283,18 +283,26 @@ def _openssl_from_trixie(peers: Path) -> Path:
         version = [int(x) for x in re.findall(r"\d+", fields["Version"].split("-")[0])]
         for line in stanza.splitlines():
             parts = line.split()
-            orig = len(parts) == 3 and len(parts[0]) == 64 and parts[2].endswith(".orig.tar.gz")
-            if orig and (best is None or version > best[0]):
-                best = (version, parts[0], parts[2], fields["Directory"])
-    if best is None:
-        raise RuntimeError("openssl's source is not in trixie")
-    _, sha256, name, directory = best
-    tarball = peers / name
-    if not tarball.exists():
-        urllib.request.urlretrieve(f"{MIRROR}/{directory}/{name}", tarball)  # noqa: S310
-    if hashlib.sha256(tarball.read_bytes()).hexdigest() != sha256:
-        tarball.unlink()
-        raise RuntimeError(f"{name} does not match trixie's checksum")
+            if len(parts) == 3 and len(parts[0]) == 64 and parts[2].endswith(".orig.tar.gz"):
+                found.append((version, parts[0], parts[2], fields["Directory"]))
+    tarball: Path | None = None
+    # Newest first; the index can name a version the mirror does not hold yet.
+    for _, sha256, name, directory in sorted(found, reverse=True):
+        candidate = peers / name
+        try:
+            if not candidate.exists():
+                urllib.request.urlretrieve(f"{MIRROR}/{directory}/{name}", candidate)  # noqa: S310
+        except OSError as e:
+            log(f"{name}: {e}; trying an older one")
+            continue
+        if hashlib.sha256(candidate.read_bytes()).hexdigest() != sha256:
+            candidate.unlink()
+            raise RuntimeError(f"{name} does not match trixie's checksum")
+        tarball = candidate
+        break
+    if tarball is None:
+        raise RuntimeError("no source of openssl in trixie could be fetched")
+    name = tarball.name
     build = peers / "openssl-build"
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir()
