@@ -364,7 +364,11 @@ def _borg(binary: str, version: str, compression: str, *, v2: bool) -> Tool:
 
     def init(repo: Path) -> None:
         if v2:
-            cmd("-r", str(repo), "repo-create", "-e", "repokey-aes-ocb")
+            # The mode was renamed during the beta (repokey-aes-ocb, later aes256-ocb).
+            try:
+                cmd("-r", str(repo), "repo-create", "-e", "aes256-ocb")
+            except subprocess.CalledProcessError:
+                cmd("-r", str(repo), "repo-create", "-e", "repokey-aes-ocb")
         else:
             cmd("init", "-e", "repokey-blake2", str(repo))
 
