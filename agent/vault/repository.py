@@ -365,8 +365,7 @@ class Repository:
     def _seal(self, chunk: memoryview, writer: _Writer) -> bytes:
         """The chunk's id, after sealing it into a pack unless it is stored already."""
         blob_id = self.keys.chunk_id(chunk)
-        if blob_id not in self.index:
-            writer.add(blob_id, chunk, self._compressor())
+        writer.add(blob_id, chunk, self._compressor())
         return blob_id
 
     def store(
@@ -567,36 +566,33 @@ class Repository:
         bytes (read through this thread's buffers and copied out of them)."""
         return [bytes(piece) for piece in self._open_run(ids, self._scratch)]
 
-    def _fetch_run(
+    def _sealed_run(
         self, ids: list[bytes], scratch: _Scratch
-    ) -> tuple[list[BlobRef], memoryview, int]:
+    ) -> Iterator[tuple[bytes, BlobRef, memoryview]]:
         """Chunks stored back to back in one pack, read with one ranged read into this
-        thread's buffer: their index entries, the bytes read and the offset they start at."""
+        thread's buffer: each with its index entry and its sealed bytes (a view of it)."""
         refs = [self._ref(i) for i in ids]
         start, end = refs[0].offset, refs[-1].offset + refs[-1].length
         run, _ = scratch.sized(end - start, self.params.max_size + 1)
         view = memoryview(run)[: end - start]
         if read_range_into(self.backend, pack_key(refs[0].pack), start, view) != end - start:
             raise Corrupted(f"pack {refs[0].pack[:16]}", "shorter than its index says")
-        return refs, view, start
+        for blob_id, ref in zip(ids, refs, strict=True):
+            yield blob_id, ref, view[ref.offset - start : ref.offset - start + ref.length]
 
     def _open_run(self, ids: list[bytes], scratch: _Scratch) -> Iterator[bytes | memoryview]:
         """A run's chunks, each valid only until the next one is asked for (they are
         opened into this thread's buffer), so the caller uses it first."""
-        refs, view, start = self._fetch_run(ids, scratch)
         _, body = scratch.sized(0, self.params.max_size + 1)
         dctx = self._decompressor()
-        for blob_id, ref in zip(ids, refs, strict=True):
-            sealed = view[ref.offset - start : ref.offset - start + ref.length]
+        for blob_id, ref, sealed in self._sealed_run(ids, scratch):
             yield open_chunk_into(self.keys, blob_id, sealed, ref.raw_length, dctx, body)
 
     def _open_run_at(self, ids: list[bytes], scratch: _Scratch, out: memoryview, at: int) -> None:
         """A run's chunks opened into `out` from `at` on, back to back (see open_chunk_at)."""
-        refs, view, start = self._fetch_run(ids, scratch)
         _, body = scratch.sized(0, self.params.max_size + 1)
         dctx = self._decompressor()
-        for blob_id, ref in zip(ids, refs, strict=True):
-            sealed = view[ref.offset - start : ref.offset - start + ref.length]
+        for blob_id, ref, sealed in self._sealed_run(ids, scratch):
             open_chunk_at(self.keys, blob_id, sealed, ref.raw_length, dctx, out, at, body)
             at += ref.raw_length
 
