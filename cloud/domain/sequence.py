@@ -11,10 +11,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, update
+from sqlalchemy import Row, update
 from sqlalchemy.orm import Session
 
-from dockyard.cloud.store.db import wake_agent
+from dockyard.cloud.store.db import Rows, wake_agent
 from dockyard.cloud.store.models import Agent, AgentEntry
 
 from .context import Ctx
@@ -75,19 +75,25 @@ def append(
     return entry
 
 
-def append_many(
-    ctx: Ctx, commands: list[tuple[uuid.UUID, uuid.UUID, int, uuid.UUID]], now: datetime
-) -> None:
-    """Command entries in one bulk INSERT: (agent, tenant, seq, command), the numbers
-    taken with `allocate` or `allocate_many`."""
-    rows = [
-        {"tenant_id": tenant_id, "agent_id": agent_id, "seq": seq, "kind": "command"}
-        | {"command_id": command_id, "payload": {}, "created_at": now}
-        for agent_id, tenant_id, seq, command_id in commands
-    ]
-    ctx.session.execute(insert(AgentEntry), rows)
-    for agent_id, *_ in commands:
-        wake(ctx.session, agent_id)
+def command_entries(
+    session: Session,
+    agent_ids: list[uuid.UUID],
+    tenant_ids: list[uuid.UUID],
+    seqs: list[int],
+    command_ids: list[uuid.UUID],
+    now: datetime,
+) -> Rows:
+    """The sequence entries of commands, for `insert_together` with the commands
+    themselves (the numbers taken with `allocate` or `allocate_many`); each agent is
+    woken once the transaction commits."""
+    for agent_id in agent_ids:
+        wake(session, agent_id)
+    return Rows(
+        AgentEntry,
+        {"id": [uuid.uuid4() for _ in agent_ids], "tenant_id": tenant_ids}
+        | {"agent_id": agent_ids, "seq": seqs, "command_id": command_ids},
+        {"kind": "command", "payload": {}, "created_at": now},
+    )
 
 
 def wake(session: Session, agent_id: uuid.UUID) -> None:

@@ -102,8 +102,24 @@ def _check_insert(state: ORMExecuteState, scope: tuple[uuid.UUID, ...]) -> None:
     ):
         raise TenantScopeError("a bulk insert of tenant-owned rows passes them as parameters")
     each: Sequence[Mapping[str, Any]] = [rows] if isinstance(rows, Mapping) else rows
-    for row in each:
-        if row.get("tenant_id") not in scope:
+    _inside(scope, (row.get("tenant_id") for row in each))
+
+
+def check_insert_tenants(session: Session, tenant_ids: Iterable[Any]) -> None:
+    """For a store function that writes rows of a tenant-owned class in a statement this
+    module cannot read rows from (an INSERT from arrays): every row's tenant must lie in
+    the session's scope, as for a bulk INSERT. The statement itself then runs unscoped."""
+    if _is_unscoped(session):
+        return
+    scope = session_scope(session)
+    if scope is None:
+        raise TenantScopeError("tenant-owned rows inserted without a tenant scope")
+    _inside(scope, tenant_ids)
+
+
+def _inside(scope: tuple[uuid.UUID, ...], tenant_ids: Iterable[Any]) -> None:
+    for tenant_id in tenant_ids:
+        if tenant_id not in scope:
             raise TenantScopeError("a bulk-inserted row is outside the tenant scope")
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import delete, insert, inspect, select, text, update
 from dockyard.cloud.domain import agents, tenants
 from dockyard.cloud.domain.errors import NotFound
 from dockyard.cloud.domain.principal import Role
-from dockyard.cloud.store.db import Database
+from dockyard.cloud.store.db import Database, Rows, insert_together
 from dockyard.cloud.store.models import Base, Site, Tenant, TenantOwned
 from dockyard.cloud.store.tenancy import TenantScopeError, unscoped
 
@@ -101,6 +101,36 @@ def test_bulk_inserts_are_checked_row_by_row(db: Database) -> None:
         bulk = session.scalars(select(Site).where(Site.name.like("bulk %"))).all()
         assert {s.tenant_id for s in bulk} == {a.tenant_id}
         assert len(bulk) == 2
+
+
+def test_rows_inserted_together_are_checked_against_the_scope(db: Database) -> None:
+    """`insert_together` writes from arrays on PostgreSQL, where the session's hook cannot
+    see rows; it checks them itself, and on SQLite the hook checks its bulk INSERTs."""
+    a, b = make_world(db), make_world(db)
+    with db.session([a.tenant_id]) as session:
+        site = session.get(Site, a.site_id)
+        assert site is not None
+        created = site.created_at
+
+    def sites(first: int, *tenant_ids: uuid.UUID) -> Rows:
+        names = [f"together {first + i}" for i in range(len(tenant_ids))]
+        varying = {"id": [uuid.uuid4() for _ in names], "tenant_id": list(tenant_ids)}
+        return Rows(Site, varying | {"name": names}, {"created_at": created})
+
+    with db.session() as session, pytest.raises(TenantScopeError):
+        insert_together(session, [sites(0, a.tenant_id)])
+    with db.session([a.tenant_id]) as session, pytest.raises(TenantScopeError, match="outside"):
+        insert_together(session, [sites(0, a.tenant_id), sites(1, b.tenant_id)])
+    with db.session([a.tenant_id]) as session:
+        insert_together(session, [sites(0, a.tenant_id, a.tenant_id), sites(2, a.tenant_id)])
+        session.commit()
+    with db.session([a.tenant_id, b.tenant_id]) as session:
+        written = session.scalars(select(Site).where(Site.name.like("together %"))).all()
+        assert sorted((s.tenant_id == a.tenant_id, s.name) for s in written) == [
+            (True, "together 0"),
+            (True, "together 1"),
+            (True, "together 2"),
+        ]
 
 
 def test_another_tenants_id_is_not_found_like_a_missing_one(db: Database) -> None:
