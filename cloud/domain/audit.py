@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from dockyard.cloud.store.db import Rows
 from dockyard.cloud.store.models import AuditRecord
 
 from .context import Ctx
@@ -30,4 +31,27 @@ def record(
             outcome=outcome,
             detail=detail,
         )
+    )
+
+
+def records(
+    ctx: Ctx, action: str, entries: list[tuple[uuid.UUID, str | None, dict[str, Any]]]
+) -> Rows:
+    """Records of one action, as (tenant, target, detail), for `insert_together` with the
+    rows they are about: issuing a command writes its audit record in the same statement."""
+    return Rows(
+        AuditRecord,
+        {
+            "id": [uuid.uuid4() for _ in entries],
+            "tenant_id": [tenant_id for tenant_id, _, _ in entries],
+            "target": [target for _, target, _ in entries],
+            "detail": [detail for _, _, detail in entries],
+        },
+        {
+            "at": ctx.now(),
+            "actor_kind": ctx.principal.kind,
+            "actor_id": ctx.principal.id,
+            "action": action,
+            "outcome": "ok",
+        },
     )

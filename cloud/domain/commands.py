@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -58,8 +59,22 @@ def issue(
         if earlier is not None:
             return earlier
         seq = sequence.allocate(ctx.session, agent_id)
-    [command] = _insert(ctx, [target], {agent_id: seq}, name, args, ttl, timeout, idempotency_key)
-    audit.record(ctx, target.tenant_id, "command.issue", target=str(command.id), name=name)
+    command_id = uuid.uuid4()
+    record = audit.records(
+        ctx, "command.issue", [(target.tenant_id, str(command_id), {"name": name})]
+    )
+    [command] = _insert(
+        ctx,
+        [target],
+        {agent_id: seq},
+        name,
+        args,
+        ttl,
+        timeout,
+        idempotency_key,
+        [command_id],
+        record,
+    )
     return command
 
 
@@ -104,11 +119,13 @@ def issue_many(
     targets = [found[i] for i in agent_ids]
     _check(ctx, targets, name, args, ttl, timeout)
     numbers = sequence.allocate_many(ctx.session, agent_ids)
-    issued = _insert(ctx, targets, numbers, name, args, ttl, timeout, None)
-    for tenant_id in sorted({a.tenant_id for a in targets}):
-        count = sum(1 for a in targets if a.tenant_id == tenant_id)
-        audit.record(ctx, tenant_id, "command.issue_many", name=name, agents=count)
-    return issued
+    counts = Counter(a.tenant_id for a in targets)
+    record = audit.records(
+        ctx,
+        "command.issue_many",
+        [(t, None, {"name": name, "agents": counts[t]}) for t in sorted(counts)],
+    )
+    return _insert(ctx, targets, numbers, name, args, ttl, timeout, None, None, record)
 
 
 def _insert(
@@ -120,17 +137,19 @@ def _insert(
     ttl: timedelta,
     timeout: timedelta,
     idempotency_key: str | None,
+    command_ids: list[uuid.UUID] | None,
+    record: Rows,
 ) -> list[Command]:
-    """A job, a command and a sequence entry for each agent, written together
-    (`insert_together`: one statement on PostgreSQL) rather than through the unit of
-    work, which spent most of a 200-agent issue building and flushing 600 objects one by
-    one. The commands returned are built from the same values and are not part of the
-    session."""
+    """A job, a command and a sequence entry for each agent, and the audit `record`,
+    written together (`insert_together`: one statement on PostgreSQL) rather than
+    through the unit of work, which spent most of a 200-agent issue building and flushing
+    600 objects one by one. The commands returned are built from the same values and are
+    not part of the session."""
     now = ctx.now()
     n = len(targets)
     agent_ids = [a.id for a in targets]
     tenant_ids = [a.tenant_id for a in targets]
-    command_ids = [uuid.uuid4() for _ in range(n)]
+    command_ids = command_ids or [uuid.uuid4() for _ in range(n)]
     job_ids = [uuid.uuid4() for _ in range(n)]
     seqs = [numbers[a] for a in agent_ids]
     expires_at, timeout_s = now + ttl, int(timeout.total_seconds())
@@ -154,6 +173,7 @@ def _insert(
                 command,
             ),
             sequence.command_entries(ctx.session, agent_ids, tenant_ids, seqs, command_ids, now),
+            record,
         ],
     )
     return [

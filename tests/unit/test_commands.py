@@ -254,10 +254,24 @@ def test_one_command_to_many_agents_is_all_or_none(db: Database, tmp_path, clock
     with system(db, world.tenant_id, clock=clock) as ctx:
         issued = commands.issue_many(ctx, mine, "noop.echo", {"x": 1})
         assert [c.agent_id for c in issued] == mine
+        one = commands.issue(ctx, mine[0], "noop.append", {"line": "a"})
     for agent_id in mine:
         with agent_ctx(world, agent_id, clock) as ctx:
             view = agents.poll_view(ctx, agent_id, 0)
-            assert [e.name for e in view.entries if e.kind == "command"] == ["noop.echo"]
+            names = ["noop.echo", "noop.append"] if agent_id == mine[0] else ["noop.echo"]
+            assert [e.name for e in view.entries if e.kind == "command"] == names
+            assert [e.args for e in view.entries if e.kind == "command"][0] == {"x": 1}
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        stored = {c.id: c for c in ctx.session.scalars(select(Command))}
+        assert {c.id for c in [*issued, one]} == set(stored)
+        assert stored[one.id].args == {"line": "a"} and stored[one.id].job_id == one.job_id
+        trail = ctx.session.scalars(
+            select(AuditRecord).where(AuditRecord.action.like("command.%"))
+        ).all()
+        assert sorted((r.action, r.target, r.detail) for r in trail) == [
+            ("command.issue", str(one.id), {"name": "noop.append"}),
+            ("command.issue_many", None, {"name": "noop.echo", "agents": 3}),
+        ]
 
 
 def test_last_seen_times_are_stored_in_one_statement(db: Database, tmp_path, clock) -> None:
