@@ -260,11 +260,12 @@ def test_one_command_to_many_agents_is_all_or_none(db: Database, tmp_path, clock
             view = agents.poll_view(ctx, agent_id, 0)
             names = ["noop.echo", "noop.append"] if agent_id == mine[0] else ["noop.echo"]
             assert [e.name for e in view.entries if e.kind == "command"] == names
-            assert [e.args for e in view.entries if e.kind == "command"][0] == {"x": 1}
+            assert next(e.args for e in view.entries if e.kind == "command") == {"x": 1}
     with system(db, world.tenant_id, clock=clock) as ctx:
         stored = {c.id: c for c in ctx.session.scalars(select(Command))}
         assert {c.id for c in [*issued, one]} == set(stored)
-        assert stored[one.id].args == {"line": "a"} and stored[one.id].job_id == one.job_id
+        assert stored[one.id].args == {"line": "a"}
+        assert stored[one.id].job_id == one.job_id
         trail = ctx.session.scalars(
             select(AuditRecord).where(AuditRecord.action.like("command.%"))
         ).all()
