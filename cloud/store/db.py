@@ -29,7 +29,6 @@ from sqlalchemy import (
     exc,
     func,
     insert,
-    literal,
     or_,
     select,
 )
@@ -237,22 +236,35 @@ def insert_together(session: Session, tables: list[Rows]) -> None:
     for t in tables:
         if "tenant_id" in t.model.__table__.c:
             check_insert_tenants(session, t.tenant_ids())
-    statements = [_insert_from_arrays(t, i) for i, t in enumerate(tables)]
-    *ctes, last = statements
-    stmt = last.add_cte(*(s.cte(f"rows_{i}") for i, s in enumerate(ctes)))
+    layout = tuple((t.model, tuple(t.varying), tuple(t.shared)) for t in tables)
+    stmt = _TOGETHER.get(layout)
+    if stmt is None:
+        # Built once per layout: constructing and caching the statement anew cost more
+        # of the interpreter than the rest of issuing a command.
+        *ctes, last = [_insert_from_arrays(t, i) for i, t in enumerate(tables)]
+        stmt = last.add_cte(*(c.cte(f"rows_{i}") for i, c in enumerate(ctes)))
+        if len(_TOGETHER) >= 64:
+            _TOGETHER.clear()
+        _TOGETHER[layout] = stmt
+    params = {
+        f"t{i}_{name}": value
+        for i, t in enumerate(tables)
+        for name, value in (t.varying | t.shared).items()
+    }
     with unscoped(session, "rows checked against the scope by insert_together"):
-        session.execute(stmt)
+        session.execute(stmt, params)
+
+
+_TOGETHER: dict[tuple[Any, ...], Any] = {}
 
 
 def _insert_from_arrays(t: Rows, n: int) -> Any:
+    """INSERT ... SELECT FROM unnest(arrays), with a named parameter per column."""
     table = cast(Table, t.model.__table__)
     names = list(t.varying)
-    arrays = [
-        bindparam(f"t{n}_{name}", values, type_=ARRAY(table.c[name].type))
-        for name, values in t.varying.items()
-    ]
+    arrays = [bindparam(f"t{n}_{k}", type_=ARRAY(table.c[k].type)) for k in names]
     rows = func.unnest(*arrays).table_valued(*names).render_derived()
-    shared = [literal(v, table.c[k].type).label(k) for k, v in t.shared.items()]
+    shared = [bindparam(f"t{n}_{k}", type_=table.c[k].type).label(k) for k in t.shared]
     source = select(*(rows.c[k] for k in names), *shared)
     return insert(table).from_select([*names, *t.shared], source)
 
