@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from dockyard.agent.protocol import FlowMode
 from dockyard.cloud.store.models import ApiToken, Membership, Tenant, User
@@ -19,7 +19,7 @@ from .clock import Clock
 from .errors import Invalid
 from .principal import Principal, Role
 from .secrets import hash_secret, new_secret
-from .tenants import check_plan, principal_of
+from .tenants import check_plan, principal_from
 
 
 def ensure_tenant(
@@ -99,16 +99,19 @@ def issue_api_token(session: Session, clock: Clock, user_id: uuid.UUID, name: st
 
 
 def principal_for_api_token(session: Session, secret: str) -> Principal | None:
-    """The principal a bearer token stands for, or None for an unknown or revoked one. The
-    token, its user and the user's memberships come in one statement, the MSPs' children
-    in a second: this runs before every GraphQL request."""
+    """The principal a bearer token stands for, or None for an unknown or revoked one.
+    The token, its user's memberships and the children of those tenants come in one
+    statement (a row per membership and child): this runs before every GraphQL request."""
+    child = aliased(Tenant)
     with unscoped(session, "a token's user's own memberships across tenants"):
         rows = session.execute(
-            select(ApiToken.user_id, Membership.tenant_id, Membership.role)
+            select(ApiToken.user_id, Membership.tenant_id, Membership.role, child.id)
             .outerjoin(Membership, Membership.user_id == ApiToken.user_id)
+            .outerjoin(child, child.parent_id == Membership.tenant_id)
             .where(ApiToken.token_hash == hash_secret(secret), ApiToken.revoked_at.is_(None))
         ).all()
     if not rows:
         return None
-    memberships = [(tid, role) for _, tid, role in rows if tid is not None]
-    return principal_of(session, rows[0][0], memberships)
+    memberships = list({tid: (tid, role) for _, tid, role, _ in rows if tid is not None}.values())
+    children = [(cid, tid) for _, tid, _, cid in rows if cid is not None]
+    return principal_from(rows[0][0], memberships, children)

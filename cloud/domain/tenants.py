@@ -30,20 +30,33 @@ def principal_for_user(session: Session, user_id: uuid.UUID) -> Principal:
 def principal_of(
     session: Session, user_id: uuid.UUID, memberships: list[tuple[uuid.UUID, str]]
 ) -> Principal:
-    """A user's principal from their direct memberships: an MSP's children inherit the
-    user's role there unless the user holds a wider one in the child itself."""
+    """A user's principal from their direct memberships and their MSPs' children."""
+    children: list[tuple[uuid.UUID, uuid.UUID]] = []
+    if memberships:
+        with unscoped(session, "the children of the MSPs a user is a member of"):
+            rows = session.execute(
+                select(Tenant.id, Tenant.parent_id).where(
+                    Tenant.parent_id.in_([tid for tid, _ in memberships])
+                )
+            ).all()
+        children = [(child_id, parent_id) for child_id, parent_id in rows if parent_id]
+    return principal_from(user_id, memberships, children)
+
+
+def principal_from(
+    user_id: uuid.UUID,
+    memberships: list[tuple[uuid.UUID, str]],
+    children: list[tuple[uuid.UUID, uuid.UUID]],
+) -> Principal:
+    """A user's principal from their direct memberships (tenant, role) and the children
+    of those tenants (child, parent): an MSP's children inherit the user's role there
+    unless the user holds a wider one in the child itself."""
     roles: dict[uuid.UUID, Role] = {tid: Role(role) for tid, role in memberships}
     direct = frozenset(roles)
-    if roles:
-        with unscoped(session, "the children of the MSPs a user is a member of"):
-            children = session.execute(
-                select(Tenant.id, Tenant.parent_id).where(Tenant.parent_id.in_(list(direct)))
-            ).all()
-        for child_id, parent_id in children:
-            assert parent_id is not None
-            inherited = roles[parent_id]
-            if child_id not in roles or not roles[child_id].covers(inherited):
-                roles[child_id] = inherited
+    for child_id, parent_id in children:
+        inherited = roles[parent_id]
+        if child_id not in roles or not roles[child_id].covers(inherited):
+            roles[child_id] = inherited
     return Principal("user", user_id, roles, direct)
 
 
