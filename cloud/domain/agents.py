@@ -21,7 +21,7 @@ from dockyard.agent.protocol import (
     PolicyEntry,
     narrowest,
 )
-from dockyard.cloud.store.db import in_windows
+from dockyard.cloud.store.db import outerjoin_windows
 from dockyard.cloud.store.models import Agent, AgentEntry, Command, Site, Tenant, UsedAssertion
 from dockyard.cloud.store.tenancy import unscoped
 
@@ -185,7 +185,7 @@ def poll_views(
     Loading whole rows as ORM objects (and their JSON columns) took most of the time of a
     200-agent read."""
     now = ctx.now()
-    callers = ctx.session.execute(
+    stmt = (
         select(
             Agent.id,
             Agent.tenant_id,
@@ -196,12 +196,37 @@ def poll_views(
             Tenant.flow_mode,
             Tenant.plan,
             Site.max_flow,
+            AgentEntry.seq,
+            AgentEntry.kind,
+            AgentEntry.payload,
+            Command.id,
+            Command.job_id,
+            Command.name,
+            Command.args,
+            Command.state,
+            Command.expires_at,
+            Command.timeout_s,
         )
+        .select_from(Agent)
         .join(Tenant, Tenant.id == Agent.tenant_id)
         .join(Site, Site.id == Agent.site_id)
-        .where(Agent.id.in_(list(wanted)))
-    ).all()
-    found = {row[0]: row for row in callers}
+    )
+    stmt = outerjoin_windows(
+        ctx.session,
+        stmt,
+        Agent.id,
+        AgentEntry,
+        AgentEntry.agent_id,
+        AgentEntry.seq,
+        wanted,
+        POLL_BATCH,
+    ).outerjoin(Command, Command.id == AgentEntry.command_id)
+    found: dict[uuid.UUID, Any] = {}
+    rows_by_agent: dict[uuid.UUID, list[Any]] = {}
+    for each in ctx.session.execute(stmt.order_by(Agent.id, AgentEntry.seq)):
+        found.setdefault(each[0], each)
+        if each.seq is not None:
+            rows_by_agent.setdefault(each[0], []).append(each[9:])
     out: dict[uuid.UUID, PollView | Unauthenticated] = {}
     live: dict[uuid.UUID, Any] = {}
     for agent_id in wanted:
@@ -214,33 +239,11 @@ def poll_views(
             out[agent_id] = Unauthenticated("this agent was revoked; enrol it again")
         else:
             live[agent_id] = row
-    behind = {a: wanted[a] for a, row in live.items() if row.last_seq > wanted[a]}
-    rows_by_agent: dict[uuid.UUID, list[Any]] = {}
-    if behind:
-        stmt = select(
-            AgentEntry.agent_id,
-            AgentEntry.seq,
-            AgentEntry.kind,
-            AgentEntry.payload,
-            Command.id,
-            Command.job_id,
-            Command.name,
-            Command.args,
-            Command.state,
-            Command.expires_at,
-            Command.timeout_s,
-        ).outerjoin(Command, Command.id == AgentEntry.command_id)
-        stmt = in_windows(
-            ctx.session, stmt, AgentEntry.agent_id, AgentEntry.seq, behind, POLL_BATCH
-        )
-        rows = ctx.session.execute(stmt.order_by(AgentEntry.agent_id, AgentEntry.seq)).all()
-        for entry in rows:
-            rows_by_agent.setdefault(entry[0], []).append(entry)
     known: dict[tuple[Any, ...], tuple[FlowMode, dict[str, list[str]]]] = {}
     marks = _Marks()
     for agent_id, row in live.items():
         # Worked out once per distinct (tenant, site, ceiling, modules) in the batch.
-        _, _, last_seq, _, agent_flow, modules, tenant_flow, plan, site_flow = row
+        _, _, last_seq, _, agent_flow, modules, tenant_flow, plan, site_flow = row[:9]
         key = (tenant_flow, plan, site_flow, agent_flow, tuple(m["name"] for m in modules))
         settings = known.get(key)
         if settings is None:
@@ -288,7 +291,7 @@ def _entries(rows: list[Any], now: datetime, marks: _Marks) -> list[Entry]:
     """The answer's entries from `poll_views`' rows (an entry's columns, then its
     command's, all None for an entry that is not a command)."""
     out: list[Entry] = []
-    for _, seq, kind, payload, command_id, job_id, name, args, state, expires_at, timeout_s in rows:
+    for seq, kind, payload, command_id, job_id, name, args, state, expires_at, timeout_s in rows:
         if command_id is not None:
             if state == "queued" and expires_at <= now:
                 marks.expired.append(command_id)
