@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, delete, select, tuple_, update
+from sqlalchemy import Table, bindparam, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -135,24 +135,6 @@ class PollView:
     features: dict[str, list[str]]
     more: bool = False
     """Entries beyond `last_seq` wait for the next poll (at most POLL_BATCH per answer)."""
-
-
-def _callers(
-    ctx: Ctx, ids: list[uuid.UUID], expect_tenant: dict[uuid.UUID, uuid.UUID] | None
-) -> dict[uuid.UUID, Agent | None]:
-    """The calling agents, read in one statement; None for one that is unknown, revoked,
-    or not of the tenant its token names (a token's tenant must be the agent's own)."""
-    found = {a.id: a for a in ctx.session.scalars(select(Agent).where(Agent.id.in_(ids)))}
-    out: dict[uuid.UUID, Agent | None] = {}
-    for agent_id in ids:
-        agent = found.get(agent_id)
-        if agent is not None and (
-            agent.revoked_at is not None
-            or (expect_tenant is not None and agent.tenant_id != expect_tenant.get(agent_id))
-        ):
-            agent = None
-        out[agent_id] = agent
-    return out
 
 
 T = TypeVar("T")
@@ -327,15 +309,29 @@ def ack_many(
 ) -> dict[uuid.UUID, int | DomainError]:
     """Mark entries delivered for many agents in one transaction; each agent gets its
     acknowledged head, or its own error (revoked, or a number beyond its sequence) with
-    none of its acks applied."""
+    none of its acks applied.
+
+    Only the columns needed are read, and the commands move in a few UPDATEs for the
+    whole batch whose conditions are checked by the database: a command moves to
+    `acked` (or `rejected`) only from `sent`, so a job event that moved it on meanwhile
+    is never undone."""
     now = ctx.now()
-    found = _callers(ctx, list(wanted), expect_tenant)
+    callers = ctx.session.execute(
+        select(Agent.id, Agent.tenant_id, Agent.revoked_at, Agent.last_seq, Agent.acked_seq).where(
+            Agent.id.in_(list(wanted))
+        )
+    ).all()
+    found = {row.id: row for row in callers}
     out: dict[uuid.UUID, int | DomainError] = {}
     by_agent: dict[uuid.UUID, dict[int, Ack]] = {}
     for agent_id, acks in wanted.items():
-        agent = found[agent_id]
+        agent = found.get(agent_id)
         by_seq = {a.seq: a for a in acks}
-        if agent is None:
+        if (
+            agent is None
+            or agent.revoked_at is not None
+            or (expect_tenant is not None and agent.tenant_id != expect_tenant.get(agent_id))
+        ):
             out[agent_id] = Unauthenticated("this agent was revoked; enrol it again")
         elif not by_seq:
             out[agent_id] = Invalid("an ack names at least one entry")
@@ -343,35 +339,61 @@ def ack_many(
             out[agent_id] = NotFound("sequence entry")
         else:
             by_agent[agent_id] = by_seq
-    if by_agent:
-        rows = ctx.session.execute(
-            select(AgentEntry.agent_id, AgentEntry.seq, Command)
-            .join(Command, Command.id == AgentEntry.command_id)
-            .where(
-                # One expanding parameter, so the statement compiles once for every batch
-                # (an OR of one clause per agent was compiled anew each time).
-                tuple_(AgentEntry.agent_id, AgentEntry.seq).in_(
-                    [(a, seq) for a, by_seq in by_agent.items() for seq in by_seq]
-                )
-            )
-        ).all()
-        for agent_id, seq, command in rows:
-            a = by_agent[agent_id][seq]
-            if command.acked_at is None:
-                command.acked_at = now
-            if command.state == "sent":
-                if a.outcome is AckOutcome.REJECTED:
-                    command.state = "rejected"
-                    command.result_code = a.code or "rejected"
-                    command.finished_at = now
-                else:
-                    command.state = "acked"
+    if not by_agent:
+        return out
+    rows = ctx.session.execute(
+        select(AgentEntry.agent_id, AgentEntry.seq, AgentEntry.command_id).where(
+            # One expanding parameter, so the statement compiles once for every batch
+            # (an OR of one clause per agent was compiled anew each time).
+            tuple_(AgentEntry.agent_id, AgentEntry.seq).in_(
+                [(a, seq) for a, by_seq in by_agent.items() for seq in by_seq]
+            ),
+            AgentEntry.command_id.is_not(None),
+        )
+    ).all()
+    accepted: list[uuid.UUID] = []
+    rejected: dict[str, list[uuid.UUID]] = {}
+    for agent_id, seq, command_id in rows:
+        a = by_agent[agent_id][seq]
+        if a.outcome is AckOutcome.REJECTED:
+            rejected.setdefault(a.code or "rejected", []).append(command_id)
+        else:
+            accepted.append(command_id)
+    _mark_acked(ctx.session, now, accepted, None)
+    for code, ids in rejected.items():
+        _mark_acked(ctx.session, now, ids, code)
+    heads = []
     for agent_id, by_seq in by_agent.items():
         agent = found[agent_id]
-        assert agent is not None
-        agent.acked_seq = max(agent.acked_seq, max(by_seq))
-        out[agent_id] = agent.acked_seq
+        out[agent_id] = head = max(agent.acked_seq, max(by_seq))
+        if head != agent.acked_seq:
+            heads.append({"id": agent_id, "acked_seq": head})
+    if heads:  # by primary key, one executemany
+        ctx.session.execute(update(Agent), heads)
     return out
+
+
+def _mark_acked(
+    session: Session, now: datetime, command_ids: list[uuid.UUID], rejected: str | None
+) -> None:
+    """First acknowledgement time for each command; `sent` ones move to `acked`, or to
+    `rejected` with its code and end."""
+    if not command_ids:
+        return
+    sent = Command.state == "sent"
+    moved: dict[str, Any] = {"acked_at": func.coalesce(Command.acked_at, now)}
+    if rejected is None:
+        moved["state"] = case((sent, "acked"), else_=Command.state)
+    else:
+        moved["state"] = case((sent, "rejected"), else_=Command.state)
+        moved["result_code"] = case((sent, rejected), else_=Command.result_code)
+        moved["finished_at"] = case((sent, now), else_=Command.finished_at)
+    session.execute(
+        update(Command)
+        .where(Command.id.in_(command_ids), or_(sent, Command.acked_at.is_(None)))
+        .values(**moved)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def record_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> set[uuid.UUID]:

@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 from dockyard.agent import keys
 from dockyard.agent.protocol import (
     Ack,
+    AckOutcome,
     EnrollRequest,
     FlowMode,
     HostFacts,
@@ -96,6 +97,41 @@ def test_command_life_from_queued_to_succeeded(db: Database, tmp_path, clock) ->
         assert (done.state, done.result_code) == ("succeeded", "ok")
         assert done.acked_at is not None
         assert done.sent_at is not None
+
+
+def test_acks_move_only_sent_commands_and_keep_the_first_ack_time(
+    db: Database, tmp_path, clock
+) -> None:
+    """An ack accepts or rejects what was handed out; a job event that came first (the
+    command is running) is never undone by it, and a repeated ack changes nothing."""
+    world = make_world(db, clock=clock)
+    agent_id = new_agent(world, tmp_path, clock)
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        issued = [commands.issue(ctx, agent_id, "noop.echo", {"n": i}) for i in range(3)]
+    with agent_ctx(world, agent_id, clock) as ctx:
+        assert len(agents.poll_view(ctx, agent_id, after=0).entries) == 3
+        jobs.report(
+            ctx, agent_id, issued[2].job_id, [JobEvent(kind=JobEventKind.STARTED, at=clock.now())]
+        )
+    first_ack = clock.now()
+    acks = [
+        Ack(seq=issued[0].seq),
+        Ack(seq=issued[1].seq, outcome=AckOutcome.REJECTED, code="unknown_command"),
+        Ack(seq=issued[2].seq),
+    ]
+    with agent_ctx(world, agent_id, clock) as ctx:
+        assert agents.ack(ctx, agent_id, acks) == issued[2].seq
+    clock.advance(timedelta(seconds=5))
+    with agent_ctx(world, agent_id, clock) as ctx:
+        assert agents.ack(ctx, agent_id, acks[:1]) == issued[2].seq
+    with system(db, world.tenant_id) as ctx:
+        stored = {c.id: c for c in ctx.session.scalars(select(Command))}
+        states = [(stored[c.id].state, stored[c.id].result_code) for c in issued]
+        assert states == [("acked", None), ("rejected", "unknown_command"), ("running", None)]
+        assert [stored[c.id].acked_at for c in issued] == [first_ack] * 3
+        assert stored[issued[1].id].finished_at == first_ack
+        assert stored[issued[0].id].finished_at is None
+        assert agents.get(ctx, agent_id).acked_seq == issued[2].seq
 
 
 def test_undelivered_command_expires_and_is_never_delivered_after(
