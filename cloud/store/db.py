@@ -228,9 +228,10 @@ def insert_together(session: Session, tables: list[Rows]) -> None:
     600 statements for a burst to 200 agents, and three round trips for one command. On
     PostgreSQL each table's rows are instead selected from arrays (`unnest`), one
     parameter per column whatever the number of rows, and the tables are written by one
-    statement through data-modifying CTEs. No table here may reference another's new
-    rows by a foreign key (they would be checked only against the statement's snapshot).
-    SQLite gets the bulk INSERTs, with their rows checked by the session's scoping."""
+    statement through data-modifying CTEs. Those run on one snapshot and do not see each
+    other's rows, so no table written together may reference another's new rows by a
+    foreign key. SQLite gets the bulk INSERTs, with their rows checked by the session's
+    scoping; on PostgreSQL the tenancy module checks the same rules first."""
     tables = [t for t in tables if t.count()]
     if not tables:
         return
@@ -239,8 +240,7 @@ def insert_together(session: Session, tables: list[Rows]) -> None:
             session.execute(insert(t.model), t.dicts())
         return
     for t in tables:
-        if "tenant_id" in t.model.__table__.c:
-            check_insert_tenants(session, t.tenant_ids())
+        check_insert_tenants(session, t.model, t.tenant_ids)
     layout = tuple((t.model, tuple(t.varying), tuple(t.shared)) for t in tables)
     stmt = _TOGETHER.get(layout)
     if stmt is None:

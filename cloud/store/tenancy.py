@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -105,16 +105,23 @@ def _check_insert(state: ORMExecuteState, scope: tuple[uuid.UUID, ...]) -> None:
     _inside(scope, (row.get("tenant_id") for row in each))
 
 
-def check_insert_tenants(session: Session, tenant_ids: Iterable[Any]) -> None:
-    """For a store function that writes rows of a tenant-owned class in a statement this
-    module cannot read rows from (an INSERT from arrays): every row's tenant must lie in
-    the session's scope, as for a bulk INSERT. The statement itself then runs unscoped."""
+def check_insert_tenants(
+    session: Session, model: type[Any], tenant_ids: Callable[[], Iterable[Any]]
+) -> None:
+    """For a store function that writes rows of `model` in a statement this module cannot
+    read rows from (an INSERT from arrays): the same rules as for a bulk INSERT. Tenants
+    are never inserted so; a tenant-owned row's tenant (`tenant_ids()`, one per row) must
+    lie in the session's scope. The statement itself then runs unscoped."""
     if _is_unscoped(session):
+        return
+    if issubclass(model, Tenant):
+        raise TenantScopeError("tenants are created through the session, not in bulk")
+    if not issubclass(model, TenantOwned):
         return
     scope = session_scope(session)
     if scope is None:
         raise TenantScopeError("tenant-owned rows inserted without a tenant scope")
-    _inside(scope, tenant_ids)
+    _inside(scope, tenant_ids())
 
 
 def _inside(scope: tuple[uuid.UUID, ...], tenant_ids: Iterable[Any]) -> None:

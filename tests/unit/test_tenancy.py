@@ -121,6 +121,9 @@ def test_rows_inserted_together_are_checked_against_the_scope(db: Database) -> N
         insert_together(session, [sites(0, a.tenant_id)])
     with db.session([a.tenant_id]) as session, pytest.raises(TenantScopeError, match="outside"):
         insert_together(session, [sites(0, a.tenant_id), sites(1, b.tenant_id)])
+    tenant = Rows(Tenant, {"id": [uuid.uuid4()], "parent_id": [a.tenant_id]}, {"name": "x"})
+    with db.session([a.tenant_id]) as session, pytest.raises(TenantScopeError, match="bulk"):
+        insert_together(session, [tenant])
     with db.session([a.tenant_id]) as session:
         insert_together(session, [sites(0, a.tenant_id, a.tenant_id), sites(2, a.tenant_id)])
         session.commit()
