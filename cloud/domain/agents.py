@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Table, bindparam, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
@@ -137,6 +137,30 @@ class PollView:
     """Entries beyond `last_seq` wait for the next poll (at most POLL_BATCH per answer)."""
 
 
+class _Calling(Protocol):
+    """What `_caller` reads of an agent's row."""
+
+    @property
+    def tenant_id(self) -> uuid.UUID: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+
+C = TypeVar("C", bound=_Calling)
+
+
+def _caller(
+    row: C | None, agent_id: uuid.UUID, expect: dict[uuid.UUID, uuid.UUID] | None
+) -> C | None:
+    """A calling agent's row, or None if it is unknown, revoked, or not of the tenant its
+    token names (a token's tenant must be the agent's own)."""
+    if row is None or row.revoked_at is not None:
+        return None
+    if expect is not None and row.tenant_id != expect.get(agent_id):
+        return None
+    return row
+
+
 T = TypeVar("T")
 
 
@@ -162,10 +186,10 @@ def poll_views(
     """`poll_view` for many agents in one transaction: a burst of wake-ups is answered with
     a few statements instead of a few per agent. A revoked agent gets its error back.
 
-    Only the columns an answer needs are read, as plain rows: the agent with its tenant's
-    and site's settings in one statement, the entries with their commands in a second.
-    Loading whole rows as ORM objects (and their JSON columns) took most of the time of a
-    200-agent read."""
+    One statement reads only the columns an answer needs, as plain rows: each agent with
+    its tenant's and site's settings, outer-joined to the entries (and their commands) in
+    its window. Loading whole rows as ORM objects (and their JSON columns), in three
+    statements, took most of the time of a 200-agent read."""
     now = ctx.now()
     stmt = (
         select(
@@ -212,12 +236,8 @@ def poll_views(
     out: dict[uuid.UUID, PollView | Unauthenticated] = {}
     live: dict[uuid.UUID, Any] = {}
     for agent_id in wanted:
-        row = found.get(agent_id)
-        if (
-            row is None
-            or row.revoked_at is not None
-            or (expect_tenant is not None and row.tenant_id != expect_tenant.get(agent_id))
-        ):
+        row = _caller(found.get(agent_id), agent_id, expect_tenant)
+        if row is None:
             out[agent_id] = Unauthenticated("this agent was revoked; enrol it again")
         else:
             live[agent_id] = row
@@ -325,13 +345,9 @@ def ack_many(
     out: dict[uuid.UUID, int | DomainError] = {}
     by_agent: dict[uuid.UUID, dict[int, Ack]] = {}
     for agent_id, acks in wanted.items():
-        agent = found.get(agent_id)
+        agent = _caller(found.get(agent_id), agent_id, expect_tenant)
         by_seq = {a.seq: a for a in acks}
-        if (
-            agent is None
-            or agent.revoked_at is not None
-            or (expect_tenant is not None and agent.tenant_id != expect_tenant.get(agent_id))
-        ):
+        if agent is None:
             out[agent_id] = Unauthenticated("this agent was revoked; enrol it again")
         elif not by_seq:
             out[agent_id] = Invalid("an ack names at least one entry")
