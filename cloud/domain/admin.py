@@ -112,6 +112,4 @@ def principal_for_api_token(session: Session, secret: str) -> Principal | None:
         ).all()
     if not rows:
         return None
-    memberships = list({tid: (tid, role) for _, tid, role, _ in rows if tid is not None}.values())
-    children = [(cid, tid) for _, tid, _, cid in rows if cid is not None]
-    return principal_from(rows[0][0], memberships, children)
+    return principal_from(rows[0][0], [(tid, role, cid) for _, tid, role, cid in rows])

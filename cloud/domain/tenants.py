@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from dockyard.agent.protocol import FlowMode
 from dockyard.cloud.store.models import Agent, Membership, Site, Tenant
@@ -20,40 +20,28 @@ from .sequence import wake
 
 def principal_for_user(session: Session, user_id: uuid.UUID) -> Principal:
     """Resolve a user's roles once, at the edge: direct memberships, then MSP children."""
+    child = aliased(Tenant)
     with unscoped(session, "resolving a user's own memberships across tenants"):
         rows = session.execute(
-            select(Membership.tenant_id, Membership.role).where(Membership.user_id == user_id)
+            select(Membership.tenant_id, Membership.role, child.id)
+            .outerjoin(child, child.parent_id == Membership.tenant_id)
+            .where(Membership.user_id == user_id)
         ).all()
-    return principal_of(session, user_id, [(tid, role) for tid, role in rows])
-
-
-def principal_of(
-    session: Session, user_id: uuid.UUID, memberships: list[tuple[uuid.UUID, str]]
-) -> Principal:
-    """A user's principal from their direct memberships and their MSPs' children."""
-    children: list[tuple[uuid.UUID, uuid.UUID]] = []
-    if memberships:
-        with unscoped(session, "the children of the MSPs a user is a member of"):
-            rows = session.execute(
-                select(Tenant.id, Tenant.parent_id).where(
-                    Tenant.parent_id.in_([tid for tid, _ in memberships])
-                )
-            ).all()
-        children = [(child_id, parent_id) for child_id, parent_id in rows if parent_id]
-    return principal_from(user_id, memberships, children)
+    return principal_from(user_id, [tuple(r) for r in rows])
 
 
 def principal_from(
-    user_id: uuid.UUID,
-    memberships: list[tuple[uuid.UUID, str]],
-    children: list[tuple[uuid.UUID, uuid.UUID]],
+    user_id: uuid.UUID, rows: list[tuple[uuid.UUID | None, str | None, uuid.UUID | None]]
 ) -> Principal:
-    """A user's principal from their direct memberships (tenant, role) and the children
-    of those tenants (child, parent): an MSP's children inherit the user's role there
-    unless the user holds a wider one in the child itself."""
-    roles: dict[uuid.UUID, Role] = {tid: Role(role) for tid, role in memberships}
+    """A user's principal from rows of (tenant, role, child): one per direct membership
+    and child of its tenant (child None for a tenant without children, tenant None for a
+    user without memberships). An MSP's children inherit the user's role there unless
+    the user holds a wider one in the child itself."""
+    roles: dict[uuid.UUID, Role] = {tid: Role(role) for tid, role, _ in rows if tid and role}
     direct = frozenset(roles)
-    for child_id, parent_id in children:
+    for parent_id, _, child_id in rows:
+        if parent_id is None or child_id is None:
+            continue
         inherited = roles[parent_id]
         if child_id not in roles or not roles[child_id].covers(inherited):
             roles[child_id] = inherited
