@@ -92,17 +92,19 @@ def flow_mode(session: Session, agent: Agent) -> FlowMode:
     site = session.get(Site, agent.site_id)
     assert tenant is not None
     assert site is not None
-    site_flow = FlowMode(site.max_flow) if site.max_flow else None
-    return narrowest(FlowMode(tenant.flow_mode), site_flow, FlowMode(agent.max_flow))
+    return _narrowest(tenant.flow_mode, site.max_flow, agent.max_flow)
+
+
+def _narrowest(tenant_flow: str, site_flow: str | None, agent_flow: str) -> FlowMode:
+    site = FlowMode(site_flow) if site_flow else None
+    return narrowest(FlowMode(tenant_flow), site, FlowMode(agent_flow))
 
 
 def _settings(
     tenant_flow: str, plan: str, site_flow: str | None, agent_flow: str, modules: list[Any]
 ) -> tuple[FlowMode, dict[str, list[str]]]:
     """An agent's flow mode and unlocked features, from its tenant's, site's and own columns."""
-    mode = narrowest(
-        FlowMode(tenant_flow), FlowMode(site_flow) if site_flow else None, FlowMode(agent_flow)
-    )
+    mode = _narrowest(tenant_flow, site_flow, agent_flow)
     return mode, features.unlocked(plan, mode, [m["name"] for m in modules])
 
 
