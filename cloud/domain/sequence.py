@@ -67,7 +67,7 @@ def append(
     kind: str,
     payload: dict[str, Any],
 ) -> AgentEntry:
-    """Append an entry that is not a command (commands go in with `append_many`)."""
+    """Append an entry that is not a command (commands go in with `command_entries`)."""
     entry = AgentEntry(
         tenant_id=tenant_id,
         agent_id=agent_id,
