@@ -35,6 +35,11 @@ class Backend(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def modified(self, key: str) -> float:
+        """When the object was written (seconds since the epoch): prune's grace period
+        for packs no index names is counted from it."""
+        ...
+
     def describe(self) -> str: ...
 
 
@@ -159,6 +164,12 @@ class LocalBackend:
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
+    def modified(self, key: str) -> float:
+        try:
+            return self._path(key).stat().st_mtime
+        except FileNotFoundError:
+            raise MissingObject(key) from None
+
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         base = self.root / prefix
         if not base.is_dir():
@@ -272,6 +283,15 @@ class S3Backend:
             raise
         return True
 
+    def modified(self, key: str) -> float:
+        try:
+            head = self.s3.head_object(Bucket=self.bucket, Key=self._key(key))
+        except self.s3.exceptions.ClientError as e:
+            if self._missing(e):
+                raise MissingObject(key) from None
+            raise
+        return float(head["LastModified"].timestamp())
+
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
@@ -289,4 +309,7 @@ def open_backend(location: str) -> Backend:
         return S3Backend(bucket, prefix, endpoint_url=os.environ.get("DOCKYARD_S3_ENDPOINT"))
     if "://" in location:
         raise VaultError(f"unknown repository location {location!r} (a directory or s3://...)")
-    return LocalBackend(Path(location))
+    root = Path(location)
+    if root.exists() and not root.is_dir():
+        raise VaultError(f"{location} is a file, not a repository (a repository is a directory)")
+    return LocalBackend(root)

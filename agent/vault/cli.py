@@ -3,6 +3,12 @@
 The passphrase comes from `--passphrase-file`, the `DOCKYARD_VAULT_PASSPHRASE` variable or
 a prompt; a recovery key from `--recovery-key-file`. Neither is ever an argument, where
 every user of the host could read it in the process list.
+
+Exit codes (also in agent/vault/README.md), so scripts can tell outcomes apart:
+0 done; 1 failed (the message says what, and nothing was half written); 2 bad arguments;
+3 damage found (`check`, `verify`) or a step refused because of damage (`prune`);
+4 wrong key; 5 restored with holes (`restore --salvage`); 6 no space; 7 locked by another
+process; 10 no repository, or its config is missing.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import argparse
 import getpass
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,10 +27,25 @@ from typing import Any
 from tqdm import tqdm
 
 from .backends import Backend, open_backend
-from .errors import VaultError, WrongKey
-from .maintenance import check, prune
+from .errors import (
+    ConfigMissing,
+    Corrupted,
+    IncompleteRestore,
+    Locked,
+    NoSpace,
+    NotARepository,
+    RepositoryDamaged,
+    Salvaged,
+    VaultError,
+    WrongKey,
+)
+from .maintenance import GRACE_S, check, prune
+from .repair import repair_config, repair_index, repair_snapshots
 from .repository import Repository, Source, stream_source
 from .retention import Retention
+
+EXIT_FAILED, EXIT_DAMAGE, EXIT_KEY, EXIT_HOLES, EXIT_NO_SPACE, EXIT_LOCKED = 1, 3, 4, 5, 6, 7
+EXIT_NO_REPOSITORY = 10
 
 
 def add_parser(sub: Any) -> None:
@@ -57,15 +79,39 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="write runs of zeros out in full instead of leaving holes (preallocated images)",
     )
+    restore.add_argument(
+        "--salvage",
+        action="store_true",
+        help="restore damaged files in full length, their lost ranges as zeros (exit code 5)",
+    )
     cmd.add_parser("ls", help="list snapshots")
-    cmd.add_parser("verify", help="read back every pack and check every blob")
+    cmd.add_parser("verify", help="read back every pack and check every blob (check --read-data)")
     prune = cmd.add_parser("prune", help="forget snapshots by a retention rule; reclaim space")
     for unit in ("last", "daily", "weekly", "monthly"):
         prune.add_argument(f"--keep-{unit}", type=int, default=0)
-    prune.add_argument("--dry-run", action="store_true", help="say what would be forgotten")
+    prune.add_argument(
+        "--dry-run", action="store_true", help="print what a real run would delete, change nothing"
+    )
     prune.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the lock")
-    chk = cmd.add_parser("check", help="is every snapshot's data indexed and present?")
-    chk.add_argument("--read-data", action="store_true", help="also read every pack header")
+    prune.add_argument(
+        "--grace",
+        type=float,
+        default=GRACE_S / 3600,
+        metavar="HOURS",
+        help="leave packs no index names alone this long (a store may still run elsewhere)",
+    )
+    chk = cmd.add_parser("check", help="can every snapshot be restored? names what is damaged")
+    chk.add_argument(
+        "--read-data", action="store_true", help="also read every pack and open every blob"
+    )
+    rep = cmd.add_parser("repair", help="repair the index, snapshots or config from what is left")
+    rep.add_argument("what", choices=["index", "snapshots", "config"])
+    rep.add_argument(
+        "--read-data",
+        action="store_true",
+        help="snapshots: also read every blob, and treat damaged ones as lost",
+    )
+    rep.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the lock")
     pin = cmd.add_parser("pin", help="keep a snapshot whatever prune's rule says")
     pin.add_argument("snapshot")
     pin.add_argument("--reason", default="pinned by hand")
@@ -77,7 +123,7 @@ def add_parser(sub: Any) -> None:
 
 def _secret(path: Path | None, env: str, prompt: str, confirm: bool = False) -> str:
     if path is not None:
-        return path.read_text().strip()
+        return _read_secret(path, "passphrase file")
     if os.environ.get(env):
         return os.environ[env]
     if not sys.stdin.isatty():
@@ -88,11 +134,32 @@ def _secret(path: Path | None, env: str, prompt: str, confirm: bool = False) -> 
     return first
 
 
-def _open(args: argparse.Namespace, backend: Backend) -> Repository:
+def _read_secret(path: Path, what: str) -> str:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        raise VaultError(f"{what} {path}: no such file") from None
+    except IsADirectoryError:
+        raise VaultError(f"{what} {path} is a directory") from None
+    except PermissionError:
+        raise VaultError(f"{what} {path}: permission denied") from None
+    except UnicodeDecodeError:
+        raise VaultError(f"{what} {path} is not text") from None
+    if not text:
+        raise VaultError(f"{what} {path} is empty")
+    return text
+
+
+def _keys(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The secret that opens the repository: (passphrase, recovery key), one of them."""
     if args.recovery_key_file is not None:
-        return Repository.open(backend, recovery_key=args.recovery_key_file.read_text().strip())
-    phrase = _secret(args.passphrase_file, "DOCKYARD_VAULT_PASSPHRASE", "passphrase: ")
-    return Repository.open(backend, passphrase=phrase)
+        return None, _read_secret(args.recovery_key_file, "recovery key file")
+    return _secret(args.passphrase_file, "DOCKYARD_VAULT_PASSPHRASE", "passphrase: "), None
+
+
+def _open(args: argparse.Namespace, backend: Backend) -> Repository:
+    phrase, recovery = _keys(args)
+    return Repository.open(backend, passphrase=phrase, recovery_key=recovery)
 
 
 @contextmanager
@@ -120,6 +187,11 @@ def run(args: argparse.Namespace) -> int:
         out = {"repository": repo.id, "path": args.repo}
         _print(args, out, f"created repository {repo.id} in {args.repo}")
         return 0
+    if args.vault_command == "repair" and args.what == "config":
+        secret, recovery = _keys(args)
+        repo_id = repair_config(backend, passphrase=secret, recovery_key=recovery)
+        _print(args, {"repository": repo_id}, f"restored the config of {repo_id} from its copy")
+        return 0
     repo = _open(args, backend)
     if args.vault_command == "store":
         sources = [s for p in args.paths for s in _sources(p, args.stdin_name)]
@@ -138,25 +210,15 @@ def run(args: argparse.Namespace) -> int:
             f"{stats.new_bytes_stored} bytes added",
         )
     elif args.vault_command == "restore":
-        if args.stdout:
-            repo.restore_stream(args.snapshot, args.stdout, sys.stdout.buffer)
-            return 0
-        if args.target is None:
-            raise VaultError("give --target DIR, or --stdout PATH for one file")
-        snap = repo.snapshot(args.snapshot)
-        wanted = set(args.path) if args.path else None
-        total = sum(f.size for f in snap.files if wanted is None or f.path in wanted)
-        with _bar(args, total, "restore") as bar:
-            repo.restore(
-                snap.id,
-                args.target,
-                paths=args.path,
-                progress=bar.update,
-                sparse=not args.no_sparse,
-            )
-        _print(args, {"snapshot": snap.id, "bytes": total}, f"restored {total} bytes")
+        return _restore(args, repo)
     elif args.vault_command == "ls":
         snaps = repo.snapshots()
+        for _sid, problem in sorted(repo.damaged_snapshots.items()):
+            print(
+                f"dockyard-agent vault: {problem}; not listed "
+                "(`vault repair snapshots` moves it aside)",
+                file=sys.stderr,
+            )
         rows: list[dict[str, Any]] = [
             {
                 "id": s.id,
@@ -176,19 +238,16 @@ def run(args: argparse.Namespace) -> int:
             for r in rows:
                 pin = " pinned" if r["pinned"] else ""
                 print(f"{r['id'][:8]}  {r['time'][:19]}  {r['size']:>14}  {r['name']}{pin}")
-    elif args.vault_command == "verify":
-        with _bar(args, 0, "verify") as bar:
-            report = repo.verify(progress=bar.update)
-        ok = not report["problems"]
-        _print(
-            args,
-            report,
-            f"{report['packs']} packs, {report['blobs']} blobs: "
-            + ("all intact" if ok else f"{len(report['problems'])} problem(s)"),
-        )
-        for problem in report["problems"]:
-            print(f"  {problem}", file=sys.stderr)
-        return 0 if ok else 3
+    elif args.vault_command in ("verify", "check"):
+        result = check(repo, read_data=args.vault_command == "verify" or args.read_data)
+        _print(args, {**result.__dict__, "ok": result.ok}, result.summary())
+        for error in result.errors:
+            print(f"  {error}", file=sys.stderr)
+        for advice in result.advice:
+            print(f"  to repair: {advice}", file=sys.stderr)
+        return 0 if result.ok else EXIT_DAMAGE
+    elif args.vault_command == "repair":
+        return _repair(args, repo)
     elif args.vault_command == "prune":
         any_rule = args.keep_last or args.keep_daily or args.keep_weekly or args.keep_monthly
         rule = (
@@ -196,27 +255,23 @@ def run(args: argparse.Namespace) -> int:
             if any_rule
             else None
         )
-        pruned = prune(repo, rule, dry_run=args.dry_run, lock_timeout=args.wait)
-        verb = "would forget" if args.dry_run else "forgot"
-        _print(
-            args,
-            pruned.__dict__,
-            f"{verb} {len(pruned.forgotten)} snapshot(s), kept {pruned.kept}; "
-            f"deleted {pruned.packs_deleted} pack(s) ({pruned.bytes_freed} bytes), "
-            f"wrote {pruned.packs_written}",
+        if args.grace < 0:
+            raise VaultError("--grace is a number of hours, zero or more")
+        pruned = prune(
+            repo, rule, dry_run=args.dry_run, lock_timeout=args.wait, grace_s=args.grace * 3600
         )
-    elif args.vault_command == "check":
-        result = check(repo, read_packs=args.read_data)
-        _print(
-            args,
-            {**result.__dict__, "ok": result.ok},
-            f"{result.snapshots} snapshot(s), {result.packs} pack(s), "
-            f"{result.unreferenced_packs} unreferenced: "
-            + ("no errors" if result.ok else f"{len(result.errors)} error(s)"),
-        )
-        for error in result.errors:
-            print(f"  {error}", file=sys.stderr)
-        return 0 if result.ok else 3
+        verb = "would" if args.dry_run else "did"
+        lines = [
+            f"{'would forget' if args.dry_run else 'forgot'} {len(pruned.forgotten)} "
+            f"snapshot(s), kept {pruned.kept}; {verb} delete {pruned.packs_deleted} pack(s) "
+            f"({pruned.bytes_freed} bytes), wrote {pruned.packs_written}, re-indexed "
+            f"{pruned.packs_reindexed}; kept {pruned.young_packs_kept} unindexed pack(s) "
+            f"within the grace period and {pruned.unreadable_packs_kept} unreadable"
+        ]
+        if not args.json:
+            lines += [f"  snapshot {sid}" for sid in pruned.forgotten]
+            lines += [f"  pack {pack}" for pack in pruned.deleted_packs]
+        _print(args, pruned.__dict__, "\n".join(lines))
     elif args.vault_command == "pin":
         repo.pin(args.snapshot, args.reason)
         _print(args, {"pinned": args.snapshot}, f"pinned {args.snapshot}")
@@ -244,17 +299,112 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restore(args: argparse.Namespace, repo: Repository) -> int:
+    if args.stdout:
+        repo.restore_stream(args.snapshot, args.stdout, sys.stdout.buffer)
+        return 0
+    if args.target is None:
+        raise VaultError("give --target DIR, or --stdout PATH for one file")
+    snap = repo.snapshot(args.snapshot)
+    wanted = set(args.path) if args.path else None
+    total = sum(f.size for f in snap.files if wanted is None or f.path in wanted)
+    try:
+        with _bar(args, total, "restore") as bar:
+            repo.restore(
+                snap.id,
+                args.target,
+                paths=args.path,
+                progress=bar.update,
+                sparse=not args.no_sparse,
+                salvage=args.salvage,
+            )
+    except Salvaged as e:
+        holes = {path: [list(r) for r in ranges] for path, ranges in e.holes.items()}
+        text = [f"restored {total} bytes; {e}"]
+        for path, ranges in sorted(e.holes.items()):
+            text += [f"  {path}: zeros at offset {off}, {n} bytes" for off, n in ranges]
+        _print(args, {"snapshot": snap.id, "bytes": total, "holes": holes}, "\n".join(text))
+        return EXIT_HOLES
+    _print(args, {"snapshot": snap.id, "bytes": total}, f"restored {total} bytes")
+    return 0
+
+
+def _repair(args: argparse.Namespace, repo: Repository) -> int:
+    if args.what == "index":
+        index = repair_index(repo, lock_timeout=args.wait)
+        text = [
+            f"read {index.packs_read} pack header(s), indexed {index.blobs_indexed} blob(s), "
+            f"replaced {index.replaced_indexes} index file(s) "
+            f"({len(index.damaged_indexes)} damaged)"
+        ]
+        text += [f"  pack {p}: {why}" for p, why in sorted(index.unreadable_packs.items())]
+        _print(args, index.__dict__, "\n".join(text))
+        return EXIT_DAMAGE if index.unreadable_packs else 0
+    fixed = repair_snapshots(repo, read_data=args.read_data, lock_timeout=args.wait)
+    text = [
+        f"rewrote {len(fixed.rewritten)} snapshot(s), moved {len(fixed.moved_aside)} aside "
+        "(kept under damaged/snapshots/)"
+    ]
+    for old, new in sorted(fixed.rewritten.items()):
+        text.append(f"  {old[:8]} -> {new[:8]}")
+        for path, ranges in sorted(fixed.lost.get(old, {}).items()):
+            text += [f"    {path}: lost offset {off}, {n} bytes (now zeros)" for off, n in ranges]
+    lost = {
+        sid: {path: [list(r) for r in ranges] for path, ranges in files.items()}
+        for sid, files in fixed.lost.items()
+    }
+    out = {"rewritten": fixed.rewritten, "lost": lost, "moved_aside": fixed.moved_aside}
+    _print(args, out, "\n".join(text))
+    return 0
+
+
 def _sources(path: str, stdin_name: str) -> list[Source]:
-    """Standard input, a file, or every file under a directory (named relative to it)."""
+    """Standard input, a file, or every file under a directory (named relative to it).
+    Only regular files are stored: a FIFO or device would block or never end, so one
+    given by name is refused and those inside a directory are skipped and counted."""
     if path == "-":
         return [stream_source(stdin_name, sys.stdin.buffer)]
     root = Path(path)
-    if root.is_dir():
-        files = sorted(f for f in root.rglob("*") if f.is_file() and not f.is_symlink())
+    try:
+        mode = root.stat().st_mode
+    except FileNotFoundError:
+        raise VaultError(f"{path}: no such file or directory") from None
+    except PermissionError:
+        raise VaultError(f"{path}: permission denied") from None
+    if stat.S_ISDIR(mode):
+        files, skipped = [], 0
+        for f in sorted(root.rglob("*")):
+            if f.is_symlink() or f.is_dir():
+                continue
+            if f.is_file():
+                files.append(f)
+            else:
+                skipped += 1
+        if skipped:
+            print(
+                f"dockyard-agent vault: skipped {skipped} special file(s) in {path}",
+                file=sys.stderr,
+            )
         return [Source.from_path(f, f"{root.name}/{f.relative_to(root).as_posix()}") for f in files]
-    if not root.is_file():
-        raise VaultError(f"{path}: no such file or directory")
+    if not stat.S_ISREG(mode):
+        kind = _special_kind(mode)
+        raise VaultError(
+            f"{path} is a {kind}, not a regular file: to store what it gives, pipe it in "
+            f"(`... | dockyard-agent vault store - --stdin-name NAME`)"
+        )
     return [Source.from_path(root)]
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"
 
 
 def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
@@ -264,9 +414,25 @@ def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 def main_guard(args: argparse.Namespace) -> int:
     try:
         return run(args)
-    except WrongKey as e:
-        print(f"dockyard-agent vault: {e}", file=sys.stderr)
-        return 4
     except VaultError as e:
         print(f"dockyard-agent vault: {e}", file=sys.stderr)
-        return 1
+        if isinstance(e, IncompleteRestore):
+            print(
+                "  `vault restore --salvage` restores them in full, the damaged ranges as zeros",
+                file=sys.stderr,
+            )
+        return _exit_code(e)
+
+
+def _exit_code(e: VaultError) -> int:
+    codes: list[tuple[type[VaultError], int]] = [
+        (WrongKey, EXIT_KEY),
+        (RepositoryDamaged, EXIT_DAMAGE),
+        (IncompleteRestore, EXIT_DAMAGE),
+        (Corrupted, EXIT_DAMAGE),
+        (NoSpace, EXIT_NO_SPACE),
+        (Locked, EXIT_LOCKED),
+        (ConfigMissing, EXIT_NO_REPOSITORY),
+        (NotARepository, EXIT_NO_REPOSITORY),
+    ]
+    return next((code for kind, code in codes if isinstance(e, kind)), EXIT_FAILED)

@@ -222,18 +222,23 @@ def open_slots(
     passphrase: str | None = None,
     recovery_key: str | None = None,
 ) -> bytes:
-    """The master key from the first slot the secret opens; WrongKey if none does."""
+    """The master key from the first slot the secret opens; WrongKey if none does.
+
+    A damaged slot is passed over, so the other slots still open the repository; it is
+    named only when no slot opens."""
     if passphrase is None and recovery_key is None:
         raise WrongKey("give the repository's passphrase or its recovery key")
+    damaged = 0
     for slot in slots:
-        kind = slot.get("kind")
+        kind = slot.get("kind") if isinstance(slot, dict) else None
         if kind == "passphrase" and passphrase is not None:
             kdf = slot.get("kdf", {})
             try:
                 cost = ScryptCost(int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
                 kek = _scrypt(passphrase, _unb64(kdf["salt"]), cost)
-            except (KeyError, ValueError, TypeError):
-                raise Corrupted("a passphrase key slot") from None
+            except (KeyError, ValueError, TypeError, AttributeError):
+                damaged += 1
+                continue
         elif kind == "recovery" and recovery_key is not None:
             kek = _hkdf(_recovery_bytes(recovery_key), "dockyard-vault/v1/recovery", 32)
         else:
@@ -242,4 +247,6 @@ def open_slots(
         if master is not None:
             return master
     what = "passphrase" if passphrase is not None else "recovery key"
+    if damaged:
+        raise Corrupted(f"{damaged} passphrase key slot(s)", f"and the {what} opens no other")
     raise WrongKey(f"the {what} does not open this repository")

@@ -60,3 +60,30 @@ class IncompleteRestore(VaultError):
         self.damaged = damaged
         names = ", ".join(sorted(damaged)[:5]) + (" ..." if len(damaged) > 5 else "")
         super().__init__(f"{len(damaged)} file(s) could not be restored: {names}")
+
+
+class ConfigMissing(NotARepository):
+    """The config is gone but the repository's data is not: a damaged repository."""
+
+
+class RepositoryDamaged(VaultError):
+    """A step that could destroy data refuses while the repository is damaged; `damage`
+    names each damaged object and what it affects, and the message says what repairs it."""
+
+    def __init__(self, damage: list[str], advice: str) -> None:
+        self.damage = damage
+        self.advice = advice
+        shown = "; ".join(damage[:3]) + (f"; and {len(damage) - 3} more" if len(damage) > 3 else "")
+        super().__init__(f"refusing: {shown}. {advice}")
+
+
+class Salvaged(VaultError):
+    """A salvage restore wrote every file in full length, but some ranges are zeros where
+    chunks were damaged or lost: `holes` maps each such file to its (offset, length)."""
+
+    def __init__(self, holes: dict[str, list[tuple[int, int]]]) -> None:
+        self.holes = holes
+        lost = sum(n for ranges in holes.values() for _, n in ranges)
+        super().__init__(
+            f"{len(holes)} file(s) restored with {lost} byte(s) of damaged data replaced by zeros"
+        )

@@ -233,20 +233,47 @@ def pack_name(keys: Keys, data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_header(keys: Keys, pack_id: str, data: bytes) -> list[tuple[bytes, int, int, int]]:
+HeaderEntry = tuple[bytes, int, int, int]
+"""A blob as a pack's header lists it: id, offset, sealed length, plaintext length."""
+
+
+def read_header(keys: Keys, pack_id: str, data: bytes) -> list[HeaderEntry]:
     """A whole pack's header, after checking the pack against its name."""
-    what = f"pack {pack_id[:16]}"
     if pack_name(keys, data) != pack_id:
-        raise Corrupted(what, "its bytes do not match its name")
-    end = len(data) - len(MAGIC) - TRAILER.size
-    if end < 0 or data[-len(MAGIC) :] != MAGIC:
+        raise Corrupted(f"pack {pack_id[:16]}", "its bytes do not match its name")
+    return header_from_tail(keys, pack_id, data, len(data))
+
+
+def header_length(pack_id: str, tail: bytes, size: int) -> int:
+    """How many bytes at a pack's end hold its sealed header and trailer, read from the
+    last bytes of the pack (`tail`, at least the trailer's) and its size."""
+    what = f"pack {pack_id[:16]}"
+    if len(tail) < len(MAGIC) + TRAILER.size or tail[-len(MAGIC) :] != MAGIC:
         raise Corrupted(what, "no pack trailer")
-    (header_len,) = TRAILER.unpack_from(data, end)
-    if header_len > end:
+    (header_len,) = TRAILER.unpack_from(tail, len(tail) - len(MAGIC) - TRAILER.size)
+    total = int(header_len) + TRAILER.size + len(MAGIC)
+    if total > size:
         raise Corrupted(what, "header length out of range")
-    header = keys.open(data[end - header_len : end], b"dockyard-vault/v1/pack-header", what)
+    return total
+
+
+def header_from_tail(keys: Keys, pack_id: str, tail: bytes, size: int) -> list[HeaderEntry]:
+    """A pack's header from its last bytes (at least `header_length` of them), without
+    reading the blobs: the header is sealed, so it is trusted as far as its key is, and
+    each blob is still checked against its id when it is read."""
+    what = f"pack {pack_id[:16]}"
+    total = header_length(pack_id, tail, size)
+    if len(tail) < total:
+        raise Corrupted(what, "the bytes given end before its header starts")
+    end = len(tail) - len(MAGIC) - TRAILER.size
+    sealed = tail[len(tail) - total : end]
+    header = keys.open(sealed, b"dockyard-vault/v1/pack-header", what)
     try:
         entries = json.loads(header)
-        return [(bytes.fromhex(e[0]), int(e[1]), int(e[2]), int(e[3])) for e in entries]
-    except (ValueError, TypeError, IndexError) as e:
+        found = [(bytes.fromhex(e[0]), int(e[1]), int(e[2]), int(e[3])) for e in entries]
+    except (ValueError, TypeError, IndexError, KeyError) as e:
         raise Corrupted(what, f"header does not parse: {e}") from None
+    body = size - total
+    if any(off < 0 or length <= 0 or off + length > body for _, off, length, _ in found):
+        raise Corrupted(what, "its header names bytes outside the pack")
+    return found

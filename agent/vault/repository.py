@@ -12,6 +12,7 @@ the GIL, so a store uses every core while holding a bounded number of chunks in 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
@@ -35,17 +36,21 @@ from . import crypto
 from .backends import Backend, read_range_into
 from .chunker import Chunker, ChunkerParams
 from .errors import (
+    ConfigMissing,
     Corrupted,
     IncompleteRestore,
     MissingObject,
     NeedsSecondKeySlot,
     NewerFormat,
+    NoSpace,
     NotARepository,
     RepositoryExists,
+    Salvaged,
     SnapshotNotFound,
     VaultError,
     WrongKey,
 )
+from .holes import Piece, merged, place
 from .locks import SHARED, Lock
 from .outfile import RUN_PLAINTEXT_BYTES, RestoredFile, zeros
 from .packs import (
@@ -66,9 +71,38 @@ PACK_BYTES = 16 * 1024 * 1024
 # RUN_PLAINTEXT_BYTES of plaintext from it (besides a single chunk larger than that).
 RUN_BYTES = 4 * 1024 * 1024
 UPLOADS_IN_FLIGHT = 2
+CONFIG_COPY = "keys/config"
+"""Every write of the config writes this copy first: the config holds the key slots, so
+without it no byte of the repository can be decrypted (restic keeps its keys apart from
+its config for the same reason)."""
 FILES_AT_ONCE = 2
 FLUSH_BYTES = 64 * 1024 * 1024  # a buffered restored file's write-back is started this often
 Progress = Callable[[int], None]
+_Placed = tuple[list[bytes] | int | None, int, int]
+"""A run of a restored file at its offset, with its length (see `Repository._place`)."""
+
+
+MAX_WORKERS = 64
+
+
+def pool_size(workers: int | None = None) -> int:
+    """The store's and restore's thread pool: given, or from `DOCKYARD_VAULT_WORKERS`, or
+    the machine's cores (2 to 8: more cores than that read no faster from one disk or
+    bucket, and each thread holds its own buffers, see `memory_bound`)."""
+    if workers is None:
+        setting = os.environ.get("DOCKYARD_VAULT_WORKERS", "").strip()
+        if setting:
+            try:
+                workers = int(setting)
+            except ValueError:
+                raise VaultError(
+                    f"DOCKYARD_VAULT_WORKERS is a number of threads, not {setting!r}"
+                ) from None
+        else:
+            workers = min(8, max(2, os.cpu_count() or 2))
+    if not 1 <= workers <= MAX_WORKERS:
+        raise VaultError(f"the vault's workers are 1 to {MAX_WORKERS}, not {workers}")
+    return workers
 
 
 def _now() -> str:
@@ -215,7 +249,14 @@ class _Scratch(threading.local):
 class Repository:
     """An open repository. Not shared between processes except through the lock protocol."""
 
-    def __init__(self, backend: Backend, config: dict[str, Any], master: bytes) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        config: dict[str, Any],
+        master: bytes,
+        *,
+        workers: int | None = None,
+    ) -> None:
         self.backend = backend
         self.config = config
         self.id: str = config["id"]
@@ -226,8 +267,16 @@ class Repository:
         self.pack_bytes = int(config["pack_bytes"])
         self.index: dict[bytes, BlobRef] = {}
         self.index_files: set[str] = set()
+        self.index_packs: set[str] = set()
+        """Every pack a readable index file names (`index` keeps one place per blob, so a
+        pack whose blobs were all stored again elsewhere is named here only)."""
+        self.damaged_indexes: dict[str, str] = {}
+        """Index files that would not open, each with its problem: their packs are still
+        there, and `vault repair index` re-reads their headers."""
+        self.damaged_snapshots: dict[str, str] = {}
+        """Snapshot files that would not open at the last `snapshots()`, with the problem."""
         self._lock = threading.Lock()
-        self.workers = max(2, os.cpu_count() or 2)
+        self.workers = pool_size(workers)
         self._scratch = _Scratch()  # each reading thread's own buffers
         self._local = threading.local()
         self._zero_ids: dict[bytes, int] | None = None
@@ -245,11 +294,17 @@ class Repository:
         pack_bytes: int = PACK_BYTES,
         cost: crypto.ScryptCost | None = None,
         id_hash: str = "blake3",
+        workers: int | None = None,
     ) -> Repository:
         if id_hash not in crypto.ID_HASHES:
             raise VaultError(f"the chunk id hash is one of {', '.join(crypto.ID_HASHES)}")
-        if backend.exists("config"):
+        if backend.exists("config") or backend.exists(CONFIG_COPY):
             raise RepositoryExists(f"{backend.describe()} already holds a repository")
+        if any(True for _ in backend.list("data/")):
+            raise RepositoryExists(
+                f"{backend.describe()} holds packs but no config: a damaged repository, "
+                "not an empty one (see `dockyard-agent vault repair config`)"
+            )
         master = crypto.new_master()
         repo_id = secrets.token_hex(16)
         config: dict[str, Any] = {
@@ -263,9 +318,11 @@ class Repository:
         if id_hash != "hmac-sha256":
             config["id_hash"] = id_hash
         config["mac"] = crypto.Keys(master).mac(_config_body(config))
-        if not backend.put_new("config", json.dumps(config, indent=1).encode()):
+        body = json.dumps(config, indent=1).encode()
+        if not backend.put_new("config", body):
             raise RepositoryExists(f"{backend.describe()} already holds a repository")
-        return cls(backend, config, master)
+        backend.put(CONFIG_COPY, body)
+        return cls(backend, config, master, workers=workers)
 
     @classmethod
     def open(
@@ -274,12 +331,13 @@ class Repository:
         *,
         passphrase: str | None = None,
         recovery_key: str | None = None,
+        workers: int | None = None,
     ) -> Repository:
         config = read_config(backend)
         master = crypto.open_slots(
             config["slots"], config["id"], passphrase=passphrase, recovery_key=recovery_key
         )
-        return cls(backend, config, master)
+        return cls(backend, config, master, workers=workers)
 
     # --- key slots ---------------------------------------------------------------------
 
@@ -295,7 +353,9 @@ class Repository:
     def _add_slot(self, slot: dict[str, Any]) -> None:
         config = dict(self.config)
         config["slots"] = [*config["slots"], slot]
-        self.backend.put("config", json.dumps(config, indent=1).encode())
+        body = json.dumps(config, indent=1).encode()
+        self.backend.put(CONFIG_COPY, body)
+        self.backend.put("config", body)
         self.config = config
 
     def slots(self) -> list[dict[str, str]]:
@@ -317,15 +377,41 @@ class Repository:
         only prune removes any; when one this process read is gone, read them all again."""
         listed = {key.rsplit("/", 1)[1] for key, _size in self.backend.list("index/")}
         if self.index_files <= listed:
-            index, names = dict(self.index), set(self.index_files)
+            index, names, packs_named = (
+                dict(self.index),
+                set(self.index_files),
+                set(self.index_packs),
+            )
         else:
-            index, names = {}, set()
-        for name in sorted(listed - names):
-            for pack, entries in self._read_index(name).items():
-                for blob_hex, offset, length, raw in entries:
-                    index[bytes.fromhex(blob_hex)] = BlobRef(pack, offset, length, raw)
+            index, names, packs_named = {}, set(), set()
+        damaged = {n: p for n, p in self.damaged_indexes.items() if n in listed}
+        for name in sorted(listed - names - set(damaged)):
+            try:
+                packs = self._read_index(name)
+                entries = [
+                    (bytes.fromhex(blob_hex), BlobRef(pack, int(offset), int(length), int(raw)))
+                    for pack, rows in packs.items()
+                    for blob_hex, offset, length, raw in rows
+                ]
+            except MissingObject:
+                continue  # removed by a prune since it was listed; its successor is read
+            except (Corrupted, ValueError, TypeError, AttributeError) as e:
+                # One damaged index hides only the blobs it names, which the packs'
+                # own headers still list: everything else stays readable.
+                damaged[name] = str(e) if isinstance(e, Corrupted) else f"does not parse: {e}"
+                continue
+            index.update(entries)
             names.add(name)
-        self.index, self.index_files = index, names
+            packs_named.update(packs)
+        self.index, self.index_files, self.damaged_indexes = index, names, damaged
+        self.index_packs = packs_named
+
+    def reload_index(self) -> None:
+        """Forget what was read and read every index file again (after a prune or a
+        repair replaced them)."""
+        self.index, self.index_files, self.damaged_indexes = {}, set(), {}
+        self.index_packs = set()
+        self.load_index()
 
     def _read_index(self, name: str) -> dict[str, list[list[Any]]]:
         sealed = self.backend.get(f"index/{name}")
@@ -334,6 +420,8 @@ class Repository:
             doc = json.loads(zstandard.ZstdDecompressor().decompress(plain))
         except (ValueError, zstandard.ZstdError) as e:
             raise Corrupted(f"index {name}", str(e)) from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("packs"), dict):
+            raise Corrupted(f"index {name}", "not an index document")
         if int(doc.get("format", 0)) > FORMAT:
             raise NewerFormat("the index was written by a newer version of Dockyard")
         packs: dict[str, list[list[Any]]] = doc["packs"]
@@ -508,11 +596,19 @@ class Repository:
         """Every snapshot, oldest first: one listing of snapshots and one of pins."""
         pins = self.pins()
         out = []
+        damaged: dict[str, str] = {}
         for key, _size in self.backend.list("snapshots/"):
             full = key.rsplit("/", 1)[1]
-            snap = self._load_snapshot(full, full)
+            try:
+                snap = self._load_snapshot(full, full)
+            except SnapshotNotFound:
+                continue  # forgotten by a prune since it was listed
+            except Corrupted as e:
+                damaged[full] = str(e)  # only this snapshot is lost; the others list
+                continue
             snap.pinned = full in pins
             out.append(snap)
+        self.damaged_snapshots = damaged
         return sorted(out, key=lambda s: (s.time, s.id))
 
     def resolve(self, snapshot_id: str) -> str:
@@ -543,9 +639,11 @@ class Repository:
         plain = self.keys.open(sealed, aad, f"snapshot {full}")
         try:
             doc = json.loads(zstandard.ZstdDecompressor().decompress(plain))
-        except (ValueError, zstandard.ZstdError) as e:
-            raise Corrupted(f"snapshot {full}", str(e)) from None
-        return Snapshot.from_json(doc)
+            return Snapshot.from_json(doc)
+        except NewerFormat:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, zstandard.ZstdError) as e:
+            raise Corrupted(f"snapshot {full}", f"does not parse: {e}") from None
 
     def _ref(self, blob_id: bytes) -> BlobRef:
         ref = self.index.get(blob_id)
@@ -667,14 +765,22 @@ class Repository:
         paths: Iterable[str] | None = None,
         progress: Progress | None = None,
         sparse: bool = True,
+        salvage: bool = False,
     ) -> Snapshot:
         """Restore files to `target`; damaged files are named and the rest restored.
         `sparse` leaves runs of zeros as holes, as a VM's disk image expects: the same
-        bytes read back, and no time or space spent writing zeros."""
+        bytes read back, and no time or space spent writing zeros.
+
+        With `salvage`, a file with damaged or lost chunks is still restored in full
+        length, those ranges left as zeros; `Salvaged` then names every such range
+        (the files are in place when it is raised)."""
         snap = self.snapshot(snapshot_id)
         wanted = set(paths) if paths is not None else None
         entries = [e for e in snap.files if wanted is None or e.path in wanted]
         damaged: dict[str, str] = {}
+        holes: dict[str, list[tuple[int, int]]] = {}
+        if salvage:
+            self.load_index()
         # Files are written FILES_AT_ONCE at a time (each fsynced, so one file's flush
         # overlaps the next one's reads), sharing one bounded read-ahead.
         depth = max(2, self.workers * 4 // FILES_AT_ONCE)
@@ -682,17 +788,22 @@ class Repository:
             ThreadPoolExecutor(self.workers * 4, thread_name_prefix="vault") as pool,
             ThreadPoolExecutor(FILES_AT_ONCE, thread_name_prefix="vault-file") as writers,
         ):
-            for path, problem in writers.map(
-                lambda e: self._restore_file(e, target, pool, depth, progress, sparse), entries
+            for path, problem, lost in writers.map(
+                lambda e: self._restore_file(e, target, pool, depth, progress, sparse, salvage),
+                entries,
             ):
                 if problem is not None:
                     damaged[path] = problem
+                if lost:
+                    holes[path] = lost
         if wanted is not None:
             missing = wanted - {f.path for f in snap.files}
             if missing:
                 raise VaultError(f"not in snapshot {snap.id[:8]}: {', '.join(sorted(missing))}")
         if damaged:
             raise IncompleteRestore(damaged)
+        if holes:
+            raise Salvaged(holes)
         return snap
 
     def _restore_file(
@@ -703,16 +814,19 @@ class Repository:
         depth: int,
         progress: Progress | None,
         sparse: bool,
-    ) -> tuple[str, str | None]:
+        salvage: bool = False,
+    ) -> tuple[str, str | None, list[tuple[int, int]]]:
         """One file, through a partial name, fsynced, then renamed into place; returns the
-        problem instead of raising, so the other files go on."""
+        problem instead of raising, so the other files go on, and (salvaging) the ranges
+        left as zeros. A full target stops the whole restore: nothing half written stays."""
         out = _safe_join(target, entry.path)
-        out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".dockyard-partial")
+        lost: list[tuple[int, int]] = []
         try:
+            out.parent.mkdir(parents=True, exist_ok=True)
             file = RestoredFile(partial, entry.size, sparse=sparse)
             try:
-                self._write_at(entry, file, pool, depth, progress)
+                self._write_at(entry, file, pool, depth, progress, lost if salvage else None)
                 os.fsync(file.fd)
             finally:
                 file.close()
@@ -721,8 +835,16 @@ class Repository:
             os.replace(partial, out)
         except (Corrupted, MissingObject) as e:
             partial.unlink(missing_ok=True)
-            return entry.path, str(e)
-        return entry.path, None
+            return entry.path, str(e), []
+        except OSError as e:
+            partial.unlink(missing_ok=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace(
+                    f"the restore target {target} is full ({entry.path} did not fit); "
+                    "nothing half written was left"
+                ) from None
+            raise VaultError(f"cannot write {out}: {e.strerror or e}") from None
+        return entry.path, None, merged(lost)
 
     def restore_stream(self, snapshot_id: str, path: str, out: BinaryIO) -> FileEntry:
         """One file of a snapshot, written to a stream."""
@@ -741,26 +863,41 @@ class Repository:
         pool: ThreadPoolExecutor,
         depth: int,
         progress: Progress | None,
+        lost: list[tuple[int, int]] | None = None,
     ) -> None:
         """A file written by the pool's threads, each run at its own offset (from the
         index's chunk lengths), so reading, opening and writing one large file all go on
-        in parallel rather than through one writer."""
-        placed: list[tuple[list[bytes] | int, int, int]] = []
-        offset = 0
-        for run in self._runs(entry.chunks, self._zero_chunks()):
-            length = run if isinstance(run, int) else sum(self._ref(i).raw_length for i in run)
-            placed.append((run, offset, length))
-            offset += length
-        if offset != entry.size:
-            raise Corrupted(f"file {entry.path}", "its chunks' sizes differ from the snapshot")
-        scratch = self._scratch
+        in parallel rather than through one writer.
 
-        def put(run: list[bytes] | int, at: int, length: int) -> int:
-            """One run written at `at`; the bytes it covers."""
-            if isinstance(run, int):
+        Given `lost` (salvaging), chunks that are lost or will not open are left as
+        zeros and their ranges appended to it; otherwise the first such chunk fails the
+        file."""
+        placed = self._place(entry, lost is not None)
+        scratch = self._scratch
+        lost_lock = threading.Lock()
+
+        def hole(at: int, length: int) -> None:
+            file.write_zeros(length, at)
+            if lost is not None:
+                with lost_lock:
+                    lost.append((at, length))
+
+        def put(run: list[bytes] | int | None, at: int, length: int) -> int:
+            """One run written at `at` (None: a hole, salvaging); the bytes it covers."""
+            if run is None:
+                hole(at, length)
+            elif isinstance(run, int):
                 file.write_zeros(run, at)
-            else:
+            elif lost is None:
                 file.write_run(lambda out, i: self._open_run_at(run, scratch, out, i), at, length)
+            else:
+                try:
+                    file.write_run(
+                        lambda out, i: self._open_run_at(run, scratch, out, i), at, length
+                    )
+                except (Corrupted, MissingObject):
+                    for one in run:  # chunk by chunk: only the damaged ones become zeros
+                        at += self._salvage_chunk(one, file, at, hole)
             return length
 
         pending: deque[Future[int]] = deque()
@@ -796,6 +933,61 @@ class Repository:
         for flush in flushes:  # a write-back error seen by a flush is this file's error
             flush.result()
 
+    def _salvage_chunk(
+        self, chunk: bytes, file: RestoredFile, at: int, hole: Callable[[int, int], None]
+    ) -> int:
+        """One chunk written at `at`, or left as a hole if it will not open; its length."""
+        size = self.index[chunk].raw_length
+
+        def fill(out: memoryview, i: int) -> None:
+            self._open_run_at([chunk], self._scratch, out, i)
+
+        try:
+            file.write_run(fill, at, size)
+        except (Corrupted, MissingObject):
+            hole(at, size)
+        return size
+
+    def _place(self, entry: FileEntry, salvage: bool) -> list[_Placed]:
+        """A file's runs with the offset and length of each: a run of chunks, a known
+        all-zero chunk (its length), or, salvaging, a hole (None) where chunks are lost."""
+        zero = self._zero_chunks()
+        if not salvage:
+            placed: list[_Placed] = []
+            offset = 0
+            for run in self._runs(entry.chunks, zero):
+                length = run if isinstance(run, int) else sum(self._ref(i).raw_length for i in run)
+                placed.append((run, offset, length))
+                offset += length
+            if offset != entry.size:
+                raise Corrupted(f"file {entry.path}", "its chunks' sizes differ from the snapshot")
+            return placed
+
+        def length_of(chunk: bytes) -> int | None:
+            ref = self.index.get(chunk)
+            return zero.get(chunk, ref.raw_length if ref is not None else None)
+
+        pieces = place(entry.chunks, entry.size, length_of, f"file {entry.path}")
+        out: list[_Placed] = []
+        group: list[Piece] = []
+
+        def flush() -> None:
+            at = group[0].offset if group else 0
+            for run in self._runs([p.chunk for p in group if p.chunk is not None], zero):
+                length = run if isinstance(run, int) else sum(self.index[i].raw_length for i in run)
+                out.append((run, at, length))
+                at += length
+            group.clear()
+
+        for piece in pieces:
+            if piece.chunk is None:
+                flush()
+                out.append((None, piece.offset, piece.length))
+            else:
+                group.append(piece)
+        flush()
+        return out
+
     def _write_file(self, entry: FileEntry, out: BinaryIO, pool: ThreadPoolExecutor) -> None:
         """A file written in order to a stream (zeros included)."""
         written = 0
@@ -829,33 +1021,57 @@ class Repository:
             packs.setdefault(ref.pack, []).append((blob_id, ref))
         return packs
 
-    def verify(self, progress: Progress | None = None) -> dict[str, Any]:
-        """Read back every pack the index names and open every blob in it."""
-        packs = self.blobs_by_pack()
-        problems: list[str] = []
+    def verify(
+        self, packs: dict[str, int] | None = None, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Read back every pack (default: those the index names; `packs` maps ids to
+        sizes) whole, check it against its name and header, and open every blob the
+        index places in it. What is damaged is named by pack and by blob, so a caller
+        can say which snapshots it affects."""
+        indexed = self.blobs_by_pack()
+        wanted = sorted(packs) if packs is not None else sorted(indexed)
+        packs_damaged: dict[str, str] = {}
+        blobs_damaged: dict[bytes, str] = {}
+        counts = {"packs": 0, "blobs": 0, "bytes": 0}
+        lock = threading.Lock()
 
-        def check(pack: str) -> list[str]:
-            found: list[str] = []
+        def check(pack: str) -> None:
             try:
                 data = self.backend.get(pack_key(pack))
+            except MissingObject as e:
+                with lock:
+                    packs_damaged[pack] = str(e)
+                return
+            try:
                 read_header(self.keys, pack, data)
-            except (Corrupted, MissingObject) as e:
-                return [str(e)]
-            for blob_id, ref in packs[pack]:
+            except Corrupted as e:
+                with lock:
+                    packs_damaged[pack] = str(e)
+            bad: dict[bytes, str] = {}
+            blobs = indexed.get(pack, [])
+            for blob_id, ref in blobs:
                 try:
                     sealed = data[ref.offset : ref.offset + ref.length]
                     open_chunk(self.keys, blob_id, sealed, ref.raw_length, self._decompressor())
                 except Corrupted as e:
-                    found.append(str(e))
+                    bad[blob_id] = f"{e} (in pack {pack[:16]})"
+            with lock:
+                blobs_damaged.update(bad)
+                counts["packs"] += 1
+                counts["blobs"] += len(blobs)
+                counts["bytes"] += len(data)
             if progress:
                 progress(len(data))
-            return found
 
         with ThreadPoolExecutor(self.workers, thread_name_prefix="vault") as pool:
-            for found in pool.map(check, sorted(packs)):
-                problems.extend(found)
-        blobs = sum(len(v) for v in packs.values())
-        return {"packs": len(packs), "blobs": blobs, "problems": problems}
+            list(pool.map(check, wanted))
+        problems = [*packs_damaged.values(), *blobs_damaged.values()]
+        return {
+            **counts,
+            "packs_damaged": packs_damaged,
+            "blobs_damaged": blobs_damaged,
+            "problems": problems,
+        }
 
 
 class _Writer:
@@ -955,6 +1171,7 @@ class _Writer:
             return
         self.repo._write_index(self.written)
         with self.repo._lock:
+            self.repo.index_packs.update(self.written)
             for pack, entries in self.written.items():
                 for blob_hex, offset, length, raw in entries:
                     ref = BlobRef(pack, int(offset), int(length), int(raw))
@@ -972,13 +1189,25 @@ def read_config(backend: Backend) -> dict[str, Any]:
     try:
         raw = backend.get("config")
     except MissingObject:
-        raise NotARepository(f"{backend.describe()} holds no Dockyard repository") from None
+        packs = sum(1 for _ in backend.list("data/"))
+        if not packs and not backend.exists(CONFIG_COPY):
+            raise NotARepository(f"{backend.describe()} holds no Dockyard repository") from None
+        fix = (
+            "run `dockyard-agent vault repair config` (it restores the config from its copy)"
+            if backend.exists(CONFIG_COPY)
+            else "its copy (keys/config) is gone too: restore the config from a backup"
+        )
+        raise ConfigMissing(
+            f"{backend.describe()}: the config is missing, but the repository holds "
+            f"{packs} pack(s): {fix}"
+        ) from None
     try:
         config: dict[str, Any] = json.loads(raw)
     except ValueError:
         raise Corrupted("the repository's config") from None
-    if not isinstance(config, dict) or "format" not in config:
-        raise Corrupted("the repository's config")
+    needed = ("format", "id", "created", "chunker", "pack_bytes", "slots", "mac")
+    if not isinstance(config, dict) or any(k not in config for k in needed):
+        raise Corrupted("the repository's config", "fields are missing")
     if int(config["format"]) > FORMAT:
         raise NewerFormat(
             f"this repository has format {config['format']}; this Dockyard reads up to "

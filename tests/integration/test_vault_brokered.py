@@ -58,7 +58,7 @@ def test_store_and_restore_through_signed_urls(cloud: Cloud, pg: Database, tmp_p
     out = io.BytesIO()
     again.restore_stream(snap.id, "disk.img", out)
     assert out.getvalue() == data
-    assert check(again, read_packs=True).ok
+    assert check(again, read_data=True).ok
 
     blobs = Path(cloud.env["DOCKYARD_DATA_DIR"]) / "blobs" / str(world.tenant_id) / "vault"
     assert (blobs / "site-main" / "config").is_file(), "objects live under the tenant's prefix"

@@ -70,7 +70,7 @@ def test_kill_9_at_seeded_points_leaves_every_snapshot_whole(tmp_path: Path) -> 
             assert done.returncode == 0, f"seed {seed}: {done.stderr.decode()}"
 
         repo = Repository.open(backend, passphrase=PASS)
-        report = check(repo, read_packs=True)
+        report = check(repo, read_data=True)
         assert report.ok, f"seed {seed}, after {kills[-1:]}: {report.errors}"
         for snap in repo.snapshots():
             out = io.BytesIO()
@@ -81,8 +81,10 @@ def test_kill_9_at_seeded_points_leaves_every_snapshot_whole(tmp_path: Path) -> 
     assert len({k.split("@")[1].split(":")[0] for k in kills}) >= 4, kills
     # What the kills left behind (packs no index names) is reclaimed by the next prune.
     repo = Repository.open(backend, passphrase=PASS)
-    prune_all = subprocess.run([*cli, "prune", "--keep-last", "1"], capture_output=True)
+    prune_all = subprocess.run(
+        [*cli, "prune", "--keep-last", "1", "--grace", "0"], capture_output=True
+    )
     assert prune_all.returncode == 0, prune_all.stderr
-    final = check(repo, read_packs=True)
+    final = check(repo, read_data=True)
     assert final.ok
     assert final.unreferenced_packs == 0

@@ -59,11 +59,11 @@ def test_keep_last_one_leaves_a_pinned_snapshot_alone(repo: Repository, tmp_path
         out = io.BytesIO()
         repo.restore_stream(snap.id, "disk.img", out)
         assert out.getvalue() == expected
-    assert check(repo, read_packs=True).ok
+    assert check(repo, read_data=True).ok
 
     repo.release(snaps[0].id)
     assert prune(repo, Retention(keep_last=1)).forgotten == [snaps[0].id]
-    assert check(repo, read_packs=True).ok
+    assert check(repo, read_data=True).ok
 
 
 def test_check_finds_a_missing_pack(repo: Repository, tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_prune_reclaims_duplicates_written_by_concurrent_writers(
     after = sum(size for _, size in repo.backend.list("data/"))
     assert report.forgotten == []
     assert after < before * 0.6, (before, after)
-    assert check(repo, read_packs=True).ok
+    assert check(repo, read_data=True).ok
     for snap in repo.snapshots():
         out = io.BytesIO()
         repo.restore_stream(snap.id, snap.files[0].path, out)

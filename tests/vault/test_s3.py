@@ -39,7 +39,8 @@ def test_store_prune_restore_on_s3(bucket: S3Backend) -> None:
         for d in data
     ]
     assert all(
-        k.startswith(("config", "data/", "index/", "snapshots/")) for k, _ in bucket.list("")
+        k.startswith(("config", "keys/", "data/", "index/", "snapshots/"))
+        for k, _ in bucket.list("")
     )
     prune(repo, Retention(keep_last=1))
     again = Repository.open(bucket, passphrase=PASS)
@@ -47,7 +48,7 @@ def test_store_prune_restore_on_s3(bucket: S3Backend) -> None:
     out = io.BytesIO()
     again.restore_stream(snaps[-1].id, "disk.img", out)
     assert out.getvalue() == data[-1]
-    assert check(again, read_packs=True).ok
+    assert check(again, read_data=True).ok
     assert again.verify()["problems"] == []
 
 
