@@ -1,7 +1,8 @@
 """Where a file's chunks sit when some of them are lost, for salvage and repair.
 
-A snapshot names a file's chunks in order, not their lengths: a length comes from the index
-(or a pack's header). When a chunk's length is unknown too (its index entry and its pack
+A snapshot names a file's chunks in order and, since chunk lengths are kept there too,
+where each sits. Older snapshots name only the chunks: a length comes from the index (or
+a pack's header). When a chunk's length is unknown too (its index entry and its pack
 are both gone), the chunks after it can no longer be placed by counting forwards. They can
 still be placed by counting back from the file's end, so a file with one such chunk keeps
 every other byte; with several, the stretch from the first to the last unknown chunk is one
@@ -27,11 +28,18 @@ class Piece:
 
 
 def place(
-    chunks: list[bytes], size: int, length_of: Callable[[bytes], int | None], what: str
+    chunks: list[bytes],
+    size: int,
+    length_of: Callable[[bytes], int | None],
+    what: str,
+    recorded: list[int] | None = None,
 ) -> list[Piece]:
-    """The file's pieces in order, covering exactly `size` bytes. `length_of` gives a
-    chunk's plaintext length, or None when no index or pack knows it. Raises Corrupted
-    when the known lengths alone do not fit the file's size."""
+    """The file's pieces in order, covering exactly `size` bytes. `recorded` are the
+    lengths the snapshot keeps, if it does; otherwise `length_of` gives a chunk's
+    plaintext length, or None when no index or pack knows it. Raises Corrupted when the
+    known lengths alone do not fit the file's size."""
+    if recorded is not None and len(recorded) == len(chunks) and sum(recorded) == size:
+        return _forward(chunks, list(recorded), 0, len(chunks), 0)
     lengths = [length_of(c) for c in chunks]
     unknown = [i for i, n in enumerate(lengths) if n is None]
     if not unknown:

@@ -123,10 +123,18 @@ class Lock:
         return self
 
     def _conflicts(self) -> list[LockInfo]:
+        """The live locks this one conflicts with. A lock whose lease ran out, or whose
+        holder on this host is gone, is removed on the way: a killed store's lock must
+        not wait for someone to run `clear_stale`."""
         now = self.clock()
-        others = [
-            lock for lock in list_locks(self.backend) if lock.key != self.key and lock.live(now)
-        ]
+        others = []
+        for lock in list_locks(self.backend):
+            if lock.key == self.key:
+                continue
+            if lock.live(now):
+                others.append(lock)
+            else:
+                self.backend.delete(lock.key)
         if self.kind == EXCLUSIVE:
             return others
         return [lock for lock in others if lock.kind == EXCLUSIVE]
@@ -134,6 +142,11 @@ class Lock:
     def _renew(self) -> None:
         while not self._stop.wait(min(RENEW_S, self.lease_s / 4)):
             try:
+                if not self.backend.exists(self.key):
+                    # Removed as stale by another taker: the lease is gone for good, and
+                    # writing it again would hide that from `check`.
+                    self.lost = True
+                    return
                 self.backend.put(self.key, self._body())
             except Exception:
                 self.lost = True

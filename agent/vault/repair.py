@@ -166,16 +166,21 @@ def _without(
                 files.append(entry)
                 continue
             chunks: list[bytes] = []
+            lengths: list[int] = []
             lost: list[tuple[int, int]] = []
-            for piece in place(entry.chunks, entry.size, length_of, f"file {entry.path}"):
+            what = f"file {entry.path}"
+            for piece in place(entry.chunks, entry.size, length_of, what, entry.lengths):
                 if piece.chunk is not None and piece.chunk not in gone:
                     chunks.append(piece.chunk)
+                    lengths.append(piece.length)
                     continue
                 lost.append((piece.offset, piece.length))
-                chunks.extend(_zeros(repo, writer, piece.length))
+                for blob, n in _zeros(repo, writer, piece.length):
+                    chunks.append(blob)
+                    lengths.append(n)
             holes[entry.path] = merged(lost)
             # No change fingerprint: the next store reads the file rather than reuse this.
-            files.append(replace(entry, chunks=chunks, change=None))
+            files.append(replace(entry, chunks=chunks, change=None, lengths=lengths))
         writer.flush()
     finally:
         writer.drain()
@@ -190,8 +195,8 @@ def _without(
     return copy, holes
 
 
-def _zeros(repo: Repository, writer: _Writer, length: int) -> list[bytes]:
-    """Ids of all-zero chunks covering `length` bytes, each stored unless it is already."""
+def _zeros(repo: Repository, writer: _Writer, length: int) -> list[tuple[bytes, int]]:
+    """All-zero chunks covering `length` bytes (id, length), each stored unless it is."""
     ids = []
     cctx = repo._compressor()
     while length:
@@ -199,7 +204,7 @@ def _zeros(repo: Repository, writer: _Writer, length: int) -> list[bytes]:
         data = bytes(n)
         blob = repo.keys.chunk_id(data)
         writer.add(blob, data, cctx)
-        ids.append(blob)
+        ids.append((blob, n))
         length -= n
     return ids
 

@@ -118,6 +118,10 @@ class FileEntry:
     chunks: list[bytes]
     change: str | None = None
     """The source's change fingerprint when stored (see `Source.change`), if it had one."""
+    lengths: list[int] | None = None
+    """Each chunk's length, so the file's layout is known without the index: a salvage
+    places every intact chunk even when a lost pack took its index entries with it.
+    None in snapshots written before lengths were kept."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -129,6 +133,8 @@ class FileEntry:
         }
         if self.change is not None:
             out["change"] = self.change
+        if self.lengths is not None:
+            out["lengths"] = self.lengths
         return out
 
     @classmethod
@@ -136,6 +142,13 @@ class FileEntry:
         raw = bytes.fromhex(d["chunks"])
         chunks = [raw[i : i + 32] for i in range(0, len(raw), 32)]
         change = d.get("change")
+        lengths = d.get("lengths")
+        if lengths is not None and (
+            not isinstance(lengths, list)
+            or len(lengths) != len(chunks)
+            or sum(int(n) for n in lengths) != int(d["size"])
+        ):
+            lengths = None  # a layout that does not add up is not trusted
         return cls(
             d["path"],
             int(d["size"]),
@@ -143,6 +156,7 @@ class FileEntry:
             float(d["mtime"]),
             chunks,
             str(change) if change is not None else None,
+            [int(n) for n in lengths] if lengths is not None else None,
         )
 
 
@@ -538,10 +552,13 @@ class Repository:
                         progress(before.size)
                     continue
                 with source.open() as stream:
-                    ids, size = self._chunk_file(stream, chunker, pool, writer, progress)
+                    ids, lengths = self._chunk_file(stream, chunker, pool, writer, progress)
+                size = sum(lengths)
                 stats.chunks += len(ids)
                 files.append(
-                    FileEntry(source.path, size, source.mode, source.mtime, ids, source.change)
+                    FileEntry(
+                        source.path, size, source.mode, source.mtime, ids, source.change, lengths
+                    )
                 )
                 stats.files += 1
                 stats.bytes_read += size
@@ -554,27 +571,27 @@ class Repository:
         pool: ThreadPoolExecutor,
         writer: _Writer,
         progress: Progress | None,
-    ) -> tuple[list[bytes], int]:
-        """The ids of a file's chunks, in order, and its length.
+    ) -> tuple[list[bytes], list[int]]:
+        """The ids of a file's chunks, in order, and their lengths.
 
         The chunks are views of the chunker's windows, so what is in flight is bounded by
         the windows, not by a count of chunks: this thread may cut up to two windows ahead
         of the pool and never waits for a single slow chunk."""
         ids: list[bytes] = []
+        lengths: list[int] = []
         pending: deque[tuple[int, Future[bytes]]] = deque()
 
         def settle(through: int) -> None:
             while pending and pending[0][0] <= through:
                 ids.append(pending.popleft()[1].result())
 
-        size = 0
         for number, chunk in chunker.views(stream, settle):
-            size += len(chunk)
+            lengths.append(len(chunk))
             pending.append((number, pool.submit(self._seal, chunk, writer)))
             if progress:
                 progress(len(chunk))
         settle(sys.maxsize)
-        return ids, size
+        return ids, lengths
 
     def _previous_files(self) -> dict[str, FileEntry]:
         """The files of this host's newest snapshot, by name (the files cache)."""
@@ -967,21 +984,24 @@ class Repository:
             ref = self.index.get(chunk)
             return zero.get(chunk, ref.raw_length if ref is not None else None)
 
-        pieces = place(entry.chunks, entry.size, length_of, f"file {entry.path}")
+        pieces = place(entry.chunks, entry.size, length_of, f"file {entry.path}", entry.lengths)
         out: list[_Placed] = []
         group: list[Piece] = []
 
         def flush() -> None:
-            at = group[0].offset if group else 0
-            for run in self._runs([p.chunk for p in group if p.chunk is not None], zero):
-                length = run if isinstance(run, int) else sum(self.index[i].raw_length for i in run)
-                out.append((run, at, length))
-                at += length
+            """The group's chunks in runs; each run's length is its pieces' lengths."""
+            ids = [p.chunk for p in group if p.chunk is not None]
+            at = 0
+            for run in self._runs(ids, zero):
+                count = 1 if isinstance(run, int) else len(run)
+                length = sum(p.length for p in group[at : at + count])
+                out.append((run, group[at].offset, length))
+                at += count
             group.clear()
 
         for piece in pieces:
-            if piece.chunk is None:
-                flush()
+            if piece.chunk is None or (piece.chunk not in self.index and piece.chunk not in zero):
+                flush()  # lost with its pack and index entry: nothing to read
                 out.append((None, piece.offset, piece.length))
             else:
                 group.append(piece)

@@ -13,7 +13,7 @@ import pytest
 
 from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.errors import Locked, VaultError
-from dockyard.agent.vault.locks import EXCLUSIVE, SHARED, Lock, clear_stale
+from dockyard.agent.vault.locks import EXCLUSIVE, SHARED, Lock, clear_stale, list_locks
 from dockyard.agent.vault.maintenance import check, prune
 from dockyard.agent.vault.repository import Repository, Source
 from dockyard.agent.vault.retention import Retention
@@ -127,7 +127,12 @@ def test_locks_shared_together_exclusive_alone(tmp_path: Path) -> None:
     dead = Lock(backend, EXCLUSIVE, lease_s=0.3).acquire()
     dead._stop.set()
     time.sleep(0.4)
+    assert [lock.key for lock in list_locks(backend)] == [dead.key]
     Lock(backend, SHARED).acquire().release()
+    assert list_locks(backend) == [], "the next taker removed the dead holder's lease"
+    stale = Lock(backend, EXCLUSIVE, lease_s=0.2).acquire()
+    stale._stop.set()
+    time.sleep(0.3)
     assert clear_stale(backend) == 1
 
 
