@@ -10,9 +10,9 @@ here, with a sentence saying why, before anything acts on it.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from . import Message
 
@@ -61,13 +61,32 @@ class HostChoice(enum.StrEnum):
     ROUND_ROBIN = "round_robin"
 
 
+class Statistic(enum.StrEnum):
+    """Which figure of a day's samples is compared with a signal's threshold."""
+
+    PEAK = "peak"
+    """The day's highest sample: one busy moment keeps the VM active (the default)."""
+    P95 = "p95"
+    """The 95th percentile: the busiest 5% of the day's samples are forgiven."""
+    P99 = "p99"
+
+
 class Thresholds(BaseModel):
-    """A VM is idle on a signal while every sample stays strictly under its threshold."""
+    """A VM is idle on a signal while the day's statistic stays strictly under its threshold.
+
+    The defaults keep a DNS or NTP server (about 200 MB of network a day, 2.4 KB/s on
+    average, little CPU) active: its network alone crosses `net`. They sit at or under the
+    anchors' idle rules: AWS Compute Optimizer (peak CPU under 5% and network under 5 MB a
+    day over 14 days), Azure's advisor rules (average CPU under 5%, network under 100 MB
+    over 14 days), BMC Helix (CPU 5%, disk 100 KB/s at the 95th percentile). A VM whose
+    every five-minute sample stays under 1 KB/s moves at most 86 MB a day, and an idle one
+    far less.
+    """
 
     model_config = ConfigDict(extra="forbid")
     cpu: float = Field(default=5.0, description="percent")
     disk: float = Field(default=100.0, description="KB/s")
-    net: float = Field(default=50.0, description="KB/s")
+    net: float = Field(default=1.0, description="KB/s")
     apps: float = Field(default=1.0, description="application processes")
 
     @model_validator(mode="after")
@@ -100,6 +119,8 @@ class VmLifecyclePolicy(BaseModel):
         default_factory=lambda: [Signal.CPU, Signal.DISK, Signal.NET], min_length=1
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    statistics: dict[Signal, Statistic] = Field(default_factory=dict)
+    """Per threshold signal, the day's figure compared with its threshold; peak if absent."""
     idle_days: int = Field(default=90, ge=1, le=3650)
     """The first period: idle that long, the VM is shut down (after the notice)."""
     off_days: int = Field(default=30, ge=1, le=3650)
@@ -114,20 +135,51 @@ class VmLifecyclePolicy(BaseModel):
         default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
     )
     exclusion_tag: str = Field(default="dockyard:exclude", min_length=1, max_length=80)
-    max_share_per_run: float = Field(default=0.10, gt=0, le=1)
-    """At most this share of the VMs in scope is shut down in one run; past it, ask."""
+    budget_share: float = Field(
+        default=0.10, gt=0, le=1, validation_alias=AliasChoices("budget_share", "max_share_per_run")
+    )
+    """The budget: at most this share of the VMs in scope (at least one) is acted on per
+    `budget_window_hours`, counted across runs, rounds, restarts and whoever asks; past it,
+    each action needs an approval. Docked, the cloud's policy may only lower the agent's."""
+    budget_window_hours: float = Field(default=24.0, ge=1, le=24 * 90)
     placement: Placement = Field(default_factory=Placement)
 
     @model_validator(mode="after")
     def _coherent(self) -> VmLifecyclePolicy:
         if self.action == PowerAction.POWER_ON:
             raise ValueError("action power_on cannot be what happens to an idle VM")
+        odd = [s.value for s in self.statistics if s not in THRESHOLD_SIGNALS]
+        if odd:
+            raise ValueError(f"statistics apply to signals with a threshold, not {', '.join(odd)}")
         if self.notice_hours >= self.idle_days * 24:
             raise ValueError(
                 f"notice of {self.notice_hours:g} h is not shorter than the idle period "
                 f"of {self.idle_days} days"
             )
         return self
+
+    def statistic(self, signal: Signal) -> Statistic:
+        return self.statistics.get(signal, Statistic.PEAK)
+
+    def budget(self, in_scope: int) -> int:
+        """Actions allowed per window for `in_scope` VMs: the share, at least one."""
+        return max(1, int(self.budget_share * in_scope))
+
+    def within(self, local: VmLifecyclePolicy) -> VmLifecyclePolicy:
+        """This (the cloud's) policy, its budget no larger than the agent's local one: the
+        cloud may lower the agent's cap, never raise it."""
+        return self.model_copy(
+            update={
+                "budget_share": min(self.budget_share, local.budget_share),
+                "budget_window_hours": max(self.budget_window_hours, local.budget_window_hours),
+            }
+        )
+
+
+def notice_due(sent_at: datetime, notice_hours: float) -> datetime:
+    """When a notice sent at `sent_at` runs out: computed once by whoever sends it, written
+    in the mail, carried with the decision and the command, and nothing acts before it."""
+    return sent_at + timedelta(hours=notice_hours)
 
 
 class Identifiers(Message):
@@ -144,6 +196,8 @@ class IdleState(enum.StrEnum):
     IDLE = "idle"
     UNKNOWN = "unknown"
     EXCLUDED = "excluded"
+    MAINTENANCE = "maintenance"
+    """Its host is in maintenance: not judged, not acted on, until the host is back."""
 
 
 class VmRecord(Message):
@@ -164,6 +218,8 @@ class VmRecord(Message):
     last_active_at: datetime | None = None
     idle_state: IdleState = IdleState.UNKNOWN
     seen_at: datetime
+    possible_clone_of: list[str] = []
+    """Other VMs of this agent with the same BIOS UUID (`endpoint/native-id`): a clone."""
 
 
 class Decision(Message):
@@ -182,3 +238,5 @@ class Decision(Message):
     owner: str | None = None
     notice_hours: float = 24.0
     vm_name: str | None = None
+    statistics: dict[Signal, Statistic] = {}
+    """The figure each signal was judged by (peak where absent), as the reasons name it."""

@@ -32,7 +32,7 @@ POLICY = {
     "sample_interval_s": 86400,
     "notice_hours": 0,
     "default_contact": "ops@example.com",
-    "max_share_per_run": 1.0,
+    "budget_share": 1.0,
 }
 DECISIONS = """query($t: ID!) { vmDecisions(tenantId: $t) { ... on VmDecisionList { items {
   vmName status owner reasons noticeSentAt commandId error } } } }"""
@@ -97,6 +97,9 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
             "vm", "endpoint", "add", "lab", "--kind", "libvirt", "--libvirt-host", f"kvm1={uri}"
         )
         agent.cli("vm", "never-act", "add", "lab/web2", "--reason", "payroll")
+        local = tmp_path / "local-policy.json"  # the agent's own cap, which the cloud cannot raise
+        local.write_text(json.dumps(POLICY))
+        agent.cli("vm", "policy", "set", str(local))
         module = module_at(agent.state / "modules" / "vm")
         module.update_settings(worker_pause_s=0.2)
         module.close()

@@ -16,7 +16,7 @@ from dockyard.agent.protocol.vm import IdleState, Signal, VmLifecyclePolicy
 TODAY = 20_000
 ALL = frozenset(Signal)
 POLICY = VmLifecyclePolicy(idle_days=90, sample_interval_s=3600, min_coverage=0.75)
-QUIET = {Signal.CPU: (1.0, 24), Signal.DISK: (10.0, 24), Signal.NET: (5.0, 24)}
+QUIET = {Signal.CPU: (1.0, 24), Signal.DISK: (10.0, 24), Signal.NET: (0.5, 24)}
 
 
 def quiet_days(first: int = TODAY - 90, last: int = TODAY - 1) -> History:
@@ -27,7 +27,10 @@ def test_quiet_for_the_whole_period_is_idle() -> None:
     result = evaluate(POLICY, ALL, quiet_days(), TODAY)
     assert result.state == IdleState.IDLE
     assert (result.first_day, result.last_day) == (TODAY - 90, TODAY - 1)
-    assert "stayed under the thresholds" in result.reasons[0]
+    assert (
+        "stayed under the thresholds (cpu peak < 5%, disk peak < 100 KB/s, net peak < 1 KB/s)"
+        in result.reasons[0]
+    )
     assert result.missing_days == 0
 
 
@@ -37,7 +40,7 @@ def test_one_busy_day_anywhere_in_the_window_keeps_it_active() -> None:
     result = evaluate(POLICY, ALL, history, TODAY)
     assert result.state == IdleState.ACTIVE
     assert result.last_active_day == TODAY - 60
-    assert "net reached 400 KB/s" in result.reasons[0]
+    assert "net peak reached 400 KB/s" in result.reasons[0]
 
 
 def test_a_threshold_is_strict_and_a_busy_day_outside_the_window_does_not_count() -> None:
@@ -133,7 +136,7 @@ def test_a_skip_starts_the_period_again() -> None:
         ({"signals": []}, "at least 1 item"),
         ({"signals": ["cpu", "mood"]}, "Input should be"),
         ({"action": "power_on"}, "cannot be what happens to an idle VM"),
-        ({"max_share_per_run": 0}, "greater than 0"),
+        ({"budget_share": 0}, "greater than 0"),
         ({"default_contact": "not-an-address"}, "should match pattern"),
         ({"colour": "blue"}, "Extra inputs are not permitted"),
     ],

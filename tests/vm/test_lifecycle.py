@@ -116,7 +116,7 @@ def _libvirt_module(tmp_path: Path, lab: dict[str, Any], smtp: Any, **policy: An
             "notice_hours": 24,
             "sample_interval_s": 86400,
             "default_contact": "ops@example.com",
-            "max_share_per_run": 1.0,
+            "budget_share": 1.0,
             **policy,
         }
     )
@@ -302,35 +302,6 @@ def test_never_act_list_and_exclusion_tag_beat_every_order(
             module.cmd_power(command)
         assert failed.value.code == "refused_by_safety_net"
         assert _state(module, "web1") == "on"
-    finally:
-        module.close()
-
-
-def test_the_cap_stops_a_run_and_asks(tmp_path: Path, smtp: Any) -> None:
-    domains = [Domain(f"vm{i:02d}", owner="team@example.com") for i in range(10)]
-    lab = {
-        "kind": "libvirt",
-        "hosts": [{"name": "kvm1", "uri": host_file(tmp_path, "kvm1", 64, 262144, domains)}],
-    }
-    module = _libvirt_module(tmp_path, lab, smtp, max_share_per_run=0.2)
-    try:
-        clock: ManualClock = module.clock  # type: ignore[assignment]
-        _age(module, 4)
-        assert len(module.run_lifecycle(clock()).proposed) == 10
-        clock.advance(timedelta(hours=25))
-        first = module.lifecycle.act_due(module.policy(), clock())
-        assert len(first.acted) == 2
-        assert len(first.held) == 8
-        held = json.loads(module.store.mark("held") or "{}")
-        assert held["cap"] == 2
-        assert held["in_scope"] == 10
-        assert len(held["vms"]) == 8
-        module.store.set_mark("approved_extra", "3")
-        second = module.lifecycle.act_due(module.policy(), clock())
-        assert len(second.acted) == 5
-        assert len(second.held) == 3
-        off = [v for v in module.driver("lab").discover().vms if v.power_state == "off"]
-        assert len(off) == 7
     finally:
         module.close()
 

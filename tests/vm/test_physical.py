@@ -51,7 +51,7 @@ def test_an_idle_host_is_reported_and_powered_off_through_redfish(
                 "idle_days": 2,
                 "sample_interval_s": 86400,
                 "default_contact": "ops@example.com",
-                "max_share_per_run": 1,
+                "budget_share": 1,
             }
         )
         module.update_settings(smtp=smtp.config())

@@ -11,6 +11,7 @@ holds up the agent's poll, and a held poll never delays a sample.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -41,6 +42,7 @@ from .store import HOST_PREFIX, StoredVm, VmStore, is_host
 
 BATCH_RECORDS = 1000
 WORKER_PAUSE_S = 5.0
+FULL_REPORT_EVERY = timedelta(days=1)
 
 
 @dataclass
@@ -131,12 +133,17 @@ class VmModule(Module):
         return self.ctx.state_dir / "policy.json"
 
     def policy(self) -> VmLifecyclePolicy:
-        """The cloud's policy when docked and assigned, else the local one, else defaults."""
+        """The cloud's policy when docked and assigned (its budget no larger than the local
+        policy's, or the default's: the cloud cannot raise the agent's cap), else the local
+        one, else defaults."""
+        local = (
+            VmLifecyclePolicy.model_validate_json(self.local_policy_path.read_text())
+            if self.local_policy_path.exists()
+            else VmLifecyclePolicy()
+        )
         if self.docked_policy is not None:
-            return self.docked_policy
-        if self.local_policy_path.exists():
-            return VmLifecyclePolicy.model_validate_json(self.local_policy_path.read_text())
-        return VmLifecyclePolicy()
+            return self.docked_policy.within(local)
+        return local
 
     def set_local_policy(self, document: dict[str, Any]) -> VmLifecyclePolicy:
         policy = VmLifecyclePolicy.model_validate(document)
@@ -274,6 +281,7 @@ class VmModule(Module):
                 self.run_lifecycle(now)
             elif self.notify_here():
                 self.lifecycle.act_due(policy, now)
+            self.upload_audit()
 
     def tick(self) -> None:
         if self._worker is None or not self._worker.is_alive():
@@ -304,31 +312,85 @@ class VmModule(Module):
 
     # --- going up ------------------------------------------------------------------------
 
-    def records(self, now: datetime) -> list[dict[str, Any]]:
+    def records(self, now: datetime, include_gone: bool = False) -> list[dict[str, Any]]:
         policy = self.policy()
-        out = []
-        for stored in self.store.vms(kind="all"):
-            out.append(record_of(stored, owner_of(stored, policy), stored.evaluation or {}, now))
-        return out
+        stored_vms = self.store.vms(kind="all", include_gone=include_gone)
+        clones = possible_clones(stored_vms)
+        return [
+            record_of(
+                stored,
+                owner_of(stored, policy),
+                stored.evaluation or {},
+                now,
+                clones.get((stored.endpoint, stored.vm.native_id), []),
+            )
+            for stored in stored_vms
+        ]
 
-    def upload_inventory(self, now: datetime) -> int:
+    def upload_inventory(self, now: datetime, full: bool = False) -> int:
+        """Sends what changed since the last report; a full report the first time, once a
+        day, or when asked (`full`, the cloud's `vm.report`). Returns records sent."""
         mode = self.ctx.flow_mode()
         if mode is None or not mode.allows(FlowMode.METADATA):
             return 0
-        return self._upload("vm.inventory", self.records(now), now)
+        last_full = self.store.mark("full_report_at")
+        sent = self.store.sent_digests()
+        full = (
+            full
+            or not sent
+            or last_full is None
+            or now - datetime.fromisoformat(last_full) >= FULL_REPORT_EVERY
+        )
+        records, digests = [], {}
+        for record in self.records(now, include_gone=True):
+            key = (record["endpoint"], record["native_id"])
+            digest = record_digest(record)
+            if full or sent.get(key) != digest:
+                records.append(record)
+                digests[key] = digest
+        count = self._upload("vm.inventory", records, now)
+        if count == len(records):
+            self.store.set_sent_digests(digests, full)
+            if full:
+                self.store.set_mark("full_report_at", now.isoformat())
+        return count
+
+    def install_id(self) -> str:
+        """A random id of this module's store, so two agents' audit batches never collide."""
+        found = self.store.mark("install_id")
+        if found is None:
+            found = str(uuid.uuid4())
+            self.store.set_mark("install_id", found)
+        return found
+
+    def upload_audit(self) -> int:
+        """The audit trail goes up (metadata and above) to the cloud's audit log."""
+        mode = self.ctx.flow_mode()
+        if mode is None or not mode.allows(FlowMode.METADATA):
+            return 0
+        entries = self.store.audits(unsent_only=True, limit=BATCH_RECORDS)
+        if not entries:
+            return 0
+        sent = self._upload("vm.audit", entries, self.clock())
+        if sent == len(entries):
+            self.store.mark_audits_sent([int(e["id"]) for e in entries])
+        return sent
 
     def _upload(self, kind: str, records: list[dict[str, Any]], now: datetime) -> int:
         sent = 0
         for start in range(0, len(records), BATCH_RECORDS):
             chunk = records[start : start + BATCH_RECORDS]
-            # Decisions are sent once each: the same ones give the same batch id, so a
-            # resend is a duplicate. An inventory is a new snapshot every time.
-            ids = sorted(str(r.get("decision_id", "")) for r in chunk)
-            batch_id = (
-                uuid.uuid5(uuid.NAMESPACE_URL, "vm-decisions:" + ",".join(ids))
-                if kind == "vm.decision"
-                else uuid.uuid4()
-            )
+            # Decisions and audit entries are sent once each: the same ones give the same
+            # batch id, so a resend is a duplicate. An inventory is a new report every time.
+            if kind == "vm.decision":
+                ids = sorted(str(r.get("decision_id", "")) for r in chunk)
+                batch_id = uuid.uuid5(uuid.NAMESPACE_URL, "vm-decisions:" + ",".join(ids))
+            elif kind == "vm.audit":
+                ids = sorted(str(r.get("id", "")) for r in chunk)
+                name = f"vm-audit:{self.install_id()}:" + ",".join(ids)
+                batch_id = uuid.uuid5(uuid.NAMESPACE_URL, name)
+            else:
+                batch_id = uuid.uuid4()
             try:
                 self.ctx.upload(
                     MetadataBatch(batch_id=batch_id, module="vm", kind=kind, records=chunk)
@@ -350,6 +412,8 @@ class VmModule(Module):
             "vm.create": self.cmd_create,
             "vm.evaluate": self.cmd_evaluate,
             "vm.resolve": self.cmd_resolve,
+            "vm.approve": self.cmd_approve,
+            "vm.report": self.cmd_report,
         }
 
     def cmd_discover(self, command: CommandEntry) -> Outcome:
@@ -370,15 +434,59 @@ class VmModule(Module):
             endpoint, native_id = str(args["endpoint"]), str(args["native_id"])
         except (KeyError, ValueError) as e:
             raise CommandFailed("bad_args", "vm.power needs endpoint, native_id and action") from e
+        now = self.clock()
+        not_before = args.get("not_before")
+        if not_before:
+            try:
+                due = datetime.fromisoformat(str(not_before))
+            except ValueError as e:
+                raise CommandFailed("bad_args", "not_before is an ISO-8601 time") from e
+            if now < due:
+                self.store.add_audit(
+                    "vm.power",
+                    f"{endpoint}/{native_id}",
+                    "refused",
+                    now,
+                    code="not_due",
+                    reason=f"the notice runs out at {due.isoformat()}",
+                    source="cloud",
+                )
+                raise CommandFailed(
+                    "not_due", f"the notice runs out at {due:%Y-%m-%d %H:%M} UTC; not before"
+                )
         try:
-            state = self.lifecycle.power(self.policy(), endpoint, native_id, action, self.clock())
+            state = self.lifecycle.power(
+                self.policy(), endpoint, native_id, action, now, source="cloud"
+            )
         except DriverError as e:
             raise CommandFailed(e.code, str(e)) from e
+        finally:
+            self.upload_audit()
         decision_id = args.get("decision_id")
         if decision_id:
             self.store.set_outcome(str(decision_id), f"done: {state}")
-        self.upload_inventory(self.clock())  # the catalog learns the new state at once
+        self.upload_inventory(self.clock())  # the catalog learns the new state (a delta)
         return Outcome(counts={"vms": 1}, detail=f"{endpoint}/{native_id} is {state}")
+
+    def cmd_approve(self, command: CommandEntry) -> Outcome:
+        """The cloud's approval (`approveVmActions`): N more actions past the budget."""
+        count = command.args.get("count")
+        if not isinstance(count, int) or not 1 <= count <= 1000:
+            raise CommandFailed("bad_args", "vm.approve takes a count between 1 and 1000")
+        pool = self.approve(count, "cloud", str(command.args.get("by", "")) or None)
+        self.upload_audit()
+        return Outcome(counts={"approved": count, "pool": pool})
+
+    def approve(self, count: int, source: str, by: str | None = None) -> int:
+        pool = self.store.approve(count)
+        self.store.add_audit(
+            "vm.approve", None, "ok", self.clock(), count=count, pool=pool, source=source, by=by
+        )
+        return pool
+
+    def cmd_report(self, command: CommandEntry) -> Outcome:
+        """A full inventory report, on the cloud's request."""
+        return Outcome(counts={"vms": self.upload_inventory(self.clock(), full=True)})
 
     def cmd_create(self, command: CommandEntry) -> Outcome:
         args = dict(command.args)
@@ -456,8 +564,38 @@ def host_rows(inventory: Inventory) -> list[VmInfo]:
     ]
 
 
+def possible_clones(stored: list[StoredVm]) -> dict[tuple[str, str], list[str]]:
+    """VMs sharing a BIOS UUID while their other identifiers differ (a clone, or a copy
+    registered twice): each gets the others' `endpoint/native-id`. They stay separate VMs,
+    and a command still reaches only the one it addresses."""
+    by_bios: dict[str, list[StoredVm]] = {}
+    for s in stored:
+        bios = (s.vm.identifiers.bios_uuid or "").lower()
+        if bios and not is_host(s.vm.native_id):
+            by_bios.setdefault(bios, []).append(s)
+    out: dict[tuple[str, str], list[str]] = {}
+    for group in by_bios.values():
+        if len(group) < 2:
+            continue
+        for s in group:
+            out[(s.endpoint, s.vm.native_id)] = sorted(
+                f"{o.endpoint}/{o.vm.native_id}" for o in group if o is not s
+            )
+    return out
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """What a record says, without when it was seen: a change of this is worth sending."""
+    body = {k: v for k, v in record.items() if k != "seen_at"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def record_of(
-    stored: StoredVm, owner: str | None, evaluation: dict[str, Any], now: datetime
+    stored: StoredVm,
+    owner: str | None,
+    evaluation: dict[str, Any],
+    now: datetime,
+    clone_of: list[str] | None = None,
 ) -> dict[str, Any]:
     vm = stored.vm
     return VmRecord(
@@ -476,6 +614,7 @@ def record_of(
         last_active_at=stored.last_active_at,
         idle_state=evaluation.get("state", "unknown"),
         seen_at=stored.last_seen,
+        possible_clone_of=clone_of or [],
     ).model_dump(mode="json")
 
 

@@ -82,8 +82,11 @@ def add_parser(sub: Any) -> None:
     cr.add_argument("--disk-gb", type=int, action="append", default=[])
     cr.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
 
-    ap = cmds.add_parser("approve", help="let the next run shut down N VMs past the cap")
+    ap = cmds.add_parser("approve", help="let N more actions go past the budget")
     ap.add_argument("count", type=int)
+    cmds.add_parser("budget", help="the budget in force: allowed, used, approvals, held")
+    au = cmds.add_parser("audit", help="refusals and approvals, newest last")
+    au.add_argument("--limit", type=int, default=50)
 
     sm = cmds.add_parser("smtp", help="the SMTP server notices go through")
     sm.add_argument("--host", required=True)
@@ -153,9 +156,14 @@ def _run(args: argparse.Namespace, module: Any) -> int:
             print(json.dumps(rows, indent=2))
             return 0
         for r in rows:
+            clone = (
+                "\tpossible clone of " + ", ".join(r["possible_clone_of"])
+                if r.get("possible_clone_of")
+                else ""
+            )
             print(
                 f"{r['endpoint']}/{r['native_id']}\t{r['name']}\t{r['power_state']}\t"
-                f"{r['idle_state']}\t{r.get('owner') or '-'}"
+                f"{r['idle_state']}\t{r.get('owner') or '-'}{clone}"
             )
         return 0
     if command == "collect":
@@ -192,7 +200,12 @@ def _run(args: argparse.Namespace, module: Any) -> int:
     if command == "power":
         stored = _find(module, args.vm)
         state = module.lifecycle.power(
-            module.policy(), stored.endpoint, stored.vm.native_id, PowerAction(args.action), now
+            module.policy(),
+            stored.endpoint,
+            stored.vm.native_id,
+            PowerAction(args.action),
+            now,
+            source="shell",
         )
         print(f"{stored.vm.name} is {state}")
         return 0
@@ -218,10 +231,30 @@ def _run(args: argparse.Namespace, module: Any) -> int:
         )
         return 0
     if command == "approve":
-        if args.count < 1:
-            raise DriverError("bad_args", "approve at least one")
-        module.store.set_mark("approved_extra", str(args.count))
-        print(f"the next run may shut down {args.count} VM(s) past the cap")
+        if not 1 <= args.count <= 1000:
+            raise DriverError("bad_args", "approve between 1 and 1000 actions")
+        pool = module.approve(args.count, "shell")
+        print(f"{args.count} more action(s) may go past the budget ({pool} approved in all)")
+        return 0
+    if command == "budget":
+        policy = module.policy()
+        budget, in_scope, used = module.lifecycle.budget(policy, now)
+        held = json.loads(module.store.mark("held") or "{}")
+        print(
+            f"budget {budget} per {policy.budget_window_hours:g} h "
+            f"({policy.budget_share:.0%} of {in_scope} VMs in scope), used {used}, "
+            f"approved past it {module.store.mark('approved_extra') or 0}"
+        )
+        if held.get("vms"):
+            print(f"held at {held['at'][:16]}: {', '.join(held['vms'])}")
+        return 0
+    if command == "audit":
+        for entry in module.store.audits(limit=10_000)[-max(1, args.limit) :]:
+            detail = " ".join(f"{k}={v}" for k, v in sorted(entry["detail"].items()) if v)
+            print(
+                f"{entry['at'][:19]}\t{entry['action']}\t{entry['outcome']}\t"
+                f"{entry['target'] or '-'}\t{detail}"
+            )
         return 0
     if command == "smtp":
         module.update_settings(

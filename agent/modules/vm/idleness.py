@@ -20,7 +20,21 @@ GPU_BUSY_PERCENT = 5.0
 UNITS = {Signal.CPU: "%", Signal.DISK: " KB/s", Signal.NET: " KB/s", Signal.APPS: " processes"}
 
 History = dict[int, dict[Signal, tuple[float, int]]]
-"""Per day: each signal's (peak, number of samples)."""
+"""Per day: each signal's (figure, number of samples); the figure is the day's peak, or the
+percentile the policy names for that signal (`with_statistics`)."""
+
+
+def with_statistics(history: History, quantiles: dict[int, dict[Signal, float]]) -> History:
+    """The history with each day's peak replaced by the policy's percentile where one was
+    kept (a day sampled before percentiles were kept keeps its peak)."""
+    out: History = {}
+    for day, signals in history.items():
+        figures = quantiles.get(day, {})
+        out[day] = {
+            s: (min(peak, figures[s]) if s in figures else peak, n)
+            for s, (peak, n) in signals.items()
+        }
+    return out
 
 
 @dataclass
@@ -74,8 +88,8 @@ def evaluate(
             limit = float(getattr(thresholds, signal.value))
             if peak >= limit:
                 active.append(
-                    f"{signal.value} reached {peak:.4g}{UNITS[signal]} on day {_date(day)}"
-                    f" (threshold {limit:g})"
+                    f"{signal.value} {policy.statistic(signal).value} reached {peak:.4g}"
+                    f"{UNITS[signal]} on day {_date(day)} (threshold {limit:g})"
                 )
                 result.last_active_day = day
         sessions = seen.get(Signal.SESSIONS)
@@ -112,9 +126,10 @@ def evaluate(
         return result
     result.state = IdleState.IDLE
     limits = ", ".join(
-        f"{s.value} < {float(getattr(thresholds, s.value)):g}{UNITS[s]}" for s in chosen
+        f"{s.value} {policy.statistic(s).value} < {float(getattr(thresholds, s.value)):g}{UNITS[s]}"
+        for s in chosen
     )
-    result.reasons.append(f"every sample {span} stayed under the thresholds ({limits})")
+    result.reasons.append(f"every day {span} stayed under the thresholds ({limits})")
     return result
 
 

@@ -6,15 +6,19 @@ Who does what depends on how the agent runs (DESIGN.md, "Who decides what"):
 - docked with `metadata` or `data`: it only proposes (a decision goes up); the cloud sends
   the notice and later issues a `vm.power` command, which arrives here like any other.
 
-Whichever way an action comes, `power()` refuses a VM on the local never-act list or
-carrying the policy's exclusion tag: nothing from the cloud can override either. A run
-shuts down at most `max_share_per_run` of the VMs in scope; the rest wait for an approval.
+Whichever way an action comes (a notice that ran out, a cloud command, the shell), `power()`
+is the one door, and it refuses: a VM on the local never-act list or carrying the policy's
+exclusion tag; a VM whose host is in maintenance, or a host in maintenance, read fresh from
+the hypervisor; and any action past the budget (`budget_share` of the VMs in scope per
+`budget_window_hours`, at least one), counted in the module's SQLite so worker rounds,
+restarts, the shell and the cloud all draw on the same budget. Past it, an approval
+(`vm approve`, or the cloud's `vm.approve`) pays for one more action each; the policy's
+contact is told once per window. Every refusal and approval is written to the audit trail.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import secrets
 import uuid
@@ -24,22 +28,56 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ...protocol import links
+from ...protocol.vm import (
+    THRESHOLD_SIGNALS,
+    IdleState,
+    PowerAction,
+    Statistic,
+    VmLifecyclePolicy,
+    notice_due,
+)
 from ...protocol.vm import Decision as DecisionRecord
-from ...protocol.vm import IdleState, PowerAction, VmLifecyclePolicy
 from . import idleness, notices
-from .drivers.base import Driver, DriverError, VmGone
-from .store import Notice, StoredVm, VmStore, day_of, day_start, is_host
+from .drivers.base import Driver, DriverError, HostInfo, VmGone
+from .store import HOST_PREFIX, Notice, StoredVm, VmStore, day_of, day_start, is_host
 
 DELAY = timedelta(days=7)
 PROPOSAL_STANDS = timedelta(days=7)
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+QUANTILES = {Statistic.P95: 0.95, Statistic.P99: 0.99}
+
+
 class Refused(DriverError):
     """The safety net said no: the message names which part of it."""
 
+    def __init__(self, message: str, code: str = "refused_by_safety_net") -> None:
+        super().__init__(code, message)
+
+
+class OverBudget(Refused):
+    """The window's budget is spent and no approval is left: the action waits."""
+
     def __init__(self, message: str) -> None:
-        super().__init__("refused_by_safety_net", message)
+        super().__init__(message, "over_budget")
+
+
+class InMaintenance(Refused):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "host_in_maintenance")
+
+
+def maintenance(vm: StoredVm, hosts: dict[str, HostInfo]) -> str | None:
+    """Why this VM (or host) is in maintenance, or None; `hosts` by native id."""
+    if is_host(vm.vm.native_id):
+        host = hosts.get(vm.vm.native_id.removeprefix(HOST_PREFIX))
+        in_maintenance = host.maintenance if host else vm.vm.tags.get("maintenance") == "yes"
+        return "this host is in maintenance" if in_maintenance else None
+    host = hosts.get(vm.vm.host or "")
+    if host is not None and host.maintenance:
+        return f"its host {host.name} is in maintenance"
+    return None
 
 
 def owner_of(vm: StoredVm, policy: VmLifecyclePolicy) -> str | None:
@@ -115,16 +153,25 @@ class Lifecycle:
         today = day_of(now)
         never_act = self.store.never_act()
         idle: list[tuple[StoredVm, dict[str, Any]]] = []
+        wanted = {
+            signal: QUANTILES[stat]
+            for signal, stat in policy.statistics.items()
+            if stat in QUANTILES and signal in THRESHOLD_SIGNALS
+        }
         for endpoint in self.in_scope(policy):
             readable = type(self.driver(endpoint)).signals
             first = today - policy.idle_days
             histories = self.store.histories(endpoint, first, today)
+            figures = self.store.quantiles(endpoint, first, today, wanted)
+            hosts = {h.native_id: h for h in self.store.hosts(endpoint)}
             rows = []
             for vm in self.store.vms(endpoint, kind="all"):
                 if vm.vm.power_state != "on":
                     continue
                 quiet = day_of(vm.quiet_from) + 1 if vm.quiet_from else None
-                history = histories.get(vm.vm.native_id, {})
+                history = idleness.with_statistics(
+                    histories.get(vm.vm.native_id, {}), figures.get(vm.vm.native_id, {})
+                )
                 host = is_host(vm.vm.native_id)
                 result = (
                     idleness.evaluate_host(policy, history, today, quiet)
@@ -142,6 +189,10 @@ class Lifecycle:
                 if why_not is not None:
                     reasons.append(f"excluded: {why_not}")
                     state = IdleState.EXCLUDED if state == IdleState.IDLE else state
+                servicing = maintenance(vm, hosts)
+                if servicing is not None:
+                    reasons.append(f"not judged: {servicing}")
+                    state = IdleState.MAINTENANCE
                 last_active = (
                     day_start(result.last_active_day + 1) if result.last_active_day else None
                 )
@@ -153,6 +204,7 @@ class Lifecycle:
                         day_start(result.last_day + 1).isoformat(),
                     ],
                     "signals": [s.value for s in result.signals],
+                    "statistics": {s.value: policy.statistic(s).value for s in result.signals},
                     "missing_days": result.missing_days,
                     "reasons": reasons,
                 }
@@ -190,6 +242,7 @@ class Lifecycle:
                 owner=owner_of(vm, policy),
                 notice_hours=policy.notice_hours,
                 vm_name=vm.vm.name,
+                statistics={s: policy.statistic(s) for s in policy.signals},
             )
             if notify_here:
                 self.store.record_decision(decision, "notice_pending")
@@ -216,7 +269,7 @@ class Lifecycle:
         report: RunReport,
     ) -> None:
         notice_id = str(uuid.uuid4())
-        due = now + timedelta(hours=policy.notice_hours)
+        due = notice_due(now, policy.notice_hours)
         recipient = decision.owner
         self.store.add_notice(
             Notice(
@@ -273,7 +326,16 @@ class Lifecycle:
         self.store.update_notice(notice_id, sent_at=now)
 
     def answer(self, token: str, now: datetime) -> str:
-        """A skip or delay link was followed; returns a sentence for the person who did."""
+        """A skip or delay link was followed; returns a sentence for the person who did.
+        A refused link is written to the audit trail (replays and misbound links are how
+        someone probing the links shows up)."""
+        try:
+            return self._answer(token, now)
+        except links.BadLink as e:
+            self.store.add_audit("vm.link", None, "refused", now, reason=str(e))
+            raise
+
+    def _answer(self, token: str, now: datetime) -> str:
         claims = links.verify(self.link_key, token, now)
         notice = self.store.notice(claims.notice_id)
         where = f"{notice.endpoint}/{notice.native_id}" if notice else None
@@ -287,6 +349,7 @@ class Lifecycle:
             raise links.BadLink("this link has already been used")
         vm = self.store.vm(notice.endpoint, notice.native_id)
         name = vm.vm.name if vm else notice.native_id
+        self.store.add_audit(f"vm.link.{claims.answer}", where, "ok", now)
         if claims.answer == "skip":
             self.store.update_notice(notice.notice_id, answer="skip", answered_at=now)
             self.store.set_outcome(notice.decision_id, "skipped")
@@ -299,19 +362,14 @@ class Lifecycle:
     # --- acting --------------------------------------------------------------------------
 
     def act_due(self, policy: VmLifecyclePolicy, now: datetime) -> RunReport:
-        """Shuts down the VMs whose notice period passed unanswered, within the run's cap."""
+        """Shuts down the VMs whose notice period passed unanswered, as far as the budget
+        (which `power` keeps) allows; the rest stay open for a later round."""
         report = RunReport()
         due = [
             n
             for n in self.store.notices(open_only=True)
             if n.due_at <= now and n.sent_at is not None and n.error is None
         ]
-        if not due:
-            return report
-        in_scope = sum(len(self.store.vms(e)) for e in self.in_scope(policy))
-        cap = max(1, math.floor(policy.max_share_per_run * in_scope))
-        approved = int(self.store.mark("approved_extra") or 0)
-        allowed = cap + approved
         for notice in due:
             vm = self.store.vm(notice.endpoint, notice.native_id)
             if vm is None or vm.gone_at is not None:
@@ -322,14 +380,17 @@ class Lifecycle:
                 self._close(notice, now, f"{state}_again", f"{state} when the notice ran out")
                 continue
             if state != IdleState.IDLE.value:
-                # Samples stopped during the notice: wait for them, never act on a guess.
-                report.errors.append(f"{vm.vm.name}: idleness unknown now, waiting for samples")
+                # Samples stopped, or the host went into maintenance: wait, never guess.
+                report.errors.append(f"{vm.vm.name}: {state or 'unknown'} now, waiting")
                 continue
-            if len(report.acted) >= allowed:
+            if report.held:  # the budget is spent: the rest are held without asking again
                 report.held.append(vm.vm.name)
                 continue
             try:
                 state = self.power(policy, notice.endpoint, notice.native_id, policy.action, now)
+            except OverBudget:
+                report.held.append(vm.vm.name)
+                continue
             except DriverError as e:
                 self.store.update_notice(notice.notice_id, error=f"{e.code}: {e}")
                 self.store.set_outcome(notice.decision_id, f"failed: {e.code}")
@@ -338,17 +399,22 @@ class Lifecycle:
             self.store.update_notice(notice.notice_id, acted_at=now)
             self.store.set_outcome(notice.decision_id, f"done: {state}")
             report.acted.append(vm.vm.name)
-        if approved:
-            used = max(0, len(report.acted) - cap)
-            self.store.set_mark("approved_extra", str(max(0, approved - used)))
         if report.held:
+            budget, in_scope, _ = self.budget(policy, now)
             self.store.set_mark(
                 "held",
                 json.dumps(
-                    {"at": now.isoformat(), "cap": cap, "in_scope": in_scope, "vms": report.held}
+                    {"at": now.isoformat(), "cap": budget, "in_scope": in_scope, "vms": report.held}
                 ),
             )
         return report
+
+    def budget(self, policy: VmLifecyclePolicy, now: datetime) -> tuple[int, int, int]:
+        """(budget, VMs in scope, actions already taken in the window)."""
+        endpoints = self.in_scope(policy)
+        in_scope = sum(len(self.store.vms(e)) for e in endpoints)
+        since = now - timedelta(hours=policy.budget_window_hours)
+        return policy.budget(in_scope), in_scope, self.store.actions_since(since, endpoints)
 
     def _close(self, notice: Notice, now: datetime, outcome: str, why: str) -> None:
         self.store.update_notice(notice.notice_id, acted_at=now, error=why)
@@ -361,15 +427,62 @@ class Lifecycle:
         native_id: str,
         action: PowerAction,
         now: datetime,
+        source: str = "notice",
     ) -> str:
-        """Every power change goes through here, so the safety net is never bypassed."""
+        """Every power change goes through here, so the safety net is never bypassed:
+        never-act and exclusion, maintenance (read fresh), then the budget. A refusal is
+        audited and raised; the effect happens only with a slot of the budget reserved."""
         vm = self.store.vm(endpoint, native_id)
         if vm is None or vm.gone_at is not None:
             raise VmGone(native_id)
-        if action != PowerAction.POWER_ON:
+        target = f"{endpoint}/{native_id}"
+        if action == PowerAction.POWER_ON:
+            return self._change(vm, action, now)
+        try:
             why_not = exclusion(vm, policy, self.store.never_act())
             if why_not is not None:
                 raise Refused(f"{vm.vm.name} {why_not}: not acted on")
+            fresh = self.driver(endpoint).discover()
+            servicing = maintenance(vm, {h.native_id: h for h in fresh.hosts})
+            if servicing is not None:
+                raise InMaintenance(f"{vm.vm.name}: {servicing}: not acted on")
+            now_state = next((v.power_state for v in fresh.vms if v.native_id == native_id), None)
+            if now_state is not None and now_state != "on" and not is_host(native_id):
+                return now_state  # already off or suspended: nothing to change, nothing spent
+            endpoints = self.in_scope(policy) or [endpoint]
+            if endpoint not in endpoints:
+                endpoints.append(endpoint)
+            in_scope = sum(len(self.store.vms(e)) for e in endpoints)
+            budget = policy.budget(in_scope)
+            since = now - timedelta(hours=policy.budget_window_hours)
+            reserved = self.store.reserve_action(
+                endpoint, native_id, action.value, now, since, endpoints, budget
+            )
+            if reserved is None:
+                self._tell_once(policy, now, vm, budget, in_scope)
+                raise OverBudget(
+                    f"{vm.vm.name}: the budget of {budget} action(s) per "
+                    f"{policy.budget_window_hours:g} h ({policy.budget_share:.0%} of {in_scope}"
+                    " VMs in scope) is spent; approve more with `dockyard-agent vm approve N`"
+                )
+        except Refused as e:
+            self.store.add_audit(
+                "vm.power", target, "refused", now, code=e.code, reason=str(e), source=source
+            )
+            raise
+        action_id, paid_by = reserved
+        try:
+            state = self._change(vm, action, now)
+        except DriverError:
+            self.store.release_action(action_id)
+            raise
+        self.store.add_audit(
+            "vm.power", target, "ok", now, action=action.value, paid_by=paid_by, source=source
+        )
+        return state
+
+    def _change(self, vm: StoredVm, action: PowerAction, now: datetime) -> str:
+        endpoint, native_id = vm.endpoint, vm.vm.native_id
         try:
             if is_host(native_id):
                 from .drivers.redfish import RedfishPower
@@ -393,6 +506,35 @@ class Lifecycle:
         if action == PowerAction.POWER_ON:
             self.store.set_quiet_from(endpoint, native_id, now)
         return state
+
+    def _tell_once(
+        self, policy: VmLifecyclePolicy, now: datetime, vm: StoredVm, budget: int, in_scope: int
+    ) -> None:
+        """The policy's contact hears once per window that actions wait for an approval."""
+        window = int(now.timestamp() // (policy.budget_window_hours * 3600))
+        if self.store.mark("budget_told") == str(window):
+            return
+        self.store.set_mark("budget_told", str(window))
+        config, to = self.smtp(), policy.default_contact
+        outcome, reason = "ok", ""
+        if config is None or to is None:
+            outcome, reason = "not_sent", "no SMTP server or no default contact"
+        else:
+            message = notices.budget_spent(config.sender, to, vm.vm.name, budget, in_scope)
+            try:
+                notices.send(config, message)
+            except notices.MailFailed as e:
+                outcome, reason = "not_sent", str(e)
+        self.store.add_audit(
+            "vm.budget.spent",
+            None,
+            outcome,
+            now,
+            budget=budget,
+            in_scope=in_scope,
+            to=to,
+            reason=reason,
+        )
 
 
 def new_link_key() -> bytes:

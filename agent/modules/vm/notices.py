@@ -46,6 +46,16 @@ class SmtpConfig:
         )
 
 
+def _message(sender: str, recipient: str, subject: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = recipient
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain="dockyard")
+    return msg
+
+
 def compose(
     sender: str,
     recipient: str,
@@ -57,12 +67,9 @@ def compose(
     skip_url: str,
     delay_url: str,
 ) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = recipient
-    msg["Subject"] = f"VM {vm_name} will be shut down on {due_at:%Y-%m-%d %H:%M} UTC"
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain="dockyard")
+    msg = _message(
+        sender, recipient, f"VM {vm_name} will be shut down on {due_at:%Y-%m-%d %H:%M} UTC"
+    )
     why = "\n".join(f"  - {r}" for r in reasons)
     msg.set_content(
         f"Hello,\n\n"
@@ -73,6 +80,24 @@ def compose(
         f"Keep it running (and start the idle period again):\n  {skip_url}\n\n"
         f"Ask again in a week:\n  {delay_url}\n\n"
         f"Each link works once and only for this VM and this notice.\n"
+    )
+    return msg
+
+
+def budget_spent(
+    sender: str, recipient: str, vm_name: str, budget: int, in_scope: int
+) -> EmailMessage:
+    """To the policy's contact, once per window: idle VMs wait because the budget is spent."""
+    msg = _message(
+        sender, recipient, f"Dockyard: the shutdown budget ({budget} of {in_scope} VMs) is spent"
+    )
+    msg.set_content(
+        f"Hello,\n\nDockyard has acted on {budget} VM(s) in this window, the budget its\n"
+        f"policy allows for {in_scope} VMs in scope. {vm_name} and any others due now wait.\n\n"
+        "To let more go ahead in this window, approve them on the agent:\n"
+        "  dockyard-agent vm approve N\n"
+        "or with the approveVmActions mutation when the agent is docked. Otherwise they\n"
+        "go ahead as the next window's budget allows.\n"
     )
     return msg
 

@@ -10,6 +10,7 @@ under the threshold, and were there enough of them", and a peak plus a count ans
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -94,7 +95,57 @@ CREATE TABLE IF NOT EXISTS marks (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS buckets (
+    endpoint TEXT NOT NULL,
+    native_id TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    signal TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (endpoint, native_id, day, signal, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    native_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    paid_by TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_by_time ON actions (at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS sent_records (
+    endpoint TEXT NOT NULL,
+    native_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (endpoint, native_id)
+);
 """
+
+BUCKETS_PER_DECADE = 8
+ZERO_BUCKET = -(10**6)
+"""Samples of exactly 0 (a counter that did not move) have a bucket of their own."""
+
+
+def bucket_of(value: float) -> int:
+    """A sample's bucket: eight per decade, so a percentile read back from the buckets is
+    at most a third above the true one, never below it (never "more idle" than it was)."""
+    if value <= 0:
+        return ZERO_BUCKET
+    return math.floor(BUCKETS_PER_DECADE * math.log10(value))
+
+
+def bucket_top(bucket: int) -> float:
+    return 0.0 if bucket == ZERO_BUCKET else float(10 ** ((bucket + 1) / BUCKETS_PER_DECADE))
+
 
 DAY_S = 86_400
 HOST_PREFIX = "host:"
@@ -408,7 +459,47 @@ class VmStore:
                 " DO UPDATE SET peak=MAX(peak, excluded.peak), samples=samples+1",
                 rows,
             )
+            db.executemany(
+                "INSERT INTO buckets (endpoint, native_id, day, signal, bucket, n)"
+                " VALUES (?,?,?,?,?,1) ON CONFLICT (endpoint, native_id, day, signal, bucket)"
+                " DO UPDATE SET n=n+1",
+                [(e, n, d, sig, bucket_of(v)) for e, n, d, sig, v in rows],
+            )
         return len(rows)
+
+    def quantiles(
+        self, endpoint: str, first_day: int, last_day: int, wanted: dict[Signal, float]
+    ) -> dict[str, dict[int, dict[Signal, float]]]:
+        """Per VM and day, the `wanted` quantile of each signal's samples (0.95 for p95),
+        read from the buckets as the bucket's top, so never under the true figure. A day
+        sampled before buckets were kept has none: its peak stands."""
+        if not wanted:
+            return {}
+        marks = ",".join("?" for _ in wanted)
+        counts: dict[tuple[str, int, Signal], list[tuple[int, int]]] = {}
+        for native_id, day, signal, bucket, n in self._rows(
+            "SELECT native_id, day, signal, bucket, n FROM buckets WHERE endpoint=?"  # noqa: S608 - placeholders only
+            f" AND day BETWEEN ? AND ? AND signal IN ({marks})"
+            " ORDER BY native_id, day, signal, bucket",
+            endpoint,
+            first_day,
+            last_day,
+            *[s.value for s in wanted],
+        ):
+            counts.setdefault((native_id, int(day), Signal(signal)), []).append(
+                (int(bucket), int(n))
+            )
+        out: dict[str, dict[int, dict[Signal, float]]] = {}
+        for (native_id, day, signal), spread in counts.items():
+            total = sum(n for _, n in spread)
+            rank = math.ceil(wanted[signal] * total)
+            seen = 0
+            for bucket, n in spread:
+                seen += n
+                if seen >= rank:
+                    out.setdefault(native_id, {}).setdefault(day, {})[signal] = bucket_top(bucket)
+                    break
+        return out
 
     def history(
         self, endpoint: str, native_id: str, first_day: int, last_day: int
@@ -446,6 +537,7 @@ class VmStore:
 
     def forget_before(self, day: int) -> int:
         with self.tx() as db:
+            db.execute("DELETE FROM buckets WHERE day < ?", (day,))
             return db.execute("DELETE FROM days WHERE day < ?", (day,)).rowcount
 
     # --- decisions and notices -----------------------------------------------------------
@@ -599,3 +691,123 @@ class VmStore:
     def set_mark(self, name: str, value: str) -> None:
         with self.tx() as db:
             db.execute("INSERT OR REPLACE INTO marks (name, value) VALUES (?,?)", (name, value))
+
+    # --- the budget, approvals and the audit trail ---------------------------------------
+
+    def reserve_action(
+        self,
+        endpoint: str,
+        native_id: str,
+        action: str,
+        now: datetime,
+        since: datetime,
+        endpoints: list[str],
+        budget: int,
+    ) -> tuple[int, str] | None:
+        """Counts the actions on `endpoints` since `since` and, in the same transaction,
+        records this one if the budget (or else an approval) allows it: whichever process
+        or thread asks, two never both take the last slot. Returns (action id, "budget" or
+        "approval"), or None when neither is left."""
+        marks = ",".join("?" for _ in endpoints) or "NULL"
+        with self.tx() as db:
+            used = db.execute(
+                f"SELECT COUNT(*) FROM actions WHERE at >= ? AND endpoint IN ({marks})",  # noqa: S608
+                (since.isoformat(), *endpoints),
+            ).fetchone()[0]
+            paid_by = "budget"
+            if used >= budget:
+                row = db.execute("SELECT value FROM marks WHERE name='approved_extra'").fetchone()
+                approved = int(row[0]) if row else 0
+                if approved <= 0:
+                    return None
+                db.execute(
+                    "INSERT OR REPLACE INTO marks (name, value) VALUES ('approved_extra', ?)",
+                    (str(approved - 1),),
+                )
+                paid_by = "approval"
+            cursor = db.execute(
+                "INSERT INTO actions (at, endpoint, native_id, action, paid_by) VALUES (?,?,?,?,?)",
+                (now.isoformat(), endpoint, native_id, action, paid_by),
+            )
+            return int(cursor.lastrowid or 0), paid_by
+
+    def release_action(self, action_id: int) -> None:
+        """The power change failed: it did not happen, so it costs nothing (an approval it
+        used is given back)."""
+        with self.tx() as db:
+            row = db.execute("SELECT paid_by FROM actions WHERE id=?", (action_id,)).fetchone()
+            if row is None:
+                return
+            db.execute("DELETE FROM actions WHERE id=?", (action_id,))
+            if row[0] == "approval":
+                db.execute(
+                    "INSERT INTO marks (name, value) VALUES ('approved_extra', '1')"
+                    " ON CONFLICT (name) DO UPDATE SET value=CAST(value AS INTEGER)+1",
+                )
+
+    def actions_since(self, since: datetime, endpoints: list[str]) -> int:
+        marks = ",".join("?" for _ in endpoints) or "NULL"
+        rows = self._rows(
+            f"SELECT COUNT(*) FROM actions WHERE at >= ? AND endpoint IN ({marks})",  # noqa: S608
+            since.isoformat(),
+            *endpoints,
+        )
+        return int(rows[0][0])
+
+    def approve(self, count: int) -> int:
+        """Adds `count` approvals to the pool; returns the pool."""
+        with self.tx() as db:
+            row = db.execute("SELECT value FROM marks WHERE name='approved_extra'").fetchone()
+            pool = (int(row[0]) if row else 0) + count
+            db.execute(
+                "INSERT OR REPLACE INTO marks (name, value) VALUES ('approved_extra', ?)",
+                (str(pool),),
+            )
+            return pool
+
+    def add_audit(
+        self, what: str, target: str | None, outcome: str, now: datetime, **detail: Any
+    ) -> None:
+        """One entry of the trail: `what` happened (`vm.power`, `vm.link`, `vm.approve`)."""
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO audit (at, action, target, outcome, detail) VALUES (?,?,?,?,?)",
+                (now.isoformat(), what, target, outcome, json.dumps(detail, sort_keys=True)),
+            )
+
+    def audits(self, unsent_only: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
+        sql = "SELECT id, at, action, target, outcome, detail FROM audit"
+        if unsent_only:
+            sql += " WHERE sent=0"
+        rows = self._rows(sql + " ORDER BY id LIMIT ?", limit)
+        return [
+            {
+                "id": r[0],
+                "at": r[1],
+                "action": r[2],
+                "target": r[3],
+                "outcome": r[4],
+                "detail": json.loads(r[5]),
+            }
+            for r in rows
+        ]
+
+    def mark_audits_sent(self, ids: list[int]) -> None:
+        with self.tx() as db:
+            db.executemany("UPDATE audit SET sent=1 WHERE id=?", [(i,) for i in ids])
+
+    # --- what the cloud was last sent ----------------------------------------------------
+
+    def sent_digests(self) -> dict[tuple[str, str], str]:
+        rows = self._rows("SELECT endpoint, native_id, digest FROM sent_records")
+        return {(e, n): d for e, n, d in rows}
+
+    def set_sent_digests(self, digests: dict[tuple[str, str], str], full: bool) -> None:
+        """After a report went up: a full one replaces the record of what was sent."""
+        with self.tx() as db:
+            if full:
+                db.execute("DELETE FROM sent_records")
+            db.executemany(
+                "INSERT OR REPLACE INTO sent_records (endpoint, native_id, digest) VALUES (?,?,?)",
+                [(e, n, d) for (e, n), d in digests.items()],
+            )
