@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -80,6 +81,24 @@ def enrolment_secret(
 ) -> str:
     with system(world.db, world.tenant_id, clock=clock) as ctx:
         return enrolment.create_token(ctx, world.site_id, max_flow, ttl).secret
+
+
+def enrol_agent(world: World, key_dir: Path, modules: tuple[str, ...] = ("noop",)) -> uuid.UUID:
+    """An agent enrolled through the domain (no process): for tests that need its row."""
+    from dockyard.agent import keys
+    from dockyard.agent.protocol import EnrollRequest, HostFacts, ModuleInfo
+
+    key = keys.generate(key_dir / f"{uuid.uuid4().hex}.key")
+    request = EnrollRequest(
+        token=enrolment_secret(world),
+        public_key=keys.public_b64(key),
+        host=HostFacts(hostname="h"),
+        max_flow=FlowMode.DATA,
+        modules=[ModuleInfo(name=m, version="1") for m in modules],
+    )
+    with world.db.transaction() as session:
+        ctx = Ctx(session, Principal("anonymous", None), SystemClock())
+        return enrolment.enroll(ctx, request).id
 
 
 def add_user(db: Database, tenant_id: uuid.UUID, role: Role) -> tuple[uuid.UUID, str]:

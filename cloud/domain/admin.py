@@ -19,7 +19,7 @@ from .clock import Clock
 from .errors import Invalid
 from .principal import Principal, Role
 from .secrets import hash_secret, new_secret
-from .tenants import check_plan, principal_from
+from .tenants import GrantRow, check_plan, grant_columns, principal_from
 
 
 def ensure_tenant(
@@ -102,14 +102,15 @@ def principal_for_api_token(session: Session, secret: str) -> Principal | None:
     """The principal a bearer token stands for, or None for an unknown or revoked one.
     The token, its user's memberships and the children of those tenants come in one
     statement (a row per membership and child): this runs before every GraphQL request."""
-    child = aliased(Tenant)
+    parent, child = aliased(Tenant), aliased(Tenant)
     with unscoped(session, "a token's user's own memberships across tenants"):
         rows = session.execute(
-            select(ApiToken.user_id, Membership.tenant_id, Membership.role, child.id)
+            select(ApiToken.user_id, *grant_columns(parent, child))
             .outerjoin(Membership, Membership.user_id == ApiToken.user_id)
+            .outerjoin(parent, parent.id == Membership.tenant_id)
             .outerjoin(child, child.parent_id == Membership.tenant_id)
             .where(ApiToken.token_hash == hash_secret(secret), ApiToken.revoked_at.is_(None))
         ).all()
     if not rows:
         return None
-    return principal_from(rows[0][0], [(tid, role, cid) for _, tid, role, cid in rows])
+    return principal_from(rows[0][0], [GrantRow(*r[1:]) for r in rows])

@@ -28,7 +28,7 @@ from dockyard.cloud.store.tenancy import unscoped
 from . import audit, features
 from .context import Ctx
 from .errors import Conflict, DomainError, Invalid, NotFound, Unauthenticated
-from .principal import Role
+from .permissions import Permission as P
 from .sequence import wake
 
 POLL_BATCH = 200
@@ -74,7 +74,7 @@ def get(ctx: Ctx, agent_id: uuid.UUID) -> Agent:
     agent = ctx.session.get(Agent, agent_id)
     if agent is None:
         raise NotFound("agent")
-    ctx.principal.require(agent.tenant_id, Role.VIEWER, "agent")
+    ctx.principal.require(agent.tenant_id, P.AGENT_READ, "agent")
     return agent
 
 
@@ -110,7 +110,7 @@ def _settings(
 
 def revoke(ctx: Ctx, agent_id: uuid.UUID) -> Agent:
     agent = get(ctx, agent_id)
-    ctx.principal.require(agent.tenant_id, Role.ADMIN, "agent")
+    ctx.principal.require(agent.tenant_id, P.AGENT_REVOKE, "agent")
     if agent.revoked_at is None:
         agent.revoked_at = ctx.now()
         audit.record(ctx, agent.tenant_id, "agent.revoke", target=str(agent_id))

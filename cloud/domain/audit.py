@@ -9,6 +9,7 @@ from dockyard.cloud.store.db import Rows
 from dockyard.cloud.store.models import AuditRecord
 
 from .context import Ctx
+from .errors import Refused
 
 
 def record(
@@ -54,4 +55,16 @@ def records(
             "action": action,
             "outcome": "ok",
         },
+    )
+
+
+def refused(ctx: Ctx, error: Refused) -> None:
+    """A refused privileged act, in the tenant it was aimed at. The caller writes it in a
+    transaction of its own: the request's transaction is rolled back."""
+    record(
+        ctx,
+        error.tenant_id,
+        error.permission,
+        outcome="refused",
+        reason=error.message,
     )

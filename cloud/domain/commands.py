@@ -26,7 +26,7 @@ from . import agents, audit, sequence
 from .clock import Clock
 from .context import Ctx
 from .errors import Invalid, NotFound
-from .principal import Role
+from .permissions import Permission as P
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.\-]{0,40}$")
 OPEN_STATES = ("sent", "acked", "running")
@@ -202,7 +202,7 @@ def _check(
     timeout: timedelta,
 ) -> None:
     for agent in targets:
-        ctx.principal.require(agent.tenant_id, Role.OPERATOR, "agent")
+        ctx.principal.require(agent.tenant_id, P.COMMAND_ISSUE, "agent")
         if agent.revoked_at is not None:
             raise Invalid("this agent was revoked; it takes no more commands")
     if not NAME.match(name):
@@ -219,7 +219,7 @@ def get(ctx: Ctx, command_id: uuid.UUID) -> Command:
     command = ctx.session.get(Command, command_id)
     if command is None:
         raise NotFound("command")
-    ctx.principal.require(command.tenant_id, Role.VIEWER, "command")
+    ctx.principal.require(command.tenant_id, P.COMMAND_READ, "command")
     return command
 
 

@@ -21,7 +21,8 @@ from dockyard.cloud.store.tenancy import scope_session, unscoped
 from . import audit
 from .context import Ctx
 from .errors import Invalid, NotFound, Unauthenticated
-from .principal import Principal, Role
+from .permissions import Permission as P
+from .principal import Principal
 from .secrets import hash_secret, new_secret
 
 MAX_TOKEN_TTL = timedelta(days=30)
@@ -39,7 +40,7 @@ def create_token(
     site = ctx.session.get(Site, site_id)
     if site is None:
         raise NotFound("site")
-    ctx.principal.require(site.tenant_id, Role.ADMIN, "site")
+    ctx.principal.require(site.tenant_id, P.ENROLMENT_WRITE, "site")
     if not timedelta(minutes=1) <= ttl <= MAX_TOKEN_TTL:
         raise Invalid("an enrolment token lives between 1 minute and 30 days")
     if len(note) > 200:
@@ -65,7 +66,7 @@ def revoke_token(ctx: Ctx, token_id: uuid.UUID) -> EnrolmentToken:
     token = ctx.session.get(EnrolmentToken, token_id)
     if token is None:
         raise NotFound("enrolment token")
-    ctx.principal.require(token.tenant_id, Role.ADMIN, "enrolment token")
+    ctx.principal.require(token.tenant_id, P.ENROLMENT_WRITE, "enrolment token")
     if token.revoked_at is None:
         token.revoked_at = ctx.now()
         audit.record(ctx, token.tenant_id, "enrolment_token.revoke", target=str(token_id))

@@ -3,6 +3,8 @@ messages are written for the person who will read them."""
 
 from __future__ import annotations
 
+import uuid
+
 
 class DomainError(Exception):
     code = "error"
@@ -23,6 +25,17 @@ class NotFound(DomainError):
 
 class Forbidden(DomainError):
     code = "forbidden"
+
+
+class Refused(Forbidden):
+    """A privileged act the principal's grants do not allow, in a tenant it can see. The
+    transports write it to that tenant's audit log in a transaction of its own, since the
+    request's own is rolled back."""
+
+    def __init__(self, permission: str, tenant_id: uuid.UUID, message: str) -> None:
+        super().__init__(message)
+        self.permission = permission
+        self.tenant_id = tenant_id
 
 
 class Invalid(DomainError):

@@ -11,7 +11,7 @@ from dockyard.cloud.store.models import Command, Job, JobEvent
 from . import agents
 from .context import Ctx
 from .errors import FlowModeForbids, NotFound
-from .principal import Role
+from .permissions import Permission as P
 
 _FINAL = {JobEventKind.SUCCEEDED: "succeeded", JobEventKind.FAILED: "failed"}
 
@@ -20,7 +20,7 @@ def get(ctx: Ctx, job_id: uuid.UUID) -> Job:
     job = ctx.session.get(Job, job_id)
     if job is None:
         raise NotFound("job")
-    ctx.principal.require(job.tenant_id, Role.VIEWER, "job")
+    ctx.principal.require(job.tenant_id, P.JOB_READ, "job")
     return job
 
 

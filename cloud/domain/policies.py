@@ -19,7 +19,7 @@ from dockyard.cloud.store.models import Agent, Policy, PolicyAssignment, PolicyV
 from . import audit, sequence
 from .context import Ctx
 from .errors import Conflict, Invalid, NotFound
-from .principal import Role
+from .permissions import Permission as P
 
 TARGET_KINDS = ("tenant", "site", "agent")
 MAX_DOCUMENT_BYTES = 64 * 1024
@@ -63,7 +63,7 @@ def validate(kind: str, document: dict[str, Any]) -> dict[str, Any]:
 def create(
     ctx: Ctx, tenant_id: uuid.UUID, name: str, kind: str, document: dict[str, Any]
 ) -> Policy:
-    ctx.principal.require(tenant_id, Role.ADMIN)
+    ctx.principal.require(tenant_id, P.POLICY_WRITE)
     name = name.strip()
     if not 1 <= len(name) <= 200:
         raise Invalid("a policy name has 1 to 200 characters")
@@ -92,7 +92,7 @@ def get(ctx: Ctx, policy_id: uuid.UUID) -> Policy:
     policy = ctx.session.get(Policy, policy_id)
     if policy is None:
         raise NotFound("policy")
-    ctx.principal.require(policy.tenant_id, Role.VIEWER, "policy")
+    ctx.principal.require(policy.tenant_id, P.POLICY_READ, "policy")
     return policy
 
 
@@ -108,7 +108,7 @@ def current_document(ctx: Ctx, policy: Policy) -> dict[str, Any]:
 
 def new_version(ctx: Ctx, policy_id: uuid.UUID, document: dict[str, Any]) -> PolicyVersion:
     policy = get(ctx, policy_id)
-    ctx.principal.require(policy.tenant_id, Role.ADMIN, "policy")
+    ctx.principal.require(policy.tenant_id, P.POLICY_WRITE, "policy")
     clean = validate(policy.kind, document)
     policy.current_version += 1
     version = PolicyVersion(
@@ -143,7 +143,7 @@ def assign(
     ctx: Ctx, policy_id: uuid.UUID, target_kind: str, target_id: uuid.UUID
 ) -> PolicyAssignment:
     policy = get(ctx, policy_id)
-    ctx.principal.require(policy.tenant_id, Role.ADMIN, "policy")
+    ctx.principal.require(policy.tenant_id, P.POLICY_ASSIGN, "policy")
     if target_kind not in TARGET_KINDS:
         raise Invalid(f"a policy is assigned to one of: {', '.join(TARGET_KINDS)}")
     _check_target(ctx, policy.tenant_id, target_kind, target_id)
@@ -181,7 +181,7 @@ def assign(
 
 def unassign(ctx: Ctx, policy_id: uuid.UUID, target_kind: str, target_id: uuid.UUID) -> None:
     policy = get(ctx, policy_id)
-    ctx.principal.require(policy.tenant_id, Role.ADMIN, "policy")
+    ctx.principal.require(policy.tenant_id, P.POLICY_ASSIGN, "policy")
     assignment = ctx.session.scalar(
         select(PolicyAssignment).where(
             PolicyAssignment.policy_id == policy_id,

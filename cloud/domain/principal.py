@@ -1,63 +1,69 @@
-"""Who is asking, resolved once at the edge, and what each role may do."""
+"""Who is asking, resolved once at the edge, and the one check of what it may do."""
 
 from __future__ import annotations
 
-import enum
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import Forbidden, NotFound
+from .errors import Conflict, NotFound, Refused
+from .permissions import READS, TABLE, Permission, Role
 
-
-class Role(enum.StrEnum):
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-    ADMIN = "admin"
-    OWNER = "owner"
-
-    @property
-    def rank(self) -> int:
-        return list(Role).index(self)
-
-    def covers(self, needed: Role) -> bool:
-        return self.rank >= needed.rank
+__all__ = ["Principal", "Role"]
 
 
 @dataclass(frozen=True)
 class Principal:
     """A user (through an API token or a session) or an agent (through an access token).
 
-    `roles` maps every tenant the principal may see to its role there: a member of an MSP
-    tenant holds the same role in each of the MSP's child tenants. `direct` lists the tenants
-    where the role comes from a membership of that very tenant, which some acts require.
+    `direct` maps each tenant where the principal holds a membership to that role;
+    `via_msp` maps each child tenant of an MSP where it holds one to the MSP role. A tenant
+    may appear in both, with different roles: they are kept apart, and `require` asks the
+    permission table which of them counts (see `permissions.py`). `archived` lists the
+    visible tenants that are archived: only reads are allowed there.
     """
 
-    kind: str  # "user", "agent" or "system"
+    kind: str  # "user", "agent", "system" or "anonymous"
     id: uuid.UUID | None
-    roles: dict[uuid.UUID, Role] = field(default_factory=dict)
-    direct: frozenset[uuid.UUID] = frozenset()
+    direct: Mapping[uuid.UUID, Role] = field(default_factory=dict)
+    via_msp: Mapping[uuid.UUID, Role] = field(default_factory=dict)
+    archived: frozenset[uuid.UUID] = frozenset()
 
     @property
     def tenant_ids(self) -> frozenset[uuid.UUID]:
-        return frozenset(self.roles)
+        return frozenset(self.direct) | frozenset(self.via_msp)
 
-    def require(self, tenant_id: uuid.UUID, role: Role, what: str = "tenant") -> None:
-        """Raise NotFound for a tenant out of sight, Forbidden for too small a role."""
-        have = self.roles.get(tenant_id)
-        if have is None:
+    def require(self, tenant_id: uuid.UUID, permission: Permission, what: str = "tenant") -> None:
+        """NotFound for a tenant out of sight; `Refused` (a Forbidden the transports audit)
+        when neither grant allows it; Conflict for a change to an archived tenant."""
+        if tenant_id not in self.tenant_ids:
             raise NotFound(what)
-        if not have.covers(role):
-            raise Forbidden(f"this needs the {role.value} role; you are {have.value}")
-
-    def require_direct_owner(self, tenant_id: uuid.UUID) -> None:
-        self.require(tenant_id, Role.VIEWER)
-        if tenant_id not in self.direct or self.roles[tenant_id] is not Role.OWNER:
-            raise Forbidden("only an owner of this tenant itself may do this")
+        direct, via_msp = self.direct.get(tenant_id), self.via_msp.get(tenant_id)
+        rule = TABLE[permission]
+        if not rule.allows(direct, via_msp):
+            raise Refused(permission.value, tenant_id, _refusal(permission, direct, via_msp))
+        if tenant_id in self.archived and permission not in READS:
+            raise Conflict("this tenant is archived: it takes no more changes")
 
     @classmethod
     def agent(cls, agent_id: uuid.UUID, tenant_id: uuid.UUID) -> Principal:
-        return cls("agent", agent_id, {tenant_id: Role.OPERATOR}, frozenset({tenant_id}))
+        return cls("agent", agent_id, {tenant_id: Role.OPERATOR})
 
     @classmethod
     def system(cls, tenant_ids: frozenset[uuid.UUID]) -> Principal:
-        return cls("system", None, dict.fromkeys(tenant_ids, Role.OWNER), tenant_ids)
+        return cls("system", None, dict.fromkeys(tenant_ids, Role.OWNER))
+
+
+def _refusal(permission: Permission, direct: Role | None, via_msp: Role | None) -> str:
+    rule = TABLE[permission]
+    needs = []
+    if rule.direct is not None:
+        needs.append(f"the {rule.direct.value} role in this tenant")
+    if rule.via_msp is not None:
+        needs.append(f"the {rule.via_msp.value} role in its MSP")
+    held = []
+    if direct is not None:
+        held.append(f"{direct.value} here")
+    if via_msp is not None:
+        held.append(f"{via_msp.value} through the MSP")
+    return f"{permission.value} needs {' or '.join(needs)}; you are {' and '.join(held)}"

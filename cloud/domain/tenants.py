@@ -3,61 +3,87 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, aliased
 
 from dockyard.agent.protocol import FlowMode
-from dockyard.cloud.store.models import Agent, Membership, Site, Tenant
-from dockyard.cloud.store.tenancy import unscoped
+from dockyard.cloud.store.models import Agent, EnrolmentToken, Membership, Site, Tenant
+from dockyard.cloud.store.tenancy import admit_new_child, session_scope, unscoped
 
 from . import audit, features
 from .context import Ctx
 from .errors import Conflict, Invalid, NotFound
+from .permissions import Permission as P
 from .principal import Principal, Role
 from .sequence import wake
 
 
+class GrantRow(NamedTuple):
+    """One membership of a user joined to one child of its tenant (child None for a tenant
+    without children; tenant None for a user without memberships)."""
+
+    tenant_id: uuid.UUID | None
+    role: str | None
+    tenant_archived: datetime | None
+    child_id: uuid.UUID | None
+    child_archived: datetime | None
+
+
+def grant_columns(parent: type[Tenant], child: type[Tenant]) -> tuple[Any, ...]:
+    """The columns of a `GrantRow`, for a statement that joins memberships to their tenant
+    (`parent`) and its children (`child`)."""
+    return (Membership.tenant_id, Membership.role, parent.archived_at, child.id, child.archived_at)
+
+
 def principal_for_user(session: Session, user_id: uuid.UUID) -> Principal:
-    """Resolve a user's roles once, at the edge: direct memberships, then MSP children."""
-    child = aliased(Tenant)
+    """Resolve a user's grants once, at the edge: direct memberships, then MSP children."""
+    parent, child = aliased(Tenant), aliased(Tenant)
     with unscoped(session, "resolving a user's own memberships across tenants"):
         rows = session.execute(
-            select(Membership.tenant_id, Membership.role, child.id)
+            select(*grant_columns(parent, child))
+            .join(parent, parent.id == Membership.tenant_id)
             .outerjoin(child, child.parent_id == Membership.tenant_id)
             .where(Membership.user_id == user_id)
         ).all()
-    return principal_from(user_id, [tuple(r) for r in rows])
+    return principal_from(user_id, [GrantRow(*r) for r in rows])
 
 
-def principal_from(
-    user_id: uuid.UUID, rows: list[tuple[uuid.UUID | None, str | None, uuid.UUID | None]]
-) -> Principal:
-    """A user's principal from rows of (tenant, role, child): one per direct membership
-    and child of its tenant (child None for a tenant without children, tenant None for a
-    user without memberships). An MSP's children inherit the user's role there unless
-    the user holds a wider one in the child itself."""
-    roles: dict[uuid.UUID, Role] = {tid: Role(role) for tid, role, _ in rows if tid and role}
-    direct = frozenset(roles)
-    for parent_id, _, child_id in rows:
-        if parent_id is None or child_id is None:
+def principal_from(user_id: uuid.UUID, rows: list[GrantRow]) -> Principal:
+    """A user's principal from its grant rows. A membership of an MSP is a grant in each
+    of its children, kept apart from any membership the user holds in the child itself."""
+    direct: dict[uuid.UUID, Role] = {}
+    via_msp: dict[uuid.UUID, Role] = {}
+    archived: set[uuid.UUID] = set()
+    for row in rows:
+        if row.tenant_id is None or row.role is None:
             continue
-        inherited = roles[parent_id]
-        if child_id not in roles or not roles[child_id].covers(inherited):
-            roles[child_id] = inherited
-    return Principal("user", user_id, roles, direct)
+        direct[row.tenant_id] = Role(row.role)
+        if row.tenant_archived is not None:
+            archived.add(row.tenant_id)
+        if row.child_id is not None:
+            via_msp[row.child_id] = Role(row.role)
+            if row.child_archived is not None:
+                archived.add(row.child_id)
+    return Principal("user", user_id, direct, via_msp, frozenset(archived))
 
 
 def create_child_tenant(
     ctx: Ctx, parent_id: uuid.UUID, name: str, flow_mode: FlowMode, plan: str
 ) -> Tenant:
-    ctx.principal.require(parent_id, Role.ADMIN)
+    """A customer under an MSP, audited in both. The child joins the session's scope as it
+    is made, so its own audit record is written in the same transaction."""
+    ctx.principal.require(parent_id, P.TENANT_CHILD_CREATE)
     parent = get(ctx, parent_id)
     if parent.kind != "msp":
         raise Invalid("only an MSP tenant has child tenants")
     check_plan(plan)
     name = _check_name(name)
+    _check_sibling_name(ctx, parent_id, name, None)
     tenant = Tenant(
+        id=uuid.uuid4(),
         parent_id=parent_id,
         name=name,
         kind="customer",
@@ -66,9 +92,52 @@ def create_child_tenant(
         created_at=ctx.now(),
     )
     ctx.session.add(tenant)
-    ctx.session.flush()
-    audit.record(ctx, parent_id, "tenant.create", target=str(tenant.id))
-    audit.record(ctx, tenant.id, "tenant.create", target=str(tenant.id))
+    admit_new_child(ctx.session, tenant)
+    ctx.session.flush()  # the tenant's row first: its audit records refer to it
+    _record_both(ctx, tenant, "tenant.create", name=name, flow_mode=flow_mode, plan=plan)
+    return tenant
+
+
+def rename(ctx: Ctx, tenant_id: uuid.UUID, name: str) -> Tenant:
+    ctx.principal.require(tenant_id, P.TENANT_RENAME)
+    tenant = get(ctx, tenant_id)
+    name = _check_name(name)
+    old = tenant.name
+    if name == old:
+        return tenant
+    if tenant.parent_id is not None:
+        _check_sibling_name(ctx, tenant.parent_id, name, tenant.id)
+    tenant.name = name
+    _record_both(ctx, tenant, "tenant.rename", old=old, new=name)
+    return tenant
+
+
+def archive(ctx: Ctx, tenant_id: uuid.UUID) -> Tenant:
+    """The MSP retires a child: its agents are revoked (their next request is refused),
+    its unused enrolment tokens too, and it takes no more changes; its history stays."""
+    ctx.principal.require(tenant_id, P.TENANT_ARCHIVE)
+    tenant = get(ctx, tenant_id)
+    if tenant.parent_id is None:
+        raise Invalid("only a child tenant is archived")
+    now = ctx.now()
+    tenant.archived_at = now
+    revoked = 0
+    for agent in ctx.session.scalars(
+        select(Agent).where(Agent.tenant_id == tenant_id, Agent.revoked_at.is_(None))
+    ):
+        agent.revoked_at = now
+        wake(ctx.session, agent.id)
+        revoked += 1
+    ctx.session.execute(
+        update(EnrolmentToken)
+        .where(
+            EnrolmentToken.tenant_id == tenant_id,
+            EnrolmentToken.used_at.is_(None),
+            EnrolmentToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+    )
+    _record_both(ctx, tenant, "tenant.archive", agents_revoked=revoked)
     return tenant
 
 
@@ -86,23 +155,18 @@ def list_visible(ctx: Ctx) -> list[Tenant]:
 def set_flow_mode(ctx: Ctx, tenant_id: uuid.UUID, mode: FlowMode) -> Tenant:
     """Narrowing needs an admin (an MSP's admin will do); widening needs the tenant's own
     owner, so an MSP can never open a customer's data flow on its own."""
-    ctx.principal.require(tenant_id, Role.ADMIN)
     tenant = get(ctx, tenant_id)
     old = FlowMode(tenant.flow_mode)
-    if mode.rank > old.rank:
-        ctx.principal.require_direct_owner(tenant_id)
+    widens = mode.rank > old.rank
+    ctx.principal.require(tenant_id, P.TENANT_FLOW_WIDEN if widens else P.TENANT_FLOW_NARROW)
     tenant.flow_mode = mode.value
-    audit.record(ctx, tenant_id, "tenant.flow_mode", target=str(tenant_id), old=old, new=mode)
-    if tenant.parent_id is not None and tenant.parent_id in ctx.principal.tenant_ids:
-        audit.record(
-            ctx, tenant.parent_id, "tenant.flow_mode", target=str(tenant_id), old=old, new=mode
-        )
+    _record_both(ctx, tenant, "tenant.flow_mode", old=old, new=mode)
     _wake_all_agents(ctx, tenant_id)
     return tenant
 
 
 def set_plan(ctx: Ctx, tenant_id: uuid.UUID, plan: str) -> Tenant:
-    ctx.principal.require(tenant_id, Role.OWNER)
+    ctx.principal.require(tenant_id, P.TENANT_PLAN)
     check_plan(plan)
     tenant = get(ctx, tenant_id)
     old = tenant.plan
@@ -113,7 +177,7 @@ def set_plan(ctx: Ctx, tenant_id: uuid.UUID, plan: str) -> Tenant:
 
 
 def add_member(ctx: Ctx, tenant_id: uuid.UUID, user_id: uuid.UUID, role: Role) -> Membership:
-    ctx.principal.require(tenant_id, Role.OWNER if role is Role.OWNER else Role.ADMIN)
+    ctx.principal.require(tenant_id, P.MEMBER_ADD_OWNER if role is Role.OWNER else P.MEMBER_ADD)
     exists = ctx.session.scalar(
         select(Membership).where(Membership.tenant_id == tenant_id, Membership.user_id == user_id)
     )
@@ -128,7 +192,7 @@ def add_member(ctx: Ctx, tenant_id: uuid.UUID, user_id: uuid.UUID, role: Role) -
 
 
 def create_site(ctx: Ctx, tenant_id: uuid.UUID, name: str, max_flow: FlowMode | None) -> Site:
-    ctx.principal.require(tenant_id, Role.ADMIN)
+    ctx.principal.require(tenant_id, P.SITE_WRITE)
     get(ctx, tenant_id)
     name = _check_name(name)
     if ctx.session.scalar(select(Site).where(Site.tenant_id == tenant_id, Site.name == name)):
@@ -149,12 +213,34 @@ def set_site_flow(ctx: Ctx, site_id: uuid.UUID, max_flow: FlowMode | None) -> Si
     site = ctx.session.get(Site, site_id)
     if site is None:
         raise NotFound("site")
-    ctx.principal.require(site.tenant_id, Role.ADMIN, "site")
+    ctx.principal.require(site.tenant_id, P.SITE_WRITE, "site")
     site.max_flow = max_flow.value if max_flow else None
     audit.record(ctx, site.tenant_id, "site.flow_mode", target=str(site_id), new=max_flow)
     for agent_id in ctx.session.scalars(select(Agent.id).where(Agent.site_id == site_id)):
         wake(ctx.session, agent_id)
     return site
+
+
+def _record_both(ctx: Ctx, tenant: Tenant, action: str, **detail: Any) -> None:
+    """An act on a child tenant is audited in the child and, when the principal sees it,
+    in its MSP (a customer's own admin does not see its MSP's log)."""
+    audit.record(ctx, tenant.id, action, target=str(tenant.id), **detail)
+    if tenant.parent_id is not None and tenant.parent_id in (session_scope(ctx.session) or ()):
+        audit.record(ctx, tenant.parent_id, action, target=str(tenant.id), **detail)
+
+
+def _check_sibling_name(
+    ctx: Ctx, parent_id: uuid.UUID, name: str, tenant_id: uuid.UUID | None
+) -> None:
+    """Children of one MSP have distinct names (`ensure_tenant` finds them by name). A
+    customer's own admin renaming it cannot see its siblings, hence the unscoped read."""
+    stmt = select(Tenant.id).where(Tenant.parent_id == parent_id, Tenant.name == name)
+    if tenant_id is not None:
+        stmt = stmt.where(Tenant.id != tenant_id)
+    with unscoped(ctx.session, "a sibling's name must be unique; only its existence is read"):
+        taken = ctx.session.scalar(stmt.limit(1))
+    if taken is not None:
+        raise Conflict(f"a tenant named {name!r} exists already under this MSP")
 
 
 def features_for(tenant: Tenant, mode: FlowMode, modules: list[str]) -> dict[str, list[str]]:

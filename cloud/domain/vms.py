@@ -29,7 +29,7 @@ from dockyard.cloud.store.models import Agent, CatalogVm, VmDecision, VmSighting
 from . import agents, audit, commands
 from .context import Ctx
 from .errors import Invalid, NotFound
-from .principal import Role
+from .permissions import Permission as P
 
 MIN_AGREEING = 2
 
@@ -158,7 +158,7 @@ def split(ctx: Ctx, sighting_id: uuid.UUID) -> VmSighting:
     sighting = ctx.session.get(VmSighting, sighting_id)
     if sighting is None:
         raise NotFound("sighting")
-    ctx.principal.require(sighting.tenant_id, Role.OPERATOR, "sighting")
+    ctx.principal.require(sighting.tenant_id, P.VM_SPLIT, "sighting")
     now = ctx.now()
     vm = CatalogVm(tenant_id=sighting.tenant_id, name=sighting.name, created_at=now, updated_at=now)
     ctx.session.add(vm)
@@ -185,7 +185,7 @@ def catalog(
     idle_state: str | None = None,
     limit: int = 500,
 ) -> list[CatalogEntry]:
-    ctx.principal.require(tenant_id, Role.VIEWER)
+    ctx.principal.require(tenant_id, P.VM_READ)
     if not 1 <= limit <= 5000:
         raise Invalid("limit is between 1 and 5000")
     stmt = select(VmSighting).where(VmSighting.tenant_id == tenant_id)
@@ -261,7 +261,7 @@ def ingest_decisions(ctx: Ctx, agent: Agent, records: list[dict[str, Any]]) -> i
 def decisions(
     ctx: Ctx, tenant_id: uuid.UUID, status: str | None = None, limit: int = 500
 ) -> list[VmDecision]:
-    ctx.principal.require(tenant_id, Role.VIEWER)
+    ctx.principal.require(tenant_id, P.VM_READ)
     stmt = select(VmDecision).where(VmDecision.tenant_id == tenant_id)
     if status is not None:
         stmt = stmt.where(VmDecision.status == status)
@@ -278,7 +278,7 @@ def power(ctx: Ctx, sighting_id: uuid.UUID, action: str, decision: VmDecision | 
     sighting = ctx.session.get(VmSighting, sighting_id)
     if sighting is None:
         raise NotFound("sighting")
-    ctx.principal.require(sighting.tenant_id, Role.OPERATOR, "sighting")
+    ctx.principal.require(sighting.tenant_id, P.VM_POWER, "sighting")
     agents.get(ctx, sighting.agent_id)
     return commands.issue(
         ctx,

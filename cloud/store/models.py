@@ -63,6 +63,8 @@ class Tenant(Base):
     flow_mode: Mapped[str] = mapped_column(String(16))
     plan: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime]
+    archived_at: Mapped[datetime | None]
+    """Set when its MSP archived it: its agents are revoked and it takes no more changes."""
 
 
 class User(Base):

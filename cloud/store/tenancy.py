@@ -43,6 +43,19 @@ def session_scope(session: Session) -> tuple[uuid.UUID, ...] | None:
     return scope if isinstance(scope, tuple) else None
 
 
+def admit_new_child(session: Session, tenant: Tenant) -> None:
+    """A child tenant being created (added, not yet flushed, its id set) under a parent in
+    the session's scope joins the scope, so what the same transaction writes about it (its
+    audit record) passes the checks. Only a new child qualifies: an existing tenant never
+    widens a scope, and a top-level tenant is created only unscoped."""
+    scope = session_scope(session)
+    if scope is None or tenant not in session.new or tenant.id is None:
+        raise TenantScopeError("only a new tenant, its id set, joins a scoped session")
+    if tenant.parent_id not in scope:
+        raise TenantScopeError("a new tenant's parent is outside the tenant scope")
+    session.info[_SCOPE] = tuple(sorted({*scope, tenant.id}))
+
+
 @contextmanager
 def unscoped(session: Session, reason: str) -> Iterator[Session]:
     """Run statements that must cross tenants (an unauthenticated lookup by a secret's hash,

@@ -155,4 +155,5 @@ def test_msp_member_sees_children_but_not_other_msps(db: Database) -> None:
         principal = tenants.principal_for_user(session, a.user_id)
     assert {a.msp_id, a.tenant_id} <= principal.tenant_ids
     assert b.tenant_id not in principal.tenant_ids
-    assert principal.roles[a.tenant_id] is Role.OWNER
+    assert principal.direct[a.tenant_id] is Role.OWNER
+    assert principal.via_msp[a.tenant_id] is Role.OWNER

@@ -19,12 +19,13 @@ from strawberry.extensions import (
 from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
 from strawberry.types import Info
+from strawberry.utils.str_converters import to_camel_case
 
 from dockyard.agent.protocol import FlowMode
-from dockyard.cloud.domain import agents, commands, enrolment, jobs, policies, tenants, vms
+from dockyard.cloud.domain import agents, audit, commands, enrolment, jobs, policies, tenants, vms
 from dockyard.cloud.domain.context import Ctx
-from dockyard.cloud.domain.errors import DomainError, Invalid
-from dockyard.cloud.domain.principal import Role
+from dockyard.cloud.domain.errors import DomainError, Invalid, Refused
+from dockyard.cloud.domain.permissions import Permission as P
 from dockyard.cloud.store import models as m
 
 from . import types as t
@@ -55,9 +56,30 @@ def query(resolver: Callable[..., Awaitable[R]]) -> R:
     return cast(R, strawberry.field(resolver, permission_classes=AUTH))
 
 
-def mutation(resolver: Callable[..., Awaitable[R]]) -> R:
-    """A mutation behind `Authenticated` (see `query`)."""
-    return cast(R, strawberry.mutation(resolver, permission_classes=AUTH))
+NEEDS = "dockyard.needs"
+
+
+def mutation(*needs: P) -> Callable[[Callable[..., Awaitable[R]]], R]:
+    """A mutation behind `Authenticated` that declares the permissions it needs (the domain
+    checks them; `build_schema` refuses a mutation that declares none, and the test of the
+    permission table holds each mutation to what it declares)."""
+    if not needs:
+        raise TypeError("a mutation declares the permissions it needs")
+
+    def decorate(resolver: Callable[..., Awaitable[R]]) -> R:
+        return cast(
+            R, strawberry.mutation(resolver, permission_classes=AUTH, metadata={NEEDS: needs})
+        )
+
+    return decorate
+
+
+def mutation_needs() -> dict[str, tuple[P, ...]]:
+    """Each mutation's GraphQL name and the permissions it declares."""
+    definition = getattr(Mutation, "__strawberry_definition__")  # noqa: B009 - set by strawberry
+    return {
+        to_camel_case(f.python_name): tuple(f.metadata.get(NEEDS, ())) for f in definition.fields
+    }
 
 
 # --- plumbing ------------------------------------------------------------------------------
@@ -91,6 +113,10 @@ async def call(
             return value
         except DomainError as e:
             context.session.rollback()
+            if isinstance(e, Refused):
+                # The refusal outlives the rolled-back request: a transaction of its own.
+                audit.refused(context.domain(), e)
+                context.session.commit()
             return t.as_problem(e)
 
     return await context.run(work)
@@ -148,8 +174,12 @@ class Query:
                 email=user.email,
                 name=user.name,
                 memberships=[
-                    t.Membership(tenant_id=strawberry.ID(str(k)), role=v.value)
-                    for k, v in sorted(ctx.principal.roles.items())
+                    t.Membership(tenant_id=strawberry.ID(str(k)), role=v.value, via=via)
+                    for via, grants in (
+                        ("direct", ctx.principal.direct),
+                        ("msp", ctx.principal.via_msp),
+                    )
+                    for k, v in sorted(grants.items())
                 ],
             )
 
@@ -167,7 +197,7 @@ class Query:
     async def sites(self, info: Info[Context, None], tenant_id: strawberry.ID) -> t.SitesResult:
         def fn(ctx: Ctx) -> t.SiteList:
             tid = _id(tenant_id, "tenantId")
-            ctx.principal.require(tid, Role.VIEWER)
+            ctx.principal.require(tid, P.SITE_READ)
             rows = ctx.session.scalars(
                 select(m.Site).where(m.Site.tenant_id == tid).order_by(m.Site.name)
             )
@@ -186,7 +216,7 @@ class Query:
     ) -> t.AgentsResult:
         def fn(ctx: Ctx) -> AgentPage:
             tid = _id(tenant_id, "tenantId")
-            ctx.principal.require(tid, Role.VIEWER)
+            ctx.principal.require(tid, P.AGENT_READ)
             stmt = select(m.Agent).where(m.Agent.tenant_id == tid)
             if not include_revoked:
                 stmt = stmt.where(m.Agent.revoked_at.is_(None))
@@ -204,7 +234,7 @@ class Query:
     ) -> t.EnrolmentTokensResult:
         def fn(ctx: Ctx) -> t.EnrolmentTokenList:
             tid = _id(tenant_id, "tenantId")
-            ctx.principal.require(tid, Role.ADMIN)
+            ctx.principal.require(tid, P.ENROLMENT_READ)
             rows = ctx.session.scalars(
                 select(m.EnrolmentToken)
                 .where(m.EnrolmentToken.tenant_id == tid)
@@ -220,7 +250,7 @@ class Query:
     ) -> t.PoliciesResult:
         def fn(ctx: Ctx) -> t.PolicyList:
             tid = _id(tenant_id, "tenantId")
-            ctx.principal.require(tid, Role.VIEWER)
+            ctx.principal.require(tid, P.POLICY_READ)
             rows = ctx.session.scalars(
                 select(m.Policy).where(m.Policy.tenant_id == tid).order_by(m.Policy.name)
             )
@@ -275,7 +305,7 @@ class Query:
     ) -> t.JobsResult:
         def fn(ctx: Ctx) -> JobPage:
             tid = _id(tenant_id, "tenantId")
-            ctx.principal.require(tid, Role.VIEWER)
+            ctx.principal.require(tid, P.JOB_READ)
             stmt = select(m.Job).where(m.Job.tenant_id == tid)
             if agent_id is not None:
                 stmt = stmt.where(m.Job.agent_id == _id(agent_id, "agentId"))
@@ -306,7 +336,7 @@ class Query:
     ) -> t.AuditLogResult:
         def fn(ctx: Ctx) -> AuditPage:
             tid = _id(tenant_id, "tenantId")
-            ctx.principal.require(tid, Role.ADMIN)
+            ctx.principal.require(tid, P.AUDIT_READ)
             stmt = select(m.AuditRecord).where(m.AuditRecord.tenant_id == tid)
             return page(ctx, stmt, m.AuditRecord.at, first, after, t.AuditRecord.of)
 
@@ -373,7 +403,7 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @mutation
+    @mutation(P.TENANT_CHILD_CREATE)
     async def create_tenant(
         self,
         info: Info[Context, None],
@@ -392,7 +422,28 @@ class Mutation:
             write=True,
         )
 
-    @mutation
+    @mutation(P.TENANT_RENAME)
+    async def rename_tenant(
+        self, info: Info[Context, None], tenant_id: strawberry.ID, name: str
+    ) -> t.RenameTenantResult:
+        return await call(
+            info,
+            lambda ctx: t.Tenant.of(tenants.rename(ctx, _id(tenant_id, "tenantId"), name)),
+            write=True,
+        )
+
+    @mutation(P.TENANT_ARCHIVE)
+    async def archive_tenant(
+        self, info: Info[Context, None], tenant_id: strawberry.ID
+    ) -> t.ArchiveTenantResult:
+        """Retire a child tenant: its agents are revoked and it takes no more changes."""
+        return await call(
+            info,
+            lambda ctx: t.Tenant.of(tenants.archive(ctx, _id(tenant_id, "tenantId"))),
+            write=True,
+        )
+
+    @mutation(P.TENANT_FLOW_NARROW, P.TENANT_FLOW_WIDEN)
     async def set_flow_mode(
         self, info: Info[Context, None], tenant_id: strawberry.ID, flow_mode: str
     ) -> t.SetFlowModeResult:
@@ -404,7 +455,7 @@ class Mutation:
             write=True,
         )
 
-    @mutation
+    @mutation(P.TENANT_PLAN)
     async def set_plan(
         self, info: Info[Context, None], tenant_id: strawberry.ID, plan: str
     ) -> t.SetPlanResult:
@@ -414,7 +465,7 @@ class Mutation:
             write=True,
         )
 
-    @mutation
+    @mutation(P.SITE_WRITE)
     async def create_site(
         self,
         info: Info[Context, None],
@@ -432,7 +483,7 @@ class Mutation:
             write=True,
         )
 
-    @mutation
+    @mutation(P.ENROLMENT_WRITE)
     async def create_enrolment_token(
         self,
         info: Info[Context, None],
@@ -449,7 +500,7 @@ class Mutation:
 
         return await call(info, fn, write=True)
 
-    @mutation
+    @mutation(P.ENROLMENT_WRITE)
     async def revoke_enrolment_token(
         self, info: Info[Context, None], id: strawberry.ID
     ) -> t.RevokeEnrolmentTokenResult:
@@ -459,7 +510,7 @@ class Mutation:
             write=True,
         )
 
-    @mutation
+    @mutation(P.AGENT_REVOKE)
     async def revoke_agent(
         self, info: Info[Context, None], id: strawberry.ID
     ) -> t.RevokeAgentResult:
@@ -467,7 +518,7 @@ class Mutation:
             info, lambda ctx: t.Agent.of(agents.revoke(ctx, _id(id, "id"))), write=True
         )
 
-    @mutation
+    @mutation(P.POLICY_WRITE)
     async def create_policy(
         self,
         info: Info[Context, None],
@@ -485,7 +536,7 @@ class Mutation:
 
         return await call(info, fn, write=True)
 
-    @mutation
+    @mutation(P.POLICY_WRITE)
     async def new_policy_version(
         self, info: Info[Context, None], policy_id: strawberry.ID, document: JSON
     ) -> t.NewPolicyVersionResult:
@@ -498,7 +549,7 @@ class Mutation:
 
         return await call(info, fn, write=True)
 
-    @mutation
+    @mutation(P.POLICY_ASSIGN)
     async def assign_policy(
         self,
         info: Info[Context, None],
@@ -519,7 +570,7 @@ class Mutation:
 
         return await call(info, fn, write=True)
 
-    @mutation
+    @mutation(P.COMMAND_ISSUE)
     async def issue_command(
         self,
         info: Info[Context, None],
@@ -546,7 +597,7 @@ class Mutation:
 
         return await call(info, fn, write=True)
 
-    @mutation
+    @mutation(P.COMMAND_ISSUE)
     async def issue_commands(
         self,
         info: Info[Context, None],
@@ -573,7 +624,7 @@ class Mutation:
 
         return await call(info, fn, write=True)
 
-    @mutation
+    @mutation(P.VM_POWER)
     async def power_vm(
         self, info: Info[Context, None], sighting_id: strawberry.ID, action: str
     ) -> t.PowerVmResult:
@@ -585,7 +636,7 @@ class Mutation:
             write=True,
         )
 
-    @mutation
+    @mutation(P.VM_SPLIT)
     async def split_vm_sighting(
         self, info: Info[Context, None], sighting_id: strawberry.ID
     ) -> t.SplitVmSightingResult:
@@ -605,6 +656,8 @@ def build_schema() -> strawberry.Schema:
                 raise RuntimeError(
                     f"{cls.__name__}.{f.name} has no permission class; refusing to start"
                 )
+            if cls is Mutation and not f.metadata.get(NEEDS):
+                raise RuntimeError(f"mutation {f.name} declares no permission; refusing to start")
     # The limits' rule classes are made once: each limiter builds a new class when
     # constructed, and the validation cache is keyed by the rules, so limiters built per
     # request would never hit it. Parsing and validating took 4 ms of the event loop per

@@ -115,6 +115,7 @@ class Tenant:
     flow_mode: str
     plan: str
     created_at: datetime
+    archived_at: datetime | None
 
     @classmethod
     def of(cls, row: m.Tenant) -> "Tenant":
@@ -126,6 +127,7 @@ class Tenant:
             flow_mode=row.flow_mode,
             plan=row.plan,
             created_at=row.created_at,
+            archived_at=row.archived_at,
         )
 
 
@@ -419,8 +421,12 @@ class JobDetail:
 
 @strawberry.type
 class Membership:
+    """One grant: `via` is "direct" (a membership of the tenant itself) or "msp" (a
+    membership of its MSP); a tenant may have one of each, with different roles."""
+
     tenant_id: strawberry.ID
     role: str
+    via: str
 
 
 @strawberry.type
@@ -557,6 +563,8 @@ JobsResult = Annotated[Connection[Job] | Problem, strawberry.union("JobsResult")
 JobResult = Annotated[JobDetail | Problem, strawberry.union("JobResult")]
 AuditLogResult = Annotated[Connection[AuditRecord] | Problem, strawberry.union("AuditLogResult")]
 CreateTenantResult = Annotated[Tenant | Problem, strawberry.union("CreateTenantResult")]
+RenameTenantResult = Annotated[Tenant | Problem, strawberry.union("RenameTenantResult")]
+ArchiveTenantResult = Annotated[Tenant | Problem, strawberry.union("ArchiveTenantResult")]
 SetFlowModeResult = Annotated[Tenant | Problem, strawberry.union("SetFlowModeResult")]
 SetPlanResult = Annotated[Tenant | Problem, strawberry.union("SetPlanResult")]
 CreateSiteResult = Annotated[Site | Problem, strawberry.union("CreateSiteResult")]
