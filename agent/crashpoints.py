@@ -28,8 +28,9 @@ def crashpoint(name: str, state_dir: Path) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-# The vault's points, for kill -9 tests of store and prune: DOCKYARD_VAULT_CRASH_AT=name:n
-# kills the process the n-th time it passes `name` (counted within the process).
+# The vault's points, for kill -9 tests of store, prune and repair:
+# DOCKYARD_VAULT_CRASH_AT=name:n kills the process the n-th time it passes `name` (counted
+# within the process). tests/vault/test_crash.py drives every one of them.
 VAULT_POINTS = (
     "pack_put",
     "index_put",
@@ -39,6 +40,10 @@ VAULT_POINTS = (
     "prune_index_put",
     "prune_index_delete",
     "prune_pack_delete",
+    "repair_index_put",
+    "repair_index_delete",
+    "repair_snapshot_put",
+    "repair_snapshot_aside",
 )
 _passes: dict[str, int] = {}
 

@@ -103,17 +103,22 @@ def repair_snapshots(
     report = SnapshotRepair()
     with Lock(repo.backend, EXCLUSIVE).acquire(lock_timeout) as lock:
         survey = take(repo)
+        known = dict(survey.index)  # lengths, even of chunks whose pack is gone
         needed = {c for s in survey.snapshots for f in s.files for c in f.chunks}
         placed, lost = survey.locate(needed)
-        if any(survey.index.get(c) != r for c, r in placed.items()) or survey.damaged_indexes:
-            # Chunks that only pack headers hold are not lost: index them first.
+        if (
+            any(survey.index.get(c) != r for c, r in placed.items())
+            or survey.damaged_indexes
+            or survey.indexed_packs - set(survey.packs)
+        ):
+            # Chunks only pack headers hold are not lost: index them first; and an index
+            # that names packs which are gone would still say they exist.
             report.index = _rebuild_index(repo, lock, take(repo, every_header=True))
             survey = take(repo)
             placed, lost = survey.locate(needed)
         damaged: set[bytes] = set()
         if read_data:
             damaged = set(repo.verify(survey.packs)["blobs_damaged"]) & needed
-        known = {c: r for c, r in survey.index.items()}  # lengths, even of lost packs
         known.update(placed)
         done = {
             str(s.meta["repaired_from"]): s.id
