@@ -19,6 +19,8 @@ VERSION_HEADER = "Dockyard-Protocol"
 BASE_PATH = "/agent/v1"
 MAX_POLL_WAIT_S = 25
 MAX_BODY_BYTES = 1 << 20  # 1 MiB; metadata batches larger than that must be split
+MAX_JSON_DEPTH = 32
+"""Arrays and objects nest at most this deep in any JSON body the cloud reads."""
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_MAX_LIFETIME_S = 300
 

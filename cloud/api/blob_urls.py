@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dockyard.cloud.api import bodies
 from dockyard.cloud.blobs import METHODS, LocalBlobs
 from dockyard.cloud.services import Services
 
@@ -64,12 +65,11 @@ async def serve_blob(request: Request) -> Response:
         return _problem(405, "wrong_method", f"this URL allows {METHODS[op]} only")
 
     if op in ("put", "put_new"):
-        body = bytearray()
-        async for part in request.stream():
-            body += part
-            if len(body) > MAX_PUT_BYTES:
-                return _problem(413, "too_large", f"an object takes at most {MAX_PUT_BYTES} bytes")
-        created = await anyio.to_thread.run_sync(store.write, path, bytes(body), op == "put_new")
+        try:
+            body = await bodies.read_limited(request, MAX_PUT_BYTES)
+        except bodies.BodyRefused as e:
+            return _problem(e.status, e.error, e.message)
+        created = await anyio.to_thread.run_sync(store.write, path, body, op == "put_new")
         if not created:
             return _problem(412, "exists", "the object exists (If-None-Match: *)")
         return Response(status_code=200)

@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from dockyard.agent.protocol import links
+from dockyard.cloud.api import bodies
 from dockyard.cloud.domain import vm_notices
 from dockyard.cloud.domain.principal import Principal
 from dockyard.cloud.services import Services
@@ -45,9 +46,10 @@ async def show(request: Request) -> Response:
 
 async def take(request: Request) -> Response:
     svc: Services = request.app.state.services
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        return _page(413, "Too large", "")
+    try:
+        body = await bodies.read_limited(request, MAX_FORM_BYTES)
+    except bodies.BodyRefused as e:
+        return _page(e.status, "This answer cannot be read", f"<p>{html.escape(e.message)}</p>")
     form = parse_qs(body.decode("utf-8", "replace"))  # urlencoded; no multipart here
     token = form.get("t", [""])[0]
     key = vm_notices.link_key(svc.settings.signing_secret())

@@ -3,7 +3,6 @@ domain function in a worker thread; the held poll waits on the bus with no conne
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,7 +12,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -32,6 +31,7 @@ from dockyard.cloud.domain.errors import (
 from dockyard.cloud.domain.principal import Principal
 from dockyard.cloud.services import Services
 
+from .. import bodies
 from .spec import OPERATIONS, openapi
 
 M = TypeVar("M", bound=BaseModel)
@@ -72,31 +72,12 @@ def services(request: Request) -> Services:
 
 
 async def read_body(request: Request) -> bytes:
-    limit = services(request).settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise HttpProblem(413, "body_too_large", f"request bodies are limited to {limit} bytes")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HttpProblem(
-                    413, "body_too_large", f"request bodies are limited to {limit} bytes"
-                )
-            chunks.append(chunk)
-    except ClientDisconnect:
-        # The agent went away mid-request (a restart, a lost link): nothing to answer.
-        raise HttpProblem(400, "client_disconnected", "the request body was cut off") from None
-    return b"".join(chunks)
+    return await bodies.read_limited(request, services(request).settings.max_body_bytes)
 
 
 async def parse(request: Request, model: type[M]) -> tuple[M, int]:
     body = await read_body(request)
-    try:
-        raw = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise HttpProblem(400, "malformed_json", "the request body is not valid JSON") from None
+    raw = await bodies.loads(body)
     try:
         return model.model_validate(raw), len(body)
     except ValidationError as e:
@@ -151,6 +132,8 @@ def guarded(handler: Handler, *, oauth: bool = False) -> Handler:
             return await handler(request)
         except HttpProblem as e:
             return fail(e.status, e.error, e.message, e.headers)
+        except bodies.BodyRefused as e:
+            return fail(e.status, e.error, e.message)
         except DomainError as e:
             status = next((s for cls, s in _STATUS.items() if isinstance(e, cls)), 400)
             return fail(status, e.code, e.message)
