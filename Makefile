@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# GraphiQL's files, pinned in cloud/api/graphql/assets.py, from the npm registry.
+ASSETS := cloud/api/graphql/static/vendor/.fetched
 
 .PHONY: demo test lint typecheck imports unscoped pytest venv clean
 
@@ -14,9 +16,13 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install -q -e '.[cloud,s3,vsphere,libvirt,ec2,dev]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(ASSETS): $(STAMP) cloud/api/graphql/assets.py
+	$(BIN)/python -m dockyard.cloud.api.graphql.assets
+	touch $(ASSETS)
 
-demo: $(STAMP)
+venv: $(STAMP) $(ASSETS)
+
+demo: $(STAMP) $(ASSETS)
 	$(BIN)/dockyard demo --data .demo
 
 # The type checker sees the installed names (dockyard.cloud, dockyard.agent) through a tree
@@ -41,7 +47,7 @@ unscoped:
 	@echo "Uses of the tenancy escape hatch, unscoped(reason):"
 	@grep -rn --include='*.py' 'unscoped(' cloud | grep -v 'def unscoped' || true
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(ASSETS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck imports unscoped pytest

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -19,6 +20,7 @@ from dockyard.cloud import scheduler
 from dockyard.cloud.api.agent.routes import routes as agent_routes
 from dockyard.cloud.api.blob_urls import routes as blob_routes
 from dockyard.cloud.api.notice_links import routes as notice_routes
+from dockyard.cloud.api.request_ids import RequestIds
 from dockyard.cloud.auth.agent_tokens import AgentTokens
 from dockyard.cloud.blobs import BlobStore, LocalBlobs, S3Blobs
 from dockyard.cloud.bus import Bus, PostgresBus, libpq_conninfo
@@ -88,6 +90,7 @@ async def _sweep_forever(svc: Services) -> None:
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
+    from dockyard.cloud.api.graphql import graphiql
     from dockyard.cloud.api.graphql.app import graphql_app
 
     svc = build_services(settings, clock)
@@ -117,8 +120,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             Mount(BASE_PATH, routes=agent_routes()),
             *blob_routes(),
             *notice_routes(),
+            *graphiql.routes(),
             Route("/graphql", graphql_app(svc), methods=["GET", "POST"]),
         ],
+        middleware=[Middleware(RequestIds)],
         lifespan=lifespan,
     )
     app.state.services = svc

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     gc_full_interval_s: float = Field(default=600.0, ge=10)
     db_pool_size: int = Field(default=10, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "production" turns off what only helps a developer (GraphQL introspection, unless
+    # graphql_introspection says otherwise).
+    environment: Literal["development", "production"] = "development"
+    graphql_introspection: bool | None = None
     # The SMTP server the cloud sends VM notices through (docked agents with metadata);
     # without a host, proposals are recorded as failed with that reason.
     smtp_host: str = ""
@@ -66,6 +70,14 @@ class Settings(BaseSettings):
     def token_url(self) -> str:
         """The token endpoint's public URL: the only audience an agent's assertion may name."""
         return f"{self.public_url}{BASE_PATH}/token"
+
+    @property
+    def introspection(self) -> bool:
+        """GraphQL introspection (for signed-in users only): on in development, off in
+        production unless DOCKYARD_GRAPHQL_INTROSPECTION=true."""
+        if self.graphql_introspection is not None:
+            return self.graphql_introspection
+        return self.environment == "development"
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'dockyard.db').resolve()}"

@@ -40,6 +40,8 @@ def test_every_field_requires_authentication(cloud: Cloud) -> None:
     import httpx
 
     r = httpx.post(f"{cloud.url}/graphql", json={"query": "{ tenants { id } }"})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
     body = r.json()
     assert body["data"] is None
     assert "unauthenticated" in body["errors"][0]["message"]

@@ -1,18 +1,31 @@
-"""The ASGI GraphQL endpoint: resolves the principal from the bearer token at the edge."""
+"""The ASGI GraphQL endpoint. What it refuses, it refuses before it reads or parses: no
+principal, 401 from the Authorization header alone; a body over `limits.MAX_BODY_BYTES`,
+413 from its Content-Length or as the stream passes it; JSON nested too deep, 400 before
+`json.loads` (`api/bodies.py`). GET serves the GraphiQL page (`graphiql.py`), whose assets
+are the cloud's own."""
 
+import logging
 from typing import Any
 
+from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
+from dockyard.cloud.api import bodies, request_ids
 from dockyard.cloud.domain import admin
 from dockyard.cloud.domain.principal import Principal
 from dockyard.cloud.services import Services
 
+from . import graphiql, limits
 from .context import Context
 from .schema import build_schema
+
+log = logging.getLogger(__name__)
+
+UNAUTHENTICATED = "unauthenticated: send Authorization: Bearer <API token>"
 
 
 def resolve_principal(svc: Services, authorization: str) -> Principal | None:
@@ -23,17 +36,88 @@ def resolve_principal(svc: Services, authorization: str) -> Principal | None:
         return admin.principal_for_api_token(session, secret.strip())
 
 
+def _errors(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """GraphQL over HTTP's error shape, for what is refused before any operation runs."""
+    return JSONResponse({"data": None, "errors": [{"message": message}]}, status, headers)
+
+
 class DockyardGraphQL(GraphQL[Context, None]):
     def __init__(self, svc: Services) -> None:
-        super().__init__(build_schema(), graphql_ide="graphiql", allow_queries_via_get=False)
+        super().__init__(
+            build_schema(introspection=svc.settings.introspection),
+            graphql_ide=None,
+            allow_queries_via_get=False,
+        )
         self.svc = svc
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await WebSocket(scope, receive, send).close(1008)  # no subscriptions here
+            return
+        request = Request(scope, receive)
+        response = await self._answer(request, scope, receive)
+        await response(scope, receive, send)
+
+    async def _answer(self, request: Request, scope: Scope, receive: Receive) -> Response:
+        if request.method == "GET":
+            return graphiql.page()
+        if request.method != "POST":
+            return _errors(405, "GraphQL takes POST; GET shows GraphiQL", {"Allow": "GET, POST"})
+        header = request.headers.get("authorization", "")
+        principal = await self.svc.run_db(resolve_principal, self.svc, header) if header else None
+        if principal is None:
+            log.warning(
+                "unauthenticated GraphQL request refused",
+                extra={
+                    "request_id": request_ids.current(),
+                    "reason": "an unknown or revoked token" if header else "no token",
+                    "client": request.client.host if request.client else "",
+                },
+            )
+            return _errors(401, UNAUTHENTICATED, {"WWW-Authenticate": "Bearer"})
+        try:
+            bodies.check_declared(request, limits.MAX_BODY_BYTES)
+            limited = Request(scope, _limited(receive, limits.MAX_BODY_BYTES))
+            limited.state.principal = principal
+            return await self.run(limited)
+        except bodies.BodyRefused as e:
+            return _errors(e.status, e.message)
+        except HTTPException as e:
+            return _errors(e.status_code, e.reason)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
-        header = request.headers.get("authorization", "")
-        principal = await self.svc.run_db(resolve_principal, self.svc, header) if header else None
-        return Context(self.svc, principal)
+        return Context(self.svc, request.state.principal)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Bounded before it is parsed: the body's size by `_limited`, its depth here."""
+        raw = data.encode() if isinstance(data, str) else data
+        try:
+            value = bodies.decode(raw)
+        except bodies.BodyRefused as e:
+            raise HTTPException(e.status, e.message) from None
+        if isinstance(value, dict) and isinstance(value.get("query"), str):
+            refusal = limits.too_long(value["query"])
+            if refusal is not None:
+                raise HTTPException(413, refusal)
+        return value
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """`receive`, raising `BodyRefused` (413) once the body passes `limit` bytes."""
+    size = 0
+
+    async def wrapped() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise bodies.too_large(limit)
+        return message
+
+    return wrapped
 
 
 def graphql_app(svc: Services) -> Any:

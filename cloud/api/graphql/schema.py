@@ -8,17 +8,12 @@ from typing import Any, TypeVar, cast
 
 import strawberry
 from graphql import GraphQLError
+from graphql.validation import NoSchemaIntrospectionCustomRule
 from sqlalchemy import Select, literal, select, tuple_
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 from strawberry.utils.str_converters import to_camel_case
 
 from dockyard.agent.protocol import FlowMode
@@ -28,9 +23,10 @@ from dockyard.cloud.domain.errors import DomainError, Invalid, Refused
 from dockyard.cloud.domain.permissions import Permission as P
 from dockyard.cloud.store import models as m
 
+from . import limits
 from . import types as t
 from .context import Context
-from .extensions import RequestSession
+from .extensions import MaskUnexpected, RequestSession, log_errors
 
 R = TypeVar("R")
 MAX_PAGE = 500
@@ -648,7 +644,7 @@ class Mutation:
         )
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     for cls in (Query, Mutation):
         definition = getattr(cls, "__strawberry_definition__")  # noqa: B009 - set by the decorator
         for f in definition.fields:
@@ -662,17 +658,27 @@ def build_schema() -> strawberry.Schema:
     # constructed, and the validation cache is keyed by the rules, so limiters built per
     # request would never hit it. Parsing and validating took 4 ms of the event loop per
     # request, more than the database work of issuing a command (bench/poll_latency.py).
-    limits = [
-        *QueryDepthLimiter(max_depth=10).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=20).validation_rules,
+    rules = [
+        *QueryDepthLimiter(max_depth=limits.MAX_DEPTH).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=limits.MAX_ALIASES).validation_rules,
+        limits.FieldCountRule,
     ]
-    return strawberry.Schema(
+    if not introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
+    return DockyardSchema(
         query=Query,
         mutation=Mutation,
         extensions=[
             RequestSession,
-            lambda: AddValidationRules(limits),
-            lambda: ParserCache(maxsize=256),
-            lambda: ValidationCache(maxsize=256),
+            MaskUnexpected,
+            lambda: AddValidationRules(rules),
+            limits.OffLoopDocument,
         ],
     )
+
+
+class DockyardSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        log_errors(errors)
