@@ -25,8 +25,10 @@ except ImportError:  # pragma: no cover - exercised by the agent-only install te
     sys.exit(2)
 
 import httpx
+from pydantic import ValidationError
 
 from dockyard.agent.protocol import FlowMode
+from dockyard.cloud import logs
 from dockyard.cloud.domain import admin, enrolment, tenants
 from dockyard.cloud.domain.clock import SystemClock
 from dockyard.cloud.domain.context import Ctx
@@ -351,8 +353,16 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return COMMANDS[args.command](args)
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        print(f"dockyard: invalid settings (DOCKYARD_* variables or .env): {e}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:  # uvicorn raises it again once it has stopped on Ctrl-C
+        return 130
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # graphql_introspection says otherwise).
     environment: Literal["development", "production"] = "development"
     graphql_introspection: bool | None = None
+    # Readable text by default; "json" writes one JSON object per line (cloud/logs.py).
+    log_format: Literal["text", "json"] = "text"
     # The SMTP server the cloud sends VM notices through (docked agents with metadata);
     # without a host, proposals are recorded as failed with that reason.
     smtp_host: str = ""

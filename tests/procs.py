@@ -134,11 +134,12 @@ class Agent:
     def dock(self, url: str, token: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.cli("dock", url, *extra, input=token + "\n")
 
-    def start(self, env: dict[str, str] | None = None) -> Agent:
+    def start(self, env: dict[str, str] | None = None, options: tuple[str, ...] = ()) -> Agent:
+        """`run` in the background; `options` go before it (`-v`, `--log-format json`)."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [str(self.exe), "--state", str(self.state), "run"],
+            [str(self.exe), "--state", str(self.state), *options, "run"],
             env=self.env | (env or {}),
             stdout=out,
             stderr=subprocess.STDOUT,
