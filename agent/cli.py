@@ -1,7 +1,10 @@
-"""`dockyard-agent`: dock, run, status, rotate-key, undock.
+"""`dockyard-agent`: dock, run, status, rotate-key, undock, repair.
 
 The enrolment token is read from a file or standard input, never from the command line,
-where every user of the host could read it in the process list.
+where every user of the host could read it in the process list. Every failure the user can
+act on ends in one line on standard error and an exit code (`errors.py` lists them), never a
+traceback. Read-only commands (`status`, `--version`) create and write nothing, and a dock
+that fails leaves the state directory as it found it.
 """
 
 from __future__ import annotations
@@ -11,14 +14,19 @@ import json
 import logging
 import os
 import platform
+import re
 import signal
 import socket
+import sqlite3
 import sys
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import logs
 from .crashpoints import ROTATION_POINT, crashpoint
-from .errors import AgentError, AlreadyDocked, NotDocked
+from .errors import EXIT_PIPE, AgentError, AlreadyDocked, BadInput, NotDocked, StateDamaged
 from .vault import cli as vault_cli
 
 if TYPE_CHECKING:
@@ -56,29 +64,52 @@ def host_facts() -> p.HostFacts:
     )
 
 
-def cmd_dock(args: argparse.Namespace, state: State) -> int:
-    from . import keys
-    from . import protocol as p
-    from .link import Link
-    from .modules import registry
-    from .state import LinkRecord, utcnow
+# What the cloud's enrolment tokens are made of (URL-safe base64 after a prefix); the length
+# bounds are the protocol's (`EnrollRequest.token`), checked by the model itself.
+TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 
-    if state.link(args.link) is not None:
-        raise AlreadyDocked(f"already docked on link {args.link!r}; `dockyard-agent undock` first")
+
+def read_token(args: argparse.Namespace) -> str:
     if args.token_file:
         try:
             token = Path(args.token_file).read_text().strip()
-        except OSError as e:
-            raise AgentError(f"cannot read the token file: {e}") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise BadInput(f"cannot read the token file {args.token_file}: {e}") from e
     else:
         if sys.stdin.isatty():
             print("enrolment token: ", end="", file=sys.stderr, flush=True)
         token = sys.stdin.readline().strip()
     if not token:
-        raise AgentError("no enrolment token given (use --token-file F, or pipe it on stdin)")
-    key_path = state.key_path(args.link)
-    key = keys.generate(key_path)
-    link = Link(args.url, ca_bundle=args.ca_bundle)
+        raise BadInput("no enrolment token given (use --token-file F, or pipe it on stdin)")
+    if not TOKEN_CHARS.fullmatch(token):
+        raise BadInput(
+            "the enrolment token is malformed (it holds characters a token never has); "
+            "copy it again from the portal"
+        )
+    return token
+
+
+def cmd_dock(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from . import keys
+    from . import protocol as p
+    from .link import Link, check_url
+    from .modules import registry
+    from .state import LinkRecord, State, key_path, utcnow
+
+    url = check_url(args.url)
+    existing = State.existing(args.state)
+    if existing is not None:
+        try:
+            if existing.link(args.link) is not None:
+                raise AlreadyDocked(
+                    f"already docked on link {args.link!r}; `dockyard-agent undock` first"
+                )
+        finally:
+            existing.close()
+    token = read_token(args)
+    key = keys.new()
     try:
         request = p.EnrollRequest(
             token=token,
@@ -92,29 +123,51 @@ def cmd_dock(args: argparse.Namespace, state: State) -> int:
             ],
             max_flow=p.FlowMode(args.max_flow),
         )
+    except ValidationError as e:
+        if any(err["loc"] == ("token",) for err in e.errors()):
+            raise BadInput(
+                f"the enrolment token is malformed ({len(token)} characters, a token has "
+                "16 to 128); copy it again from the portal"
+            ) from e
+        raise
+    # Nothing is written before this point; from here a failure removes what was written.
+    created = [d for d in (args.state, *args.state.parents) if not d.exists()]
+    path = key_path(args.state, args.link)
+    link = Link(url, ca_bundle=args.ca_bundle)
+    try:
+        keys.save(key, path)
         answer = link.enroll(request)
-    except Exception:
-        key_path.unlink(missing_ok=True)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        for directory in created:
+            try:
+                directory.rmdir()
+            except OSError:
+                break
         raise
     finally:
         link.close()
-    state.save_link(
-        LinkRecord(
-            name=args.link,
-            url=link.url,
-            agent_id=str(answer.agent_id),
-            tenant_id=str(answer.tenant_id),
-            site_id=str(answer.site_id),
-            token_url=answer.token_url,
-            key_file=str(key_path),
-            max_flow=p.FlowMode(args.max_flow),
-            flow_mode=answer.flow_mode,
-            ca_bundle=str(Path(args.ca_bundle).resolve()) if args.ca_bundle else None,
-            last_seq=0,
-            docked_at=utcnow(),
-            last_contact_at=None,
+    state = State(args.state)
+    try:
+        state.save_link(
+            LinkRecord(
+                name=args.link,
+                url=link.url,
+                agent_id=str(answer.agent_id),
+                tenant_id=str(answer.tenant_id),
+                site_id=str(answer.site_id),
+                token_url=answer.token_url,
+                key_file=str(path),
+                max_flow=p.FlowMode(args.max_flow),
+                flow_mode=answer.flow_mode,
+                ca_bundle=str(Path(args.ca_bundle).resolve()) if args.ca_bundle else None,
+                last_seq=0,
+                docked_at=utcnow(),
+                last_contact_at=None,
+            )
         )
-    )
+    finally:
+        state.close()
     print(f"docked: agent {answer.agent_id}, flow mode {answer.flow_mode.value}")
     if answer.possible_duplicate_of:
         print(
@@ -135,34 +188,37 @@ def cmd_run(args: argparse.Namespace, state: State) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     mode = "docked" if runner.link else "standalone"
-    logging.getLogger(__name__).info("agent running (%s), state in %s", mode, state.dir)
+    logging.getLogger(__name__).info(
+        "agent running (%s)", mode, extra={"mode": mode, "state_dir": str(state.dir)}
+    )
     return runner.run()
 
 
-def status(state: State) -> dict[str, Any]:
+def status(state: State | None, directory: Path) -> dict[str, Any]:
     from .modules import registry
 
     links = []
-    for record in state.links():
-        links.append(
-            {
-                "link": record.name,
-                "url": record.url,
-                "agent_id": record.agent_id,
-                "tenant_id": record.tenant_id,
-                "flow_mode": record.flow_mode.value,
-                "max_flow": record.max_flow.value,
-                "last_seq": record.last_seq,
-                "last_contact_at": record.last_contact_at,
-                "features": state.features(record.name),
-                "policies": [
-                    {"name": x["name"], "kind": x["kind"], "version": x["version"]}
-                    for x in state.policies(record.name)
-                ],
-            }
-        )
+    if state is not None:
+        for record in state.links():
+            links.append(
+                {
+                    "link": record.name,
+                    "url": record.url,
+                    "agent_id": record.agent_id,
+                    "tenant_id": record.tenant_id,
+                    "flow_mode": record.flow_mode.value,
+                    "max_flow": record.max_flow.value,
+                    "last_seq": record.last_seq,
+                    "last_contact_at": record.last_contact_at,
+                    "features": state.features(record.name),
+                    "policies": [
+                        {"name": x["name"], "kind": x["kind"], "version": x["version"]}
+                        for x in state.policies(record.name)
+                    ],
+                }
+            )
     return {
-        "state_dir": str(state.dir),
+        "state_dir": str(directory),
         "docked": bool(links),
         "links": links,
         "modules": sorted(registry()),
@@ -170,8 +226,15 @@ def status(state: State) -> dict[str, Any]:
     }
 
 
-def cmd_status(args: argparse.Namespace, state: State) -> int:
-    info = status(state)
+def cmd_status(args: argparse.Namespace) -> int:
+    from .state import State
+
+    state = State.existing(args.state)
+    try:
+        info = status(state, args.state)
+    finally:
+        if state is not None:
+            state.close()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -224,11 +287,67 @@ def cmd_undock(args: argparse.Namespace, state: State) -> int:
     return 0
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    """Set a damaged `agent.db` aside and keep what can still be read from it."""
+    from . import state as st
+
+    reason = st.damage(args.state)
+    if reason is None:
+        where = args.state / st.DB_NAME
+        print(f"{where} is sound; nothing to repair" if where.exists() else f"no {where} yet")
+        return 0
+    aside = st.set_aside(args.state, datetime.now(UTC))
+    state = st.State(args.state)
+    try:
+        saved = st.salvage(aside, reason, state)
+        links = state.links()
+    finally:
+        state.close()
+    print(f"set the damaged agent.db aside as {aside} ({reason})")
+    print("kept " + ", ".join(f"{n} {table} rows" for table, n in saved.rows.items()))
+    if saved.incomplete:
+        print(
+            "could not read all of: " + ", ".join(saved.incomplete) + "; a command the cloud "
+            "delivers again may repeat its effect if its journal entry was lost"
+        )
+    if links:
+        print(f"docked as agent {links[0].agent_id} again; `dockyard-agent run` goes on")
+    else:
+        print("no link could be read: dock again (`dockyard-agent dock URL --token-file F`)")
+    return 0
+
+
+def version() -> str:
+    try:
+        return metadata.version("dockyard")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown"
+
+
+EPILOG = """exit codes: 0 done; 1 the command could not do its work; 2 bad input; 3 the cloud no
+longer accepts this agent; 4 wrong vault key; 5 the local state needs a hand (damaged
+agent.db: `dockyard-agent repair`; key file); 6 the cloud could not be reached; 141 the
+reader of the output went away."""
+
+
 def parser(vault_only: bool = False) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="dockyard-agent", description=__doc__, allow_abbrev=False)
+    ap = argparse.ArgumentParser(
+        prog="dockyard-agent",
+        description=__doc__,
+        epilog=EPILOG,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--version", action="version", version=f"dockyard-agent {version()}")
     ap.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state directory")
     ap.add_argument("--link", default="default", help=argparse.SUPPRESS)
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=logs.default_format(),
+        help=f"text (default) or json lines; also {logs.FORMAT_ENV}",
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     vault_cli.add_parser(sub)
     if vault_only:
@@ -253,6 +372,9 @@ def parser(vault_only: bool = False) -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     sub.add_parser("rotate-key", help="replace the agent's key without enrolling again")
     sub.add_parser("undock", help="forget the link; modules go on standalone")
+    sub.add_parser(
+        "repair", help="set a damaged agent.db aside and keep what can still be read from it"
+    )
     vm_cli.add_parser(sub)
     return ap
 
@@ -261,61 +383,92 @@ def _command(argv: list[str]) -> str | None:
     """The sub-command named on the command line, past the global options."""
     it = iter(argv)
     for token in it:
-        if token in ("--state", "--link"):
+        if token in ("--state", "--link", "--log-format"):
             next(it, None)
         elif not token.startswith("-"):
             return token
     return None
 
 
-COMMANDS = {
-    "dock": cmd_dock,
+# Commands that change the state get it opened for writing (created when absent); the
+# others open what they need themselves, read-only where they only read.
+WRITERS = {
     "run": cmd_run,
-    "status": cmd_status,
     "rotate-key": cmd_rotate_key,
     "undock": cmd_undock,
 }
+OTHERS = {
+    "dock": cmd_dock,
+    "status": cmd_status,
+    "repair": cmd_repair,
+}
+
+
+def _vm(args: argparse.Namespace) -> int:
+    from .modules.vm import cli as vm_cli
+    from .state import State
+
+    stored = State.existing(args.state)
+    try:
+        policies = [r for r in stored.policies() if r["kind"] == "vm-lifecycle"] if stored else []
+    finally:
+        if stored is not None:
+            stored.close()
+    return vm_cli.main(args, args.state, policies)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "vault":
+        if args.log_format == "json":
+            args.no_progress = True  # standard error holds JSON lines only; no progress bars
+        return vault_cli.main_guard(args)
+    if args.command == "vm":
+        return _vm(args)
+    if args.command in OTHERS:
+        return OTHERS[args.command](args)
+    from .state import DB_NAME, State
+
+    if args.command != "run" and not (args.state / DB_NAME).exists():
+        raise NotDocked(args.link)  # and nothing created to say so
+    state = State(args.state)
+    try:
+        return WRITERS[args.command](args, state)
+    finally:
+        state.close()
+
+
+def _reader_left() -> int:
+    """`... | head` closed the pipe: say nothing more on it, and end as a writer whose reader
+    left does (Python would otherwise complain again when it flushes at exit)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser(vault_only=_command(argv) == "vault").parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format='{"at":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
-    if args.command == "vault":
-        return vault_cli.main_guard(args)
-    from .state import State
-
-    if args.command == "vm":
-        from .modules.vm import cli as vm_cli
-
-        try:
-            stored = State(args.state)
-        except OSError as e:
-            print(
-                f"dockyard-agent: cannot open the state directory {args.state}: {e}",
-                file=sys.stderr,
-            )
-            return 2
-        try:
-            policies = [r for r in stored.policies() if r["kind"] == "vm-lifecycle"]
-        finally:
-            stored.close()
-        return vm_cli.main(args, args.state, policies)
+    logs.configure(args.log_format, verbose=args.verbose)
     try:
-        state = State(args.state)
-    except OSError as e:
-        print(f"dockyard-agent: cannot open the state directory {args.state}: {e}", file=sys.stderr)
-        return 2
-    try:
-        return COMMANDS[args.command](args, state)
+        code = _dispatch(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _reader_left()
     except AgentError as e:
         print(f"dockyard-agent: {e}", file=sys.stderr)
-        return 1
-    finally:
-        state.close()
+        return e.exit_code
+    except sqlite3.DatabaseError as e:
+        from .state import DB_NAME, is_damage
+
+        if not is_damage(e):
+            raise
+        damaged = StateDamaged(args.state / DB_NAME, str(e))
+        print(f"dockyard-agent: {damaged}", file=sys.stderr)
+        return damaged.exit_code
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc.jwk import OKPKey
 
+from .errors import KeyFileError
 from .protocol import ASSERTION_MAX_LIFETIME_S
 
 if TYPE_CHECKING:
@@ -24,9 +25,20 @@ warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=Warnin
 ALGORITHM = "EdDSA"
 
 
+def new() -> Ed25519PrivateKey:
+    """A new key, in memory only until `save`."""
+    return Ed25519PrivateKey.generate()
+
+
 def generate(path: Path) -> Ed25519PrivateKey:
-    """Write a new key to `path`, readable by its owner only (created 0600, never widened)."""
-    key = Ed25519PrivateKey.generate()
+    """Write a new key to `path` (see `save`)."""
+    key = new()
+    save(key, path)
+    return key
+
+
+def save(key: Ed25519PrivateKey, path: Path) -> None:
+    """Write `key` to `path`, readable by its owner only (created 0600, never widened)."""
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -39,16 +51,30 @@ def generate(path: Path) -> Ed25519PrivateKey:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return key
 
 
 def load(path: Path) -> Ed25519PrivateKey:
-    mode = path.stat().st_mode & 0o777
+    """The key in `path`, refused (`KeyFileError`, nothing read) if others may read it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError as e:
+        raise KeyFileError(
+            f"the agent's key file {path} is missing; restore it from a backup, or "
+            "`dockyard-agent undock` and dock again"
+        ) from e
+    except OSError as e:
+        raise KeyFileError(f"cannot read the agent's key file {path}: {e.strerror}") from e
     if mode & 0o077:
-        raise PermissionError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        raise KeyFileError(
+            f"the agent's key file {path} may be read by others (mode {mode:03o}); "
+            f"`chmod 600 {path}` and run the command again"
+        )
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as e:
+        raise KeyFileError(f"{path} does not hold the agent's key ({type(e).__name__})") from e
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} does not hold an Ed25519 key")
+        raise KeyFileError(f"{path} does not hold an Ed25519 key")
     return key
 
 

@@ -16,7 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .errors import StateDamaged, StateUnusable
 from .protocol import FlowMode
+
+DB_NAME = "agent.db"
+# SQLite's result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
+_DAMAGE_CODES = {11, 26}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS links (
@@ -66,6 +71,29 @@ CREATE TABLE IF NOT EXISTS features (
 """
 
 
+def key_path(directory: Path, link: str) -> Path:
+    return directory / f"{link}.key"
+
+
+def is_damage(error: BaseException) -> bool:
+    """Whether a sqlite3 error says the file is damaged (not merely locked or unreadable)."""
+    return isinstance(error, sqlite3.DatabaseError) and (
+        getattr(error, "sqlite_errorcode", None) in _DAMAGE_CODES
+    )
+
+
+def _check(db: sqlite3.Connection, path: Path) -> None:
+    try:
+        problems = [r[0] for r in db.execute("PRAGMA quick_check(1)")]
+    except sqlite3.DatabaseError as e:
+        if is_damage(e):
+            raise StateDamaged(path, str(e)) from e
+        raise StateUnusable(f"cannot read {path}: {e}") from e
+    if problems != ["ok"]:
+        said = " ".join(str(p).replace("*** in database main ***", "") for p in problems)
+        raise StateDamaged(path, " ".join(said.split()))  # one line
+
+
 def utcnow() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -88,20 +116,63 @@ class LinkRecord:
 
 
 class State:
-    """The state directory: `agent.db`, key files, and whatever modules keep there."""
+    """The state directory: `agent.db`, key files, and whatever modules keep there.
 
-    def __init__(self, directory: Path) -> None:
+    Opening checks the file (`PRAGMA quick_check`): a damaged `agent.db` raises
+    `StateDamaged`, never a `sqlite3` error, so every command can say what to do (`repair`).
+    """
+
+    def __init__(self, directory: Path, *, readonly: bool = False, immutable: bool = False) -> None:
         self.dir = directory
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = directory / DB_NAME
         self._lock = threading.RLock()
-        self.db = sqlite3.connect(
-            directory / "agent.db", isolation_level=None, check_same_thread=False
-        )
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=10000")
-        self.db.executescript(SCHEMA)
+        if not readonly:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            if readonly:
+                params = "mode=ro&immutable=1" if immutable else "mode=ro"
+                self.db = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?{params}", uri=True, check_same_thread=False
+                )
+            else:
+                self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StateUnusable(f"cannot open {self.path}: {e}") from e
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA busy_timeout=10000")
+            _check(self.db, self.path)
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.executescript(SCHEMA)
+        except BaseException:
+            self.db.close()
+            raise
+
+    @classmethod
+    def existing(cls, directory: Path) -> State | None:
+        """The state read-only, or None where there is none yet; creates and writes nothing
+        (`status`, and `dock` asking whether it is docked already)."""
+        path = directory / DB_NAME
+        if not path.exists():
+            return None
+        # Without a WAL file no writer is at work and the file is whole: read it as immutable,
+        # for even a read-only connection to a WAL database leaves -wal and -shm files behind.
+        # With one, read through it (its files are there already). A writer that started in
+        # between could make the immutable read look damaged: then read once more through WAL.
+        quiet = not path.with_name(DB_NAME + "-wal").exists()
+        try:
+            state = cls(directory, readonly=True, immutable=quiet)
+        except StateDamaged:
+            if not quiet or not path.with_name(DB_NAME + "-wal").exists():
+                raise
+            state = cls(directory, readonly=True)
+        tables = {r[0] for r in state.execute("SELECT name FROM sqlite_master")}
+        if "links" not in tables:  # created but never written: nothing in it yet
+            state.close()
+            return None
+        return state
 
     def close(self) -> None:
         self.db.close()
@@ -111,7 +182,7 @@ class State:
             return self.db.execute(sql, params)
 
     def key_path(self, link: str) -> Path:
-        return self.dir / f"{link}.key"
+        return key_path(self.dir, link)
 
     # --- links ---------------------------------------------------------------------------
 
@@ -198,3 +269,71 @@ class State:
     def features(self, link: str) -> dict[str, list[str]]:
         rows = self.execute("SELECT module, features FROM features WHERE link = ?", (link,))
         return {r["module"]: json.loads(r["features"]) for r in rows}
+
+
+# --- repair ---------------------------------------------------------------------------------
+
+TABLES = ("links", "journal", "policies", "features")
+
+
+@dataclass
+class Salvage:
+    """What `repair` kept of a damaged `agent.db`: rows per table, and whether any table
+    could not be read to its end (then rows are missing from it)."""
+
+    aside: Path
+    reason: str
+    rows: dict[str, int]
+    incomplete: list[str]
+
+
+def damage(directory: Path) -> str | None:
+    """Why `agent.db` in `directory` is damaged, or None when it is sound or absent."""
+    try:
+        state = State.existing(directory)
+    except StateDamaged as e:
+        return e.reason
+    if state is not None:
+        state.close()
+    return None
+
+
+def set_aside(directory: Path, now: datetime) -> Path:
+    """Move `agent.db` and its WAL files to `agent.db.damaged-<UTC time>`, kept, never
+    deleted: what repair could not read may still matter to a person."""
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    aside = directory / f"{DB_NAME}.damaged-{stamp}"
+    for suffix in ("-wal", "-shm", ""):
+        source = directory / f"{DB_NAME}{suffix}"
+        if source.exists():
+            source.replace(aside.with_name(aside.name + suffix))
+    return aside
+
+
+def salvage(aside: Path, reason: str, into: State) -> Salvage:
+    """Copy every row that can still be read from the damaged file at `aside` into `into`.
+
+    Reads table by table with SQLite's own reader; a table that fails part way keeps the
+    rows read before the failure. A row the new schema refuses (a damaged value) is skipped.
+    """
+    rows = dict.fromkeys(TABLES, 0)
+    incomplete: list[str] = []
+    try:
+        old = sqlite3.connect(f"{aside.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return Salvage(aside, reason, rows, list(TABLES))
+    try:
+        for table in TABLES:
+            try:
+                for row in old.execute(f"SELECT * FROM {table}"):  # noqa: S608 - our table names
+                    marks = ",".join("?" * len(row))
+                    try:
+                        into.execute(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", tuple(row))  # noqa: S608
+                    except sqlite3.Error:
+                        continue
+                    rows[table] += 1
+            except sqlite3.Error:
+                incomplete.append(table)
+    finally:
+        old.close()
+    return Salvage(aside, reason, rows, incomplete)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from dockyard.agent.errors import InsecureURL
+from dockyard.agent.errors import EXIT_UNREACHABLE, InsecureURL
 from dockyard.agent.link import check_url
 from dockyard.agent.runner import Backoff
 from dockyard.cloud.store.db import Database
@@ -56,10 +56,10 @@ def test_a_wrong_ca_is_refused(tls_cloud, pg: Database, tmp_path: Path) -> None:
         input=enrolment_secret(world),
         check=False,
     )
-    assert out.returncode == 1
+    assert out.returncode == EXIT_UNREACHABLE
     assert "CERTIFICATE_VERIFY_FAILED" in out.stderr
     out = agent.cli("dock", server.url, input=enrolment_secret(world), check=False)  # system CAs
-    assert out.returncode == 1
+    assert out.returncode == EXIT_UNREACHABLE
     assert "CERTIFICATE_VERIFY_FAILED" in out.stderr
     assert not list(agent.state.glob("*.key")), "a failed dock leaves no key behind"
 
@@ -131,7 +131,7 @@ def test_a_proxy_that_asks_for_credentials(
     wrong = {"HTTPS_PROXY": f"http://dock:wrong@127.0.0.1:{proxy}"} | no_bypass
     agent = Agent(tmp_path / "refused", env=wrong)
     out = agent.cli("dock", server.url, *ca, input=enrolment_secret(world), check=False)
-    assert out.returncode == 1
+    assert out.returncode == EXIT_UNREACHABLE
     assert "407" in out.stderr, out.stderr
 
     # The same wrong proxy is skipped for hosts NO_PROXY names.
