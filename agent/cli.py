@@ -449,7 +449,7 @@ def _reader_left() -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser(vault_only=_command(argv) == "vault").parse_args(argv)
-    logs.configure(args.log_format, verbose=args.verbose)
+    logs.configure(args.log_format, verbose=args.verbose, quiet_http=args.command != "run")
     try:
         code = _dispatch(args)
         sys.stdout.flush()

@@ -55,7 +55,11 @@ def _thread_died(args: threading.ExceptHookArgs) -> None:
     )
 
 
-def configure(fmt: str, *, verbose: bool = False, stream: TextIO | None = None) -> None:
+def configure(
+    fmt: str, *, verbose: bool = False, quiet_http: bool = False, stream: TextIO | None = None
+) -> None:
+    """`quiet_http` keeps httpx's line per request out of a one-shot command's output, which
+    is one line on failure; `run` keeps it (a poll line is its sign of life), `-v` too."""
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     handler.setFormatter(_Deferred(fmt, stream))
@@ -64,5 +68,7 @@ def configure(fmt: str, *, verbose: bool = False, stream: TextIO | None = None) 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if quiet_http and not verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.captureWarnings(True)
     threading.excepthook = _thread_died
