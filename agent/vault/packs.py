@@ -159,6 +159,14 @@ def _checked(
     return data
 
 
+def encode(
+    chunk: bytes | memoryview, cctx: zstandard.ZstdCompressor
+) -> tuple[bytes, bytes | memoryview]:
+    """A chunk's kind byte and body: zstd unless that saves too little."""
+    packed = cctx.compress(chunk)
+    return (_ZSTD, packed) if len(packed) < len(chunk) * KEEP_RATIO else (_RAW, chunk)
+
+
 class PackWriter:
     """Builds one pack in a buffer of its own, kept from pack to pack.
 
@@ -194,13 +202,22 @@ class PackWriter:
     ) -> int:
         """Compress (unless it does not pay) and seal one chunk into the pack; the sealed
         blob's size is returned."""
-        packed = cctx.compress(chunk)
-        parts = (_ZSTD, packed) if len(packed) < len(chunk) * KEEP_RATIO else (_RAW, chunk)
+        return self.add_encoded(keys, blob_id, encode(chunk, cctx), len(chunk))
+
+    def add_encoded(
+        self,
+        keys: Keys,
+        blob_id: bytes,
+        parts: tuple[bytes, bytes | memoryview],
+        raw_length: int,
+    ) -> int:
+        """Seal a chunk `encode` prepared into the pack (a store compresses outside the
+        pack and holds it only while sealing); the sealed blob's size."""
         self._room(1 + len(parts[1]) + OVERHEAD + SEAL_SLACK)
         offset = self.size
         with memoryview(self.buf) as view:
             length = keys.seal_into(parts, blob_aad(blob_id), view[offset:])
-        self.entries.append([blob_id.hex(), offset, length, len(chunk)])
+        self.entries.append([blob_id.hex(), offset, length, raw_length])
         self.size += length
         return length
 

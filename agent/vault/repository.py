@@ -34,7 +34,7 @@ import zstandard
 from ..crashpoints import vault_point
 from . import crypto
 from .backends import Backend, read_range_into
-from .chunker import Chunker, ChunkerParams
+from .chunker import READ_BYTES, WINDOWS, Chunker, ChunkerParams
 from .errors import (
     ConfigMissing,
     Corrupted,
@@ -56,6 +56,7 @@ from .outfile import RUN_PLAINTEXT_BYTES, RestoredFile, zeros
 from .packs import (
     BlobRef,
     PackWriter,
+    encode,
     open_chunk,
     open_chunk_at,
     open_chunk_into,
@@ -71,6 +72,8 @@ PACK_BYTES = 16 * 1024 * 1024
 # RUN_PLAINTEXT_BYTES of plaintext from it (besides a single chunk larger than that).
 RUN_BYTES = 4 * 1024 * 1024
 UPLOADS_IN_FLIGHT = 2
+FILLING = 2
+"""Packs a store fills at once, shared by its threads (see `_Writer`)."""
 CONFIG_COPY = "keys/config"
 """Every write of the config writes this copy first: the config holds the key slots, so
 without it no byte of the repository can be decrypted (restic keeps its keys apart from
@@ -83,6 +86,29 @@ _Placed = tuple[list[bytes] | int | None, int, int]
 
 
 MAX_WORKERS = 64
+
+
+def pack_capacity(pack_bytes: int, max_chunk: int) -> int:
+    """A pack buffer's size: a full pack, then the largest chunk sealed past its end, and
+    room for the header."""
+    return pack_bytes + max_chunk + 64 * 1024
+
+
+def memory_bound(workers: int, params: ChunkerParams, pack_bytes: int = PACK_BYTES) -> int:
+    """The most a store adds to its process's memory, in bytes (agent/vault/README.md):
+
+        3 windows                 x (8 MiB read + the largest chunk)
+      + (FILLING + UPLOADS + 1)   x pack buffer (a pack + the largest chunk + 64 KiB;
+                                    the one more: an S3 upload copies the pack it sends)
+      + workers                   x (the largest chunk, compressed on its own thread,
+                                     + one zstd level-3 context, as zstd estimates it)
+      + 32 MiB                    for the interpreter's own growth (index, thread stacks)
+
+    Nothing in it grows with the size or the content of what is stored."""
+    window = READ_BYTES + params.max_size
+    packs = (FILLING + UPLOADS_IN_FLIGHT + 1) * pack_capacity(pack_bytes, params.max_size)
+    cctx = zstandard.ZstdCompressionParameters.from_level(3).estimated_compression_context_size()
+    return WINDOWS * window + packs + workers * (params.max_size + cctx) + 32 * 1024 * 1024
 
 
 def pool_size(workers: int | None = None) -> int:
@@ -1095,61 +1121,79 @@ class Repository:
 
 
 class _Writer:
-    """Seals new blobs into packs on the pool's threads, each thread filling a pack of its
-    own; full packs are uploaded on a thread of their own, so the store's pipeline never
-    stops for a write. Pack buffers are kept and reused: there are `workers +
-    UPLOADS_IN_FLIGHT` of them, so a thread waits for an upload only when that many are
-    full at once. The index is written only after every upload has finished (`drain`)."""
+    """Seals new blobs into packs on the pool's threads; full packs are uploaded on a
+    thread of their own, so the store's pipeline never stops for a write.
+
+    Threads compress on their own and take one of `FILLING` packs only to seal a chunk
+    into it (sealing runs at several GB/s, compressing at a fraction of that), so the
+    number of pack buffers is `FILLING + UPLOADS_IN_FLIGHT` whatever the pool's size:
+    with a buffer per thread, 16 workers held 18 packs of 20 MiB (349 MB added to a
+    store's RSS). Buffers are kept and reused; the index is written only after every
+    upload has finished (`drain`)."""
 
     def __init__(self, repo: Repository, stats: StoreStats) -> None:
         self.repo, self.stats = repo, stats
         self.new: set[bytes] = set()
         self.written: dict[str, list[list[Any]]] = {}
         self._lock = threading.Lock()
-        self._mine = threading.local()
-        self._capacity = repo.pack_bytes + repo.params.max_size + 64 * 1024
+        self._turn = threading.Condition(self._lock)
+        self._capacity = pack_capacity(repo.pack_bytes, repo.params.max_size)
         self._free: queue.SimpleQueue[PackWriter] = queue.SimpleQueue()
-        self._unmade = repo.workers + UPLOADS_IN_FLIGHT
-        self._filling: list[PackWriter] = []
+        self._unmade = FILLING + UPLOADS_IN_FLIGHT
+        self._idle: list[PackWriter] = []  # being filled, no thread sealing into it
+        self._filling = 0  # packs being filled, idle or in a thread's hands
         self._uploads: list[Future[None]] = []
         self.uploader = ThreadPoolExecutor(1, thread_name_prefix="vault-upload")
 
     def add(
         self, blob_id: bytes, chunk: bytes | memoryview, cctx: zstandard.ZstdCompressor
     ) -> None:
-        """Seal the chunk into this thread's pack unless the repository or this store has it
-        (on a pool thread; the id is claimed first, so two threads never both store it)."""
+        """Seal the chunk into a pack unless the repository or this store has it (on a
+        pool thread; the id is claimed first, so two threads never both store it)."""
         with self._lock:
             if blob_id in self.repo.index or blob_id in self.new:
                 return
             self.new.add(blob_id)
-        pack: PackWriter | None = getattr(self._mine, "pack", None)
-        if pack is None:
-            pack = self._mine.pack = self._take()
-        size = pack.add_chunk(self.repo.keys, blob_id, chunk, cctx)
+        parts = encode(chunk, cctx)
+        pack = self._take()
+        try:
+            size = pack.add_encoded(self.repo.keys, blob_id, parts, len(chunk))
+        except BaseException:
+            self._give_back(pack)
+            raise
         with self._lock:
             self.stats.new_chunks += 1
             self.stats.new_bytes_stored += size
         if pack.size >= self.repo.pack_bytes:
-            self._mine.pack = None
             self._send(pack)
+        else:
+            self._give_back(pack)
 
     def _take(self) -> PackWriter:
-        """A free pack buffer; made when first needed (a small store needs one), then
-        waited for once all are made and in use."""
+        """A pack to seal into: an idle one, else a new one while fewer than FILLING are
+        being filled (its buffer made when first needed, later one an upload returned),
+        else wait for another thread to give one back."""
         self._raise_failed()
-        with self._lock:
+        with self._turn:
+            while not self._idle and self._filling >= FILLING:
+                self._turn.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._filling += 1
             make = self._free.empty() and self._unmade > 0
             self._unmade -= make
-        pack = PackWriter(self._capacity) if make else self._free.get()
-        with self._lock:
-            self._filling.append(pack)
-        return pack
+        return PackWriter(self._capacity) if make else self._free.get()
+
+    def _give_back(self, pack: PackWriter) -> None:
+        with self._turn:
+            self._idle.append(pack)
+            self._turn.notify()
 
     def _send(self, pack: PackWriter) -> None:
-        with self._lock:
-            self._filling.remove(pack)
+        with self._turn:
+            self._filling -= 1
             self._uploads.append(self.uploader.submit(self._upload, pack))
+            self._turn.notify()
 
     def _upload(self, pack: PackWriter) -> None:
         try:
@@ -1174,9 +1218,14 @@ class _Writer:
     def flush(self) -> None:
         """Send every pack still being filled (once the pool's work has all finished)."""
         with self._lock:
-            packs = [p for p in self._filling if len(p)]
+            packs, self._idle = self._idle, []
         for pack in packs:
-            self._send(pack)
+            if len(pack):
+                self._send(pack)
+            else:
+                with self._lock:
+                    self._filling -= 1
+                self._free.put(pack)
 
     def drain(self) -> None:
         """Wait for every upload; the first failure is raised."""
