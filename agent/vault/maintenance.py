@@ -108,10 +108,6 @@ def plan_prune(
 
     used = {c for s in kept for f in s.files for c in f.chunks}
     placed, _ = survey.locate(used)
-    by_pack: dict[str, list[tuple[bytes, BlobRef]]] = {}
-    for blob, ref in survey.index.items():
-        if ref.pack in survey.packs:
-            by_pack.setdefault(ref.pack, []).append((blob, ref))
 
     new_index: dict[str, list[list[Any]]] = {}
     to_copy: list[tuple[bytes, BlobRef]] = []
@@ -119,7 +115,7 @@ def plan_prune(
     delete_indexed: list[str] = []
     named = survey.indexed_packs & set(survey.packs)
     for pack in sorted(named):
-        blobs = by_pack.get(pack, [])
+        blobs = survey.by_pack.get(pack, [])
         live = [(b, r) for b, r in blobs if b in used and placed.get(b) == r]
         if not live:
             delete_indexed.append(pack)
@@ -313,10 +309,7 @@ def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
         errors.append(f"index {name[:16]} is damaged ({problem}); the packs it named are intact")
     for sid, problem in sorted(survey.damaged_snapshots.items()):
         errors.append(f"snapshot {sid[:8]} is damaged ({problem}): it cannot be restored")
-    by_pack: dict[str, list[tuple[bytes, BlobRef]]] = {}
-    for blob, ref in survey.index.items():
-        by_pack.setdefault(ref.pack, []).append((blob, ref))
-    for pack, blobs in sorted(by_pack.items()):
+    for pack, blobs in sorted(survey.by_pack.items()):
         size = survey.packs.get(pack)
         mine = {b for b, _ in blobs}
         if size is None:
@@ -348,7 +341,7 @@ def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
         report.packs_read, report.blobs_read = data["packs"], data["blobs"]
         report.bytes_read = data["bytes"]
         for pack, problem in data["packs_damaged"].items():
-            mine = {b for b, r in survey.index.items() if r.pack == pack}
+            mine = {b for b, _ in survey.by_pack.get(pack, [])}
             errors.append(f"{problem}: {affects(mine)}")
         for blob, problem in data["blobs_damaged"].items():
             errors.append(f"{problem}: {affects({blob})}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .errors import Corrupted, MissingObject
 from .packs import BlobRef, HeaderEntry, header_from_tail, header_length, pack_key
@@ -37,9 +38,18 @@ class Survey:
     unreadable: dict[str, str] = field(default_factory=dict)
     """Packs whose header was read and would not open, with the problem."""
 
+    @cached_property
+    def by_pack(self) -> dict[str, list[tuple[bytes, BlobRef]]]:
+        """The index turned around: each pack it names, with its blobs and their places."""
+        packs: dict[str, list[tuple[bytes, BlobRef]]] = {}
+        for blob, ref in self.index.items():
+            packs.setdefault(ref.pack, []).append((blob, ref))
+        return packs
+
+    @cached_property
     def from_headers(self) -> dict[bytes, BlobRef]:
         """Where the headers read say each blob is (the first pack, by id, for a blob
-        stored twice)."""
+        stored twice). Read once: a survey's headers do not change."""
         found: dict[bytes, BlobRef] = {}
         for pack in sorted(self.headers):
             for blob, offset, length, raw in self.headers[pack]:
@@ -49,7 +59,7 @@ class Survey:
     def locate(self, chunks: Iterable[bytes]) -> tuple[dict[bytes, BlobRef], set[bytes]]:
         """Each chunk's place, and the chunks found nowhere: an index entry whose pack
         exists comes first, then a pack header."""
-        headers = self.from_headers()
+        headers = self.from_headers
         placed: dict[bytes, BlobRef] = {}
         lost: set[bytes] = set()
         for chunk in chunks:
