@@ -141,9 +141,8 @@ def test_prune_refuses_on_lost_data_and_repair_snapshots_keeps_the_rest(
     assert target.id[:8] in str(refused.value)
     assert "repair snapshots" in str(refused.value)
     assert objects(root) == before, "a refused prune changes nothing"
-    dry = prune
     with pytest.raises(RepositoryDamaged):
-        dry(repo, Retention(keep_last=1), dry_run=True)
+        prune(repo, Retention(keep_last=1), dry_run=True)
 
     fixed = repair_snapshots(repo)
     assert list(fixed.rewritten) == [target.id]
