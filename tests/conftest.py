@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,9 @@ from .pg import fresh_database
 from .procs import Cloud
 
 warnings.filterwarnings("ignore", message="EdDSA is deprecated")
+# The vault CLI keeps a files cache under the user's cache folder: the tests' own, here
+# (subprocesses inherit it), so a run never writes into the home of whoever runs it.
+os.environ.setdefault("DOCKYARD_VAULT_CACHE", tempfile.mkdtemp(prefix="dockyard-vault-cache-"))
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from . import files_cache
 from .backends import Backend, open_backend
 from .errors import (
     ConfigMissing,
@@ -57,6 +58,15 @@ def add_parser(sub: Any) -> None:
     vault.add_argument("--recovery-key-file", type=Path, help="open with the recovery key")
     vault.add_argument("--json", action="store_true", help="machine-readable output")
     vault.add_argument("--no-progress", action="store_true")
+    vault.add_argument(
+        "--cache",
+        type=Path,
+        help="the files cache's folder (default $DOCKYARD_VAULT_CACHE, else "
+        "$XDG_CACHE_HOME/dockyard-vault); safe to delete",
+    )
+    vault.add_argument(
+        "--no-cache", action="store_true", help="keep no files cache on this host's disk"
+    )
     cmd = vault.add_subparsers(dest="vault_command", required=True)
     cmd.add_parser("init", help="create a repository (asks for a passphrase)")
     store = cmd.add_parser("store", help="store files (or - for standard input) as a snapshot")
@@ -64,6 +74,12 @@ def add_parser(sub: Any) -> None:
     store.add_argument("--name", default="")
     store.add_argument("--tag", action="append", default=[])
     store.add_argument("--stdin-name", default="stdin", help="the name of standard input")
+    store.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        help="seconds to wait while a prune holds the repository (default 600)",
+    )
     store.add_argument(
         "--rescan",
         action="store_true",
@@ -159,7 +175,8 @@ def _keys(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 def _open(args: argparse.Namespace, backend: Backend) -> Repository:
     phrase, recovery = _keys(args)
-    return Repository.open(backend, passphrase=phrase, recovery_key=recovery)
+    cache = None if args.no_cache else (args.cache or files_cache.default_folder())
+    return Repository.open(backend, passphrase=phrase, recovery_key=recovery, cache=cache)
 
 
 @contextmanager
@@ -198,7 +215,13 @@ def run(args: argparse.Namespace) -> int:
         total = sum(s.size for s in sources)
         with _bar(args, total, "store") as bar:
             snap, stats = repo.store(
-                sources, name=args.name, tags=args.tag, progress=bar.update, rescan=args.rescan
+                sources,
+                name=args.name,
+                tags=args.tag,
+                progress=bar.update,
+                rescan=args.rescan,
+                lock_timeout=args.wait,
+                source=args.name or _source_key(args.paths, args.stdin_name),
             )
         out = {"snapshot": snap.id, **stats.__dict__}
         _print(
@@ -356,6 +379,11 @@ def _repair(args: argparse.Namespace, repo: Repository) -> int:
     out = {"rewritten": fixed.rewritten, "lost": lost, "moved_aside": fixed.moved_aside}
     _print(args, out, "\n".join(text))
     return 0
+
+
+def _source_key(paths: list[str], stdin_name: str) -> str:
+    """What an unnamed store is of, for the files cache: its paths, made absolute."""
+    return "\0".join(f"-{stdin_name}" if p == "-" else os.path.abspath(p) for p in sorted(paths))
 
 
 def _sources(path: str, stdin_name: str) -> list[Source]:

@@ -50,6 +50,7 @@ from .errors import (
     VaultError,
     WrongKey,
 )
+from .files_cache import FilesCache
 from .holes import Piece, merged, place
 from .locks import SHARED, Lock
 from .outfile import RUN_PLAINTEXT_BYTES, RestoredFile, zeros
@@ -196,6 +197,9 @@ class Snapshot:
     files: list[FileEntry]
     pinned: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    """What was stored (the paths given, a VM's name), with the host the files cache's key;
+    empty in snapshots written before it was kept, whose name stands for it."""
 
     @property
     def size(self) -> int:
@@ -211,6 +215,7 @@ class Snapshot:
             "tags": self.tags,
             "files": [f.to_json() for f in self.files],
             "meta": self.meta,
+            **({"source": self.source} if self.source else {}),
         }
 
     @classmethod
@@ -225,6 +230,7 @@ class Snapshot:
             list(d["tags"]),
             [FileEntry.from_json(f) for f in d["files"]],
             meta=dict(d.get("meta", {})),
+            source=str(d.get("source", "")),
         )
 
 
@@ -296,6 +302,7 @@ class Repository:
         master: bytes,
         *,
         workers: int | None = None,
+        cache: Path | None = None,
     ) -> None:
         self.backend = backend
         self.config = config
@@ -320,6 +327,9 @@ class Repository:
         self._scratch = _Scratch()  # each reading thread's own buffers
         self._local = threading.local()
         self._zero_ids: dict[bytes, int] | None = None
+        self.files_cache = FilesCache(cache, self.keys, self.id)
+        """Where `cache` is a folder, each source's last file list is kept there, so a
+        store does not open every snapshot to find it (None: rebuilt on every store)."""
         self.load_index()
 
     # --- creating and opening ----------------------------------------------------------
@@ -335,11 +345,17 @@ class Repository:
         cost: crypto.ScryptCost | None = None,
         id_hash: str = "blake3",
         workers: int | None = None,
+        cache: Path | None = None,
     ) -> Repository:
         if id_hash not in crypto.ID_HASHES:
             raise VaultError(f"the chunk id hash is one of {', '.join(crypto.ID_HASHES)}")
-        if backend.exists("config") or backend.exists(CONFIG_COPY):
+        if backend.exists("config"):
             raise RepositoryExists(f"{backend.describe()} already holds a repository")
+        if backend.exists(CONFIG_COPY):
+            raise RepositoryExists(
+                f"{backend.describe()} holds a repository whose config is missing: "
+                "`dockyard-agent vault repair config` restores it from its copy"
+            )
         if any(True for _ in backend.list("data/")):
             raise RepositoryExists(
                 f"{backend.describe()} holds packs but no config: a damaged repository, "
@@ -362,7 +378,7 @@ class Repository:
         if not backend.put_new("config", body):
             raise RepositoryExists(f"{backend.describe()} already holds a repository")
         backend.put(CONFIG_COPY, body)
-        return cls(backend, config, master, workers=workers)
+        return cls(backend, config, master, workers=workers, cache=cache)
 
     @classmethod
     def open(
@@ -372,12 +388,13 @@ class Repository:
         passphrase: str | None = None,
         recovery_key: str | None = None,
         workers: int | None = None,
+        cache: Path | None = None,
     ) -> Repository:
         config = read_config(backend)
         master = crypto.open_slots(
             config["slots"], config["id"], passphrase=passphrase, recovery_key=recovery_key
         )
-        return cls(backend, config, master, workers=workers)
+        return cls(backend, config, master, workers=workers, cache=cache)
 
     # --- key slots ---------------------------------------------------------------------
 
@@ -506,15 +523,23 @@ class Repository:
         progress: Progress | None = None,
         lock_timeout: float = 600.0,
         rescan: bool = False,
+        source: str | None = None,
     ) -> tuple[Snapshot, StoreStats]:
         """Store the sources as one new snapshot; nothing is visible until it is complete.
 
-        Holds a shared lock throughout (other stores go on; prune waits). `rescan` reads
-        every file even when its fingerprint says it is unchanged."""
+        Holds a shared lock throughout (other stores go on; prune waits). `source` names
+        what is stored (default: `name`): a file whose fingerprint is the one this host's
+        newest snapshot of that source recorded is not read again, unless `rescan`."""
+        source = name if source is None else source
+        host = socket.gethostname()
         with Lock(self.backend, SHARED).acquire(lock_timeout) as lock:
             self.load_index()
-            previous = {} if rescan else self._previous_files()
-            return self._store(sources, name, tags, meta, progress, lock, previous)
+            previous = {} if rescan else self._previous_files(host, source)
+            snapshot, stats = self._store(
+                sources, name, tags, meta, progress, lock, previous, source
+            )
+        self.files_cache.save(host, source, snapshot.files)
+        return snapshot, stats
 
     def _store(
         self,
@@ -525,6 +550,7 @@ class Repository:
         progress: Progress | None,
         lock: Lock,
         previous: dict[str, FileEntry],
+        source: str,
     ) -> tuple[Snapshot, StoreStats]:
         stats = StoreStats()
         writer = _Writer(self, stats)
@@ -544,6 +570,7 @@ class Repository:
             sorted(set(tags)),
             files,
             meta=meta or {},
+            source=source,
         )
         self._write_snapshot(snapshot)
         vault_point("snapshot_put")
@@ -619,13 +646,16 @@ class Repository:
         settle(sys.maxsize)
         return ids, lengths
 
-    def _previous_files(self) -> dict[str, FileEntry]:
-        """The files of this host's newest snapshot, by name (the files cache)."""
-        host = socket.gethostname()
-        mine = [s for s in self.snapshots() if s.host == host]
+    def _previous_files(self, host: str, source: str) -> dict[str, FileEntry]:
+        """The files of this host's newest snapshot of the source, by name: from the files
+        cache, else (once) from the repository's snapshots."""
+        cached = self.files_cache.load(host, source)
+        if cached is not None:
+            return cached
+        mine = [s for s in self.snapshots() if s.host == host and (s.source or s.name) == source]
         if not mine:
             return {}
-        newest = max(mine, key=lambda s: s.time)
+        newest = max(mine, key=lambda s: (s.time, s.id))
         return {f.path: f for f in newest.files if f.change is not None}
 
     def _write_snapshot(self, snapshot: Snapshot) -> None:

@@ -87,7 +87,7 @@ def test_prune_reclaims_duplicates_written_by_concurrent_writers(
 
     def write(r: Repository, name: str) -> None:
         barrier.wait()
-        results.append(r._store([source(name, data)], name, (), None, None, _NoLock(), {}))
+        results.append(r._store([source(name, data)], name, (), None, None, _NoLock(), {}, name))
 
     threads = [threading.Thread(target=write, args=(r, n)) for r, n in ((repo, "a"), (other, "b"))]
     for t in threads:
