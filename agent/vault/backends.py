@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .directio import DIRECT_FROM, open_direct, pwrite_all, write_direct
-from .errors import MissingObject, NoSpace, VaultError
+from .errors import MissingObject, NoSpace, NotARepository, VaultError
 
 
 class Backend(Protocol):
@@ -311,5 +311,7 @@ def open_backend(location: str) -> Backend:
         raise VaultError(f"unknown repository location {location!r} (a directory or s3://...)")
     root = Path(location)
     if root.exists() and not root.is_dir():
-        raise VaultError(f"{location} is a file, not a repository (a repository is a directory)")
+        raise NotARepository(
+            f"{location} is a file, not a repository (a repository is a directory)"
+        )
     return LocalBackend(root)
