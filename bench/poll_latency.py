@@ -17,7 +17,14 @@ receives. Commands are issued through GraphQL, as a user would. The script measu
 
 The anchor is a 10 s poll interval (the default of the agent systems our users would
 otherwise pick), whose expected delivery latency is 5 s and worst case 10 s: the ratio
-printed is our p99 over 10 s. The last line is one JSON object with every figure.
+printed is our p99 over 10 s.
+
+Absolute latencies move threefold from one machine to the next, so the same run also
+measures a floor (`bench/poll_floor.py`): the same agents, the same number of held polls and
+the same single and burst deliveries against the cloud's server stack (uvicorn, starlette,
+the cloud's server settings) holding polls with no database and no tokens, released by a
+request that names the agents. `p99_vs_floor` and `burst_p99_vs_floor` are ours over it;
+goals: at most 3x and 2x. The last line is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -63,6 +71,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def host_port(url: str) -> tuple[str, int]:
+    host, port = url.rsplit("//", 1)[1].rsplit(":", 1)
+    return host, int(port)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -183,11 +196,16 @@ class SimAgent:
         self.bench, self.key, self.id, self.token_url = bench, key, agent_id, token_url
         self.access = ""
         self.http: httpx.AsyncClient = bench.client_for(agent_id)
-        host, port = bench.url.rsplit("//", 1)[1].rsplit(":", 1)
-        self.conn = Conn(host, int(port))
+        self.conn = Conn(*host_port(bench.url))
         self.after = 0
         self.tag = ""
         self.polls = 0
+
+    def to_floor(self, url: str) -> None:
+        """Poll the floor server from now on: it takes the agent's id as its bearer."""
+        self.conn.close()
+        self.conn = Conn(*host_port(url))
+        self.access, self.after, self.tag = self.id, 0, ""
 
     async def token(self) -> None:
         form = {
@@ -325,6 +343,14 @@ class Bench:
         ids = [c["id"] for c in result["items"]]
         return [at - started for at in await asyncio.gather(*(self.receipt(i) for i in ids))]
 
+    async def issue_floor(self, floor: httpx.AsyncClient, group: list[SimAgent]) -> list[float]:
+        """The floor's signal: one entry to each agent of `group` in one request."""
+        started = time.perf_counter()
+        r = await floor.post("/issue", json={"agents": [a.id for a in group]})
+        self.issue_s.append(time.perf_counter() - started)
+        ids = [c["id"] for c in r.json()["items"]]
+        return [at - started for at in await asyncio.gather(*(self.receipt(i) for i in ids))]
+
     async def receipt(self, command_id: str) -> float:
         if command_id in self.early:
             return self.early.pop(command_id)
@@ -392,6 +418,112 @@ async def enrol(http: httpx.AsyncClient, bench: Bench, secrets: list[str]) -> li
     return agents
 
 
+async def single_deliveries(
+    bench: Bench,
+    agents: list[SimAgent],
+    args: argparse.Namespace,
+    send: Callable[[SimAgent], Awaitable[float]],
+) -> list[float]:
+    """`args.singles` deliveries to random agents, one at a time, a few ms apart."""
+    singles: list[float] = []
+    started = time.perf_counter()
+    for _ in range(args.singles):
+        at = time.perf_counter() - started
+        singles.append(await send(random.choice(agents)))
+        if os.environ.get("BENCH_DEBUG") and singles[-1] > 0.1:
+            issue_ms = bench.issue_s[-1] * 1000
+            print(
+                f"single at {at:.1f}s: {singles[-1] * 1000:.0f} ms "
+                f"(issue answered in {issue_ms:.0f} ms)",
+                file=sys.stderr,
+            )
+        await asyncio.sleep(random.uniform(0.005, 0.03))
+    return singles
+
+
+async def burst_deliveries(
+    bench: Bench,
+    agents: list[SimAgent],
+    args: argparse.Namespace,
+    send: Callable[[list[SimAgent]], Awaitable[list[float]]],
+) -> list[float]:
+    """`args.bursts` deliveries to `args.burst_size` distinct agents in one request each."""
+    burst: list[float] = []
+    for _ in range(args.bursts):
+        group = random.sample(agents, args.burst_size)
+        t = time.monotonic()
+        burst += await send(group)
+        print(f"burst delivered in {time.monotonic() - t:.2f}s", file=sys.stderr)
+        if os.environ.get("BENCH_DEBUG"):
+            print(sorted(round(x, 2) for x in burst[-args.burst_size :]), file=sys.stderr)
+        await asyncio.sleep(1)
+    return burst
+
+
+async def floor_phase(
+    bench: Bench, agents: list[SimAgent], args: argparse.Namespace, data: Path
+) -> tuple[list[float], list[float]]:
+    """The same agents, polls and deliveries against `poll_floor.py`, in this run."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(data / "floor.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "poll_floor.py"), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        floor = FloorProc(url, proc)
+        await asyncio.to_thread(floor.wait_up)
+        bench.stopping = False
+        for agent in agents:
+            agent.to_floor(url)
+        tasks = [asyncio.create_task(a.run()) for a in agents]
+        await wait_held(floor, len(agents), 300)
+        await asyncio.sleep(2)
+        async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(60.0)) as client:
+            gc.disable()
+            singles = await single_deliveries(
+                bench, agents, args, lambda a: first(bench.issue_floor(client, [a]))
+            )
+            burst = await burst_deliveries(
+                bench, agents, args, lambda g: bench.issue_floor(client, g)
+            )
+            gc.enable()
+        print(f"floor: {len(singles)} singles, {len(burst)} in bursts", file=sys.stderr)
+        bench.stopping = True
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    return singles, burst
+
+
+async def first(many: Awaitable[list[float]]) -> float:
+    return (await many)[0]
+
+
+class FloorProc:
+    """The floor server's health check, shaped like `CloudProc`'s for `wait_held`."""
+
+    def __init__(self, url: str, proc: subprocess.Popen[bytes]) -> None:
+        self.url, self.proc = url, proc
+
+    def wait_up(self) -> None:
+        while self.held() < 0:
+            if self.proc.poll() is not None:
+                raise SystemExit("the floor server exited")
+            time.sleep(0.05)
+
+    def held(self) -> int:
+        try:
+            return int(httpx.get(f"{self.url}/healthz", timeout=5).json()["held_polls"])
+        except httpx.HTTPError:
+            return -1
+
+
 def db_connections(admin_url: str, name: str) -> int:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         row = conn.execute(
@@ -401,7 +533,7 @@ def db_connections(admin_url: str, name: str) -> int:
         return int(row[0]) if row else 0
 
 
-async def wait_held(cloud: CloudProc, n: int, timeout: float) -> float:
+async def wait_held(cloud: CloudProc | FloorProc, n: int, timeout: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         held = await asyncio.to_thread(cloud.held)
@@ -491,7 +623,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             idle_cpu = (stat.cpu_s() - cpu0) / (time.monotonic() - w0)
             print(f"{len(agents)} polls held after {ramp_s:.1f}s", file=sys.stderr)
 
-            singles: list[float] = []
             watch = LoopWatch()
             watch.start()
             # The measured minutes run with the bench's own collector off: even its young
@@ -499,34 +630,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             # and a stamp taken late reads as latency. The cloud's collector runs as tuned.
             gc.disable()
             cpu0, w0 = stat.cpu_s(), time.monotonic()
-            singles_from = time.perf_counter()
-            for _ in range(args.singles):
-                at = time.perf_counter() - singles_from
-                singles.append(await bench.issue(gql, random.choice(agents)))
-                if os.environ.get("BENCH_DEBUG") and singles[-1] > 0.1:
-                    issue_ms = bench.issue_s[-1] * 1000
-                    print(
-                        f"single at {at:.1f}s: {singles[-1] * 1000:.0f} ms "
-                        f"(issue answered in {issue_ms:.0f} ms)",
-                        file=sys.stderr,
-                    )
-                await asyncio.sleep(random.uniform(0.005, 0.03))
+            singles = await single_deliveries(bench, agents, args, lambda a: bench.issue(gql, a))
             busy_cpu = (stat.cpu_s() - cpu0) / (time.monotonic() - w0)
             watch.stop()
             single_issue_ms = [x * 1000 for x in bench.issue_s]
             lags = [x * 1000 for x in watch.lags]
             print(f"{len(singles)} single commands delivered", file=sys.stderr)
 
-            burst: list[float] = []
             bench.issue_s.clear()
-            for _ in range(args.bursts):
-                group = random.sample(agents, args.burst_size)
-                t = time.monotonic()
-                burst += await bench.issue_many(gql, group)
-                print(f"burst delivered in {time.monotonic() - t:.2f}s", file=sys.stderr)
-                if os.environ.get("BENCH_DEBUG"):
-                    print(sorted(round(x, 2) for x in burst[-args.burst_size :]), file=sys.stderr)
-                await asyncio.sleep(1)
+            burst = await burst_deliveries(bench, agents, args, lambda g: bench.issue_many(gql, g))
             gc.enable()
             peak_connections = await asyncio.to_thread(db_connections, args.admin_url, name)
 
@@ -542,6 +654,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(cloud.stop)
+
+            floor_singles, floor_burst = await floor_phase(bench, agents, args, data)
             for client in bench.clients:
                 await client.aclose()
     finally:
@@ -552,6 +667,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     ms = [x * 1000 for x in singles]
     bms = [x * 1000 for x in burst]
+    fms = [x * 1000 for x in floor_singles]
+    fbms = [x * 1000 for x in floor_burst]
     return {
         "agents": len(agents),
         "p50_ms": round(statistics.median(ms), 1),
@@ -580,6 +697,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "anchor_interval_s": ANCHOR_INTERVAL_S,
         "p99_vs_anchor": round(pct(ms, 0.99) / 1000 / ANCHOR_INTERVAL_S, 4),
         "burst_p99_vs_anchor": round(pct(bms, 0.99) / 1000 / ANCHOR_INTERVAL_S, 4),
+        "floor_p50_ms": round(statistics.median(fms), 1),
+        "floor_p99_ms": round(pct(fms, 0.99), 1),
+        "floor_burst_p50_ms": round(statistics.median(fbms), 1),
+        "floor_burst_p99_ms": round(pct(fbms, 0.99), 1),
+        "p99_vs_floor": round(pct(ms, 0.99) / pct(fms, 0.99), 2),
+        "burst_p99_vs_floor": round(pct(bms, 0.99) / pct(fbms, 0.99), 2),
+        "p99_vs_floor_goal": 3.0,
+        "burst_p99_vs_floor_goal": 2.0,
     }
 
 
