@@ -2,8 +2,9 @@
 # The system packages the tests' real peers need, installed when missing (Debian):
 #   golang-go + golang-github-vmware-govmomi-dev  build tests/peers/vcsim (vCenter simulator)
 #   libvirt-dev + pkg-config                       build libvirt-python (test:/// driver)
+#   haproxy                                        two cloud replicas behind a proxy (scale-out test)
 set -euo pipefail
-needed=(golang-go golang-github-vmware-govmomi-dev libvirt-dev pkg-config)
+needed=(golang-go golang-github-vmware-govmomi-dev libvirt-dev pkg-config haproxy)
 missing=()
 for pkg in "${needed[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
