@@ -19,6 +19,7 @@ from dockyard.agent.protocol import BASE_PATH
 from dockyard.cloud import scheduler
 from dockyard.cloud.api.agent.routes import routes as agent_routes
 from dockyard.cloud.api.blob_urls import routes as blob_routes
+from dockyard.cloud.api.health import routes as health_routes
 from dockyard.cloud.api.notice_links import routes as notice_routes
 from dockyard.cloud.api.request_ids import RequestIds
 from dockyard.cloud.auth.agent_tokens import AgentTokens
@@ -117,6 +118,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/healthz", health),
+            *health_routes(svc),
             Mount(BASE_PATH, routes=agent_routes()),
             *blob_routes(),
             *notice_routes(),

@@ -70,6 +70,11 @@ class Bus:
         self.waiting = 0
         """Polls waiting for news right now (subscribed ones may still be reading)."""
 
+    @property
+    def listening(self) -> bool:
+        """Whether wake-ups from other replicas reach this one (in-process: always)."""
+        return True
+
     def take_seen(self) -> dict[uuid.UUID, datetime]:
         """The agents that polled since the last call, and when (for the sweeper to store)."""
         seen, self.seen = self.seen, {}
@@ -178,6 +183,10 @@ class PostgresBus(Bus):
         self._task = asyncio.create_task(self._listen_forever(), name="dockyard-bus")
         await asyncio.wait_for(self._ready.wait(), timeout=30)
 
+    @property
+    def listening(self) -> bool:
+        return self._ready.is_set()
+
     async def stop(self) -> None:
         await super().stop()
         if self._task is not None:
@@ -208,6 +217,7 @@ class PostgresBus(Bus):
                 # Notifications sent while we were away are lost: wake every held poll so
                 # each re-reads its sequence, then listen again.
                 log.warning("bus: listening connection lost (%s); reconnecting", e)
+                self._ready.clear()  # not ready until it listens again (/readyz)
                 self.forget_all()
                 self._wake_now(set(self._waiters))
                 await asyncio.sleep(delay)

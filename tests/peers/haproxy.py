@@ -1,8 +1,9 @@
 """HAProxy (Debian's package) in front of cloud replicas, as an operator would run it.
 
-Health checks on `/healthz` every 300 ms, a server marked down after two failures; a request
-whose connection is refused is sent to the other server (`option redispatch`). Held polls
-last up to 25 s, so client and server time-outs are 60 s.
+Health checks on `/readyz` (a draining replica says no at once) every 300 ms, a server
+marked down after two failures; a request whose connection is refused is sent to the other
+server (`option redispatch`). Held polls last up to 25 s, so client and server time-outs
+are 60 s.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ frontend cloud
     default_backend replicas
 backend replicas
     balance roundrobin
-    option httpchk GET /healthz
+    option httpchk GET /readyz
     http-check expect status 200
     default-server inter 300ms fall 2 rise 2
 {servers}
@@ -62,7 +63,7 @@ class Haproxy:
             if self.proc.poll() is not None:
                 raise RuntimeError((self.folder / "haproxy.log").read_text()[-2000:])
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/livez", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

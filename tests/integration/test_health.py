@@ -1,0 +1,85 @@
+"""/livez, /readyz and /metrics: readiness says no for each reason a proxy should move
+agents away, and a real Prometheus scrapes the figures."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine
+
+from dockyard.cloud.app import create_app
+from dockyard.cloud.settings import Settings
+from dockyard.cloud.store.db import Database
+
+from ..factories import enrolment_secret, make_world
+from ..peers.prometheus import Prometheus
+from ..procs import SECRET, Agent, Cloud, eventually, free_port
+
+
+def test_ready_until_draining_and_not_ready_without_its_database(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(database_url=sqlite_url, secret_key=SECRET, data_dir=tmp_path)
+    app = create_app(settings)
+    svc = app.state.services
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://cloud") as client,
+        ):
+            assert (await client.get("/livez")).json() == {"live": True}
+            assert (await client.get("/readyz")).json() == {"ready": True}
+            engine = svc.db.engine
+            port = free_port()  # nothing listens there
+            svc.db.engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/x")
+            try:
+                down = await client.get("/readyz")
+                assert down.status_code == 503
+                assert down.json()["problems"] == ["database: OperationalError"]
+                assert "127.0.0.1" not in down.text, "no connection detail reaches a client"
+            finally:
+                svc.db.engine = engine
+            assert (await client.get("/readyz")).status_code == 200
+            svc.bus.release_all()
+            draining = await client.get("/readyz")
+            assert draining.status_code == 503
+            assert draining.json()["problems"] == ["draining: a stop was asked for"]
+            assert (await client.get("/livez")).status_code == 200
+
+    asyncio.run(scenario())
+
+
+def test_prometheus_scrapes_held_polls_and_batches(
+    pg_url: str, pg: Database, tmp_path: Path
+) -> None:
+    """A real agent holds a poll; Prometheus, scraping every 200 ms, sees it and the
+    batched poll reads that served it."""
+    cloud = Cloud(pg_url, tmp_path / "cloud").start()
+    prometheus = Prometheus([f"127.0.0.1:{cloud.port}"]).start()
+    agent = Agent(tmp_path / "agent")
+    try:
+        text = httpx.get(f"{cloud.url}/metrics").text
+        names = {f.name for f in text_string_to_metric_families(text)}
+        assert {"dockyard_held_polls", "dockyard_db_slots", "dockyard_batches"} <= names
+        agent.dock(cloud.url, enrolment_secret(make_world(pg)))
+        agent.start()
+
+        def scraped(expr: str) -> float | None:
+            result = prometheus.query(expr)
+            return float(result[0]["value"][1]) if result else None
+
+        eventually(lambda: scraped("dockyard_held_polls") == 1, timeout=30, what="a held poll")
+        batches = scraped('dockyard_batches_total{kind="poll"}')
+        assert batches is not None
+        assert batches >= 1
+        assert scraped("dockyard_bus_listening") == 1
+    finally:
+        if agent.proc is not None:
+            agent.stop()
+        prometheus.stop()
+        cloud.stop()
