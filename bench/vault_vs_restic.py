@@ -1,6 +1,7 @@
 """Our vault beside restic and borg, on the same VM-shaped data, in one run.
 
-    .venv/bin/python bench/vault_vs_restic.py [--size-gb 2] [--data DIR] [--work DIR]
+    .venv/bin/python bench/vault_vs_restic.py [--dataset synthetic|real|both] [--size-gb 2]
+        [--data DIR] [--work DIR] [--only dockyard restic ...]
 
 Peers are installed into a folder of their own (`<work>/peers`, default build/bench-vault):
 restic 0.18 (Debian trixie's package) and 0.14 (bookworm's), unpacked with `dpkg-deb -x`;
@@ -22,9 +23,18 @@ after it; ours fsyncs each file itself, the peers do not). The second is the fai
 Ours leaves runs of zeros as holes by default, so each peer restores twice, at its default
 and with its own `--sparse`, and the better of the two is its figure.
 
-Prints MB/s per tool and step, the ratios of ours to the best restic and the best borg,
-and the raw primitives' throughput on this machine (the physical limit). The last line is
-one JSON object with every figure (`store_vs_restic`, `store_vs_borg`, ...).
+Two data sets (`--dataset`, default both): the synthetic one (VM-shaped: random blocks,
+zero runs, repeated words, runs copied between files; made from a seed) and a real one
+built from this machine's own files (`make_real_dataset`: ext4 images of system trees
+made with `mke2fs -d`, one made again after files were removed and added, and a tarball
+of the documentation; about 2 GB). The synthetic set flatters every tool's compression
+(its text is seven words) and has no middle ground; the real one has code, binaries that
+compress a little, and compressed man pages that do not.
+
+Prints MB/s per tool and step for each data set, the ratios of ours to the best restic
+and the best borg, and the raw primitives' throughput on this machine (the physical
+limit). The last line is one JSON object, by data set, with every figure
+(`store_vs_restic`, `store_vs_borg`, ...).
 """
 
 from __future__ import annotations
@@ -102,9 +112,100 @@ def make_dataset(folder: Path, total: int, seed: int = 2026) -> None:
     (folder / ".complete").write_text(f"{total}:{seed}")
 
 
+REAL_SOURCES = [
+    # (image name, apparent MiB, trees): those that exist here, in order, while they fill
+    # at most two thirds of the image
+    ("libs", 640, ["/usr/lib/python3.11", "/usr/lib/gcc", "/usr/include", "/usr/share/locale"]),
+    ("tools", 512, ["/usr/lib/go-1.19", "/usr/lib/llvm-14", "/usr/share/locale"]),
+]
+REAL_DOCS = ["/usr/share/doc", "/usr/share/man"]
+FAKE_TIME = "1764547200"  # 2025-12-01: every image and the tarball carry this time
+IMAGE_UUID = "6f1c2e0a-52d4-4d6e-9c3b-2a0d9e7b1c55"
+
+
+def make_real_dataset(folder: Path, work: Path) -> None:
+    """Real files already on this machine, about 2 GB apparent: ext4 images made with
+    `mke2fs -d` from system trees (mostly zeros past their data, as a VM's disk is), one of
+    them made again after files were removed and others added (so the same blocks sit at
+    other offsets), and a tarball of the machine's documentation. Deterministic for a given
+    machine: fixed UUIDs, hash seed and times, sorted tar members."""
+    marker = folder / ".complete"
+    if marker.exists() and marker.read_text().strip() == "real:1":
+        return
+    if not shutil.which("mke2fs"):
+        run(["apt-get", "install", "-y", "-q", "e2fsprogs"])
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    env = os.environ | {"E2FSPROGS_FAKE_TIME": FAKE_TIME}
+    for name, mib, candidates in REAL_SOURCES:
+        trees, room = [], mib * 2**20 * 2 // 3
+        for tree in (Path(t) for t in candidates if Path(t).is_dir()):
+            size = int(run(["du", "-sb", str(tree)]).stdout.split()[0])
+            if size <= room:
+                trees.append(tree)
+                room -= size
+        if not trees:
+            raise SystemExit(f"none of {candidates} exists here: no real data set")
+        stage = work / f"stage-{name}"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        for tree in trees:
+            run(["cp", "-a", str(tree), str(stage / tree.name)])
+        _image(stage, folder / f"{name}.img", mib, env)
+        if name == "libs":  # the same file system after a round of changes
+            files = sorted(p for p in stage.rglob("*") if p.is_file() and not p.is_symlink())
+            for path in files[::7]:
+                path.unlink()
+            extra = Path("/usr/share/vim") if Path("/usr/share/vim").is_dir() else trees[0]
+            run(["cp", "-a", str(extra), str(stage / "added")])
+            _image(stage, folder / f"{name}-changed.img", mib, env)
+        shutil.rmtree(stage, ignore_errors=True)
+    docs = [d for d in REAL_DOCS if Path(d).is_dir()]
+    run(
+        [
+            "tar", "--sort=name", f"--mtime=@{FAKE_TIME}", "--owner=0", "--group=0",
+            "--numeric-owner", "-cf", str(folder / "docs.tar"), *docs,
+        ]
+    )  # fmt: skip
+    marker.write_text("real:1")
+
+
+def _image(tree: Path, image: Path, mib: int, env: dict[str, str]) -> None:
+    """An ext4 image of the tree. mke2fs copies each inode's times, which the staging copy
+    (ctime), any reader (atime) and the round of changes (directories' mtime) move, so all
+    three are set to FAKE_TIME afterwards with debugfs: the same trees give the same
+    image, byte for byte."""
+    image.unlink(missing_ok=True)
+    run(
+        [
+            "mke2fs", "-q", "-t", "ext4", "-b", "4096", "-U", IMAGE_UUID,
+            "-E", f"hash_seed={IMAGE_UUID},root_owner=0:0,nodiscard",
+            "-d", str(tree), str(image), f"{mib}M",
+        ],
+        env=env,
+    )  # fmt: skip
+    header = run(["dumpe2fs", "-h", str(image)], env=env).stdout
+    counts = dict(
+        line.split(":", 1)
+        for line in header.splitlines()
+        if line.startswith(("Inode count", "Free inodes"))
+    )
+    used = int(counts["Inode count"]) - int(counts["Free inodes"])
+    commands = image.with_suffix(".debugfs")
+    commands.write_text(
+        "".join(
+            f"sif <{ino}> {field} {FAKE_TIME}\nsif <{ino}> {field}_extra 0\n"
+            for ino in range(1, used + 12)
+            for field in ("ctime", "atime", "mtime")
+        )
+    )
+    run(["debugfs", "-w", "-f", str(commands), str(image)], env=env)
+    commands.unlink()
+
+
 def insert_in_middle(folder: Path, work: Path) -> Path:
     """A copy of the data set with 4099 bytes inserted in the middle of its largest file."""
-    changed = work / "data-changed"
+    changed = work / f"{folder.name}-changed"
     shutil.rmtree(changed, ignore_errors=True)
     changed.mkdir(parents=True)
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != ".complete")
@@ -535,17 +636,29 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="compare on this directory of files instead")
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "bench-vault")
     ap.add_argument("--only", nargs="*", help="tool names to run (default: all)")
+    ap.add_argument(
+        "--dataset",
+        choices=["synthetic", "real", "both"],
+        default="both",
+        help="synthetic (VM-shaped, made from a seed), real (this machine's files), or both",
+    )
     args = ap.parse_args()
     work: Path = args.work
     peers = work / "peers"
     peers.mkdir(parents=True, exist_ok=True)
 
-    data = args.data or work / "data"
-    if args.data is None:
-        log(f"making a {args.size_gb} GB data set in {data}")
-        make_dataset(data, int(args.size_gb * 1e9))
-    changed = insert_in_middle(data, work)
-    expect = digest_tree(changed)
+    datasets: list[tuple[str, Path]] = []
+    if args.data is not None:
+        datasets.append(("given", args.data))
+    else:
+        if args.dataset in ("synthetic", "both"):
+            log(f"making a {args.size_gb} GB synthetic data set in {work / 'data'}")
+            make_dataset(work / "data", int(args.size_gb * 1e9))
+            datasets.append(("synthetic", work / "data"))
+        if args.dataset in ("real", "both"):
+            log(f"making the real data set in {work / 'real'}")
+            make_real_dataset(work / "real", work)
+            datasets.append(("real", work / "real"))
 
     tools: list[Tool] = [ours()]
     installers: list[tuple[str, Callable[[], list[Tool]]]] = [
@@ -556,6 +669,8 @@ def main() -> None:
         ("borg 1.2 (bookworm)", lambda: borg_bookworm(peers)),
     ]
     for label, install in installers:
+        if args.only and not any(label.startswith(o) for o in args.only):
+            continue  # not asked for: not installed either
         try:
             ready = install()
             tools.extend(ready)
@@ -566,15 +681,21 @@ def main() -> None:
     if args.only:
         tools = [t for t in tools if any(t.name.startswith(o) for o in args.only)]
 
-    results: dict[str, dict[str, Any]] = {}
-    for tool in tools:
-        log(f"measuring {tool.name} ({tool.settings})")
-        try:
-            results[tool.name] = measure(tool, data, changed, work, expect)
-        except subprocess.CalledProcessError as e:
-            log(f"{tool.name} failed: {e.stderr[-500:]}")
-    figures = report(results, primitives(), data)
-    print(json.dumps(figures))
+    prims = primitives()
+    every: dict[str, Any] = {}
+    for label, data in datasets:
+        changed = insert_in_middle(data, work)
+        expect = digest_tree(changed)
+        results: dict[str, dict[str, Any]] = {}
+        for tool in tools:
+            log(f"measuring {tool.name} ({tool.settings}) on the {label} data set")
+            try:
+                results[tool.name] = measure(tool, data, changed, work, expect)
+            except subprocess.CalledProcessError as e:
+                log(f"{tool.name} failed: {e.stderr[-500:]}")
+        print(f"=== {label} data set")
+        every[label] = report(results, prims, data)
+    print(json.dumps(every))
 
 
 def report(results: dict[str, dict[str, Any]], prims: dict[str, float], data: Path) -> dict:
