@@ -432,3 +432,25 @@ def test_cli_explains_a_decision_and_refuses_an_impossible_policy(
     assert refused.returncode == 2
     assert "cpu threshold 0 can never be undercut" in refused.stderr
     assert (state / "modules" / "vm" / "policy.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("ls",),
+        ("ls", "--json"),
+        ("policy", "show"),
+        ("budget",),
+        ("audit",),
+        ("endpoint", "list"),
+        ("never-act", "list"),
+    ],
+)
+def test_a_command_that_only_looks_writes_nothing(tmp_path: Path, args: tuple[str, ...]) -> None:
+    state = tmp_path / "agent"
+    state.mkdir()
+    shown = _agent(state, *args)
+    assert shown.returncode == 0, shown.stderr
+    assert list(state.iterdir()) == [], f"{args} wrote {sorted(state.rglob('*'))}"
+    if args == ("policy", "show"):
+        assert json.loads(shown.stdout)["budget_share"] == 0.1

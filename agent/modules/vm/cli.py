@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,14 @@ def main(
     same policy as the running agent."""
     from . import module_at
 
-    module = module_at(state_dir / "modules" / "vm")
+    home = state_dir / "modules" / "vm"
+    scratch: tempfile.TemporaryDirectory[str] | None = None
+    if not home.exists() and _read_only(args):
+        # Nothing has been stored yet: what a fresh module would show, from a folder that
+        # is gone when the command ends, so looking never creates the agent's state.
+        scratch = tempfile.TemporaryDirectory(prefix="dockyard-vm-")
+        home = Path(scratch.name)
+    module = module_at(home)
     for row in docked or []:
         module.on_policy(row["kind"], row["name"], row["version"], row["document"])
     try:
@@ -129,6 +137,19 @@ def main(
         return 1
     finally:
         module.close()
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _read_only(args: argparse.Namespace) -> bool:
+    """The commands that only look: they must not write to the agent's state."""
+    command = args.vm_command
+    return (
+        command in ("ls", "explain", "budget", "audit")
+        or (command == "policy" and args.policy_command == "show")
+        or (command == "endpoint" and args.endpoint_command == "list")
+        or (command == "never-act" and args.never_command == "list")
+    )
 
 
 def _find(module: Any, text: str) -> Any:
