@@ -7,6 +7,7 @@ scanner or a link preview never spends a single-use link.
 from __future__ import annotations
 
 import html
+import logging
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from dockyard.cloud.domain.principal import Principal
 from dockyard.cloud.services import Services
 
 MAX_FORM_BYTES = 4096
+log = logging.getLogger(__name__)
 
 
 def _page(status: int, title: str, body: str) -> Response:
@@ -58,11 +60,18 @@ async def take(request: Request) -> Response:
         with svc.db.transaction() as session:
             tenant, claims = vm_notices.find_for_link(session, key, token, svc.clock)
         principal = Principal.system(frozenset({tenant}))
-        return svc.in_tx(principal, lambda ctx: vm_notices.answer(ctx, claims))
+        try:
+            return svc.in_tx(principal, lambda ctx: vm_notices.answer(ctx, claims))
+        except links.BadLink as e:
+            # The answer's transaction is gone; the refusal is written in one of its own.
+            why = str(e)
+            svc.in_tx(principal, lambda ctx: vm_notices.refused_link(ctx, tenant, claims, why))
+            raise
 
     try:
         message = await svc.run_db(work)
     except links.BadLink as e:
+        log.warning("notice link refused: %s", e)
         return _page(400, "This link cannot be used", f"<p>{html.escape(str(e))}</p>")
     return _page(200, "Thank you", f"<p>{html.escape(message)}</p>")
 

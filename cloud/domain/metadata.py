@@ -73,3 +73,5 @@ def _ingest_vm(ctx: Ctx, agent: Agent, batch: WireBatch) -> None:
         vms.ingest_inventory(ctx, agent, list(batch.records))
     elif batch.kind == "vm.decision":
         vms.ingest_decisions(ctx, agent, list(batch.records))
+    elif batch.kind == "vm.audit":
+        vms.ingest_audit(ctx, agent, list(batch.records))

@@ -5,6 +5,11 @@ VM's owner with signed single-use skip and delay links; when the notice period p
 unanswered, a `vm.power` command goes to the agent that proposed it (whose own safety net
 still applies). A skip sends `vm.resolve` so the agent starts the idle period again; a delay
 moves the deadline a week. Every timer reads the cloud's clock.
+
+The loop closes on the agent's answer: once the command is final, the decision is `done`
+(the VM went off), `held` (the agent's budget is spent: `approve` lets it go again) or
+`failed`, with the agent's code and sentence. A refused link is written to the tenant's
+audit log when the link can be tied to a tenant at all.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.agent.protocol import links
-from dockyard.cloud.store.models import UsedNoticeLink, VmDecision
+from dockyard.cloud.store.models import Command, JobEvent, UsedNoticeLink, VmDecision
 from dockyard.cloud.store.tenancy import unscoped
 
-from . import audit, commands
+from . import agents, audit, commands
 from .clock import Clock
 from .context import Ctx
+from .errors import Invalid
+from .permissions import Permission as P
 
 DELAY = timedelta(days=7)
 ANSWER_PATH = "/vm/notices/answer"
@@ -59,6 +66,12 @@ def open_work(session: Session, clock: Clock) -> list[tuple[uuid.UUID, uuid.UUID
             select(VmDecision.tenant_id, VmDecision.id).where(
                 (VmDecision.status == "proposed")
                 | (VmDecision.status.in_(("notified", "delayed")) & (VmDecision.due_at <= now))
+                | (
+                    (VmDecision.status == "commanded")
+                    & VmDecision.command_id.in_(
+                        select(Command.id).where(Command.state.in_(commands.FINAL_STATES))
+                    )
+                )
             )
         ).all()
     return [(r[0], r[1]) for r in rows]
@@ -122,6 +135,8 @@ def advance(
         )
         return decision.status
     if decision.status in ("notified", "delayed") and decision.due_at and decision.due_at <= now:
+        # A decision let go again after an approval gets a command of its own.
+        again = f":after:{decision.command_id}" if decision.command_id else ""
         command = commands.issue(
             ctx,
             decision.agent_id,
@@ -132,10 +147,81 @@ def advance(
                 "action": decision.action or "shutdown",
                 "decision_id": decision.decision_id,
             },
-            idempotency_key=f"vm-decision:{decision.id}",
+            idempotency_key=f"vm-decision:{decision.id}{again}",
         )
         decision.status, decision.command_id = "commanded", command.id
+    elif decision.status == "commanded" and decision.command_id is not None:
+        _settle(ctx, decision)
     return decision.status
+
+
+def _settle(ctx: Ctx, decision: VmDecision) -> None:
+    """The command is final: the decision takes the agent's result."""
+    command = ctx.session.get(Command, decision.command_id)
+    if command is None or command.state not in commands.FINAL_STATES:
+        return
+    detail = ctx.session.scalar(
+        select(JobEvent.detail)
+        .where(JobEvent.job_id == command.job_id, JobEvent.kind.in_(("succeeded", "failed")))
+        .order_by(JobEvent.received_at.desc())
+        .limit(1)
+    )
+    code = command.result_code or command.state
+    if command.state == "succeeded":
+        decision.status, decision.error = "done", None
+    elif code == "over_budget":
+        decision.status = "held"
+        decision.error = f"over_budget: {detail or 'the budget of the agent is spent'}"
+    else:
+        decision.status = "failed"
+        decision.error = f"{code}: {detail}" if detail else code
+    audit.record(
+        ctx,
+        decision.tenant_id,
+        f"vm.decision.{decision.status}",
+        target=str(decision.id),
+        outcome="ok" if decision.status == "done" else decision.status,
+        code=code,
+        command=str(command.id),
+    )
+
+
+def approve(ctx: Ctx, agent_id: uuid.UUID, count: int) -> tuple[uuid.UUID, int]:
+    """`count` more actions past the agent's budget: a `vm.approve` to the agent, and up to
+    `count` of its held decisions are let go again (their `vm.power` follows the approval,
+    in the agent's sequence). Returns the approval's command id and how many were let go."""
+    if not 1 <= count <= 1000:
+        raise Invalid("count is between 1 and 1000")
+    agent = agents.get(ctx, agent_id)
+    ctx.principal.require(agent.tenant_id, P.VM_POWER, "agent")
+    command = commands.issue(
+        ctx, agent.id, "vm.approve", {"count": count, "by": str(ctx.principal.id or "")}
+    )
+    held = ctx.session.scalars(
+        select(VmDecision)
+        .where(VmDecision.agent_id == agent.id, VmDecision.status == "held")
+        .order_by(VmDecision.due_at)
+        .limit(count)
+    ).all()
+    for decision in held:
+        decision.status, decision.error = "notified", None
+    audit.record(
+        ctx, agent.tenant_id, "vm.approve", target=str(agent.id), count=count, released=len(held)
+    )
+    return command.id, len(held)
+
+
+def refused_link(ctx: Ctx, tenant_id: uuid.UUID, claims: links.LinkClaims, why: str) -> None:
+    """A link tied to this tenant's notice was refused (replayed, misbound, too late)."""
+    audit.record(
+        ctx,
+        tenant_id,
+        "vm.notice.link",
+        target=claims.notice_id,
+        outcome="refused",
+        reason=why,
+        answer=claims.answer,
+    )
 
 
 def _vm_key(decision: VmDecision) -> str:
@@ -166,7 +252,7 @@ def answer(ctx: Ctx, claims: links.LinkClaims) -> str:
         or _vm_key(decision) != claims.vm
     ):
         raise links.BadLink("this link does not belong to a notice of ours")
-    if decision.status == "commanded":
+    if decision.status in ("commanded", "done", "held"):
         raise links.BadLink("too late: the shutdown has been ordered")
     if decision.status == "skipped":
         raise links.BadLink("this notice was already answered with skip")

@@ -173,6 +173,31 @@ def split(ctx: Ctx, sighting_id: uuid.UUID) -> VmSighting:
 class CatalogEntry:
     vm: CatalogVm
     sightings: list[VmSighting]
+    clones: dict[uuid.UUID, list[uuid.UUID]]
+    """Per sighting, the sightings of other VMs sharing its BIOS UUID (a clone, or a copy
+    registered twice): shown as a flag, never merged, and a command still names one."""
+
+
+def possible_clones(ctx: Ctx, tenant_id: uuid.UUID) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """Sightings that share a BIOS UUID with a sighting of another catalog VM (whichever
+    agent saw them), each with those others' ids."""
+    by_bios: dict[str, list[tuple[uuid.UUID, uuid.UUID]]] = defaultdict(list)
+    rows = ctx.session.execute(
+        select(VmSighting.id, VmSighting.vm_id, VmSighting.identifiers).where(
+            VmSighting.tenant_id == tenant_id
+        )
+    )
+    for sighting_id, vm_id, ids in rows:
+        bios = str((ids or {}).get("bios_uuid") or "").lower()
+        if bios:
+            by_bios[bios].append((sighting_id, vm_id))
+    out: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for group in by_bios.values():
+        for sighting_id, vm_id in group:
+            others = sorted((o for o, other_vm in group if other_vm != vm_id), key=str)
+            if others:
+                out[sighting_id] = others
+    return out
 
 
 def catalog(
@@ -213,7 +238,13 @@ def catalog(
         .order_by(VmSighting.seen_at)
     ):
         grouped[s.vm_id].append(s)
-    return [CatalogEntry(v, grouped[v.id]) for v in vms]
+    clones = possible_clones(ctx, tenant_id)
+    return [
+        CatalogEntry(
+            v, grouped[v.id], {s.id: clones[s.id] for s in grouped[v.id] if s.id in clones}
+        )
+        for v in vms
+    ]
 
 
 # --- decisions ---------------------------------------------------------------------------
@@ -256,6 +287,45 @@ def ingest_decisions(ctx: Ctx, agent: Agent, records: list[dict[str, Any]]) -> i
         stored += 1
     ctx.session.flush()
     return stored
+
+
+AGENT_AUDIT = {
+    "vm.power",
+    "vm.link",
+    "vm.link.skip",
+    "vm.link.delay",
+    "vm.approve",
+    "vm.budget.spent",
+}
+"""What an agent's VM module writes to its audit trail, and so may write to the tenant's."""
+
+
+def ingest_audit(ctx: Ctx, agent: Agent, records: list[dict[str, Any]]) -> int:
+    """The agent's trail (its refusals, actions, approvals, refused links) into the tenant's
+    audit log, each entry marked as the agent's, with the time the agent wrote it."""
+    for raw in records:
+        action, outcome = raw.get("action"), raw.get("outcome")
+        detail = raw.get("detail")
+        if action not in AGENT_AUDIT or not isinstance(outcome, str) or len(outcome) > 16:
+            raise Invalid(f"a vm.audit record names no known action: {str(action)[:64]!r}")
+        if not isinstance(detail, dict):
+            raise Invalid("a vm.audit record's detail is an object")
+        target = raw.get("target")
+        fields = {str(k)[:64]: v for k, v in detail.items()}
+        for taken in ("action", "target", "outcome", "ctx", "tenant_id"):
+            if taken in fields:  # the record's own arguments; the agent's keep a prefix
+                fields[f"agent_{taken}"] = fields.pop(taken)
+        audit.record(
+            ctx,
+            agent.tenant_id,
+            f"agent.{action}",
+            target=f"{agent.id}/{target}"[:200] if target else str(agent.id),
+            outcome=outcome,
+            agent_id=str(agent.id),
+            agent_at=str(raw.get("at", ""))[:40],
+            **fields,
+        )
+    return len(records)
 
 
 def decisions(

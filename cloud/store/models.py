@@ -342,7 +342,9 @@ class VmDecision(TenantOwned, Base):
     window_end: Mapped[datetime]
     notice_hours: Mapped[float] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(16))
-    """proposed, notified, skipped, delayed, commanded, failed (no one to notify, mail)."""
+    """proposed, notified, skipped, delayed, commanded; then done (the agent's result),
+    held (the agent's budget is spent, until an approval), or failed (no one to notify, the
+    mail, or the agent's refusal: `error` says which)."""
     received_at: Mapped[datetime]
     notice_sent_at: Mapped[datetime | None]
     due_at: Mapped[datetime | None]

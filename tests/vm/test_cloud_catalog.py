@@ -22,7 +22,8 @@ from ..procs import Cloud
 VMS = """query($t: ID!, $idle: String, $host: String, $owner: String) {
   vms(tenantId: $t, idleState: $idle, host: $host, owner: $owner) {
     __typename ... on VmList { items { id name conflict sightings {
-      id agentId endpoint nativeId name powerState host owner idleState pinned } } }
+      id agentId endpoint nativeId name powerState host owner idleState pinned
+      possibleClone possibleCloneOf } } }
     ... on NotFoundError { message } } }"""
 SPLIT = """mutation($s: ID!) { splitVmSighting(sightingId: $s) {
   __typename ... on VmSighting { id pinned } ... on NotFoundError { message } } }"""
@@ -89,6 +90,22 @@ def test_two_agents_merge_on_two_identifiers_and_clones_stay_apart(
     assert len(by_name["clone"]["sightings"]) == 1
     assert len(by_name["clone2"]["sightings"]) == 1
     assert all(v["conflict"] is None for v in items)
+    # Sharing a BIOS UUID with another VM is a visible flag, whichever agent saw them; the
+    # two sightings of web (one VM) do not flag each other.
+    flagged = {
+        s["nativeId"]: set(s["possibleCloneOf"])
+        for v in items
+        for s in v["sightings"]
+        if s["possibleClone"]
+    }
+    ids = {s["nativeId"]: s["id"] for v in items for s in v["sightings"]}
+    assert flagged == {
+        "vm-1": {ids["vm-2"], ids["vm-78"]},
+        "vm-77": {ids["vm-2"], ids["vm-78"]},
+        "vm-2": {ids["vm-1"], ids["vm-77"], ids["vm-78"]},
+        "vm-78": {ids["vm-1"], ids["vm-77"], ids["vm-2"]},
+    }
+    assert by_name["twin-a"]["sightings"][0]["possibleCloneOf"] == []
 
     # A sighting that agrees with two different VMs on two identifiers each is not merged.
     send(

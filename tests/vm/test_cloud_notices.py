@@ -17,11 +17,12 @@ from dockyard.agent import protocol as p
 from dockyard.agent.protocol import links, vm
 from dockyard.cloud import scheduler
 from dockyard.cloud.app import build_services
-from dockyard.cloud.domain import enrolment, metadata, vm_notices
+from dockyard.cloud.domain import enrolment, jobs, metadata, vm_notices
 from dockyard.cloud.domain.clock import ManualClock
+from dockyard.cloud.domain.errors import Invalid
 from dockyard.cloud.settings import Settings
 from dockyard.cloud.store.db import Database
-from dockyard.cloud.store.models import Command, VmDecision
+from dockyard.cloud.store.models import AuditRecord, Command, VmDecision
 
 from ..factories import enrolment_secret, make_world, system
 
@@ -142,3 +143,134 @@ def test_notice_skip_delay_and_the_command_after(setup: Any, pg: Database, smtp:
         }
         assert issued["vm.resolve"].args["outcome"] == "skipped"
         assert issued["vm.power"].args["action"] == "shutdown"
+
+
+def _agent_answers(
+    pg: Database, world: Any, agent_id: uuid.UUID, clock: Any, name: str, code: str | None
+) -> None:
+    """The agent's result for the decision's `vm.power`, as its job events would carry it
+    (the command is handed out first, as a poll would)."""
+    with system(pg, world.tenant_id, clock=clock) as ctx:
+        row = ctx.session.scalars(select(VmDecision).where(VmDecision.vm_name == name)).one()
+        command = ctx.session.get(Command, row.command_id)
+        assert command is not None
+        command.state = "sent"
+        kind = p.JobEventKind.FAILED if code else p.JobEventKind.SUCCEEDED
+        jobs.report(
+            ctx,
+            agent_id,
+            command.job_id,
+            [p.JobEvent(kind=kind, at=clock.now(), code=code, detail=f"{name}: {code or 'off'}")],
+        )
+
+
+def test_the_decision_takes_the_agents_result_and_a_held_one_goes_on_after_approval(
+    setup: Any, pg: Database, smtp: Any
+) -> None:
+    svc, clock, world, agent_id = setup
+    propose(
+        pg,
+        world,
+        agent_id,
+        clock,
+        decision("a", "a@example.com"),
+        decision("b", "b@example.com"),
+        decision("c", "c@example.com"),
+    )
+    assert scheduler.run_vm_notices(svc) == {"notified": 3}
+    clock.advance(timedelta(hours=25))
+    assert scheduler.run_vm_notices(svc) == {"commanded": 3}
+    assert scheduler.run_vm_notices(svc) == {}, "nothing to settle before the agent answers"
+
+    _agent_answers(pg, world, agent_id, clock, "a", None)
+    _agent_answers(pg, world, agent_id, clock, "b", "over_budget")
+    _agent_answers(pg, world, agent_id, clock, "c", "refused_by_safety_net")
+    assert scheduler.run_vm_notices(svc) == {"done": 1, "held": 1, "failed": 1}
+
+    def rows() -> dict[str, VmDecision]:
+        with system(pg, world.tenant_id, clock=clock) as ctx:
+            found = {d.vm_name or "": d for d in ctx.session.scalars(select(VmDecision))}
+            ctx.session.expunge_all()
+            return found
+
+    settled = rows()
+    assert settled["a"].error is None
+    assert settled["b"].error == "over_budget: b: over_budget"
+    assert settled["c"].error == "refused_by_safety_net: c: refused_by_safety_net"
+    first_b = settled["b"].command_id
+
+    with system(pg, world.tenant_id, clock=clock) as ctx:
+        with pytest.raises(Invalid, match="between 1 and 1000"):
+            vm_notices.approve(ctx, agent_id, 0)
+        approval, released = vm_notices.approve(ctx, agent_id, 5)
+    assert released == 1, "only the held one goes again; the refused one stays refused"
+    assert scheduler.run_vm_notices(svc) == {"commanded": 1}
+    again = rows()["b"]
+    assert again.command_id not in (None, first_b), "a command of its own after the approval"
+    with system(pg, world.tenant_id, clock=clock) as ctx:
+        issued = ctx.session.scalars(
+            select(Command).where(Command.agent_id == agent_id).order_by(Command.seq)
+        ).all()
+        order = [c.id for c in issued]
+        assert issued[order.index(approval)].name == "vm.approve"
+        assert order.index(approval) < order.index(again.command_id)
+        audit_rows = ctx.session.scalars(
+            select(AuditRecord).where(AuditRecord.action.like("vm.decision.%"))
+        ).all()
+        assert sorted(r.action for r in audit_rows) == [
+            "vm.decision.done",
+            "vm.decision.failed",
+            "vm.decision.held",
+        ]
+    _agent_answers(pg, world, agent_id, clock, "b", None)
+    assert scheduler.run_vm_notices(svc) == {"done": 1}
+
+
+def test_the_agents_audit_trail_lands_in_the_tenants_log_and_a_bad_entry_stores_nothing(
+    setup: Any, pg: Database
+) -> None:
+    _, clock, world, agent_id = setup
+    trail = [
+        {
+            "id": 1,
+            "at": START.isoformat(),
+            "action": "vm.power",
+            "target": "vc/vm-web",
+            "outcome": "refused",
+            "detail": {"code": "over_budget", "action": "shutdown", "source": "notice"},
+        },
+        {
+            "id": 2,
+            "at": START.isoformat(),
+            "action": "vm.approve",
+            "target": None,
+            "outcome": "ok",
+            "detail": {"count": 2, "source": "shell"},
+        },
+    ]
+
+    def send(records: list[dict[str, Any]]) -> None:
+        with system(pg, world.tenant_id, clock=clock) as ctx:
+            metadata.accept(
+                ctx,
+                agent_id,
+                p.MetadataBatch(
+                    batch_id=uuid.uuid4(), module="vm", kind="vm.audit", records=records
+                ),
+                100,
+            )
+
+    send(trail)
+    with pytest.raises(Invalid, match="names no known action"):
+        send([{**trail[0], "action": "vm.delete_everything"}])
+    with system(pg, world.tenant_id, clock=clock) as ctx:
+        found = ctx.session.scalars(
+            select(AuditRecord).where(AuditRecord.action.like("agent.vm.%"))
+        ).all()
+        by_action = {r.action: r for r in found}
+        assert set(by_action) == {"agent.vm.power", "agent.vm.approve"}
+        power = by_action["agent.vm.power"]
+        assert (power.outcome, power.target) == ("refused", f"{agent_id}/vc/vm-web")
+        assert power.detail["code"] == "over_budget"
+        assert power.detail["agent_action"] == "shutdown"
+        assert power.detail["agent_at"] == START.isoformat()

@@ -37,6 +37,12 @@ POLICY = {
 DECISIONS = """query($t: ID!) { vmDecisions(tenantId: $t) { ... on VmDecisionList { items {
   vmName status owner reasons noticeSentAt commandId error } } } }"""
 COMMAND = """query($id: ID!) { command(id: $id) { ... on Command { state resultCode } } }"""
+AUDIT = """query($t: ID!) { auditLog(tenantId: $t, first: 200) { ... on AuditRecordConnection {
+  edges { node { action target outcome detail } } } } }"""
+
+
+def _audit(gql: Gql, tenant: str) -> list[dict[str, Any]]:
+    return [e["node"] for e in gql.data(AUDIT, t=tenant)["auditLog"]["edges"]]
 
 
 def _days_sampled(state: Path, day: int) -> int:
@@ -125,10 +131,12 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
 
         def decided() -> list[dict[str, Any]] | None:
             items = gql.data(DECISIONS, t=str(world.tenant_id))["vmDecisions"]["items"]
-            done = [d for d in items if d["status"] == "commanded"]
+            done = [d for d in items if d["status"] == "done"]
             return items if len(done) == 2 else None
 
-        decisions = eventually(decided, timeout=60, what="the cloud to order two shutdowns")
+        # The loop closes: each decision takes the agent's result, not just "commanded".
+        decisions = eventually(decided, timeout=60, what="two shutdowns done on the agent")
+        assert all(d["commandId"] and d["error"] is None for d in decisions)
         assert sorted(d["vmName"] for d in decisions) == ["build1", "web1"]  # web2: never act
         assert all(d["noticeSentAt"] and d["reasons"] for d in decisions)
         mails = smtp.wait(2)
@@ -152,6 +160,14 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
         late = httpx.post(f"{cloud.url}/vm/notices/answer", data={"t": link.group(1)})
         assert late.status_code == 400
         assert "too late" in late.text
+        refused_links = [
+            a
+            for a in _audit(gql, str(world.tenant_id))
+            if a["action"] == "vm.notice.link" and a["outcome"] == "refused"
+        ]
+        assert [a["detail"]["reason"] for a in refused_links] == [
+            "too late: the shutdown has been ordered"
+        ]
 
         # The cloud orders web2 off directly: the agent's never-act list refuses.
         web2 = next(
@@ -168,6 +184,20 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
         assert command["resultCode"] == "refused_by_safety_net"
         explained = json.loads(agent.cli("vm", "explain", "web2", "--json").stdout)
         assert explained["power_state"] == "on"
+
+        # The agent's trail reaches the cloud's audit log: its refusal and its two actions.
+        def trail() -> list[dict[str, Any]] | None:
+            found = [
+                a for a in _audit(gql, str(world.tenant_id)) if a["action"] == "agent.vm.power"
+            ]
+            return found if any(a["outcome"] == "refused" for a in found) else None
+
+        powered = eventually(trail, timeout=30, what="the agent's audit trail in the cloud")
+        refusal = next(a for a in powered if a["outcome"] == "refused")
+        assert refusal["target"].endswith("/lab/web2") or "web2" in refusal["detail"]["reason"]
+        assert refusal["detail"]["code"] == "refused_by_safety_net"
+        assert refusal["detail"]["source"] == "cloud"
+        assert sum(a["outcome"] == "ok" for a in powered) == 2
     finally:
         if agent.proc is not None:
             agent.stop()

@@ -17,7 +17,17 @@ from strawberry.types import ExecutionContext, Info
 from strawberry.utils.str_converters import to_camel_case
 
 from dockyard.agent.protocol import FlowMode
-from dockyard.cloud.domain import agents, audit, commands, enrolment, jobs, policies, tenants, vms
+from dockyard.cloud.domain import (
+    agents,
+    audit,
+    commands,
+    enrolment,
+    jobs,
+    policies,
+    tenants,
+    vm_notices,
+    vms,
+)
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.errors import DomainError, Invalid, Refused
 from dockyard.cloud.domain.permissions import Permission as P
@@ -367,7 +377,7 @@ class Query:
                         id=strawberry.ID(str(e.vm.id)),
                         name=e.vm.name,
                         conflict=e.vm.conflict,
-                        sightings=[t.VmSighting.of(s) for s in e.sightings],
+                        sightings=[t.VmSighting.of(s, e.clones.get(s.id)) for s in e.sightings],
                     )
                     for e in entries
                 ]
@@ -631,6 +641,19 @@ class Mutation:
             lambda ctx: t.Command.of(vms.power(ctx, _id(sighting_id, "sightingId"), action)),
             write=True,
         )
+
+    @mutation(P.VM_POWER)
+    async def approve_vm_actions(
+        self, info: Info[Context, None], agent_id: strawberry.ID, count: int
+    ) -> t.ApproveVmActionsResult:
+        """Let `count` more actions go past the agent's budget in this window; its held
+        decisions go ahead, oldest first. The agent's own cap is not raised."""
+
+        def fn(ctx: Ctx) -> t.VmApproval:
+            command_id, released = vm_notices.approve(ctx, _id(agent_id, "agentId"), count)
+            return t.VmApproval(command_id=strawberry.ID(str(command_id)), released=released)
+
+        return await call(info, fn, write=True)
 
     @mutation(P.VM_SPLIT)
     async def split_vm_sighting(

@@ -457,9 +457,14 @@ class VmSighting:
     seen_at: datetime
     pinned: bool
     identifiers: JSON
+    possible_clone: bool
+    """This sighting shares its BIOS UUID with a sighting of another VM: a clone, or a copy
+    registered twice. They stay separate VMs; a command reaches only the one it names."""
+    possible_clone_of: list[strawberry.ID]
+    """Those other sightings' ids."""
 
     @classmethod
-    def of(cls, row: m.VmSighting) -> "VmSighting":
+    def of(cls, row: m.VmSighting, clones: list[uuid.UUID] | None = None) -> "VmSighting":
         return cls(
             id=strawberry.ID(str(row.id)),
             agent_id=strawberry.ID(str(row.agent_id)),
@@ -474,6 +479,8 @@ class VmSighting:
             seen_at=row.seen_at,
             pinned=row.pinned,
             identifiers=cast(JSON, row.identifiers),
+            possible_clone=bool(clones),
+            possible_clone_of=[strawberry.ID(str(c)) for c in clones or []],
         )
 
 
@@ -546,6 +553,15 @@ class VmDecisionList:
     items: list[VmDecision]
 
 
+@strawberry.type
+class VmApproval:
+    """Actions let past an agent's budget: the `vm.approve` command, and the held decisions
+    let go again."""
+
+    command_id: strawberry.ID
+    released: int
+
+
 TenantResult = Annotated[Tenant | Problem, strawberry.union("TenantResult")]
 SitesResult = Annotated[SiteList | Problem, strawberry.union("SitesResult")]
 AgentsResult = Annotated[Connection[Agent] | Problem, strawberry.union("AgentsResult")]
@@ -584,5 +600,6 @@ IssueCommandResult = Annotated[Command | Problem, strawberry.union("IssueCommand
 IssueCommandsResult = Annotated[CommandList | Problem, strawberry.union("IssueCommandsResult")]
 VmsResult = Annotated[VmList | Problem, strawberry.union("VmsResult")]
 VmDecisionsResult = Annotated[VmDecisionList | Problem, strawberry.union("VmDecisionsResult")]
+ApproveVmActionsResult = Annotated[VmApproval | Problem, strawberry.union("ApproveVmActionsResult")]
 PowerVmResult = Annotated[Command | Problem, strawberry.union("PowerVmResult")]
 SplitVmSightingResult = Annotated[VmSighting | Problem, strawberry.union("SplitVmSightingResult")]
