@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,3 +74,42 @@ def from_env() -> Clock:
         if factor > 0:
             return ScaledClock(factor)
     raise ValueError(f"DOCKYARD_CLOCK={spec!r}: use system, file:/path or scale:N (N > 0)")
+
+
+SKEW_FILE = "cloud-clock.json"
+SKEW_STALE = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Skew:
+    """How far this agent's clock runs ahead of the cloud's (negative: behind), measured
+    from the `Dockyard-Time` of the cloud's last answer. Docked, the cloud's time is the
+    reference for notices and deadlines: the agent's estimate of it is its clock minus this,
+    so an agent days ahead or behind still acts at the time a notice states."""
+
+    seconds: float
+    measured_at: datetime
+    """By the agent's clock."""
+
+    def cloud_now(self, agent_now: datetime) -> datetime:
+        return agent_now - timedelta(seconds=self.seconds)
+
+    def save(self, directory: Path) -> None:
+        tmp = directory / (SKEW_FILE + ".tmp")
+        tmp.write_text(
+            json.dumps({"skew_s": self.seconds, "measured_at": self.measured_at.isoformat()})
+        )
+        os.replace(tmp, directory / SKEW_FILE)
+
+    @classmethod
+    def load(cls, directory: Path, agent_now: datetime) -> Skew | None:
+        """The last measurement, unless it is older than a day (the agent was undocked, or
+        has not reached the cloud since: its own clock is all it has)."""
+        try:
+            data = json.loads((directory / SKEW_FILE).read_text())
+            skew = cls(float(data["skew_s"]), datetime.fromisoformat(data["measured_at"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if abs(agent_now - skew.measured_at) > SKEW_STALE:
+            return None
+        return skew

@@ -8,10 +8,12 @@ are renewed before they lapse.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import ssl
 import time
 import uuid
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -70,6 +72,8 @@ class Link:
         )
         self._token: str | None = None
         self._token_until = 0.0
+        self.cloud_time: tuple[datetime, float] | None = None
+        """The `Dockyard-Time` of the last answer, and `time.monotonic()` when it came."""
         self._identity: tuple[str, Ed25519PrivateKey, str] | None = None
         # Signed storage URLs go to the storage itself, never with the agent's token.
         self._blob_http = httpx.Client(
@@ -99,6 +103,10 @@ class Link:
             response = self._http.request(method, path, **kw)
         except httpx.HTTPError as e:
             raise LinkUnavailable(f"cannot reach {self.url}: {e}") from e
+        stamp = response.headers.get(p.TIME_HEADER)
+        if stamp:
+            with contextlib.suppress(ValueError):  # an odd stamp: the last measurement stands
+                self.cloud_time = (datetime.fromisoformat(stamp), time.monotonic())
         if response.status_code in (429, 502, 503, 504) or response.status_code >= 500:
             raise LinkUnavailable(
                 f"{self.url} answered {response.status_code}", retry_after(response)

@@ -5,6 +5,12 @@ entry of the sequence is handled in order: a policy is stored and handed to its 
 command goes through the journal (see `journal.py`) and is acknowledged after its effect
 is recorded. Errors reaching the cloud back off exponentially with full jitter, capped at
 15 minutes, and honour `Retry-After`.
+
+Time: every answer of the cloud carries its time (`Dockyard-Time`). The agent measures its
+clock's skew from it (kept in `cloud-clock.json`, logged when it is large, handed to the
+modules as the cloud's time) and judges a command's deadline by the time-to-live the cloud
+gave it (`expires_at` minus the cloud's time) on its own monotonic clock, never by
+comparing its wall clock with the cloud's.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import clock as clocks
 from . import keys
 from . import protocol as p
 from .crashpoints import crashpoint
@@ -29,6 +37,8 @@ log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 15 * 60.0
+SKEW_WARN_S = 60.0
+"""A skew past this is logged (again whenever it moves by as much)."""
 
 
 class Backoff:
@@ -76,13 +86,22 @@ class Runner:
         self._key_files = (state.dir / "none", state.dir / "none.next")
         self.tag = ""
         self._polling = False
+        self.clock = clocks.from_env()
+        self.skew: clocks.Skew | None = None
         self.modules: dict[str, Module] = {}
         for name, cls in registry().items():
-            ctx = ModuleContext(state.dir / "modules" / name, self._flow_mode, self._upload)
+            ctx = ModuleContext(
+                state.dir / "modules" / name,
+                self._flow_mode,
+                self._upload,
+                clock=self.clock,
+                cloud_time=self.cloud_now,
+            )
             self.modules[name] = cls(ctx)
         self._handlers = {k: (m, h) for m in self.modules.values() for k, h in m.handlers().items()}
         record = state.link(link_name)
         if record is not None:
+            self.skew = clocks.Skew.load(state.dir, self.clock())
             for module, features in state.features(link_name).items():
                 if module in self.modules:
                     self.modules[module].set_features(frozenset(features))
@@ -159,6 +178,32 @@ class Runner:
     def _flow_mode(self) -> p.FlowMode | None:
         return self._record()
 
+    def cloud_now(self) -> datetime | None:
+        """The cloud's time as this agent estimates it; None until measured (or undocked)."""
+        if self.skew is None or self.link is None:
+            return None
+        return self.skew.cloud_now(self.clock())
+
+    def _measure_skew(self) -> None:
+        """From the last answer's `Dockyard-Time`: the agent's clock minus the cloud's, with
+        the time since the answer came taken off."""
+        if self.link is None or self.link.cloud_time is None:
+            return
+        cloud, received = self.link.cloud_time
+        mine = self.clock()
+        seconds = (mine - cloud).total_seconds() - (time.monotonic() - received)
+        before = self.skew.seconds if self.skew else 0.0
+        if self.skew is None or abs(seconds - before) >= 1.0:
+            if abs(seconds) >= SKEW_WARN_S and abs(seconds - before) >= SKEW_WARN_S:
+                log.warning(
+                    "this agent's clock is %.0f s %s of the cloud's; notices and deadlines"
+                    " follow the cloud's",
+                    abs(seconds),
+                    "ahead" if seconds > 0 else "behind",
+                )
+            self.skew = clocks.Skew(round(seconds, 3), mine)
+            self.skew.save(self.state.dir)
+
     def poll_once(self, wait: float | None = None) -> p.PollResponse:
         record = self.state.link(self.link_name)
         if record is None or self.link is None:
@@ -175,13 +220,15 @@ class Runner:
         if answer.flow_mode != record.flow_mode:
             log.info("flow mode is now %s", answer.flow_mode.value)
             self.state.set_flow_mode(self.link_name, answer.flow_mode)
+        self._measure_skew()
+        stamped = self.link.cloud_time
         self._apply_features(answer.features)
         for entry in answer.entries:
             if isinstance(entry, p.PolicyEntry):
                 self._apply_policy(entry)
                 self.link.ack([p.Ack(seq=entry.seq)])
             else:
-                self._run_command(entry)
+                self._run_command(entry, self._deadline(entry, stamped))
             self.state.advance(self.link_name, entry.seq)
         self.state.advance(self.link_name, answer.last_seq)
         self.tag = answer.tag
@@ -216,7 +263,16 @@ class Runner:
                 entry.document if entry.assigned else None,
             )
 
-    def _run_command(self, command: p.CommandEntry) -> None:
+    @staticmethod
+    def _deadline(command: p.CommandEntry, stamped: tuple[datetime, float] | None) -> float | None:
+        """When the command lapses on this agent's monotonic clock: the time-to-live the
+        cloud left it when it answered, counted from when the answer came."""
+        if stamped is None:
+            return None
+        cloud, received = stamped
+        return received + (command.expires_at - cloud).total_seconds()
+
+    def _run_command(self, command: p.CommandEntry, deadline: float | None = None) -> None:
         assert self.link is not None
         cid = str(command.command_id)
         seen = self.journal.get(cid)
@@ -248,22 +304,30 @@ class Runner:
                     command.args,
                 )
                 crashpoint("after_journal_start", self.state.dir)
-                self._execute(cid, command, handler)
+                self._execute(cid, command, handler, deadline)
             else:
                 happened = module.reconcile(command)
                 if happened is True:
                     self.journal.finish(cid, "done", "ok", "completed before a restart")
                 elif happened is False:
-                    self._execute(cid, command, handler)
+                    self._execute(cid, command, handler, deadline)
                 else:
                     self.journal.finish(cid, "failed", "interrupted", "interrupted by a restart")
         self._report(cid)
         self.link.ack([p.Ack(seq=command.seq)])
         crashpoint("after_ack", self.state.dir)
 
-    def _execute(self, cid: str, command: p.CommandEntry, handler: object) -> None:
+    def _execute(
+        self, cid: str, command: p.CommandEntry, handler: object, deadline: float | None
+    ) -> None:
         assert callable(handler)
-        if command.expires_at < now():
+        # Without the cloud's time (an older cloud) the wall clock is all there is.
+        lapsed = (
+            time.monotonic() > deadline
+            if deadline is not None
+            else command.expires_at < self.clock()
+        )
+        if lapsed:
             self.journal.finish(cid, "rejected", "expired")
             return
         try:

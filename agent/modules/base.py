@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,6 +43,9 @@ class ModuleContext:
     """Send a metadata batch up; raises FlowModeForbids when the mode does not allow it."""
     clock: Clock = field(default_factory=from_env)
     """What every lifecycle timer reads (see clock.py)."""
+    cloud_time: Callable[[], datetime | None] = lambda: None
+    """Docked, the cloud's time now as this agent estimates it (its clock minus the skew
+    measured on the cloud's answers); None standalone or before any answer."""
 
 
 Handler = Callable[[CommandEntry], Outcome]

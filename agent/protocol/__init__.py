@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 PROTOCOL_VERSION = "1"
 VERSION_HEADER = "Dockyard-Protocol"
+TIME_HEADER = "Dockyard-Time"
+"""The cloud's time (ISO 8601) on every answer of the agent API: the agent measures its
+clock's skew from it and judges command deadlines by the TTL it implies."""
 BASE_PATH = "/agent/v1"
 MAX_POLL_WAIT_S = 25
 MAX_BODY_BYTES = 1 << 20  # 1 MiB; metadata batches larger than that must be split

@@ -146,6 +146,9 @@ def advance(
                 "native_id": decision.native_id,
                 "action": decision.action or "shutdown",
                 "decision_id": decision.decision_id,
+                # The time the mail stated, computed once when it was sent: the agent
+                # acts on nothing before it, whatever its own clock says.
+                "not_before": decision.due_at.isoformat(),
             },
             idempotency_key=f"vm-decision:{decision.id}{again}",
         )

@@ -17,6 +17,7 @@ import os
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -187,6 +188,12 @@ class VmModule(Module):
 
     # --- the work ------------------------------------------------------------------------
 
+    def reference_now(self, now: datetime | None = None) -> datetime:
+        """The time notices are stated in and judged by: docked, the cloud's (as this agent
+        estimates it from the measured skew), so an agent whose clock runs days ahead or
+        behind still acts at the time the notice states; standalone, the module's clock."""
+        return self.ctx.cloud_time() or now or self.clock()
+
     def notify_here(self) -> bool:
         """Standalone, or docked in config mode: notices and actions stay on this agent."""
         mode = self.ctx.flow_mode()
@@ -247,9 +254,10 @@ class VmModule(Module):
     def run_lifecycle(self, now: datetime) -> RunReport:
         policy = self.policy()
         here = self.notify_here()
-        report = self.lifecycle.propose(policy, now, notify_here=here)
+        stated = self.reference_now(now)
+        report = self.lifecycle.propose(policy, now, notify_here=here, stated_now=stated)
         if here:
-            acted = self.lifecycle.act_due(policy, now)
+            acted = self.lifecycle.act_due(policy, now, stated)
             report.acted, report.held = acted.acted, acted.held
             report.errors += acted.errors
         else:
@@ -280,7 +288,7 @@ class VmModule(Module):
             if self.pace.evaluated is None or now - self.pace.evaluated >= timedelta(hours=1):
                 self.run_lifecycle(now)
             elif self.notify_here():
-                self.lifecycle.act_due(policy, now)
+                self.lifecycle.act_due(policy, now, self.reference_now(now))
             self.upload_audit()
 
     def tick(self) -> None:
@@ -308,7 +316,8 @@ class VmModule(Module):
         self.answers.start()
 
     def answer(self, token: str) -> str:
-        return self.lifecycle.answer(token, self.clock())
+        now = self.clock()
+        return self.lifecycle.answer(token, now, self.reference_now(now))
 
     # --- going up ------------------------------------------------------------------------
 
@@ -441,7 +450,11 @@ class VmModule(Module):
                 due = datetime.fromisoformat(str(not_before))
             except ValueError as e:
                 raise CommandFailed("bad_args", "not_before is an ISO-8601 time") from e
-            if now < due:
+            if due.tzinfo is None:
+                raise CommandFailed("bad_args", "not_before carries its UTC offset")
+            # The notice's time, judged by the cloud's clock (which stated it), not by this
+            # agent's, which may run days ahead or behind.
+            if self.reference_now(now) < due:
                 self.store.add_audit(
                     "vm.power",
                     f"{endpoint}/{native_id}",
@@ -618,8 +631,12 @@ def record_of(
     ).model_dump(mode="json")
 
 
-def module_at(state_dir: Path, clock: Any = None) -> VmModule:
-    """The module on its own, for the CLI and tests: standalone, nothing goes up."""
+def module_at(
+    state_dir: Path, clock: Any = None, cloud_time: Callable[[], datetime | None] | None = None
+) -> VmModule:
+    """The module on its own, for the CLI and tests: nothing goes up. `cloud_time`: the
+    cloud's time as the docked agent last measured it, so the shell states and judges
+    notices by the same clock as the running agent."""
 
     def refuse(batch: MetadataBatch) -> None:
         raise FlowModeForbids("standalone: nothing goes up")
@@ -627,4 +644,6 @@ def module_at(state_dir: Path, clock: Any = None) -> VmModule:
     ctx = ModuleContext(state_dir, lambda: None, refuse)
     if clock is not None:
         ctx.clock = clock
+    if cloud_time is not None:
+        ctx.cloud_time = cloud_time
     return VmModule(ctx)

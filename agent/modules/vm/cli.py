@@ -10,11 +10,14 @@ import argparse
 import json
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from ...clock import Skew
+from ...clock import from_env as clock_from_env
 from ...protocol.links import BadLink
 from ...protocol.vm import PowerAction
 from .drivers.base import DriverError
@@ -117,7 +120,14 @@ def main(
         # is gone when the command ends, so looking never creates the agent's state.
         scratch = tempfile.TemporaryDirectory(prefix="dockyard-vm-")
         home = Path(scratch.name)
-    module = module_at(home)
+    agent_clock = clock_from_env()
+
+    def cloud_time() -> datetime | None:
+        now = agent_clock()
+        skew = Skew.load(state_dir, now)
+        return skew.cloud_now(now) if skew else None
+
+    module = module_at(home, agent_clock, cloud_time)
     for row in docked or []:
         module.on_policy(row["kind"], row["name"], row["version"], row["document"])
     try:

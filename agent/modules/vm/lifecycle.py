@@ -216,9 +216,17 @@ class Lifecycle:
 
     # --- proposals and notices -----------------------------------------------------------
 
-    def propose(self, policy: VmLifecyclePolicy, now: datetime, notify_here: bool) -> RunReport:
+    def propose(
+        self,
+        policy: VmLifecyclePolicy,
+        now: datetime,
+        notify_here: bool,
+        stated_now: datetime | None = None,
+    ) -> RunReport:
         """Evaluates, then makes one decision per idle VM that has none open. With
-        `notify_here`, this agent gives the notice; otherwise the decisions go up."""
+        `notify_here`, this agent gives the notice, its due time computed once from
+        `stated_now` (docked: the cloud's time; standalone: `now`); otherwise the
+        decisions go up."""
         report = RunReport()
         candidates = self.evaluate(policy, now)
         report.idle = len(candidates)
@@ -246,7 +254,7 @@ class Lifecycle:
             )
             if notify_here:
                 self.store.record_decision(decision, "notice_pending")
-                self._give_notice(policy, vm, decision, now, report)
+                self._give_notice(policy, vm, decision, now, report, stated_now or now)
             else:
                 self.store.record_decision(decision, "proposed")
             report.proposed.append(decision)
@@ -267,9 +275,10 @@ class Lifecycle:
         decision: DecisionRecord,
         now: datetime,
         report: RunReport,
+        stated_now: datetime,
     ) -> None:
         notice_id = str(uuid.uuid4())
-        due = notice_due(now, policy.notice_hours)
+        due = notice_due(stated_now, policy.notice_hours)
         recipient = decision.owner
         self.store.add_notice(
             Notice(
@@ -325,17 +334,17 @@ class Lifecycle:
             return
         self.store.update_notice(notice_id, sent_at=now)
 
-    def answer(self, token: str, now: datetime) -> str:
+    def answer(self, token: str, now: datetime, stated_now: datetime | None = None) -> str:
         """A skip or delay link was followed; returns a sentence for the person who did.
         A refused link is written to the audit trail (replays and misbound links are how
         someone probing the links shows up)."""
         try:
-            return self._answer(token, now)
+            return self._answer(token, now, stated_now or now)
         except links.BadLink as e:
             self.store.add_audit("vm.link", None, "refused", now, reason=str(e))
             raise
 
-    def _answer(self, token: str, now: datetime) -> str:
+    def _answer(self, token: str, now: datetime, stated_now: datetime) -> str:
         claims = links.verify(self.link_key, token, now)
         notice = self.store.notice(claims.notice_id)
         where = f"{notice.endpoint}/{notice.native_id}" if notice else None
@@ -355,20 +364,25 @@ class Lifecycle:
             self.store.set_outcome(notice.decision_id, "skipped")
             self.store.set_quiet_from(notice.endpoint, notice.native_id, now)
             return f"{name} stays on; its idle period starts again today."
-        due = max(notice.due_at, now) + DELAY
+        due = max(notice.due_at, stated_now) + DELAY
         self.store.update_notice(notice.notice_id, answer="delay", answered_at=now, due_at=due)
         return f"{name} will not be shut down before {due:%Y-%m-%d %H:%M} UTC."
 
     # --- acting --------------------------------------------------------------------------
 
-    def act_due(self, policy: VmLifecyclePolicy, now: datetime) -> RunReport:
+    def act_due(
+        self, policy: VmLifecyclePolicy, now: datetime, stated_now: datetime | None = None
+    ) -> RunReport:
         """Shuts down the VMs whose notice period passed unanswered, as far as the budget
-        (which `power` keeps) allows; the rest stay open for a later round."""
+        (which `power` keeps) allows; the rest stay open for a later round. A notice runs
+        out by the clock it was stated in (`stated_now`: docked, the cloud's), never
+        before the time its mail gave."""
         report = RunReport()
+        stated = stated_now or now
         due = [
             n
             for n in self.store.notices(open_only=True)
-            if n.due_at <= now and n.sent_at is not None and n.error is None
+            if n.due_at <= stated and n.sent_at is not None and n.error is None
         ]
         for notice in due:
             vm = self.store.vm(notice.endpoint, notice.native_id)

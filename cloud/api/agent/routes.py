@@ -129,14 +129,17 @@ def guarded(handler: Handler, *, oauth: bool = False) -> Handler:
                 f"got {version or 'none'}: upgrade the agent or the cloud",
             )
         try:
-            return await handler(request)
+            response = await handler(request)
         except HttpProblem as e:
-            return fail(e.status, e.error, e.message, e.headers)
+            response = fail(e.status, e.error, e.message, e.headers)
         except bodies.BodyRefused as e:
-            return fail(e.status, e.error, e.message)
+            response = fail(e.status, e.error, e.message)
         except DomainError as e:
             status = next((s for cls, s in _STATUS.items() if isinstance(e, cls)), 400)
-            return fail(status, e.code, e.message)
+            response = fail(status, e.code, e.message)
+        # Stamped as the answer leaves, so a held poll's answer carries the time it ends.
+        response.headers[p.TIME_HEADER] = services(request).clock.now().isoformat()
+        return response
 
     return wrapped
 

@@ -1,0 +1,79 @@
+"""The runner against a real cloud, in this process: it measures its clock's skew from the
+cloud's `Dockyard-Time` and judges a command's deadline by the cloud's time-to-live on its
+own monotonic clock, with its clock three days ahead of the cloud's or three days behind."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dockyard.agent.clock import SKEW_FILE
+from dockyard.agent.runner import Runner
+from dockyard.agent.state import State
+from dockyard.cloud.domain import commands
+from dockyard.cloud.store.db import Database
+from dockyard.cloud.store.models import Command
+
+from ..factories import World, enrolment_secret, make_world, system
+from ..procs import Agent, Cloud
+
+DAY = timedelta(days=1)
+SKEWS = {"agent-3-days-ahead": 3 * DAY, "agent-3-days-behind": -3 * DAY}
+
+
+@pytest.fixture
+def docked(cloud: Cloud, pg: Database, tmp_path: Path) -> tuple[Agent, uuid.UUID, World]:
+    world = make_world(pg)
+    agent = Agent(tmp_path / "agent")
+    agent.dock(cloud.url, enrolment_secret(world))
+    agent_id = uuid.UUID(json.loads(agent.cli("status", "--json").stdout)["links"][0]["agent_id"])
+    return agent, agent_id, world
+
+
+def open_runner(agent: Agent, clock_file: Path, skew: timedelta, mp: pytest.MonkeyPatch) -> Runner:
+    """The agent's clock is a file the test writes: the real time plus `skew`."""
+    clock_file.write_text((datetime.now(UTC) + skew).isoformat())
+    mp.setenv("DOCKYARD_CLOCK", f"file:{clock_file}")
+    return Runner(State(agent.state), wait_s=0)
+
+
+@pytest.mark.parametrize("skew", SKEWS.values(), ids=SKEWS.keys())
+def test_skew_is_measured_and_a_deadline_follows_the_clouds_ttl(
+    docked: tuple[Agent, uuid.UUID, World],
+    pg: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    skew: timedelta,
+) -> None:
+    agent, agent_id, world = docked
+    runner = open_runner(agent, tmp_path / "clock", skew, monkeypatch)
+    try:
+        runner.poll_once(wait=0)
+        assert runner.skew is not None
+        assert abs(runner.skew.seconds - skew.total_seconds()) < 120
+        saved = json.loads((agent.state / SKEW_FILE).read_text())
+        assert saved["skew_s"] == runner.skew.seconds
+        estimate = runner.modules["vm"].ctx.cloud_time()
+        assert estimate is not None
+        assert abs(estimate - datetime.now(UTC)) < timedelta(minutes=2)
+
+        # Ten minutes to live: by the agent's wall clock it lapsed three days ago (or has
+        # three days left); by the cloud's TTL it is due now, and runs.
+        with system(pg, world.tenant_id) as ctx:
+            command_id = commands.issue(
+                ctx, agent_id, "noop.append", {"text": "on time"}, ttl=timedelta(minutes=10)
+            ).id
+        runner.poll_once(wait=0)
+        entry = runner.journal.get(str(command_id))
+        assert entry is not None
+        assert (entry.state, entry.result_code) == ("done", "ok")
+        with system(pg, world.tenant_id) as ctx:
+            row = ctx.session.get(Command, command_id)
+            assert row is not None
+            assert row.state == "succeeded"
+    finally:
+        runner.state.close()
