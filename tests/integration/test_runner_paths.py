@@ -1,0 +1,92 @@
+"""The runner's other ways out, against a real cloud in this process: a command no module
+handles, one whose time-to-live ran out while the agent was down, one interrupted whose
+module cannot tell whether it happened, and a handler that raises."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dockyard.agent.modules.base import Outcome
+from dockyard.agent.protocol import CommandEntry
+from dockyard.cloud.domain import commands
+from dockyard.cloud.store.db import Database
+from dockyard.cloud.store.models import Command
+
+from ..factories import World, system
+from ..procs import Agent, eventually
+from .test_runner_time import docked, open_runner
+
+__all__ = ["docked"]  # the fixture, shared
+
+
+def _issue(pg: Database, world: World, agent_id: uuid.UUID, name: str, **kw: object) -> uuid.UUID:
+    with system(pg, world.tenant_id) as ctx:
+        return commands.issue(ctx, agent_id, name, {"text": name}, **kw).id  # type: ignore[arg-type]
+
+
+def _cloud_state(pg: Database, world: World, command_id: uuid.UUID) -> tuple[str, str | None]:
+    with system(pg, world.tenant_id) as ctx:
+        row = ctx.session.get(Command, command_id)
+        assert row is not None
+        return row.state, row.result_code
+
+
+def test_unknown_expired_interrupted_and_raising_commands(
+    docked: tuple[Agent, uuid.UUID, World],
+    pg: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    agent, agent_id, world = docked
+    runner = open_runner(agent, tmp_path / "clock", timedelta(0), monkeypatch)
+    try:
+        # No module handles it: rejected, and the cloud is told so.
+        unknown = _issue(pg, world, agent_id, "nosuch.thing")
+
+        # A handler that raises something other than CommandFailed (a bug in a module):
+        # no module here does on purpose, so the test gives noop.echo one that does.
+        def broken(command: CommandEntry) -> Outcome:
+            raise RuntimeError("a bug")
+
+        runner._handlers["noop.echo"] = (runner.modules["noop"], broken)
+        raising = _issue(pg, world, agent_id, "noop.echo")
+        runner.poll_once(wait=0)
+        assert _cloud_state(pg, world, unknown) == ("failed", "unknown_command")
+        journal = runner.journal.get(str(unknown))
+        assert journal is not None
+        assert (journal.state, journal.result_code) == ("rejected", "unknown_command")
+        assert _cloud_state(pg, world, raising) == ("failed", "agent_error")
+        journal = runner.journal.get(str(raising))
+        assert journal is not None
+        assert journal.detail == "RuntimeError: a bug"
+
+        # Delivered, journaled, then the agent died before the effect (as after a kill -9 at
+        # after_journal_start) and stayed down past the command's time-to-live.
+        lapsing = _issue(pg, world, agent_id, "noop.append", ttl=timedelta(seconds=2))
+        interrupted = _issue(pg, world, agent_id, "noop.report")
+        answer = runner.link.poll(runner.state.link("default").last_seq, 0)  # type: ignore[union-attr]
+        by_id = {e.command_id: e for e in answer.entries if isinstance(e, CommandEntry)}
+        for cid in (lapsing, interrupted):
+            entry = by_id[cid]
+            runner.journal.start(
+                "default", str(cid), entry.seq, str(entry.job_id), entry.name, entry.args
+            )
+        expires = by_id[lapsing].expires_at
+        eventually(lambda: datetime.now(UTC) > expires + timedelta(seconds=1), timeout=10)
+        runner.poll_once(wait=0)  # delivered again, as after a restart
+        journal = runner.journal.get(str(lapsing))
+        assert journal is not None
+        assert (journal.state, journal.result_code) == ("rejected", "expired")
+        assert not (agent.state / "modules" / "noop" / "lines.log").exists(), "never ran"
+        assert _cloud_state(pg, world, lapsing) == ("failed", "expired")
+        # noop.report cannot say whether it ran: failed, never run twice.
+        journal = runner.journal.get(str(interrupted))
+        assert journal is not None
+        assert (journal.state, journal.result_code) == ("failed", "interrupted")
+        assert _cloud_state(pg, world, interrupted) == ("failed", "interrupted")
+    finally:
+        runner.state.close()
