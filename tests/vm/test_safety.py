@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -362,3 +363,84 @@ def test_a_percentile_forgives_the_busiest_moments_and_every_reason_names_it() -
         store.close()
     with pytest.raises(ValueError, match="statistics apply to signals with a threshold"):
         VmLifecyclePolicy.model_validate({"statistics": {"heartbeat": "p95"}})
+
+
+def test_a_vm_on_a_vsphere_host_in_maintenance_is_not_judged_nor_shut_down(
+    tmp_path: Path,
+) -> None:
+    from pyVmomi import vim
+
+    from ..peers.vsphere_sim import Vcsim
+
+    sim = Vcsim(host=2, vm=2).start()
+    module = module_at(tmp_path / "vm", ManualClock(START))
+    try:
+        module.endpoints.add("vc", {"kind": "vsphere", **sim.config()})
+        module.set_local_policy({**POLICY, "budget_share": 1.0})
+        module.discover(module.clock())
+        vm = next(s.vm for s in module.store.vms("vc") if s.vm.power_state == "on")
+        driver = module.driver("vc")
+        host = vim.HostSystem(vm.host, driver.si._stub)  # type: ignore[attr-defined]
+        driver._wait(host.EnterMaintenanceMode_Task(timeout=0))  # type: ignore[attr-defined]
+        module.discover(module.clock())
+        module.lifecycle.evaluate(module.policy(), module.clock())
+        evaluation = module.store.evaluation("vc", vm.native_id)
+        assert evaluation["state"] == IdleState.MAINTENANCE
+        with pytest.raises(InMaintenance, match="is in maintenance"):
+            module.lifecycle.power(
+                module.policy(), "vc", vm.native_id, PowerAction.POWER_OFF, module.clock()
+            )
+        fresh = {v.native_id: v.power_state for v in driver.discover().vms}
+        assert fresh[vm.native_id] == "on"
+    finally:
+        module.close()
+        sim.stop()
+
+
+def test_an_ec2_instance_with_a_scheduled_event_counts_as_in_maintenance(
+    tmp_path: Path, moto: Any
+) -> None:
+    """moto keeps no scheduled events, so the events are AWS's documented shape (a fake of
+    DescribeInstanceStatus's answer, the one part no peer here produces); discovery on moto
+    shows that an instance without one is not in maintenance."""
+    from dockyard.agent.modules.vm.drivers.base import SCHEDULED_EVENT_TAG
+    from dockyard.agent.modules.vm.drivers.ec2 import scheduled_event
+    from dockyard.agent.modules.vm.lifecycle import maintenance
+
+    at = datetime(2026, 4, 9, 3, 0, tzinfo=UTC)
+    status = {
+        "InstanceId": "i-0abc",
+        "Events": [
+            {"Code": "system-reboot", "Description": "[Completed] done", "NotBefore": at},
+            {"Code": "system-maintenance", "Description": "scheduled", "NotBefore": at},
+        ],
+    }
+    assert scheduled_event(status) == "AWS scheduled system-maintenance from 2026-04-09 03:00 UTC"
+    assert scheduled_event({"InstanceId": "i-0abc", "Events": []}) is None
+
+    moto.reset()
+    ec2 = moto.client("ec2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    ec2.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": SCHEDULED_EVENT_TAG, "Value": "x"}]}
+        ],
+    )
+    module = module_at(tmp_path / "vm", ManualClock(START))
+    try:
+        module.endpoints.add("aws", moto.config())
+        module.discover(module.clock())
+        (stored,) = module.store.vms("aws")
+        assert SCHEDULED_EVENT_TAG not in stored.vm.tags, "an instance's own tag is not read"
+        assert maintenance(stored, {}) is None
+        flagged = replace(
+            stored, vm=replace(stored.vm, tags={SCHEDULED_EVENT_TAG: scheduled_event(status)})
+        )
+        assert maintenance(flagged, {}) == (
+            "AWS scheduled system-maintenance from 2026-04-09 03:00 UTC: treated as maintenance"
+        )
+    finally:
+        module.close()

@@ -38,7 +38,7 @@ from ...protocol.vm import (
 )
 from ...protocol.vm import Decision as DecisionRecord
 from . import idleness, notices
-from .drivers.base import Driver, DriverError, HostInfo, VmGone
+from .drivers.base import SCHEDULED_EVENT_TAG, Driver, DriverError, HostInfo, VmGone, VmInfo
 from .store import HOST_PREFIX, Notice, StoredVm, VmStore, day_of, day_start, is_host
 
 DELAY = timedelta(days=7)
@@ -68,8 +68,12 @@ class InMaintenance(Refused):
         super().__init__(message, "host_in_maintenance")
 
 
-def maintenance(vm: StoredVm, hosts: dict[str, HostInfo]) -> str | None:
-    """Why this VM (or host) is in maintenance, or None; `hosts` by native id."""
+def maintenance(
+    vm: StoredVm, hosts: dict[str, HostInfo], fresh: VmInfo | None = None
+) -> str | None:
+    """Why this VM (or host) is in maintenance, or None; `hosts` by native id, `fresh` the
+    VM as the hypervisor shows it now (else as stored). A VM AWS has scheduled an event
+    for is treated like one whose host is in maintenance."""
     if is_host(vm.vm.native_id):
         host = hosts.get(vm.vm.native_id.removeprefix(HOST_PREFIX))
         in_maintenance = host.maintenance if host else vm.vm.tags.get("maintenance") == "yes"
@@ -77,6 +81,9 @@ def maintenance(vm: StoredVm, hosts: dict[str, HostInfo]) -> str | None:
     host = hosts.get(vm.vm.host or "")
     if host is not None and host.maintenance:
         return f"its host {host.name} is in maintenance"
+    scheduled = (fresh or vm.vm).tags.get(SCHEDULED_EVENT_TAG)
+    if scheduled:
+        return f"{scheduled}: treated as maintenance"
     return None
 
 
@@ -457,7 +464,8 @@ class Lifecycle:
             if why_not is not None:
                 raise Refused(f"{vm.vm.name} {why_not}: not acted on")
             fresh = self.driver(endpoint).discover()
-            servicing = maintenance(vm, {h.native_id: h for h in fresh.hosts})
+            now_vm = next((v for v in fresh.vms if v.native_id == native_id), None)
+            servicing = maintenance(vm, {h.native_id: h for h in fresh.hosts}, now_vm)
             if servicing is not None:
                 raise InMaintenance(f"{vm.vm.name}: {servicing}: not acted on")
             now_state = next((v.power_state for v in fresh.vms if v.native_id == native_id), None)

@@ -39,6 +39,12 @@ class VmGone(DriverError):
         super().__init__("vm_not_found", f"VM {native_id} no longer exists on this endpoint")
 
 
+SCHEDULED_EVENT_TAG = "dockyard:scheduled-event"
+"""A tag discovery sets on a VM its provider has scheduled maintenance for (EC2's scheduled
+events), never one read from the provider's own tags: the safety net treats the VM like one
+whose host is in maintenance."""
+
+
 @dataclass(frozen=True)
 class HostInfo:
     native_id: str

@@ -9,16 +9,23 @@ the maximum), disk (DiskReadBytes + DiskWriteBytes, and EBSReadBytes + EBSWriteB
 Nitro instances), net (NetworkIn + NetworkOut). A metric CloudWatch has no datapoint for
 stays unknown, never zero. Heartbeat, sessions, processes and GPU: unknown (they need the
 CloudWatch agent's custom metrics, which this driver does not read yet).
+
+Maintenance: an instance with an open scheduled event (AWS's system-maintenance,
+system-reboot, instance-reboot, instance-stop or instance-retirement, from
+DescribeInstanceStatus) carries it in the tag `SCHEDULED_EVENT_TAG`, and the safety net
+treats it as a VM whose host is in maintenance: not judged idle, not acted on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from ....protocol.vm import Identifiers, PowerAction, Signal
 from .base import (
+    SCHEDULED_EVENT_TAG,
     Driver,
     DriverError,
     HostInfo,
@@ -29,6 +36,28 @@ from .base import (
     VmGone,
     VmInfo,
 )
+
+
+def scheduled_event(status: dict[str, Any]) -> str | None:
+    """An instance status's open scheduled events as one sentence, or None. AWS keeps a
+    completed or cancelled event listed a while, its description prefixed so."""
+    open_events = [
+        e
+        for e in status.get("Events", [])
+        if not str(e.get("Description", "")).startswith(("[Completed]", "[Canceled]"))
+    ]
+    if not open_events:
+        return None
+    return "; ".join(
+        f"AWS scheduled {e.get('Code', 'an event')}"
+        + (
+            f" from {e['NotBefore']:%Y-%m-%d %H:%M} UTC"
+            if isinstance(e.get("NotBefore"), datetime)
+            else ""
+        )
+        for e in open_events
+    )
+
 
 boto3: Any
 try:
@@ -99,6 +128,23 @@ class Ec2Driver(Driver):
         except BotoCoreError as e:
             raise Unreachable(f"{self.name}: {e}") from e
 
+    def scheduled_events(self) -> dict[str, str]:
+        """Per instance id, its open scheduled events, as one sentence."""
+        found: dict[str, str] = {}
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"IncludeAllInstances": True, "MaxResults": 1000}
+            if token:
+                kwargs["NextToken"] = token
+            page = self._call(self.ec2.describe_instance_status, **kwargs)
+            for status in page.get("InstanceStatuses", []):
+                why = scheduled_event(status)
+                if why:
+                    found[status["InstanceId"]] = why
+            token = page.get("NextToken")
+            if not token:
+                return found
+
     def discover(self) -> Inventory:
         zones = self._call(self.ec2.describe_availability_zones).get("AvailabilityZones", [])
         hosts = tuple(HostInfo(z["ZoneName"], z["ZoneName"], 0, 0) for z in zones)
@@ -118,10 +164,18 @@ class Ec2Driver(Driver):
             token = page.get("NextToken")
             if not token:
                 break
+        events = self.scheduled_events() if vms else {}
+        vms = [
+            replace(v, tags={**v.tags, SCHEDULED_EVENT_TAG: events[v.native_id]})
+            if v.native_id in events
+            else v
+            for v in vms
+        ]
         return Inventory(self.name, hosts, (), tuple(vms))
 
     def _vm(self, instance: dict[str, Any]) -> VmInfo:
         tags = {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
+        tags.pop(SCHEDULED_EVENT_TAG, None)  # only discovery sets it
         cpu = instance.get("CpuOptions", {})
         macs = sorted(
             n["MacAddress"].lower()
