@@ -75,12 +75,13 @@ class Thresholds(BaseModel):
     """A VM is idle on a signal while the day's statistic stays strictly under its threshold.
 
     The defaults keep a DNS or NTP server (about 200 MB of network a day, 2.4 KB/s on
-    average, little CPU) active: its network alone crosses `net`. They sit at or under the
-    anchors' idle rules: AWS Compute Optimizer (peak CPU under 5% and network under 5 MB a
-    day over 14 days), Azure's advisor rules (average CPU under 5%, network under 100 MB
-    over 14 days), BMC Helix (CPU 5%, disk 100 KB/s at the 95th percentile). A VM whose
-    every five-minute sample stays under 1 KB/s moves at most 86 MB a day, and an idle one
-    far less.
+    average, little CPU) active: its network alone crosses `net`. Anchors (the module's
+    README quotes them with their sources): AWS's idle rule, peak CPU under 5% and network
+    under 5 MB a day over 14 days; Trusted Advisor, daily CPU 10% and network 5 MB on 4 of
+    14 days; Azure Advisor, CPU 5% and network under 2% over 7 days; BMC Helix, CPU 5%,
+    disk 100 KB/s and network 200 KB/s for 95% of the period. cpu and disk here are those
+    figures against the day's peak; a VM whose every five-minute sample stays under the
+    1 KB/s of `net` moves at most 86 MB a day.
     """
 
     model_config = ConfigDict(extra="forbid")
