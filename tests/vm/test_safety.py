@@ -444,3 +444,52 @@ def test_an_ec2_instance_with_a_scheduled_event_counts_as_in_maintenance(
         )
     finally:
         module.close()
+
+
+def test_inventory_goes_up_in_full_once_then_as_deltas_and_in_full_again_daily_or_asked(
+    tmp_path: Path,
+) -> None:
+    lab = _ten_vms(tmp_path)
+    sent: list[MetadataBatch] = []
+    failing = {"now": False}
+    clock = ManualClock(START)
+
+    def upload(batch: MetadataBatch) -> None:
+        if failing["now"]:
+            raise ConnectionError("the cloud is away")
+        sent.append(batch)
+
+    module = VmModule(ModuleContext(tmp_path / "vm", lambda: FlowMode.METADATA, upload, clock))
+
+    def names_sent() -> list[str]:
+        out = sorted(r["name"] for b in sent if b.kind == "vm.inventory" for r in b.records)
+        sent.clear()
+        return out
+
+    try:
+        module.endpoints.add("lab", lab)
+        module.set_local_policy({**POLICY, "budget_share": 1.0})
+        module.discover(clock())
+        first = names_sent()
+        assert len(first) == 11, "ten VMs and their host, in full the first time"
+        clock.advance(timedelta(minutes=15))
+        module.discover(clock())
+        assert names_sent() == [], "nothing changed: nothing sent"
+
+        vm03 = module.store.find("vm03")[0].vm.native_id
+        failing["now"] = True
+        module.cmd_power(_power(vm03, 1))
+        assert names_sent() == []
+        failing["now"] = False
+        clock.advance(timedelta(minutes=15))
+        module.discover(clock())
+        assert names_sent() == ["vm03"], "the change not sent before goes now, alone"
+
+        report = module.cmd_report(_power("", 2).model_copy(update={"name": "vm.report"}))
+        assert report.counts == {"vms": 11}
+        assert len(names_sent()) == 11, "in full on the cloud's request"
+        clock.advance(DAY)
+        module.discover(clock())
+        assert len(names_sent()) == 11, "and in full again a day later"
+    finally:
+        module.close()
