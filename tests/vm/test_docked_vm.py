@@ -37,6 +37,8 @@ POLICY = {
 DECISIONS = """query($t: ID!) { vmDecisions(tenantId: $t) { ... on VmDecisionList { items {
   vmName status owner reasons noticeSentAt commandId error } } } }"""
 COMMAND = """query($id: ID!) { command(id: $id) { ... on Command { state resultCode } } }"""
+APPROVE = """mutation($a: ID!, $n: Int!) { approveVmActions(agentId: $a, count: $n) {
+  __typename ... on VmApproval { commandId released } } }"""
 AUDIT = """query($t: ID!) { auditLog(tenantId: $t, first: 200) { ... on AuditRecordConnection {
   edges { node { action target outcome detail } } } } }"""
 
@@ -104,7 +106,8 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
         )
         agent.cli("vm", "never-act", "add", "lab/web2", "--reason", "payroll")
         local = tmp_path / "local-policy.json"  # the agent's own cap, which the cloud cannot raise
-        local.write_text(json.dumps(POLICY))
+        # One action a day for its three VMs: the cloud's policy asks for all (1.0).
+        local.write_text(json.dumps({**POLICY, "budget_share": 0.34}))
         agent.cli("vm", "policy", "set", str(local))
         module = module_at(agent.state / "modules" / "vm")
         module.update_settings(worker_pause_s=0.2)
@@ -129,13 +132,24 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
             else:
                 time.sleep(1.0)
 
-        def decided() -> list[dict[str, Any]] | None:
-            items = gql.data(DECISIONS, t=str(world.tenant_id))["vmDecisions"]["items"]
-            done = [d for d in items if d["status"] == "done"]
-            return items if len(done) == 2 else None
+        def decided(done: int, held: int) -> Any:
+            def check() -> list[dict[str, Any]] | None:
+                items = gql.data(DECISIONS, t=str(world.tenant_id))["vmDecisions"]["items"]
+                states = [d["status"] for d in items]
+                ok = states.count("done") == done and states.count("held") == held
+                return items if ok else None
 
-        # The loop closes: each decision takes the agent's result, not just "commanded".
-        decisions = eventually(decided, timeout=60, what="two shutdowns done on the agent")
+            return check
+
+        # The loop closes: each decision takes the agent's result. The agent's budget lets
+        # one go; the other is held until someone approves it.
+        decisions = eventually(decided(1, 1), timeout=60, what="one shutdown done, one held")
+        held = next(d for d in decisions if d["status"] == "held")
+        assert held["error"].startswith("over_budget")
+        agent_id = json.loads(agent.cli("status", "--json").stdout)["links"][0]["agent_id"]
+        approved = gql.data(APPROVE, a=agent_id, n=1)["approveVmActions"]
+        assert approved["released"] == 1
+        decisions = eventually(decided(2, 0), timeout=60, what="the held one done after approval")
         assert all(d["commandId"] and d["error"] is None for d in decisions)
         assert sorted(d["vmName"] for d in decisions) == ["build1", "web1"]  # web2: never act
         assert all(d["noticeSentAt"] and d["reasons"] for d in decisions)
@@ -190,14 +204,21 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
             found = [
                 a for a in _audit(gql, str(world.tenant_id)) if a["action"] == "agent.vm.power"
             ]
-            return found if any(a["outcome"] == "refused" for a in found) else None
+            codes = [a["detail"].get("code") for a in found]
+            return found if "refused_by_safety_net" in codes else None
 
         powered = eventually(trail, timeout=30, what="the agent's audit trail in the cloud")
-        refusal = next(a for a in powered if a["outcome"] == "refused")
-        assert refusal["target"].endswith("/lab/web2") or "web2" in refusal["detail"]["reason"]
-        assert refusal["detail"]["code"] == "refused_by_safety_net"
-        assert refusal["detail"]["source"] == "cloud"
-        assert sum(a["outcome"] == "ok" for a in powered) == 2
+        refusals = {a["detail"]["code"]: a for a in powered if a["outcome"] == "refused"}
+        assert set(refusals) == {"refused_by_safety_net", "over_budget"}
+        never = refusals["refused_by_safety_net"]
+        assert never["target"].endswith(f"/lab/{web2['sightings'][0]['nativeId']}")
+        assert never["detail"]["source"] == "cloud"
+        paid = sorted(a["detail"]["paid_by"] for a in powered if a["outcome"] == "ok")
+        assert paid == ["approval", "budget"]
+        approvals = [
+            a for a in _audit(gql, str(world.tenant_id)) if a["action"] == "agent.vm.approve"
+        ]
+        assert [a["detail"]["source"] for a in approvals] == ["cloud"]
     finally:
         if agent.proc is not None:
             agent.stop()
