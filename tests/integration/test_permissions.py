@@ -198,6 +198,11 @@ CASES = [
         Permission.VM_POWER,
     ),
     Case(
+        "approveVmActions",
+        lambda f, i: {"agentId": str(f.agent_id), "count": 1},
+        Permission.VM_POWER,
+    ),
+    Case(
         "splitVmSighting",
         lambda f, i: {"sightingId": str(f.sighting_id)},
         Permission.VM_SPLIT,
@@ -259,6 +264,7 @@ def _text(case: Case) -> str:
         "sightingId": "ID!",
         "agentIds": "[ID!]!",
         "document": "JSON!",
+        "count": "Int!",
     }
     sample = case.args(_DUMMY, 0)
     decl = ", ".join(f"${k}: {types.get(k, 'String!')}" for k in sample)
@@ -333,7 +339,7 @@ def test_every_mutation_for_every_grant_matches_the_table(
 
     calls = asyncio.run(walk())
     assert mismatches == [], mismatches
-    assert calls == len(CASES) * len(GRANTS) == 17 * 20
+    assert calls == len(CASES) * len(GRANTS) == 18 * 20
     # Each refusal was written in a transaction of its own, outliving the rolled-back call.
     written = _refusals(pg, fixture)
     assert {k: sorted(v) for k, v in refused.items() if v} == written
