@@ -232,10 +232,16 @@ class Link:
         finally:
             self._identity, self._token, self._token_until = saved
 
-    def poll(self, after: int, wait: float, tag: str = "") -> p.PollResponse:
+    def poll(
+        self, after: int, wait: float, tag: str = "", skew_s: int | None = None
+    ) -> p.PollResponse:
+        """`skew_s`: how far this agent's clock runs ahead of the cloud's, as last measured
+        (the cloud stores it for people to see)."""
         params: dict[str, Any] = {"after": after, "wait": wait}
         if tag:
             params["tag"] = tag
+        if skew_s is not None:
+            params["skew"] = skew_s
         return self._authed("GET", "/poll", p.PollResponse, params=params)
 
     def ack(self, acks: list[p.Ack]) -> p.AckResponse:

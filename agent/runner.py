@@ -7,10 +7,10 @@ is recorded. Errors reaching the cloud back off exponentially with full jitter, 
 15 minutes, and honour `Retry-After`.
 
 Time: every answer of the cloud carries its time (`Dockyard-Time`). The agent measures its
-clock's skew from it (kept in `cloud-clock.json`, logged when it is large, handed to the
-modules as the cloud's time) and judges a command's deadline by the time-to-live the cloud
-gave it (`expires_at` minus the cloud's time) on its own monotonic clock, never by
-comparing its wall clock with the cloud's.
+clock's skew from it (kept in `cloud-clock.json`, logged when it is large, reported with
+each poll for the cloud to show, handed to the modules as the cloud's time) and judges a
+command's deadline by the time-to-live the cloud gave it (`expires_at` minus the cloud's
+time) on its own monotonic clock, never by comparing its wall clock with the cloud's.
 """
 
 from __future__ import annotations
@@ -213,7 +213,10 @@ class Runner:
             if self.stop.is_set():
                 raise Stopping
             answer = self.link.poll(
-                record.last_seq, self.wait_s if wait is None else wait, self.tag
+                record.last_seq,
+                self.wait_s if wait is None else wait,
+                self.tag,
+                round(self.skew.seconds) if self.skew else None,
             )
         finally:
             self._polling = False

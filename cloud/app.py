@@ -66,9 +66,11 @@ def _sweep_commands(svc: Services) -> None:
         commands.sweep(session, svc.clock)
 
 
-def _record_seen(svc: Services, seen: dict[uuid.UUID, datetime]) -> set[uuid.UUID]:
+def _record_seen(
+    svc: Services, seen: dict[uuid.UUID, datetime], skews: dict[uuid.UUID, int]
+) -> set[uuid.UUID]:
     with svc.db.transaction() as session:
-        return agents.record_seen(session, seen)
+        return agents.record_seen(session, seen, skews)
 
 
 async def _sweep_forever(svc: Services) -> None:
@@ -77,17 +79,21 @@ async def _sweep_forever(svc: Services) -> None:
     while True:
         await asyncio.sleep(svc.settings.sweep_interval_s)
         seen = svc.bus.take_seen()
+        skews = svc.bus.take_skews()
         try:
             await svc.run_db(_sweep_commands, svc)
             items = sorted(seen.items())
             for i in range(0, len(items), SEEN_BATCH):
                 batch = dict(items[i : i + SEEN_BATCH])
-                busy = await svc.run_db(_record_seen, svc, batch)
+                busy = await svc.run_db(_record_seen, svc, batch, skews)
                 for agent_id in busy:  # held by another transaction: the next sweep
                     svc.bus.seen.setdefault(agent_id, batch[agent_id])
+                    if agent_id in skews:
+                        svc.bus.skews.setdefault(agent_id, skews[agent_id])
         except Exception:
             log.exception("sweep failed; will retry")
             svc.bus.seen = seen | svc.bus.seen
+            svc.bus.skews = skews | svc.bus.skews
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:

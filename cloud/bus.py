@@ -67,6 +67,8 @@ class Bus:
         self._quiet: dict[uuid.UUID, tuple[int, float, Any]] = {}
         self._fresh: set[uuid.UUID] = set()
         self.seen: dict[uuid.UUID, datetime] = {}
+        self.skews: dict[uuid.UUID, int] = {}
+        """The clock skew each agent reported with its last poll, seconds ahead of ours."""
         self.waiting = 0
         """Polls waiting for news right now (subscribed ones may still be reading)."""
 
@@ -79,6 +81,10 @@ class Bus:
         """The agents that polled since the last call, and when (for the sweeper to store)."""
         seen, self.seen = self.seen, {}
         return seen
+
+    def take_skews(self) -> dict[uuid.UUID, int]:
+        skews, self.skews = self.skews, {}
+        return skews
 
     # --- the last quiet answer per agent (call these on the event loop) ----------------
 

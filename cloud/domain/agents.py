@@ -414,7 +414,9 @@ def _mark_acked(
     )
 
 
-def record_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> set[uuid.UUID]:
+def record_seen(
+    session: Session, seen: dict[uuid.UUID, datetime], skews: dict[uuid.UUID, int] | None = None
+) -> set[uuid.UUID]:
     """Store when agents last polled, for many agents in one executemany; returns the
     agents skipped because another transaction holds their row.
 
@@ -423,7 +425,9 @@ def record_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> set[uuid.U
     row small enough not to stall the event loop's thread for thousands of agents. Rows
     another transaction holds (a command being issued to that agent) are skipped, not
     waited for: a last-seen time must never delay a delivery, and the caller keeps the
-    skipped ones for its next sweep. An agent that no longer exists is simply dropped."""
+    skipped ones for its next sweep. An agent that no longer exists is simply dropped.
+    `skews`: the clock skew agents reported with those polls (an agent that reported none
+    keeps its last one)."""
     if not seen:
         return set()
     table = cast(Table, Agent.__table__)
@@ -436,14 +440,20 @@ def record_seen(session: Session, seen: dict[uuid.UUID, datetime]) -> set[uuid.U
                 .with_for_update(skip_locked=True)
             ).scalars()
         )
+        skews = skews or {}
         rows = [
-            {"agent_id": agent_id, "at": at} for agent_id, at in seen.items() if agent_id in free
+            {"agent_id": agent_id, "at": at, "skew": skews.get(agent_id)}
+            for agent_id, at in seen.items()
+            if agent_id in free
         ]
         if rows:
             stmt = (
                 update(table)
                 .where(table.c.id == bindparam("agent_id"))
-                .values(last_seen_at=bindparam("at"))
+                .values(
+                    last_seen_at=bindparam("at"),
+                    clock_skew_s=func.coalesce(bindparam("skew"), table.c.clock_skew_s),
+                )
             )
             conn.execute(stmt, rows)
         rest = seen.keys() - free

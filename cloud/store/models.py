@@ -141,6 +141,9 @@ class Agent(TenantOwned, Base):
     enrolled_at: Mapped[datetime]
     key_rotated_at: Mapped[datetime | None]
     last_seen_at: Mapped[datetime | None]
+    clock_skew_s: Mapped[int | None] = mapped_column(Integer)
+    """How far the agent's clock ran ahead of the cloud's (negative: behind) when it last
+    reported, measured by the agent from the cloud's `Dockyard-Time`."""
     revoked_at: Mapped[datetime | None]
 
 

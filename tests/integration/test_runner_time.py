@@ -12,14 +12,17 @@ from pathlib import Path
 import pytest
 
 from dockyard.agent.clock import SKEW_FILE
+from dockyard.agent.errors import LinkRefused
+from dockyard.agent.protocol import PollResponse
 from dockyard.agent.runner import Runner
 from dockyard.agent.state import State
 from dockyard.cloud.domain import commands
 from dockyard.cloud.store.db import Database
+from dockyard.cloud.store.models import Agent as AgentRow
 from dockyard.cloud.store.models import Command
 
 from ..factories import World, enrolment_secret, make_world, system
-from ..procs import Agent, Cloud
+from ..procs import Agent, Cloud, eventually
 
 DAY = timedelta(days=1)
 SKEWS = {"agent-3-days-ahead": 3 * DAY, "agent-3-days-behind": -3 * DAY}
@@ -75,5 +78,20 @@ def test_skew_is_measured_and_a_deadline_follows_the_clouds_ttl(
             row = ctx.session.get(Command, command_id)
             assert row is not None
             assert row.state == "succeeded"
+
+        # The skew went up with the polls; the cloud's sweeper stores it for people to see.
+        def reported() -> int | None:
+            with system(pg, world.tenant_id) as ctx:
+                agent_row = ctx.session.get(AgentRow, agent_id)
+                assert agent_row is not None
+                return agent_row.clock_skew_s
+
+        eventually(lambda: reported() is not None, timeout=30, what="the skew in the cloud")
+        assert reported() == round(runner.skew.seconds)
+        assert runner.link is not None
+        with pytest.raises(LinkRefused, match="whole number of seconds"):
+            runner.link._authed(
+                "GET", "/poll", PollResponse, params={"after": 0, "wait": 0, "skew": "soon"}
+            )
     finally:
         runner.state.close()

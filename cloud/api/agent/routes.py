@@ -282,6 +282,8 @@ LIST_PAGE = 1000
 # A remembered quiet answer is trusted this long (every change wakes the agent and drops
 # it anyway); last-seen times are written by the sweeper from the bus.
 QUIET_MAX_AGE_S = 600.0
+MAX_SKEW_S = 10 * 365 * 86_400
+"""An agent's reported clock skew is stored clamped to ten years either way."""
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,12 @@ async def poll(request: Request) -> Response:
 
     bus = svc.bus
     bus.seen[agent_id] = svc.clock.now()
+    skew = request.query_params.get("skew")
+    if skew is not None:
+        try:
+            bus.skews[agent_id] = max(-MAX_SKEW_S, min(MAX_SKEW_S, int(skew)))
+        except ValueError:
+            raise HttpProblem(400, "invalid_request", "skew is a whole number of seconds") from None
 
     async def read() -> p.PollResponse:
         """Read the database (batched with other polls reading now); remember what the

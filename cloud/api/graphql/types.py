@@ -149,6 +149,9 @@ class Agent:
     acked_seq: int
     enrolled_at: datetime
     last_seen_at: datetime | None
+    clock_skew_s: int | None
+    """Seconds the agent's clock runs ahead of the cloud's (negative: behind), as it last
+    measured and reported; notices and deadlines follow the cloud's clock regardless."""
     revoked_at: datetime | None
     possible_duplicate_of: list[strawberry.ID]
     modules: list[ModuleInfo]
@@ -175,6 +178,7 @@ class Agent:
             acked_seq=row.acked_seq,
             enrolled_at=row.enrolled_at,
             last_seen_at=row.last_seen_at,
+            clock_skew_s=row.clock_skew_s,
             revoked_at=row.revoked_at,
             possible_duplicate_of=[strawberry.ID(d) for d in row.possible_duplicate_of],
             modules=[
