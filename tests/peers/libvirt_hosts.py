@@ -22,6 +22,8 @@ class Domain:
     owner: str | None = None
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
     mac: str | None = None
+    lines: dict[str, str] = field(default_factory=dict)
+    """More `key=value` lines of the description (the driver reads them as tags)."""
 
 
 def host_file(folder: Path, name: str, cpus: int, memory_mb: int, domains: list[Domain]) -> str:
@@ -34,7 +36,12 @@ def host_file(folder: Path, name: str, cpus: int, memory_mb: int, domains: list[
     ]
     for d in domains:
         mac = d.mac or "52:54:00:" + ":".join(f"{b:02x}" for b in uuid.UUID(d.uuid).bytes[:3])
-        description = f"<description>owner={escape(d.owner)}</description>" if d.owner else ""
+        described = ([f"owner={d.owner}"] if d.owner else []) + [
+            f"{k}={v}" for k, v in d.lines.items()
+        ]
+        description = (
+            f"<description>{escape(chr(10).join(described))}</description>" if described else ""
+        )
         parts.append(
             "<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
             f"<test:runstate>{1 if d.running else 5}</test:runstate><name>{escape(d.name)}</name><uuid>{d.uuid}</uuid>{description}"

@@ -274,7 +274,13 @@ def test_answers_over_http_take_effect_on_post_only(
 def test_never_act_list_and_exclusion_tag_beat_every_order(
     tmp_path: Path, lab: dict[str, Any], smtp: Any
 ) -> None:
-    lab["hosts"][1]["uri"] = host_file(tmp_path, "kvm2", 8, 32768, [Domain("build1")])
+    lab["hosts"][1]["uri"] = host_file(
+        tmp_path,
+        "kvm2",
+        8,
+        32768,
+        [Domain("build1"), Domain("db1", lines={"dockyard:exclude": "yes"})],
+    )
     module = _libvirt_module(tmp_path, lab, smtp)
     try:
         clock: ManualClock = module.clock  # type: ignore[assignment]
@@ -302,6 +308,24 @@ def test_never_act_list_and_exclusion_tag_beat_every_order(
             module.cmd_power(command)
         assert failed.value.code == "refused_by_safety_net"
         assert _state(module, "web1") == "on"
+        db1 = module.store.find("db1")[0].vm.native_id
+        assert module.store.evaluation("lab", db1)["state"] == "excluded"
+        with pytest.raises(CommandFailed, match="exclusion tag dockyard:exclude"):
+            module.cmd_power(
+                command.model_copy(update={"args": {**command.args, "native_id": db1}})
+            )
+        refusals = [
+            (e["target"], e["detail"]["source"], e["detail"]["reason"])
+            for e in module.store.audits()
+            if e["outcome"] == "refused"
+        ]
+        assert [(t, src) for t, src, _ in refusals] == [
+            (f"lab/{web1.vm.native_id}", "notice"),
+            (f"lab/{web1.vm.native_id}", "cloud"),
+            (f"lab/{db1}", "cloud"),
+        ]
+        assert "never-act list (the payroll VM)" in refusals[0][2]
+        assert "exclusion tag" in refusals[2][2]
     finally:
         module.close()
 
