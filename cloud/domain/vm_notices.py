@@ -26,7 +26,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.agent.protocol import links
-from dockyard.cloud.store.models import Command, JobEvent, UsedNoticeLink, VmDecision
+from dockyard.agent.protocol.vm import POLICY_KIND
+from dockyard.cloud.store.models import (
+    AgentEntry,
+    AuditRecord,
+    Command,
+    JobEvent,
+    UsedNoticeLink,
+    VmDecision,
+)
 from dockyard.cloud.store.tenancy import unscoped
 
 from . import agents, audit, commands
@@ -36,6 +44,8 @@ from .errors import Invalid
 from .permissions import Permission as P
 
 DELAY = timedelta(days=7)
+TELL_HELD_EVERY = timedelta(days=1)
+"""The policy's contact hears at most this often, per agent, that shutdowns are held."""
 ANSWER_PATH = "/vm/notices/answer"
 
 
@@ -155,7 +165,76 @@ def advance(
         decision.status, decision.command_id = "commanded", command.id
     elif decision.status == "commanded" and decision.command_id is not None:
         _settle(ctx, decision)
+        if decision.status == "held":
+            _tell_held(ctx, decision, mailer)
     return decision.status
+
+
+def policy_contact(ctx: Ctx, agent_id: uuid.UUID) -> str | None:
+    """The `default_contact` of the vm-lifecycle policy the agent was last sent (the one
+    it holds), or None."""
+    payloads = ctx.session.scalars(
+        select(AgentEntry.payload)
+        .where(AgentEntry.agent_id == agent_id, AgentEntry.kind == "policy")
+        .order_by(AgentEntry.seq.desc())
+        .limit(100)
+    )
+    for payload in payloads:
+        if payload.get("policy_kind") != POLICY_KIND:
+            continue
+        contact = (payload.get("document") or {}).get("default_contact")
+        return str(contact) if payload.get("assigned") and contact else None
+    return None
+
+
+def _tell_held(ctx: Ctx, decision: VmDecision, mailer: Mailer | None) -> None:
+    """Docked, the cloud tells the policy's contact once a day per agent that shutdowns
+    wait for an approval (the agent, which keeps the budget, usually has no mail server)."""
+    now = ctx.now()
+    target = str(decision.agent_id)
+    told = ctx.session.scalar(
+        select(AuditRecord.id)
+        .where(
+            AuditRecord.tenant_id == decision.tenant_id,
+            AuditRecord.action == "vm.budget.told",
+            AuditRecord.target == target,
+            AuditRecord.at > now - TELL_HELD_EVERY,
+        )
+        .limit(1)
+    )
+    if told is not None:
+        return
+    to = policy_contact(ctx, decision.agent_id)
+    outcome, reason = "ok", ""
+    if to is None or mailer is None:
+        outcome = "not_sent"
+        reason = "no default_contact in the policy" if to is None else "no SMTP server"
+    else:
+        try:
+            mailer(
+                Mail(
+                    to=to,
+                    subject="Dockyard: idle VMs wait for an approval (the budget is spent)",
+                    body=(
+                        "Hello,\n\nAn agent has acted on as many idle VMs as its budget allows"
+                        " in this window; the others wait. Held now includes "
+                        f"{decision.vm_name or decision.native_id} ({decision.endpoint}).\n\n"
+                        "Let more go ahead with the approveVmActions mutation, or they go"
+                        " ahead as the next window's budget allows.\n"
+                    ),
+                )
+            )
+        except MailUnavailable as e:
+            outcome, reason = "not_sent", str(e)
+    audit.record(
+        ctx,
+        decision.tenant_id,
+        "vm.budget.told",
+        target=target,
+        outcome=outcome,
+        to=to,
+        reason=reason,
+    )
 
 
 def _settle(ctx: Ctx, decision: VmDecision) -> None:

@@ -17,7 +17,7 @@ from dockyard.agent import protocol as p
 from dockyard.agent.protocol import links, vm
 from dockyard.cloud import scheduler
 from dockyard.cloud.app import build_services
-from dockyard.cloud.domain import enrolment, jobs, metadata, vm_notices
+from dockyard.cloud.domain import enrolment, jobs, metadata, policies, vm_notices
 from dockyard.cloud.domain.clock import ManualClock
 from dockyard.cloud.domain.errors import Invalid
 from dockyard.cloud.settings import Settings
@@ -171,6 +171,15 @@ def test_the_decision_takes_the_agents_result_and_a_held_one_goes_on_after_appro
     # Brought to the present: a cloud process of another test sweeps this database by the
     # real clock, and would expire commands issued in May.
     clock.advance(datetime.now(UTC) - START)
+    with system(pg, world.tenant_id, clock=clock) as ctx:  # the agent's policy names a contact
+        policy = policies.create(
+            ctx,
+            world.tenant_id,
+            "idle",
+            vm.POLICY_KIND,
+            {"idle_days": 30, "default_contact": "ops@example.com"},
+        )
+        policies.assign(ctx, policy.id, "site", world.site_id)
     propose(
         pg,
         world,
@@ -210,6 +219,12 @@ def test_the_decision_takes_the_agents_result_and_a_held_one_goes_on_after_appro
     _agent_answers(pg, world, agent_id, clock, "c", "refused_by_safety_net")
     assert statuses() == {"a": "done", "b": "held", "c": "failed"}
 
+    def held_mails() -> list[Any]:
+        return [m for m in smtp.messages if "wait for an approval" in m["Subject"]]
+
+    smtp.wait(4)
+    assert [m["To"] for m in held_mails()] == ["ops@example.com"], "the policy's contact"
+
     settled = rows()
     assert settled["a"].error is None
     assert settled["b"].error == "over_budget: b: over_budget"
@@ -239,6 +254,13 @@ def test_the_decision_takes_the_agents_result_and_a_held_one_goes_on_after_appro
             "vm.decision.failed",
             "vm.decision.held",
         ]
+    # Held again the same day (the approval went to another action): no second mail.
+    _agent_answers(pg, world, agent_id, clock, "b", "over_budget")
+    assert statuses() == {"a": "done", "b": "held", "c": "failed"}
+    assert len(held_mails()) == 1, "told once a day"
+    with system(pg, world.tenant_id, clock=clock) as ctx:
+        vm_notices.approve(ctx, agent_id, 1)
+    assert statuses() == {"a": "done", "b": "commanded", "c": "failed"}
     _agent_answers(pg, world, agent_id, clock, "b", None)
     assert statuses() == {"a": "done", "b": "done", "c": "failed"}
 
