@@ -153,8 +153,11 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
         assert all(d["commandId"] and d["error"] is None for d in decisions)
         assert sorted(d["vmName"] for d in decisions) == ["build1", "web1"]  # web2: never act
         assert all(d["noticeSentAt"] and d["reasons"] for d in decisions)
-        mails = smtp.wait(2)
+        smtp.wait(3)
+        mails = [m for m in smtp.messages if "will be shut down" in m["Subject"]]
         assert sorted(m["To"] for m in mails) == ["alice@example.com", "ops@example.com"]
+        held_mails = [m["To"] for m in smtp.messages if "wait for an approval" in m["Subject"]]
+        assert held_mails == ["ops@example.com"], "the policy's contact, told once"
         link = re.search(
             rf"{re.escape(cloud.url)}/vm/notices/answer\?t=(\S+)", mails[0].get_content()
         )
