@@ -280,13 +280,13 @@ def ours() -> Tool:
         run([*cli, "--repo", str(repo), "restore", last["snapshot"], "--target", str(target)])
 
     from dockyard.agent.vault.chunker import ChunkerParams
-    from dockyard.agent.vault.repository import FORMAT
+    from dockyard.agent.vault.repository import CHUNK_LEVEL, FORMAT
 
     p = ChunkerParams()
     return Tool(
         "dockyard",
         f"vault format {FORMAT}",
-        f"FastCDC {p.avg_size // 1024} KiB, zstd 3, AES-256-GCM, keyed BLAKE3; "
+        f"FastCDC {p.avg_size // 1024} KiB, zstd {CHUNK_LEVEL}, AES-256-GCM, keyed BLAKE3; "
         "restore sparse, fsynced",
         lambda repo: run([*cli, "--repo", str(repo), "init"]),
         store,
@@ -669,7 +669,7 @@ def main() -> None:
         ("borg 1.2 (bookworm)", lambda: borg_bookworm(peers)),
     ]
     for label, install in installers:
-        if args.only and not any(label.startswith(o) for o in args.only):
+        if args.only and not any(label.replace(" ", "-").startswith(o) for o in args.only):
             continue  # not asked for: not installed either
         try:
             ready = install()
