@@ -1,6 +1,7 @@
 """Long-poll delivery at scale: N simulated agents against one cloud process on PostgreSQL.
 
     .venv/bin/python bench/poll_latency.py [--agents 10000] [--singles 300] [--bursts 5]
+        [--replicas 2]
 
 Every simulated agent speaks the real protocol: it enrols with its own Ed25519 key, gets
 access tokens with a private_key_jwt assertion, long-polls with `wait=25`, and acks what it
@@ -24,7 +25,9 @@ measures a floor (`bench/poll_floor.py`): the same agents, the same number of he
 the same single and burst deliveries against the cloud's server stack (uvicorn, starlette,
 the cloud's server settings) holding polls with no database and no tokens, released by a
 request that names the agents. `p99_vs_floor` and `burst_p99_vs_floor` are ours over it;
-goals: at most 3x and 2x. The last line is one JSON object with every figure.
+goals: at most 3x and 2x. `--replicas N` runs N clouds behind HAProxy on the one database
+(agents and GraphQL through the proxy, the restart a rolling one); the floor stays one
+server without a proxy. The last line is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -86,28 +89,35 @@ def pct(values: list[float], q: float) -> float:
 class ProcStat:
     """CPU seconds and RSS of a process, from /proc."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.pid = pids[0]
         self.tick = os.sysconf("SC_CLK_TCK")
 
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self.tick
+        total = 0.0
+        for pid in self.pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / self.tick
+        return total
 
     def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        total = 0
+        for pid in self.pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total
 
 
 class CloudProc:
-    def __init__(self, db_url: str, data: Path, port: int) -> None:
+    def __init__(self, db_url: str, data: Path, port: int, public_url: str = "") -> None:
         self.url = f"http://127.0.0.1:{port}"
+        data.mkdir(parents=True, exist_ok=True)
         self.env = os.environ | {
             "DOCKYARD_DATABASE_URL": db_url,
             "DOCKYARD_DATA_DIR": str(data),
-            "DOCKYARD_PUBLIC_URL": self.url,
+            "DOCKYARD_PUBLIC_URL": public_url or self.url,
             "DOCKYARD_PORT": str(port),
             "DOCKYARD_SECRET_KEY": "bench-secret-key-0123456789-0123456789-0123456789",
             "DOCKYARD_LOG_LEVEL": "warning",
@@ -142,6 +152,56 @@ class CloudProc:
             return int(httpx.get(f"{self.url}/healthz", timeout=5).json()["held_polls"])
         except httpx.HTTPError:
             return -1
+
+
+class Cluster:
+    """`--replicas N`: N clouds on the one database behind HAProxy (Debian's package, as
+    `tests/peers/haproxy.py` runs it: health checks on /readyz), agents and GraphQL
+    through the proxy. Its restart is a rolling one, replica after replica."""
+
+    def __init__(self, db_url: str, data: Path, replicas: int) -> None:
+        ports = [free_port() for _ in range(replicas)]
+        self.proxy: Any = None
+        self.url = f"http://127.0.0.1:{ports[0]}"
+        if replicas > 1:
+            sys.path.insert(0, str(ROOT))
+            from tests.peers.haproxy import Haproxy
+
+            self.proxy = Haproxy(ports)
+            self.url = self.proxy.url
+        self.clouds = [
+            CloudProc(db_url, data / f"replica-{i}", port, self.url) for i, port in enumerate(ports)
+        ]
+
+    @property
+    def pids(self) -> list[int]:
+        return [c.proc.pid for c in self.clouds if c.proc is not None]
+
+    def start(self) -> float:
+        started = max(c.start() for c in self.clouds)
+        if self.proxy is not None and self.proxy.proc is None:
+            self.proxy.start()
+        return started
+
+    def restart(self) -> tuple[float, float]:
+        stop_s = start_s = 0.0
+        for cloud in self.clouds:
+            t = time.monotonic()
+            cloud.stop()
+            stop_s += time.monotonic() - t
+            start_s += cloud.start()
+        return stop_s, start_s
+
+    def stop(self) -> None:
+        for cloud in self.clouds:
+            if cloud.proc is not None and cloud.proc.poll() is None:
+                cloud.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
+
+    def held(self) -> int:
+        counts = [c.held() for c in self.clouds]
+        return -1 if min(counts) < 0 else sum(counts)
 
 
 class Conn:
@@ -533,7 +593,7 @@ def db_connections(admin_url: str, name: str) -> int:
         return int(row[0]) if row else 0
 
 
-async def wait_held(cloud: CloudProc | FloorProc, n: int, timeout: float) -> float:
+async def wait_held(cloud: Cluster | FloorProc, n: int, timeout: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         held = await asyncio.to_thread(cloud.held)
@@ -556,7 +616,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     db_url = f"{base}/{name}"
     data = Path(args.work) / name
     data.mkdir(parents=True)
-    cloud = CloudProc(db_url, data, free_port())
+    cloud = Cluster(db_url, data, args.replicas)
     bench = Bench(args, cloud.url)
     try:
         cloud.start()
@@ -576,8 +636,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             agents = await enrol(http, bench, secrets)
             enrol_s = time.monotonic() - t
             print(f"enrolled {len(agents)} agents in {enrol_s:.1f}s", file=sys.stderr)
-            assert cloud.proc is not None
-            stat = ProcStat(cloud.proc.pid)
+            stat = ProcStat(cloud.pids)
             await asyncio.sleep(1)
             rss_idle = stat.rss_kb()
 
@@ -643,9 +702,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             peak_connections = await asyncio.to_thread(db_connections, args.admin_url, name)
 
             t = time.monotonic()
-            await asyncio.to_thread(cloud.stop)
-            stop_s = time.monotonic() - t
-            start_s = await asyncio.to_thread(cloud.start)
+            stop_s, start_s = await asyncio.to_thread(cloud.restart)
             print(f"restarted; agent errors so far {bench.errors}", file=sys.stderr)
             await wait_held(cloud, len(agents), 300)
             reconnect_s = time.monotonic() - t
@@ -660,8 +717,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for client in bench.clients:
                 await client.aclose()
     finally:
-        if cloud.proc is not None and cloud.proc.poll() is None:
-            cloud.stop()
+        cloud.stop()
         with psycopg.connect(args.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -671,6 +727,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     fbms = [x * 1000 for x in floor_burst]
     return {
         "agents": len(agents),
+        "replicas": args.replicas,
         "p50_ms": round(statistics.median(ms), 1),
         "p99_ms": round(pct(ms, 0.99), 1),
         "single_issue_p50_ms": round(statistics.median(single_issue_ms), 1),
@@ -715,6 +772,7 @@ def main() -> None:
     ap.add_argument("--bursts", type=int, default=5)
     ap.add_argument("--burst-size", type=int, default=200)
     ap.add_argument("--idle-s", type=float, default=10.0, help="seconds to watch idle CPU")
+    ap.add_argument("--replicas", type=int, default=1, help="clouds behind HAProxy (1: no proxy)")
     ap.add_argument(
         "--admin-url",
         default=os.environ.get("DOCKYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),

@@ -2,7 +2,8 @@
 
 - `/livez`: the process answers (its event loop runs). A restart is the only cure for a no.
 - `/readyz`: this replica should get traffic: not draining (a stop was asked for and its
-  held polls were released), its database answers within two seconds, and its bus listens
+  held polls were released), its database answers within two seconds on a connection of
+  the check's own (busy is not unready), and its bus listens
   (a replica that misses other replicas' wake-ups would hold polls past their commands).
   503 with the reasons otherwise, so a proxy's health check moves agents elsewhere.
 - `/metrics`: the Prometheus text format, read at scrape time from the live objects
@@ -19,7 +20,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
-from sqlalchemy import text
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -66,14 +68,18 @@ class _Figures(Collector):
         yield requests
 
 
-def _ping(svc: Services) -> None:
-    with svc.db.engine.connect() as conn:
+def _ping(engine: Engine) -> None:
+    with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
 
 
 def routes(svc: Services) -> list[Route]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Figures(svc))
+    # The readiness ping has a connection of its own, outside the work pool and its slots:
+    # queued behind a burst of work it timed out, and the proxy took every busy replica
+    # out at once (seen with 300 agents enrolling through HAProxy).
+    pinger = create_engine(svc.db.url, poolclass=NullPool)
 
     async def livez(request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -85,7 +91,7 @@ def routes(svc: Services) -> list[Route]:
         if not svc.bus.listening:
             problems.append("bus: not listening for other replicas' wake-ups")
         try:
-            await asyncio.wait_for(svc.run_db(_ping, svc), READY_DB_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.to_thread(_ping, pinger), READY_DB_TIMEOUT_S)
         except TimeoutError:
             problems.append(f"database: no answer within {READY_DB_TIMEOUT_S:g} s")
         except Exception as e:  # any failure to reach it is the answer, not an error

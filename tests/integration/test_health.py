@@ -8,21 +8,23 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine
 
 from dockyard.cloud.app import create_app
 from dockyard.cloud.settings import Settings
 from dockyard.cloud.store.db import Database
+from dockyard.cloud.store.migrate import upgrade
 
 from ..factories import enrolment_secret, make_world
 from ..peers.prometheus import Prometheus
-from ..procs import SECRET, Agent, Cloud, eventually, free_port
+from ..procs import SECRET, Agent, Cloud, eventually
 
 
-def test_ready_until_draining_and_not_ready_without_its_database(
-    sqlite_url: str, tmp_path: Path
-) -> None:
-    settings = Settings(database_url=sqlite_url, secret_key=SECRET, data_dir=tmp_path)
+def test_ready_until_draining_and_not_ready_without_its_database(tmp_path: Path) -> None:
+    path = tmp_path / "dockyard.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db.engine)
+    db.dispose()
+    settings = Settings(database_url=f"sqlite:///{path}", secret_key=SECRET, data_dir=tmp_path)
     app = create_app(settings)
     svc = app.state.services
 
@@ -34,16 +36,16 @@ def test_ready_until_draining_and_not_ready_without_its_database(
         ):
             assert (await client.get("/livez")).json() == {"live": True}
             assert (await client.get("/readyz")).json() == {"ready": True}
-            engine = svc.db.engine
-            port = free_port()  # nothing listens there
-            svc.db.engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/x")
+            path.rename(tmp_path / "away.db")
+            path.mkdir()  # where the database was, nothing a connection can open
             try:
                 down = await client.get("/readyz")
                 assert down.status_code == 503
                 assert down.json()["problems"] == ["database: OperationalError"]
-                assert "127.0.0.1" not in down.text, "no connection detail reaches a client"
+                assert str(tmp_path) not in down.text, "no connection detail reaches a client"
             finally:
-                svc.db.engine = engine
+                path.rmdir()
+                (tmp_path / "away.db").rename(path)
             assert (await client.get("/readyz")).status_code == 200
             svc.bus.release_all()
             draining = await client.get("/readyz")
