@@ -31,6 +31,7 @@ from .journal import FINAL, Journal
 from .link import Link
 from .modules import registry
 from .modules.base import CommandFailed, Module, ModuleContext, Outcome
+from .protocol import vocabulary
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -359,6 +360,11 @@ class Runner:
         detail = entry.detail if mode.allows(p.FlowMode.METADATA) else None
         kind = p.JobEventKind.SUCCEEDED if entry.state == "done" else p.JobEventKind.FAILED
         code = entry.result_code if entry.result_code else None
+        module = entry.name.split(".", 1)[0]
+        if mode is p.FlowMode.CONFIG and not vocabulary.fits([code], module=module):
+            # A driver's own wording (or a name in it) must not go up: config mode is closed.
+            log.warning("job %s: code %r is not declared; sent as undeclared", entry.job_id, code)
+            code = vocabulary.CommonCode.UNDECLARED.value
         events = [
             p.JobEvent(kind=p.JobEventKind.STARTED, at=now()),
             p.JobEvent(kind=kind, at=now(), code=code, detail=detail[:2000] if detail else None),

@@ -3,6 +3,8 @@
 Every message refuses unknown fields, so a typo or a newer client's field is a clear 400
 rather than silently dropped data. Fields that may travel in `config` flow mode are limited
 to codes, counts and opaque ids; free text (`detail`) is allowed only from `metadata` up.
+In `config` mode codes and count keys come from a closed list each module declares
+(vocabulary.py): a pattern alone would admit a file or person name.
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ class Ack(Message):
     seq: Annotated[int, Field(ge=1)]
     outcome: AckOutcome = AckOutcome.ACCEPTED
     code: Code | None = None
+    """In `config` flow mode one of `ConfigResultCode` (see vocabulary.py), else 403."""
 
 
 class AckRequest(Message):
@@ -195,7 +198,9 @@ class JobEvent(Message):
     at: datetime
     progress: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     code: Code | None = None
+    """In `config` flow mode one of the command's module's codes (`ConfigResultCode`)."""
     counts: Counts = {}
+    """In `config` flow mode keyed by the module's declared count keys (`ConfigCountKey`)."""
     detail: ShortText | None = None
     """Free text for people; refused in `config` flow mode."""
 

@@ -20,6 +20,7 @@ from dockyard.agent.protocol import (
     FlowMode,
     PolicyEntry,
     narrowest,
+    vocabulary,
 )
 from dockyard.cloud.store.db import outerjoin_windows
 from dockyard.cloud.store.models import Agent, AgentEntry, Command, Site, Tenant, UsedAssertion
@@ -27,7 +28,7 @@ from dockyard.cloud.store.tenancy import unscoped
 
 from . import audit, features
 from .context import Ctx
-from .errors import Conflict, DomainError, Invalid, NotFound, Unauthenticated
+from .errors import Conflict, DomainError, FlowModeForbids, Invalid, NotFound, Unauthenticated
 from .permissions import Permission as P
 from .sequence import wake
 
@@ -318,6 +319,15 @@ def _entries(rows: list[Any], now: datetime, marks: _Marks) -> list[Entry]:
         elif kind == "policy":
             out.append(PolicyEntry(seq=seq, **payload))
     return out
+
+
+def check_ack_codes(ctx: Ctx, agent_id: uuid.UUID, acks: list[Ack]) -> None:
+    """Refuse acks whose codes `config` mode does not declare (an ack names no module, so
+    any module's code passes); called before the batched write, which never sees them."""
+    if vocabulary.fits(a.code for a in acks):
+        return
+    if flow_mode(ctx.session, active(ctx, agent_id)) is FlowMode.CONFIG:
+        raise FlowModeForbids("flow mode config carries only the codes its modules declare")
 
 
 def ack(ctx: Ctx, agent_id: uuid.UUID, acks: list[Ack]) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from dockyard.agent.protocol import FlowMode, JobEventKind, event_fits_flow, vocabulary
 from dockyard.agent.protocol import JobEvent as WireEvent
-from dockyard.agent.protocol import JobEventKind, event_fits_flow
 from dockyard.cloud.store.models import Command, Job, JobEvent
 
 from . import agents
@@ -33,8 +33,16 @@ def report(ctx: Ctx, agent_id: uuid.UUID, job_id: uuid.UUID, events: list[WireEv
     mode = agents.flow_mode(ctx.session, agent)
     if not all(event_fits_flow(e, mode) for e in events):
         raise FlowModeForbids(f"flow mode {mode.value} carries no free text in job events")
-    now = ctx.now()
     command = ctx.session.get(Command, job.command_id) if job.command_id else None
+    if mode is FlowMode.CONFIG:
+        module = command.name.split(".", 1)[0] if command is not None else None
+        sent_keys = [k for e in events for k in e.counts]
+        if not vocabulary.fits((e.code for e in events), sent_keys, module):
+            # The offending word is not repeated: it may be the very name that must not go up.
+            raise FlowModeForbids(
+                "flow mode config carries only the codes and count keys its modules declare"
+            )
+    now = ctx.now()
     for event in events:
         ctx.session.add(
             JobEvent(

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dockyard.agent import protocol as p
+from dockyard.agent.protocol import vocabulary
 from dockyard.cloud.domain import agents, audit, enrolment, jobs, metadata, policies, storage
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.errors import (
@@ -380,7 +381,16 @@ async def poll(request: Request) -> Response:
 async def acks(request: Request) -> Response:
     svc = services(request)
     agent_id, tenant_id = bearer(request)
-    body, _ = await parse(request, p.AckRequest)
+    body, size = await parse(request, p.AckRequest)
+    if not vocabulary.fits(a.code for a in body.acks):
+        # Only then is the flow mode read: the common ack, declared or codeless, costs nothing.
+        principal = Principal.agent(agent_id, tenant_id)
+        try:
+            await in_thread(
+                svc, principal, lambda ctx: agents.check_ack_codes(ctx, agent_id, list(body.acks))
+            )
+        except FlowModeForbids as e:
+            return await refuse_upload(svc, principal, tenant_id, "acks", len(body.acks), size, e)
     # Batched with the other agents' acks arriving meanwhile (see cloud/batching.py).
     acked = await svc.ack_writer.submit(agent_id, tenant_id, list(body.acks))
     return ok(p.AckResponse(acked_seq=acked))

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from dockyard.agent import protocol as p
+from dockyard.agent.protocol import vocabulary
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ OPERATIONS = (
         "Acknowledge entries of the sequence",
         body=p.AckRequest,
         ok=(200, p.AckResponse),
-        errors=(400, 401, 404, 413, 422),
+        errors=(400, 401, 403, 404, 413, 422),
     ),
     Operation(
         "POST",
@@ -200,7 +201,7 @@ def openapi(server_url: str) -> dict[str, Any]:
         "servers": [{"url": server_url + p.BASE_PATH}],
         "paths": paths,
         "components": {
-            "schemas": schemas.get("$defs", {}),
+            "schemas": schemas.get("$defs", {}) | vocabulary.openapi_schemas(),
             "securitySchemes": {"agentToken": {"type": "http", "scheme": "bearer"}},
         },
     }
