@@ -14,7 +14,7 @@ from dockyard.agent.modules.base import Outcome
 from dockyard.agent.protocol import CommandEntry
 from dockyard.cloud.domain import commands
 from dockyard.cloud.store.db import Database
-from dockyard.cloud.store.models import Command
+from dockyard.cloud.store.models import Command, Tenant
 
 from ..factories import World, system
 from ..procs import Agent, eventually
@@ -88,5 +88,32 @@ def test_unknown_expired_interrupted_and_raising_commands(
         assert journal is not None
         assert (journal.state, journal.result_code) == ("failed", "interrupted")
         assert _cloud_state(pg, world, interrupted) == ("failed", "interrupted")
+    finally:
+        runner.state.close()
+
+
+def test_in_config_mode_an_undeclared_code_goes_up_as_undeclared(
+    docked: tuple[Agent, uuid.UUID, World],
+    pg: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`noop.fail` fails with the code its arguments name: a file name here, which config
+    mode's closed vocabulary refuses, so the runner sends `undeclared` and the cloud takes it;
+    a declared code goes up as it is."""
+    agent, agent_id, world = docked
+    with system(pg, world.tenant_id) as ctx:
+        tenant = ctx.session.get(Tenant, world.tenant_id)
+        assert tenant is not None
+        tenant.flow_mode = "config"
+    runner = open_runner(agent, tmp_path / "clock", timedelta(0), monkeypatch)
+    try:
+        runner.poll_once(wait=0)  # learns the mode
+        with system(pg, world.tenant_id) as ctx:
+            named = commands.issue(ctx, agent_id, "noop.fail", {"code": "payroll-db.qcow2"}).id
+            declared = commands.issue(ctx, agent_id, "noop.fail", {}).id
+        runner.poll_once(wait=0)
+        assert _cloud_state(pg, world, named) == ("failed", "undeclared")
+        assert _cloud_state(pg, world, declared) == ("failed", "requested_failure")
     finally:
         runner.state.close()
