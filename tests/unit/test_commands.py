@@ -215,7 +215,7 @@ def test_config_mode_refuses_free_text_and_metadata(db: Database, tmp_path, cloc
             ctx,
             agent_id,
             job_id,
-            [JobEvent(kind=JobEventKind.SUCCEEDED, at=clock.now(), code="ok", counts={"files": 3})],
+            [JobEvent(kind=JobEventKind.SUCCEEDED, at=clock.now(), code="ok", counts={"lines": 3})],
         )
         batch = MetadataBatch(
             batch_id=uuid.uuid4(), module="noop", kind="status", records=[{"a": 1}]
