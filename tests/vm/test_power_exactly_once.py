@@ -4,9 +4,10 @@ change, then restarted. vcsim keeps the VM's state and its event log across the 
 death, so the test counts the power changes there: exactly one, whichever point. The
 restarted agent's reconcile reads the VM's real state from vcsim.
 
-libvirt's test driver keeps a VM's state inside the process that opened it (no daemon can
-run here), so a killed agent takes the state with it and a kill -9 there proves nothing;
-for libvirt the reconcile is shown reading the state in one process instead.
+The same on libvirt with its daemon and real QEMU domains (tests/peers/libvirt_qemu.py):
+the power changes are counted by the hypervisor's own lifecycle events, seen by a
+connection of the test's. (The test driver keeps a VM's state inside the process that
+opened it, so a kill -9 there would prove nothing; its reconcile test stays below.)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dockyard.cloud.store.models import Command
 
 from ..factories import enrolment_secret, make_world, system
 from ..peers.libvirt_hosts import Domain, host_file
+from ..peers.libvirt_qemu import URI, StopEvents, TinyDomains
 from ..peers.vsphere_sim import PASSWORD, Vcsim
 from ..procs import Agent, Cloud, eventually
 
@@ -109,6 +111,66 @@ def test_kill_9_around_a_power_change_leaves_exactly_one(
         if agent.proc is not None:
             agent.stop()
         sim.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["after_effect"])  # 90 s each on QEMU: the riskiest point
+def test_kill_9_around_a_libvirt_power_change_leaves_exactly_one(
+    cloud: Cloud, pg: Database, tmp_path: Path, point: str
+) -> None:
+    domains = TinyDomains(2)
+    events = StopEvents()
+    agent = Agent(tmp_path / "agent")
+    try:
+        world = make_world(pg)
+        agent.dock(cloud.url, enrolment_secret(world))
+        agent_id = uuid.UUID(
+            json.loads(agent.cli("status", "--json").stdout)["links"][0]["agent_id"]
+        )
+        agent.cli("vm", "endpoint", "add", "kvm", "--kind", "libvirt", "--libvirt-host", f"h={URI}")
+        agent.cli("vm", "discover")
+        listed = json.loads(agent.cli("vm", "ls", "--json").stdout)
+        target_name, other_name = domains.names
+        native = next(r["native_id"] for r in listed if r.get("name") == target_name)
+
+        with system(pg, world.tenant_id) as ctx:
+            command_id = commands.issue(
+                ctx,
+                agent_id,
+                "vm.power",
+                {"endpoint": "kvm", "native_id": native, "action": "power_off"},
+            ).id
+        agent.start(env={"DOCKYARD_CRASH_AT": point})
+        assert agent.wait_exit(timeout=60) == -9, agent.log.read_text()[-2000:]
+        agent.start()
+
+        def finished() -> str | None:
+            with system(pg, world.tenant_id) as ctx:
+                row = ctx.session.get(Command, command_id)
+                assert row is not None
+                return row.state if row.state in ("succeeded", "failed") else None
+
+        assert eventually(finished, timeout=60, what="the command to finish") == "succeeded"
+        eventually(lambda: events.stopped[target_name] >= 1, timeout=10, what="the event")
+        assert events.stopped[target_name] == 1, "exactly one power change"
+        assert events.stopped[other_name] == 0, "only the one addressed"
+        states = domains.states()
+        assert states[target_name] == 5  # VIR_DOMAIN_SHUTOFF
+        assert states[other_name] == 1  # VIR_DOMAIN_RUNNING
+        db = sqlite3.connect(f"file:{agent.state / 'agent.db'}?mode=ro", uri=True)
+        try:
+            detail = db.execute(
+                "SELECT detail FROM journal WHERE command_id = ?", (str(command_id),)
+            ).fetchone()[0]
+        finally:
+            db.close()
+        if point == "after_effect":
+            assert detail == "completed before a restart", "the reconcile read libvirt"
+    finally:
+        if agent.proc is not None:
+            agent.stop()
+        events.close()
+        domains.close()
 
 
 def test_the_libvirt_reconcile_reads_the_vms_real_state(tmp_path: Path) -> None:

@@ -1,0 +1,113 @@
+"""libvirt's daemon with the QEMU driver: Debian's libvirt-daemon-system, qemu-system-x86
+under TCG and qemu-utils (infra/dev-packages.sh), the daemons started here when they are
+not running (no systemd). Its domains are real QEMU processes with a small qcow2 disk and
+no OS: they power on and off for real, and their state outlives the agent that changed
+them, which the test driver's cannot (it lives inside the process that opened it)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+URI = "qemu:///system"
+IMAGES = Path("/var/lib/libvirt/images")
+SOCKET = Path("/var/run/libvirt/libvirt-sock")
+
+
+def ensure_daemon() -> None:
+    if SOCKET.exists():
+        return
+    for folder in ("/var/log/libvirt", "/var/run/libvirt", "/var/lib/libvirt/qemu"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    subprocess.run(["virtlogd", "-d"], check=True)
+    subprocess.run(["libvirtd", "-d"], check=True)
+    deadline = time.monotonic() + 30
+    while not SOCKET.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("libvirtd did not open its socket")
+        time.sleep(0.1)
+
+
+def _xml(name: str, disk: Path) -> str:
+    return (
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+        "<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>"
+        "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk></devices></domain>"
+    )
+
+
+class TinyDomains:
+    """`count` running domains named dockyard-test-<id>-<i>, removed on close."""
+
+    def __init__(self, count: int) -> None:
+        import libvirt
+
+        ensure_daemon()
+        self.tag = uuid.uuid4().hex[:8]
+        self.folder = IMAGES / f"dockyard-test-{self.tag}"
+        self.folder.mkdir(parents=True)
+        self.conn = libvirt.open(URI)
+        self.names: list[str] = []
+        for i in range(count):
+            name = f"dockyard-test-{self.tag}-{i}"
+            disk = self.folder / f"{name}.qcow2"
+            subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True
+            )
+            self.conn.defineXML(_xml(name, disk)).create()
+            self.names.append(name)
+
+    def states(self) -> dict[str, int]:
+        return {n: self.conn.lookupByName(n).state()[0] for n in self.names}
+
+    def close(self) -> None:
+        for name in self.names:
+            domain = self.conn.lookupByName(name)
+            if domain.isActive():
+                domain.destroy()
+            domain.undefine()
+        self.conn.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class StopEvents:
+    """Counts each domain's STOPPED lifecycle events, seen by a connection of the test's
+    own (libvirt's default event loop on a thread): the hypervisor's record of how many
+    times a domain went off, whatever the agent believes."""
+
+    def __init__(self) -> None:
+        import libvirt
+
+        libvirt.virEventRegisterDefaultImpl()
+        self._stop = threading.Event()
+        self._loop = threading.Thread(target=self._run, daemon=True)
+        self._loop.start()
+        self.conn = libvirt.open(URI)
+        self.stopped: Counter[str] = Counter()
+        self._callback = self.conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._event, None
+        )
+
+    def _run(self) -> None:
+        import libvirt
+
+        while not self._stop.is_set():
+            libvirt.virEventRunDefaultImpl()
+
+    def _event(self, conn: Any, domain: Any, event: int, detail: int, opaque: Any) -> None:
+        import libvirt
+
+        if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+            self.stopped[domain.name()] += 1
+
+    def close(self) -> None:
+        self.conn.domainEventDeregisterAny(self._callback)
+        self.conn.close()
+        self._stop.set()
