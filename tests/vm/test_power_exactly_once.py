@@ -46,6 +46,31 @@ def _power_offs(driver: VsphereDriver, native_id: str) -> int:
     return len(content.eventManager.QueryEvents(spec))
 
 
+def _final_state(pg: Database, tenant_id: uuid.UUID, command_id: uuid.UUID) -> str:
+    """The command's state once it has finished (succeeded or failed)."""
+
+    def finished() -> str | None:
+        with system(pg, tenant_id) as ctx:
+            row = ctx.session.get(Command, command_id)
+            assert row is not None
+            return row.state if row.state in ("succeeded", "failed") else None
+
+    state: str = eventually(finished, timeout=60, what="the command to finish")
+    return state
+
+
+def _journal_detail(agent: Agent, command_id: uuid.UUID) -> str:
+    """What the agent's journal says of the command (read-only: the agent still runs)."""
+    db = sqlite3.connect(f"file:{agent.state / 'agent.db'}?mode=ro", uri=True)
+    try:
+        detail: str = db.execute(
+            "SELECT detail FROM journal WHERE command_id = ?", (str(command_id),)
+        ).fetchone()[0]
+    finally:
+        db.close()
+    return detail
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_effect", "after_journal_done", "after_journal_start"])
 def test_kill_9_around_a_power_change_leaves_exactly_one(
@@ -85,25 +110,12 @@ def test_kill_9_around_a_power_change_leaves_exactly_one(
         assert agent.wait_exit(timeout=60) == -9, agent.log.read_text()[-2000:]
         agent.start()
 
-        def finished() -> tuple[str, str | None] | None:
-            with system(pg, world.tenant_id) as ctx:
-                row = ctx.session.get(Command, command_id)
-                assert row is not None
-                done = row.state in ("succeeded", "failed")
-                return (row.state, row.result_code) if done else None
-
-        assert eventually(finished, timeout=60, what="the command to finish")[0] == "succeeded"
+        assert _final_state(pg, world.tenant_id, command_id) == "succeeded"
         assert _power_offs(probe, native) - before == 1, "exactly one power change"
         vms = {v.native_id: v.power_state for v in probe.discover().vms}
         assert vms[native] == "off"
         assert sum(state == "off" for state in vms.values()) == 1, "only the one addressed"
-        db = sqlite3.connect(f"file:{agent.state / 'agent.db'}?mode=ro", uri=True)
-        try:
-            detail = db.execute(
-                "SELECT detail FROM journal WHERE command_id = ?", (str(command_id),)
-            ).fetchone()[0]
-        finally:
-            db.close()
+        detail = _journal_detail(agent, command_id)
         if point == "after_effect":
             assert detail == "completed before a restart", "the reconcile read vcsim"
         probe.close()
@@ -144,26 +156,14 @@ def test_kill_9_around_a_libvirt_power_change_leaves_exactly_one(
         assert agent.wait_exit(timeout=60) == -9, agent.log.read_text()[-2000:]
         agent.start()
 
-        def finished() -> str | None:
-            with system(pg, world.tenant_id) as ctx:
-                row = ctx.session.get(Command, command_id)
-                assert row is not None
-                return row.state if row.state in ("succeeded", "failed") else None
-
-        assert eventually(finished, timeout=60, what="the command to finish") == "succeeded"
+        assert _final_state(pg, world.tenant_id, command_id) == "succeeded"
         eventually(lambda: events.stopped[target_name] >= 1, timeout=10, what="the event")
         assert events.stopped[target_name] == 1, "exactly one power change"
         assert events.stopped[other_name] == 0, "only the one addressed"
         states = domains.states()
         assert states[target_name] == 5  # VIR_DOMAIN_SHUTOFF
         assert states[other_name] == 1  # VIR_DOMAIN_RUNNING
-        db = sqlite3.connect(f"file:{agent.state / 'agent.db'}?mode=ro", uri=True)
-        try:
-            detail = db.execute(
-                "SELECT detail FROM journal WHERE command_id = ?", (str(command_id),)
-            ).fetchone()[0]
-        finally:
-            db.close()
+        detail = _journal_detail(agent, command_id)
         if point == "after_effect":
             assert detail == "completed before a restart", "the reconcile read libvirt"
     finally:
