@@ -7,6 +7,7 @@ them, which the test driver's cannot (it lives inside the process that opened it
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -20,17 +21,34 @@ IMAGES = Path("/var/lib/libvirt/images")
 SOCKET = Path("/var/run/libvirt/libvirt-sock")
 
 
+def _answers() -> bool:
+    """True when a daemon accepts on the socket: a socket file alone may be left by a
+    daemon that died, or by a package's post-install start that did not last."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(SOCKET))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def ensure_daemon() -> None:
-    if SOCKET.exists():
+    if _answers():
         return
     for folder in ("/var/log/libvirt", "/var/run/libvirt", "/var/lib/libvirt/qemu"):
         Path(folder).mkdir(parents=True, exist_ok=True)
-    subprocess.run(["virtlogd", "-d"], check=True)
+    for stale in (SOCKET, SOCKET.with_name("libvirt-sock-ro"), Path("/var/run/libvirtd.pid")):
+        stale.unlink(missing_ok=True)
+    if subprocess.run(["pgrep", "-x", "virtlogd"], capture_output=True).returncode != 0:
+        Path("/var/run/virtlogd.pid").unlink(missing_ok=True)
+        subprocess.run(["virtlogd", "-d"], check=True)
     subprocess.run(["libvirtd", "-d"], check=True)
     deadline = time.monotonic() + 30
-    while not SOCKET.exists():
+    while not _answers():
         if time.monotonic() > deadline:
-            raise RuntimeError("libvirtd did not open its socket")
+            raise RuntimeError("libvirtd did not answer on its socket within 30 s")
         time.sleep(0.1)
 
 
