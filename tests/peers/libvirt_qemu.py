@@ -6,8 +6,11 @@ them, which the test driver's cannot (it lives inside the process that opened it
 
 from __future__ import annotations
 
+import grp
+import os
 import shutil
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -34,6 +37,37 @@ def _answers() -> bool:
     return True
 
 
+def _libvirtd_command() -> list[str]:
+    """libvirtd, in a mount namespace of its own when /dev/kvm is root's alone. Without udev
+    (containers, CI) /dev/kvm stays root:root 0600: QEMU's capability probe, run as root,
+    finds KVM, the domains' user (libvirt-qemu, group kvm) cannot open it, and libvirt then
+    throws its capability cache away and probes again (36 s) on every defineXML. The daemon
+    is shown a node for the same device with udev's ownership (root:kvm 0660); the machine's
+    own /dev/kvm is left as it is."""
+    kvm = Path("/dev/kvm")
+    try:
+        group = grp.getgrnam("kvm").gr_gid
+        st = kvm.stat()
+    except (KeyError, OSError):
+        return ["libvirtd", "-d"]
+    if st.st_gid == group and st.st_mode & 0o060 == 0o060:
+        return ["libvirtd", "-d"]
+    node = Path("/run/dockyard-test-kvm")
+    node.unlink(missing_ok=True)
+    os.mknod(node, 0o660 | stat.S_IFCHR, st.st_rdev)
+    os.chown(node, 0, group)
+    os.chmod(node, 0o660)
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f"mount --bind {node} {kvm} && exec libvirtd -d",
+    ]
+
+
 def ensure_daemon() -> None:
     if _answers():
         return
@@ -44,7 +78,7 @@ def ensure_daemon() -> None:
     if subprocess.run(["pgrep", "-x", "virtlogd"], capture_output=True).returncode != 0:
         Path("/var/run/virtlogd.pid").unlink(missing_ok=True)
         subprocess.run(["virtlogd", "-d"], check=True)
-    subprocess.run(["libvirtd", "-d"], check=True)
+    subprocess.run(_libvirtd_command(), check=True)
     deadline = time.monotonic() + 30
     while not _answers():
         if time.monotonic() > deadline:

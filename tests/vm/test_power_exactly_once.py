@@ -1,6 +1,6 @@
 """`vm.power` exactly once: the agent is killed with SIGKILL between the power change and
-its journal entry, between the journal entry and the ack, and (for contrast) before the
-change, then restarted. vcsim keeps the VM's state and its event log across the agent's
+its journal entry, between the journal entry and the ack, after the ack, and (for
+contrast) before the change, then restarted: every crash point agent/crashpoints.py has. vcsim keeps the VM's state and its event log across the agent's
 death, so the test counts the power changes there: exactly one, whichever point. The
 restarted agent's reconcile reads the VM's real state from vcsim.
 
@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
+from dockyard.agent.crashpoints import POINTS
 from dockyard.agent.modules.vm import module_at
 from dockyard.agent.modules.vm.drivers.vsphere import VsphereDriver
 from dockyard.agent.protocol import CommandEntry
@@ -72,7 +73,7 @@ def _journal_detail(agent: Agent, command_id: uuid.UUID) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["after_effect", "after_journal_done", "after_journal_start"])
+@pytest.mark.parametrize("point", POINTS)
 def test_kill_9_around_a_power_change_leaves_exactly_one(
     cloud: Cloud, pg: Database, tmp_path: Path, point: str
 ) -> None:
@@ -126,7 +127,7 @@ def test_kill_9_around_a_power_change_leaves_exactly_one(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["after_effect"])  # 90 s each on QEMU: the riskiest point
+@pytest.mark.parametrize("point", POINTS)
 def test_kill_9_around_a_libvirt_power_change_leaves_exactly_one(
     cloud: Cloud, pg: Database, tmp_path: Path, point: str
 ) -> None:
