@@ -195,6 +195,7 @@ def cmd_run(args: argparse.Namespace, state: State) -> int:
 
 
 def status(state: State | None, directory: Path) -> dict[str, Any]:
+    from . import clock as clocks
     from .modules import registry
 
     links = []
@@ -217,10 +218,14 @@ def status(state: State | None, directory: Path) -> dict[str, Any]:
                     ],
                 }
             )
+    skew = clocks.Skew.load(directory, datetime.now(UTC)) if links else None
     return {
         "state_dir": str(directory),
         "docked": bool(links),
         "links": links,
+        "clock_skew": None
+        if skew is None
+        else {"seconds": skew.seconds, "measured_at": skew.measured_at.isoformat()},
         "modules": sorted(registry()),
         "host": platform.node(),
     }
@@ -249,7 +254,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for module, feats in sorted(link["features"].items()):
             print(f"  {module}: unlocked {', '.join(feats) or 'nothing'}")
+    print(_skew_line(info["clock_skew"]))
     return 0
+
+
+def _skew_line(skew: dict[str, Any] | None) -> str:
+    """Notices and deadlines follow the cloud's clock: an operator reading a notice's time
+    wants to know how far this machine's clock is from it."""
+    if skew is None:
+        return "clock: not measured against the cloud's in the last day"
+    seconds = float(skew["seconds"])
+    side = "ahead of" if seconds >= 0 else "behind"
+    return f"clock: {abs(seconds):.1f} s {side} the cloud's (measured {skew['measured_at']})"
 
 
 def cmd_rotate_key(args: argparse.Namespace, state: State) -> int:
@@ -278,11 +294,17 @@ def cmd_rotate_key(args: argparse.Namespace, state: State) -> int:
 
 
 def cmd_undock(args: argparse.Namespace, state: State) -> int:
+    from . import clock as clocks
+
     record = state.link(args.link)
     if record is None:
         raise NotDocked(args.link)
     state.forget_link(args.link)
     Path(record.key_file).unlink(missing_ok=True)
+    if not state.links():
+        # Standalone, the agent's own clock is the only one: a skew left behind would move
+        # its notices by another machine's measurement if it docks elsewhere within a day.
+        (args.state / clocks.SKEW_FILE).unlink(missing_ok=True)
     print(f"undocked from {record.url}; the modules go on standalone")
     return 0
 

@@ -102,8 +102,17 @@ def test_undock_forgets_the_link_and_the_modules_go_on(
     world = make_world(pg)
     agent = Agent(tmp_path / "agent")
     agent.dock(cloud.url, enrolment_secret(world))
+    _runs_a_command(agent, pg, world.tenant_id, "measures the cloud's clock")
+    skew = json.loads(agent.cli("status", "--json").stdout)["clock_skew"]
+    assert abs(skew["seconds"]) < 5, "one machine: the cloud's clock is this one"
+    side = "ahead of" if skew["seconds"] >= 0 else "behind"
+    assert f"{abs(skew['seconds']):.1f} s {side} the cloud's" in agent.cli("status").stdout
+
     assert "undocked" in agent.cli("undock").stdout
-    assert json.loads(agent.cli("status", "--json").stdout)["links"] == []
+    after = json.loads(agent.cli("status", "--json").stdout)
+    assert after["links"] == []
+    assert after["clock_skew"] is None
+    assert not (agent.state / "cloud-clock.json").exists(), "standalone: its own clock only"
     assert not list(agent.state.glob("*.key")), "the private key goes with the link"
     again = agent.cli("undock", check=False)
     assert again.returncode != 0
