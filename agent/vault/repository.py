@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 import zstandard
 
 from ..crashpoints import vault_point
-from . import crypto
+from . import _cdc, crypto
 from .backends import Backend, read_range_into
 from .chunker import READ_BYTES, WINDOWS, Chunker, ChunkerParams
 from .errors import (
@@ -334,6 +334,7 @@ class Repository:
         self._scratch = _Scratch()  # each reading thread's own buffers
         self._local = threading.local()
         self._zero_ids: dict[bytes, int] | None = None
+        self._zero_by_length: dict[int, bytes] = {}
         self.files_cache = FilesCache(cache, self.keys, self.id)
         """Where `cache` is a folder, each source's last file list is kept there, so a
         store does not open every snapshot to find it (None: rebuilt on every store)."""
@@ -515,8 +516,17 @@ class Repository:
         return d
 
     def _seal(self, chunk: memoryview, writer: _Writer) -> bytes:
-        """The chunk's id, after sealing it into a pack unless it is stored already."""
-        blob_id = self.keys.chunk_id(chunk)
+        """The chunk's id, after sealing it into a pack unless it is stored already.
+
+        An all-zero chunk (most of a disk image: the chunker cuts zero runs at its
+        maximum size) is known by its length: its id is hashed once per length and
+        store, not once per chunk."""
+        if _cdc.all_zero(chunk):
+            blob_id = self._zero_by_length.get(len(chunk))
+            if blob_id is None:
+                blob_id = self._zero_by_length[len(chunk)] = self.keys.chunk_id(chunk)
+        else:
+            blob_id = self.keys.chunk_id(chunk)
         writer.add(blob_id, chunk, self._compressor())
         return blob_id
 

@@ -88,3 +88,51 @@ def test_views_stay_intact_until_their_window_is_settled() -> None:
     assert len(windows) > 4, "the input spans several turns of the windows"
     assert b"".join(checked) == data
     assert checked == list(chunker.chunks(io.BytesIO(data)))
+
+
+def _reference_cuts(data: bytes, gear: bytes, p: ChunkerParams) -> list[int]:
+    """FastCDC byte by byte, as _cdc.c's comment states it, with nothing skipped."""
+    table = [int.from_bytes(gear[i * 8 : i * 8 + 8], "little") for i in range(256)]
+    bits = p.avg_size.bit_length() - 1
+    top = lambda n: ((1 << n) - 1) << (64 - n)  # noqa: E731
+    mask_s, mask_l = top(bits + p.normalization), top(bits - p.normalization)
+    ends, pos = [], 0
+    while pos < len(data):
+        n = min(len(data) - pos, p.max_size)
+        cut = n
+        if n > p.min_size:
+            h = 0
+            for i in range(p.min_size, n):
+                h = ((h << 1) + table[data[pos + i]]) & (2**64 - 1)
+                if not h & (mask_s if i < p.avg_size else mask_l):
+                    cut = i + 1
+                    break
+        pos += cut
+        ends.append(pos)
+    return ends
+
+
+@pytest.mark.parametrize("zero_runs_cut", [False, True])
+def test_zero_runs_are_skipped_without_moving_a_cut(zero_runs_cut: bool) -> None:
+    """The scan jumps over zero runs once the gear hash sits at its fixed point over
+    zeros; the cuts must be those of the byte-by-byte scan, both for a key whose fixed
+    point passes no mask (the jump is taken) and for one whose fixed point cuts (it is
+    not: every zero run then cuts at the minimum size)."""
+    rnd = random.Random(11)
+    params = ChunkerParams(min_size=64, avg_size=256, max_size=2048)
+    gear = bytearray(Keys(new_master()).gear)
+    # The fixed point is -gear[0]: its top bits zero pass every mask, its top bit set none.
+    fixed_point = rnd.getrandbits(50) if zero_runs_cut else 2**63 + rnd.getrandbits(63)
+    gear[:8] = ((-fixed_point) % 2**64).to_bytes(8, "little")
+    parts = []
+    for _ in range(120):
+        kind = rnd.random()
+        if kind < 0.4:
+            parts.append(bytes(rnd.randint(0, 6000)))
+        elif kind < 0.8:
+            parts.append(rnd.randbytes(rnd.randint(0, 900)))
+        else:
+            parts.append(bytes([rnd.randint(1, 255)]) * rnd.randint(0, 700))
+    data = b"".join(parts)
+    chunker = Chunker(bytes(gear), params)
+    assert chunker.cuts(data, final=True) == _reference_cuts(data, bytes(gear), params)

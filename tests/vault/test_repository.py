@@ -78,6 +78,33 @@ def test_zeros_come_back_as_holes_and_the_same_bytes(repo: Repository, tmp_path:
     assert stream.getvalue() == image
 
 
+def test_a_zero_chunk_is_hashed_once_per_length_and_restores(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """Zero runs cut at the maximum size are recognised before hashing: ten of them cost
+    one keyed hash, and their id is the one hashing would give (it dedups with them)."""
+    data = vm_like(300_000, 21)
+    image = data + bytes(10 * SMALL.max_size) + data[:50_000]
+    hashed: list[int] = []
+    chunk_id = repo.keys.chunk_id
+
+    def counting(chunk: bytes | memoryview) -> bytes:
+        hashed.append(len(chunk))
+        return chunk_id(chunk)
+
+    repo.keys.chunk_id = counting  # type: ignore[method-assign]
+    snap, stats = repo.store([source("disk.img", image)])
+    zero = chunk_id(bytes(SMALL.max_size))
+    ids = snap.files[0].chunks
+    assert ids.count(zero) >= 9, "the zero run is cut at the maximum size"
+    full = [c for c, n in zip(ids, snap.files[0].lengths, strict=True) if n == SMALL.max_size]
+    others = [c for c in full if c != zero]
+    assert hashed.count(SMALL.max_size) == len(others) + 1, "one hash for all zero chunks"
+    assert stats.chunks == len(ids)
+    repo.restore(snap.id, tmp_path / "out", sparse=False)
+    assert (tmp_path / "out" / "disk.img").read_bytes() == image
+
+
 def test_each_chunk_is_stored_once_across_files_and_snapshots(repo: Repository) -> None:
     """Exactly the chunks the repository lacks are stored, whatever its (random) key. How
     soon the chunking falls back in step after a shift depends on the key, so that is
