@@ -16,13 +16,20 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install -q -e '.[cloud,s3,vsphere,libvirt,ec2,dev]'
 	touch $(STAMP)
 
+# The chunker's C scan, built again when its source changes (pip built it with the venv).
+CDC := agent/vault/_cdc$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
+
+$(CDC): $(STAMP) agent/vault/_cdc.c
+	$(BIN)/python setup.py -q build_ext --inplace 2>/dev/null
+	touch $(CDC)
+
 $(ASSETS): $(STAMP) cloud/api/graphql/assets.py
 	$(BIN)/python -m dockyard.cloud.api.graphql.assets
 	touch $(ASSETS)
 
-venv: $(STAMP) $(ASSETS)
+venv: $(STAMP) $(ASSETS) $(CDC)
 
-demo: $(STAMP) $(ASSETS)
+demo: $(STAMP) $(ASSETS) $(CDC)
 	$(BIN)/dockyard demo --data .demo
 
 # The type checker sees the installed names (dockyard.cloud, dockyard.agent) through a tree
@@ -47,7 +54,7 @@ unscoped:
 	@echo "Uses of the tenancy escape hatch, unscoped(reason):"
 	@grep -rn --include='*.py' 'unscoped(' cloud | grep -v 'def unscoped' || true
 
-pytest: $(STAMP) $(ASSETS)
+pytest: $(STAMP) $(ASSETS) $(CDC)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck imports unscoped pytest
