@@ -13,7 +13,8 @@ import ipaddress
 import ssl
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -48,13 +49,34 @@ def _is_loopback(host: str) -> bool:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
+    """The seconds a `Retry-After` asks for, in either of its forms (RFC 9110, 10.2.3).
+
+    delay-seconds is taken as it stands. An HTTP-date (IMF-fixdate, or the obsolete RFC 850
+    and asctime forms, all parsed by the standard library's `parsedate_to_datetime`) is
+    measured against the answer's own `Date`, the server's clock, so the agent's wall clock
+    is never compared with the cloud's; only an answer without a `Date` falls back to ours.
+    Anything else is ignored: the back-off's own wait stands.
+    """
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
         return None
+    if value.isdigit():
+        return float(value)
     try:
-        return max(0.0, float(value))
+        when = _http_date(value)
+        sent = _http_date(response.headers["date"]) if "date" in response.headers else None
     except ValueError:
         return None
+    return max(0.0, (when - (sent or datetime.now(UTC))).total_seconds())
+
+
+def _http_date(value: str) -> datetime:
+    """An HTTP-date, always UTC (asctime's form names no zone)."""
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"not an HTTP-date: {value!r}") from e
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 class Link:

@@ -3,8 +3,8 @@
 Without a docked link the modules still run standalone (their `tick`). With one, each
 entry of the sequence is handled in order: a policy is stored and handed to its module; a
 command goes through the journal (see `journal.py`) and is acknowledged after its effect
-is recorded. Errors reaching the cloud back off exponentially with full jitter, capped at
-15 minutes, and honour `Retry-After`.
+is recorded. Errors reaching the cloud back off exponentially with full jitter (tenacity), capped at
+15 minutes, and honour `Retry-After` in both its forms (parsed in `link.py`).
 
 Time: every answer of the cloud carries its time (`Dockyard-Time`). The agent measures its
 clock's skew from it (kept in `cloud-clock.json`, logged when it is large, reported with
@@ -16,11 +16,13 @@ time) on its own monotonic clock, never by comparing its wall clock with the clo
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+import tenacity
 
 from . import clock as clocks
 from . import keys
@@ -42,28 +44,46 @@ SKEW_WARN_S = 60.0
 """A skew past this is logged (again whenever it moves by as much)."""
 
 
-class Backoff:
-    """Exponential back-off with full jitter (a random wait in [0, min(cap, base * 2^n)])."""
+class _WaitRetryAfter(tenacity.wait.wait_base):
+    """tenacity's full jitter, but never sooner than the cloud's `Retry-After` (capped too)."""
 
-    def __init__(
-        self,
-        base: float = BACKOFF_BASE_S,
-        cap: float = BACKOFF_CAP_S,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.base, self.cap, self.failures = base, cap, 0
-        self._rng = rng or random.Random()
+    def __init__(self, base: float, cap: float) -> None:
+        self._jitter = tenacity.wait_random_exponential(multiplier=base, max=cap)
+        self._cap = cap
 
-    def next(self, retry_after: float | None = None) -> float:
-        ceiling = min(self.cap, self.base * (2**self.failures))
-        self.failures = min(self.failures + 1, 30)
-        wait = self._rng.uniform(0, ceiling)
-        if retry_after is not None:
-            wait = max(wait, min(retry_after, self.cap))
-        return wait
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        wait = self._jitter(retry_state)
+        failure = retry_state.outcome.exception() if retry_state.outcome else None
+        asked = failure.retry_after if isinstance(failure, LinkUnavailable) else None
+        return wait if asked is None else max(wait, min(asked, self._cap))
 
-    def reset(self) -> None:
-        self.failures = 0
+
+def _worth_retrying(e: BaseException) -> bool:
+    """Unreachable or overloaded, or refused for a reason other than who we are."""
+    return isinstance(e, LinkUnavailable) or (isinstance(e, LinkRefused) and e.status != 401)
+
+
+def backoff(
+    sleep: Callable[[float], None],
+    before_sleep: Callable[[tenacity.RetryCallState], None] | None = None,
+    base: float = BACKOFF_BASE_S,
+    cap: float = BACKOFF_CAP_S,
+) -> tenacity.Retrying:
+    """Retry a round against the cloud with exponential back-off and full jitter.
+
+    tenacity rather than our own loop: its `wait_random_exponential` is the "full jitter"
+    schedule (a random wait in [0, min(cap, base * 2^n)]), its retry and wait strategies
+    are small composable objects, and it is well kept. Each call starts a fresh count, so a
+    round that succeeds resets the back-off. Anything not worth retrying (a 401, `Stopping`,
+    a bug) is raised as it was.
+    """
+    return tenacity.Retrying(
+        sleep=sleep,
+        wait=_WaitRetryAfter(base, cap),
+        retry=tenacity.retry_if_exception(_worth_retrying),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
 
 
 class Stopping(BaseException):
@@ -127,32 +147,41 @@ class Runner:
 
     def run(self) -> int:
         """Run until stopped; returns a process exit code."""
-        backoff = Backoff()
+        retrying = backoff(sleep=self._pause, before_sleep=self._log_retry)
         while not self.stop.is_set():
-            self._tick_modules()
-            if self.link is None:
-                self.stop.wait(5.0)
-                continue
             try:
-                self.flush_reports()
-                self.poll_once()
-                backoff.reset()
+                retrying(self._round)
             except Stopping:
                 break
-            except LinkUnavailable as e:
-                delay = backoff.next(e.retry_after)
-                log.warning("cloud unavailable (%s); retrying in %.1fs", e, delay)
-                self.stop.wait(delay)
-            except LinkRefused as e:
-                if e.status == 401 and self._settle_rotation():
+            except LinkRefused as e:  # a 401: the only refusal not retried
+                if self._settle_rotation():
                     continue
-                if e.status == 401:
-                    log.error("the cloud no longer accepts this agent: %s", e.message)
-                    return 3
-                delay = backoff.next()
-                log.error("%s; retrying in %.1fs", e, delay)
-                self.stop.wait(delay)
+                log.error("the cloud no longer accepts this agent: %s", e.message)
+                return 3
         return 0
+
+    def _round(self) -> None:
+        """The modules' tick, then (docked) the reports and one poll."""
+        self._tick_modules()
+        if self.link is None:
+            self.stop.wait(5.0)
+            return
+        self.flush_reports()
+        self.poll_once()
+
+    def _pause(self, seconds: float) -> None:
+        """The back-off's sleep: cut short, and the loop left, when a stop is asked for."""
+        if self.stop.wait(seconds):
+            raise Stopping
+
+    @staticmethod
+    def _log_retry(retry_state: tenacity.RetryCallState) -> None:
+        failure = retry_state.outcome.exception() if retry_state.outcome else None
+        delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        if isinstance(failure, LinkUnavailable):
+            log.warning("cloud unavailable (%s); retrying in %.1fs", failure, delay)
+        else:
+            log.error("%s; retrying in %.1fs", failure, delay)
 
     def _settle_rotation(self) -> bool:
         """After a refusal: if a key rotation was cut off, the cloud may hold the new key."""

@@ -6,14 +6,17 @@ import json
 import socket
 import ssl
 import subprocess
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import trustme
 
-from dockyard.agent.errors import EXIT_UNREACHABLE, InsecureURL
-from dockyard.agent.link import check_url
-from dockyard.agent.runner import Backoff
+from dockyard.agent.errors import EXIT_UNREACHABLE, InsecureURL, LinkRefused, LinkUnavailable
+from dockyard.agent.link import check_url, retry_after
+from dockyard.agent.runner import backoff
 from dockyard.cloud.store.db import Database
 
 from ..factories import enrolment_secret, make_world
@@ -80,18 +83,69 @@ def test_token_never_on_the_command_line(tmp_path: Path) -> None:
     assert "unrecognized arguments" in out.stderr
 
 
-def test_backoff_is_jittered_capped_and_honours_retry_after() -> None:
-    import random
+def _waits(failures: list[Exception], **kw: float) -> list[float]:
+    """The waits the runner's back-off chooses for a round failing with these, in turn."""
+    waits: list[float] = []
+    pending = list(failures)
 
-    backoff = Backoff(base=1.0, cap=900.0, rng=random.Random(7))
-    waits = [backoff.next() for _ in range(20)]
+    def round_() -> None:
+        if pending:
+            raise pending.pop(0)
+
+    backoff(sleep=waits.append, **kw)(round_)
+    return waits
+
+
+def test_backoff_is_jittered_capped_and_honours_retry_after() -> None:
+    down = LinkUnavailable("down")
+    waits = _waits([down] * 20, base=1.0, cap=900.0)
+    assert len(waits) == 20
     assert all(0 <= w <= 900 for w in waits)
     assert max(waits[:3]) <= 4
     assert max(waits[12:]) > 60  # grows toward the cap
-    assert backoff.next(retry_after=120) >= 120
-    assert Backoff(cap=900).next(retry_after=5000) <= 900
-    backoff.reset()
-    assert backoff.next() <= 1
+    assert len(set(waits)) == 20, "jittered, not a fixed schedule"
+    assert _waits([LinkUnavailable("busy", retry_after=120)], cap=900)[0] >= 120
+    assert _waits([LinkUnavailable("busy", retry_after=5000)], cap=900)[0] <= 900
+    # A round that succeeds starts the count again: the next failure waits at most base.
+    waits = []
+    retrying = backoff(sleep=waits.append, base=1.0)
+    for _ in range(2):
+        pending = [down] * 10
+
+        def round_() -> None:
+            if pending:
+                raise pending.pop()
+
+        retrying(round_)
+    assert len(waits) == 20
+    assert waits[10] <= 1
+    # Refused for who we are (401) is not retried: the runner settles or stops.
+    with pytest.raises(LinkRefused):
+        _waits([LinkRefused(401, "invalid_client", "revoked")])
+    assert _waits([LinkRefused(409, "conflict", "again")]) != []
+
+
+def _answer(**headers: str) -> httpx.Response:
+    return httpx.Response(503, headers=headers)
+
+
+def test_retry_after_in_both_forms() -> None:
+    """RFC 9110 10.2.3: delay-seconds, or an HTTP-date read against the answer's Date."""
+    assert retry_after(_answer(**{"Retry-After": "120"})) == 120
+    assert retry_after(_answer()) is None
+    assert retry_after(_answer(**{"Retry-After": "soon"})) is None
+    assert retry_after(_answer(**{"Retry-After": "-5"})) is None
+    date = "Sun, 06 Nov 1994 08:49:37 GMT"
+    for form in (
+        "Sun, 06 Nov 1994 08:51:37 GMT",  # IMF-fixdate
+        "Sunday, 06-Nov-94 08:51:37 GMT",  # obsolete RFC 850
+        "Sun Nov  6 08:51:37 1994",  # obsolete asctime
+    ):
+        assert retry_after(_answer(**{"Retry-After": form, "Date": date})) == 120, form
+    # A date already past asks for no wait; without Date the agent's own clock is used.
+    assert retry_after(_answer(**{"Retry-After": date, "Date": date})) == 0
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=300), usegmt=True)
+    assert 290 <= (retry_after(_answer(**{"Retry-After": later})) or 0) <= 300
 
 
 @pytest.fixture
