@@ -3,15 +3,13 @@ S3 (boto3) in production. Keys are always under a tenant's prefix.
 
 Agents never hold the storage's credentials: they get URLs signed object by object
 (`presign`), valid for minutes, for one method on one key under their tenant's prefix.
-S3 signs them itself; the local directory is served by the cloud at `/blobs/...` with an
-HMAC over method, tenant, key and expiry.
+S3 signs them itself; the local directory is served by the cloud at `/blobs/...?sig=` with
+a JWT (HS256, joserfc, as the notice links) naming operation, tenant, key and expiry.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import os
 import re
 import uuid
@@ -21,6 +19,10 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,511}$")
 METHODS = {"get": "GET", "put": "PUT", "put_new": "PUT", "delete": "DELETE", "head": "HEAD"}
 
@@ -29,6 +31,14 @@ def check_key(key: str) -> str:
     if not _KEY.match(key) or any(part in ("", ".", "..") for part in key.split("/")):
         raise ValueError(f"invalid blob key {key!r}")
     return key
+
+
+class BadBlobURL(Exception):
+    """A local blob URL that does not allow this request; `code` is the API's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,7 @@ class LocalBlobs:
     def __init__(self, root: Path, public_url: str = "", secret: bytes = b"") -> None:
         self.root = root
         self.public_url = public_url.rstrip("/")
-        self._secret = hashlib.sha256(b"dockyard-blob-urls|" + secret).digest()
+        self._key = OctKey.import_key(hashlib.sha256(b"dockyard-blob-urls|" + secret).digest())
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, tenant_id: uuid.UUID, key: str) -> Path:
@@ -85,18 +95,32 @@ class LocalBlobs:
         return self.path(tenant_id, key).read_bytes()
 
     def signature(self, op: str, tenant: str, key: str, expires_at: int) -> str:
-        msg = f"{op}|{tenant}|{key}|{expires_at}".encode()
-        return base64.urlsafe_b64encode(hmac.digest(self._secret, msg, "sha256")).decode()
+        """A JWT naming one operation on one object until `expires_at` (Unix seconds).
+
+        A JWS via joserfc, the JOSE library the agent's tokens already use, rather than an
+        HMAC over a string layout of our own: the claims travel inside the signed token, so
+        what is checked is what was signed, with no canonical form to keep in step.
+        """
+        claims = {"op": op, "tenant": tenant, "key": key, "exp": expires_at}
+        return jwt.encode({"alg": "HS256"}, claims, self._key, default_type=None)
+
+    def check(self, tenant: str, key: str, token: str, now: float) -> str:
+        """The operation a signed URL allows on `tenant`/`key` at `now`; or `BadBlobURL`."""
+        try:
+            claims = jwt.decode(token, self._key, algorithms=["HS256"]).claims
+        except (JoseError, ValueError, TypeError):
+            raise BadBlobURL("bad_signature", "the URL's signature does not match") from None
+        op = claims.get("op")
+        if claims.get("tenant") != tenant or claims.get("key") != key or op not in METHODS:
+            raise BadBlobURL("bad_signature", "the URL's signature does not match")
+        expires = claims.get("exp")
+        if not isinstance(expires, int) or expires < now:
+            raise BadBlobURL("expired", "the URL has expired; ask for a new one")
+        return str(op)
 
     def presign(self, tenant_id: uuid.UUID, op: str, key: str, expires_at: int) -> Presigned:
         check_key(key)
-        query = urlencode(
-            {
-                "op": op,
-                "exp": expires_at,
-                "sig": self.signature(op, str(tenant_id), key, expires_at),
-            }
-        )
+        query = urlencode({"sig": self.signature(op, str(tenant_id), key, expires_at)})
         url = f"{self.public_url}/blobs/{tenant_id}/{quote(key)}?{query}"
         return Presigned(METHODS[op], url, {})
 

@@ -1,22 +1,27 @@
 """Signed answer links ("skip", "delay") in shutdown notices: the format both sides use.
 
-A link carries its notice, its decision, its VM, its answer, its expiry and a random nonce,
-MAC'd with HMAC-SHA256 under a key only its signer holds (the agent's standalone key, or the
-cloud's). Whoever checks it also refuses a nonce seen before, so a link works once; the
-binding to one VM and one decision means a link cannot answer for another.
+A link is a JWT (RFC 7519: a JWS, RFC 7515, in compact form) signed with HS256 under a key
+only its signer holds (the agent's standalone key, or the cloud's), made and checked by
+joserfc, the JOSE library the agent already uses for its token assertions, rather than a
+token format of our own. Its claims name its notice, its decision, its VM and its answer,
+with the registered `exp` (expiry) and `jti` (a random nonce). Whoever checks it also
+refuses a `jti` seen before, so a link works once; the binding to one VM and one decision
+means a link cannot answer for another. The expiry is judged by the checker's clock (the
+injectable one), not joserfc's wall clock, so the notice's timeline is the only one.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from joserfc import jwt
+from joserfc.errors import BadSignatureError, JoseError, UnsupportedAlgorithmError
+from joserfc.jwk import OctKey
+
 ANSWERS = ("skip", "delay")
+ALGORITHM = "HS256"
 
 
 class BadLink(Exception):
@@ -34,14 +39,6 @@ class LinkClaims:
     nonce: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def sign(
     key: bytes,
     notice_id: str,
@@ -53,37 +50,35 @@ def sign(
 ) -> str:
     if answer not in ANSWERS:
         raise ValueError(f"answer is one of {ANSWERS}")
-    body = {
-        "n": notice_id,
-        "d": decision_id,
-        "v": vm,
-        "a": answer,
-        "e": int((now + lifetime).timestamp()),
-        "r": secrets.token_urlsafe(12),
+    claims = {
+        "notice": notice_id,
+        "decision": decision_id,
+        "vm": vm,
+        "answer": answer,
+        "exp": int((now + lifetime).timestamp()),
+        "jti": secrets.token_urlsafe(12),
     }
-    payload = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
-    mac = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
-    return f"{payload}.{mac}"
+    # No `typ` header: the link is short, and only our own checker reads it.
+    return jwt.encode({"alg": ALGORITHM}, claims, OctKey.import_key(key), default_type=None)
 
 
 def verify(key: bytes, token: str, now: datetime) -> LinkClaims:
-    payload, sep, mac = token.partition(".")
-    if not sep or not payload or not mac:
-        raise BadLink("this link is malformed")
-    expected = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(expected, mac):
-        raise BadLink("this link was not issued by us or has been altered")
     try:
-        body = json.loads(_unb64(payload))
+        body = jwt.decode(token, OctKey.import_key(key), algorithms=[ALGORITHM]).claims
+    except (BadSignatureError, UnsupportedAlgorithmError) as e:
+        raise BadLink("this link was not issued by us or has been altered") from e
+    except (JoseError, ValueError, TypeError) as e:
+        raise BadLink("this link is malformed") from e
+    try:
         claims = LinkClaims(
-            notice_id=str(body["n"]),
-            decision_id=str(body["d"]),
-            vm=str(body["v"]),
-            answer=str(body["a"]),
-            expires_at=datetime.fromtimestamp(int(body["e"]), UTC),
-            nonce=str(body["r"]),
+            notice_id=str(body["notice"]),
+            decision_id=str(body["decision"]),
+            vm=str(body["vm"]),
+            answer=str(body["answer"]),
+            expires_at=datetime.fromtimestamp(int(body["exp"]), UTC),
+            nonce=str(body["jti"]),
         )
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, OverflowError) as e:
         raise BadLink("this link is malformed") from e
     if claims.answer not in ANSWERS:
         raise BadLink("this link is malformed")

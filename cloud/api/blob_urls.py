@@ -1,13 +1,13 @@
 """`/blobs/<tenant>/<key>`: the local blob directory behind URLs the cloud signed.
 
-Only for the embedded default (S3 serves its own presigned URLs). A request needs a valid
-signature over (operation, tenant, key, expiry) and an unexpired expiry; the method must be
-the one signed. GET honours a byte range; PUT with `op=put_new` creates only if absent.
+Only for the embedded default (S3 serves its own presigned URLs). A request needs a valid,
+unexpired signed token (`sig`, see `LocalBlobs.signature`) naming its tenant and key; the
+method must be the one signed. GET honours a byte range; a PUT signed as `put_new` creates
+only if absent.
 """
 
 from __future__ import annotations
 
-import hmac
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dockyard.cloud.api import bodies
-from dockyard.cloud.blobs import METHODS, LocalBlobs
+from dockyard.cloud.blobs import METHODS, BadBlobURL, LocalBlobs
 from dockyard.cloud.services import Services
 
 MAX_PUT_BYTES = 64 * 1024 * 1024
@@ -48,19 +48,15 @@ async def serve_blob(request: Request) -> Response:
         return _problem(404, "not_found", "this cloud keeps its blobs in S3")
     tenant = request.path_params["tenant"]
     key = request.path_params["key"]
-    op = request.query_params.get("op", "")
     try:
-        expires = int(request.query_params.get("exp", "0"))
         tenant_id = uuid.UUID(tenant)
         path = store.path(tenant_id, key)
     except ValueError:
         return _problem(400, "invalid_request", "not a blob URL")
-    expected = store.signature(op, tenant, key, expires)
-    given = request.query_params.get("sig", "")
-    if op not in METHODS or not hmac.compare_digest(expected, given):
-        return _problem(403, "bad_signature", "the URL's signature does not match")
-    if expires < time.time():
-        return _problem(403, "expired", "the URL has expired; ask for a new one")
+    try:
+        op = store.check(tenant, key, request.query_params.get("sig", ""), time.time())
+    except BadBlobURL as e:
+        return _problem(403, e.code, str(e))
     if request.method != METHODS[op]:
         return _problem(405, "wrong_method", f"this URL allows {METHODS[op]} only")
 
