@@ -97,3 +97,14 @@ class StateDamaged(StateError):
 
 class KeyFileError(StateError):
     """The agent's key file is missing, unsafe or not a key."""
+
+
+class StateTooNew(StateError):
+    """A state file written by a newer agent, whose schema this one does not know."""
+
+    def __init__(self, path: Path, version: int, known: int) -> None:
+        super().__init__(
+            f"{path} was written by a newer dockyard-agent (schema version {version}; this one "
+            f"knows up to {known}); install that version again, or restore a backup of {path}"
+        )
+        self.path, self.version, self.known = path, version, known

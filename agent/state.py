@@ -17,13 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StateDamaged, StateUnusable
+from .migrations import Schema, check_known, upgrade
 from .protocol import FlowMode
 
 DB_NAME = "agent.db"
 # SQLite's result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
 _DAMAGE_CODES = {11, 26}
 
-SCHEMA = """
+# Step 1 is the shape agent.db had before versions (unchanged since the agent's first
+# release); add steps after it, never edit it (see migrations.py).
+SCHEMA = Schema(
+    steps=(
+        """
 CREATE TABLE IF NOT EXISTS links (
     name TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -68,7 +73,9 @@ CREATE TABLE IF NOT EXISTS features (
     features TEXT NOT NULL,
     PRIMARY KEY (link, module)
 );
-"""
+""",
+    )
+)
 
 
 def key_path(directory: Path, link: str) -> Path:
@@ -120,6 +127,8 @@ class State:
 
     Opening checks the file (`PRAGMA quick_check`): a damaged `agent.db` raises
     `StateDamaged`, never a `sqlite3` error, so every command can say what to do (`repair`).
+    It then upgrades the file to the current schema (`SCHEMA`, see `migrations.py`); read-only
+    it reads the file at its own version. A file from a newer agent raises `StateTooNew`.
     """
 
     def __init__(self, directory: Path, *, readonly: bool = False, immutable: bool = False) -> None:
@@ -142,10 +151,11 @@ class State:
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA busy_timeout=10000")
             _check(self.db, self.path)
+            check_known(self.db, SCHEMA, self.path)
             if not readonly:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
-                self.db.executescript(SCHEMA)
+                upgrade(self.db, SCHEMA, self.path)
         except BaseException:
             self.db.close()
             raise

@@ -20,10 +20,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ...migrations import Schema, upgrade
 from ...protocol.vm import Decision, Identifiers, Signal
 from .drivers.base import DatastoreInfo, HostInfo, Inventory, Sample, VmInfo
 
-SCHEMA = """
+# Step 1 is the shape vm.sqlite had in the VM module's first release (c551861 to d6692d2);
+# step 2 the safety net's tables (budget buckets, actions, audit, sent records: 4fc2dd0).
+# Both are `IF NOT EXISTS`, so they adopt either unversioned shape. Add steps after them,
+# never edit one (see agent/migrations.py).
+SCHEMA = Schema(
+    steps=(
+        """
 CREATE TABLE IF NOT EXISTS vms (
     endpoint TEXT NOT NULL,
     native_id TEXT NOT NULL,
@@ -95,6 +102,8 @@ CREATE TABLE IF NOT EXISTS marks (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+""",
+        """
 CREATE TABLE IF NOT EXISTS buckets (
     endpoint TEXT NOT NULL,
     native_id TEXT NOT NULL,
@@ -128,7 +137,9 @@ CREATE TABLE IF NOT EXISTS sent_records (
     digest TEXT NOT NULL,
     PRIMARY KEY (endpoint, native_id)
 );
-"""
+""",
+    )
+)
 
 BUCKETS_PER_DECADE = 8
 ZERO_BUCKET = -(10**6)
@@ -244,7 +255,7 @@ class VmStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        upgrade(self._db, SCHEMA, path)
         self._lock = threading.RLock()
 
     def close(self) -> None:
