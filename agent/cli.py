@@ -19,6 +19,7 @@ import signal
 import socket
 import sqlite3
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -370,8 +371,12 @@ def parser(vault_only: bool = False) -> argparse.ArgumentParser:
         default=logs.default_format(),
         help=f"text (default) or json lines; also {logs.FORMAT_ENV}",
     )
+    # httpx's request lines are logged only by `run`, the one command that polls.
+    ap.set_defaults(quiet_http=True)
+    # Each command names the function that runs it (`set_defaults(run=...)`, argparse's own
+    # way to dispatch sub-commands), so adding one is one place, not a parser and a table.
     sub = ap.add_subparsers(dest="command", required=True)
-    vault_cli.add_parser(sub)
+    vault_cli.add_parser(sub).set_defaults(run=_vault)
     if vault_only:
         return ap
     from . import protocol as p
@@ -389,15 +394,21 @@ def parser(vault_only: bool = False) -> argparse.ArgumentParser:
     dock.add_argument(
         "--ca-bundle", help="CA certificates to trust (e.g. a TLS-inspecting proxy's)"
     )
-    sub.add_parser("run", help="run the modules; long-poll the cloud when docked")
+    dock.set_defaults(run=cmd_dock)
+    run = sub.add_parser("run", help="run the modules; long-poll the cloud when docked")
+    run.set_defaults(run=_with_state(cmd_run, create=True), quiet_http=False)
     st = sub.add_parser("status", help="what this agent is docked with and what it has")
     st.add_argument("--json", action="store_true")
-    sub.add_parser("rotate-key", help="replace the agent's key without enrolling again")
-    sub.add_parser("undock", help="forget the link; modules go on standalone")
-    sub.add_parser(
+    st.set_defaults(run=cmd_status)
+    rotate = sub.add_parser("rotate-key", help="replace the agent's key without enrolling again")
+    rotate.set_defaults(run=_with_state(cmd_rotate_key))
+    undock = sub.add_parser("undock", help="forget the link; modules go on standalone")
+    undock.set_defaults(run=_with_state(cmd_undock))
+    repair = sub.add_parser(
         "repair", help="set a damaged agent.db aside and keep what can still be read from it"
     )
-    vm_cli.add_parser(sub)
+    repair.set_defaults(run=cmd_repair)
+    vm_cli.add_parser(sub).set_defaults(run=_vm)
     return ap
 
 
@@ -412,18 +423,31 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
-# Commands that change the state get it opened for writing (created when absent); the
-# others open what they need themselves, read-only where they only read.
-WRITERS = {
-    "run": cmd_run,
-    "rotate-key": cmd_rotate_key,
-    "undock": cmd_undock,
-}
-OTHERS = {
-    "dock": cmd_dock,
-    "status": cmd_status,
-    "repair": cmd_repair,
-}
+def _with_state(
+    command: Callable[[argparse.Namespace, State], int], *, create: bool = False
+) -> Callable[[argparse.Namespace], int]:
+    """A command that changes the state, given it opened for writing. Only `run` creates
+    it where there is none; the others say the agent is not docked, creating nothing. The
+    commands without this open what they need themselves, read-only where they only read."""
+
+    def with_state(args: argparse.Namespace) -> int:
+        from .state import DB_NAME, State
+
+        if not create and not (args.state / DB_NAME).exists():
+            raise NotDocked(args.link)  # and nothing created to say so
+        state = State(args.state)
+        try:
+            return command(args, state)
+        finally:
+            state.close()
+
+    return with_state
+
+
+def _vault(args: argparse.Namespace) -> int:
+    if args.log_format == "json":
+        args.no_progress = True  # standard error holds JSON lines only; no progress bars
+    return vault_cli.main_guard(args)
 
 
 def _vm(args: argparse.Namespace) -> int:
@@ -439,26 +463,6 @@ def _vm(args: argparse.Namespace) -> int:
     return vm_cli.main(args, args.state, policies)
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "vault":
-        if args.log_format == "json":
-            args.no_progress = True  # standard error holds JSON lines only; no progress bars
-        return vault_cli.main_guard(args)
-    if args.command == "vm":
-        return _vm(args)
-    if args.command in OTHERS:
-        return OTHERS[args.command](args)
-    from .state import DB_NAME, State
-
-    if args.command != "run" and not (args.state / DB_NAME).exists():
-        raise NotDocked(args.link)  # and nothing created to say so
-    state = State(args.state)
-    try:
-        return WRITERS[args.command](args, state)
-    finally:
-        state.close()
-
-
 def _reader_left() -> int:
     """`... | head` closed the pipe: say nothing more on it, and end as a writer whose reader
     left does (Python would otherwise complain again when it flushes at exit)."""
@@ -471,9 +475,9 @@ def _reader_left() -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser(vault_only=_command(argv) == "vault").parse_args(argv)
-    logs.configure(args.log_format, verbose=args.verbose, quiet_http=args.command != "run")
+    logs.configure(args.log_format, verbose=args.verbose, quiet_http=args.quiet_http)
     try:
-        code = _dispatch(args)
+        code = int(args.run(args))
         sys.stdout.flush()
         return code
     except BrokenPipeError:

@@ -19,7 +19,7 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,11 @@ EXIT_FAILED, EXIT_DAMAGE, EXIT_KEY, EXIT_HOLES, EXIT_NO_SPACE, EXIT_LOCKED = 1, 
 EXIT_NO_REPOSITORY = 10
 
 
-def add_parser(sub: Any) -> None:
-    vault = sub.add_parser("vault", help="deduplicated, encrypted storage of large files")
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """`vault` and its commands; each names its handler (`vault_run`, see `run`)."""
+    vault: argparse.ArgumentParser = sub.add_parser(
+        "vault", help="deduplicated, encrypted storage of large files"
+    )
     vault.add_argument(
         "--repo", required=True, help="repository: a directory or s3://bucket/prefix"
     )
@@ -68,7 +71,9 @@ def add_parser(sub: Any) -> None:
         "--no-cache", action="store_true", help="keep no files cache on this host's disk"
     )
     cmd = vault.add_subparsers(dest="vault_command", required=True)
-    cmd.add_parser("init", help="create a repository (asks for a passphrase)")
+    cmd.add_parser("init", help="create a repository (asks for a passphrase)").set_defaults(
+        vault_run=_init
+    )
     store = cmd.add_parser("store", help="store files (or - for standard input) as a snapshot")
     store.add_argument("paths", nargs="+")
     store.add_argument("--name", default="")
@@ -85,6 +90,7 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="read every file, even those unchanged since this host's newest snapshot",
     )
+    store.set_defaults(vault_run=_opened(_store))
     restore = cmd.add_parser("restore", help="restore a snapshot, or files of it")
     restore.add_argument("snapshot")
     restore.add_argument("--target", type=Path, help="directory to restore into")
@@ -100,8 +106,12 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="restore damaged files in full length, their lost ranges as zeros (exit code 5)",
     )
-    cmd.add_parser("ls", help="list snapshots")
-    cmd.add_parser("verify", help="read back every pack and check every blob (check --read-data)")
+    restore.set_defaults(vault_run=_opened(_restore))
+    cmd.add_parser("ls", help="list snapshots").set_defaults(vault_run=_opened(_ls))
+    verify = cmd.add_parser(
+        "verify", help="read back every pack and check every blob (check --read-data)"
+    )
+    verify.set_defaults(vault_run=_opened(_check), read_data=True)
     prune = cmd.add_parser("prune", help="forget snapshots by a retention rule; reclaim space")
     for unit in ("last", "daily", "weekly", "monthly"):
         prune.add_argument(f"--keep-{unit}", type=int, default=0)
@@ -116,10 +126,12 @@ def add_parser(sub: Any) -> None:
         metavar="HOURS",
         help="leave packs no index names alone this long (a store may still run elsewhere)",
     )
+    prune.set_defaults(vault_run=_opened(_prune))
     chk = cmd.add_parser("check", help="can every snapshot be restored? names what is damaged")
     chk.add_argument(
         "--read-data", action="store_true", help="also read every pack and open every blob"
     )
+    chk.set_defaults(vault_run=_opened(_check))
     rep = cmd.add_parser("repair", help="repair the index, snapshots or config from what is left")
     rep.add_argument("what", choices=["index", "snapshots", "config"])
     rep.add_argument(
@@ -128,13 +140,24 @@ def add_parser(sub: Any) -> None:
         help="snapshots: also read every blob, and treat damaged ones as lost",
     )
     rep.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the lock")
+    rep.set_defaults(vault_run=_repair)
     pin = cmd.add_parser("pin", help="keep a snapshot whatever prune's rule says")
     pin.add_argument("snapshot")
     pin.add_argument("--reason", default="pinned by hand")
+    pin.set_defaults(vault_run=_opened(_pin))
     rel = cmd.add_parser("release", help="undo a pin; prune's rule applies again")
     rel.add_argument("snapshot")
+    rel.set_defaults(vault_run=_opened(_release))
     key = cmd.add_parser("key", help="key slots: list, add-recovery, add-passphrase")
-    key.add_argument("action", choices=["list", "add-recovery", "add-passphrase"])
+    key_cmd = key.add_subparsers(dest="key_command", required=True)
+    key_cmd.add_parser("list", help="the key slots").set_defaults(vault_run=_opened(_key_list))
+    key_cmd.add_parser(
+        "add-recovery", help="add a recovery key slot (the key is shown once)"
+    ).set_defaults(vault_run=_opened(_key_add_recovery))
+    key_cmd.add_parser(
+        "add-passphrase", help="add a passphrase slot (asks for the new passphrase)"
+    ).set_defaults(vault_run=_opened(_key_add_passphrase))
+    return vault
 
 
 def _secret(path: Path | None, env: str, prompt: str, confirm: bool = False) -> str:
@@ -193,132 +216,159 @@ def _bar(args: argparse.Namespace, total: int, what: str) -> Iterator[Any]:
         yield bar
 
 
+Handler = Callable[[argparse.Namespace, Backend], int]
+
+
 def run(args: argparse.Namespace) -> int:
-    backend = open_backend(args.repo)
-    out: dict[str, Any]
-    if args.vault_command == "init":
-        phrase = _secret(
-            args.passphrase_file, "DOCKYARD_VAULT_PASSPHRASE", "new passphrase: ", confirm=True
+    """Run the command the parser chose (`vault_run`) on the repository's back end."""
+    handler: Handler = args.vault_run
+    return handler(args, open_backend(args.repo))
+
+
+def _opened(handler: Callable[[argparse.Namespace, Repository], int]) -> Handler:
+    """A command that works on an opened repository (all but `init` and `repair config`)."""
+
+    def opened(args: argparse.Namespace, backend: Backend) -> int:
+        return handler(args, _open(args, backend))
+
+    return opened
+
+
+def _init(args: argparse.Namespace, backend: Backend) -> int:
+    phrase = _secret(
+        args.passphrase_file, "DOCKYARD_VAULT_PASSPHRASE", "new passphrase: ", confirm=True
+    )
+    repo = Repository.init(backend, phrase)
+    out = {"repository": repo.id, "path": args.repo}
+    _print(args, out, f"created repository {repo.id} in {args.repo}")
+    return 0
+
+
+def _store(args: argparse.Namespace, repo: Repository) -> int:
+    sources = [s for p in args.paths for s in _sources(p, args.stdin_name)]
+    total = sum(s.size for s in sources)
+    with _bar(args, total, "store") as bar:
+        snap, stats = repo.store(
+            sources,
+            name=args.name,
+            tags=args.tag,
+            progress=bar.update,
+            rescan=args.rescan,
+            lock_timeout=args.wait,
+            source=args.name or _source_key(args.paths, args.stdin_name),
         )
-        repo = Repository.init(backend, phrase)
-        out = {"repository": repo.id, "path": args.repo}
-        _print(args, out, f"created repository {repo.id} in {args.repo}")
-        return 0
-    if args.vault_command == "repair" and args.what == "config":
-        secret, recovery = _keys(args)
-        repo_id = repair_config(backend, passphrase=secret, recovery_key=recovery)
-        _print(args, {"repository": repo_id}, f"restored the config of {repo_id} from its copy")
-        return 0
-    repo = _open(args, backend)
-    if args.vault_command == "store":
-        sources = [s for p in args.paths for s in _sources(p, args.stdin_name)]
-        total = sum(s.size for s in sources)
-        with _bar(args, total, "store") as bar:
-            snap, stats = repo.store(
-                sources,
-                name=args.name,
-                tags=args.tag,
-                progress=bar.update,
-                rescan=args.rescan,
-                lock_timeout=args.wait,
-                source=args.name or _source_key(args.paths, args.stdin_name),
-            )
-        out = {"snapshot": snap.id, **stats.__dict__}
-        _print(
-            args,
-            out,
-            f"snapshot {snap.id[:8]}: {stats.files} file(s) ({stats.files_unchanged} unchanged),"
-            f" {stats.bytes_read} bytes read, "
-            f"{stats.new_chunks} of {stats.chunks} chunks new, "
-            f"{stats.new_bytes_stored} bytes added",
+    out = {"snapshot": snap.id, **stats.__dict__}
+    _print(
+        args,
+        out,
+        f"snapshot {snap.id[:8]}: {stats.files} file(s) ({stats.files_unchanged} unchanged),"
+        f" {stats.bytes_read} bytes read, "
+        f"{stats.new_chunks} of {stats.chunks} chunks new, "
+        f"{stats.new_bytes_stored} bytes added",
+    )
+    return 0
+
+
+def _ls(args: argparse.Namespace, repo: Repository) -> int:
+    snaps = repo.snapshots()
+    for _sid, problem in sorted(repo.damaged_snapshots.items()):
+        print(
+            f"dockyard-agent vault: {problem}; not listed "
+            "(`vault repair snapshots` moves it aside)",
+            file=sys.stderr,
         )
-    elif args.vault_command == "restore":
-        return _restore(args, repo)
-    elif args.vault_command == "ls":
-        snaps = repo.snapshots()
-        for _sid, problem in sorted(repo.damaged_snapshots.items()):
-            print(
-                f"dockyard-agent vault: {problem}; not listed "
-                "(`vault repair snapshots` moves it aside)",
-                file=sys.stderr,
-            )
-        rows: list[dict[str, Any]] = [
-            {
-                "id": s.id,
-                "time": s.time,
-                "host": s.host,
-                "name": s.name,
-                "tags": s.tags,
-                "files": len(s.files),
-                "size": s.size,
-                "pinned": s.pinned,
-            }
-            for s in snaps
-        ]
-        if args.json:
-            print(json.dumps(rows, indent=1))
-        else:
-            for r in rows:
-                pin = " pinned" if r["pinned"] else ""
-                print(f"{r['id'][:8]}  {r['time'][:19]}  {r['size']:>14}  {r['name']}{pin}")
-    elif args.vault_command in ("verify", "check"):
-        result = check(repo, read_data=args.vault_command == "verify" or args.read_data)
-        _print(args, {**result.__dict__, "ok": result.ok}, result.summary())
-        for error in result.errors:
-            print(f"  {error}", file=sys.stderr)
-        for advice in result.advice:
-            print(f"  to repair: {advice}", file=sys.stderr)
-        return 0 if result.ok else EXIT_DAMAGE
-    elif args.vault_command == "repair":
-        return _repair(args, repo)
-    elif args.vault_command == "prune":
-        any_rule = args.keep_last or args.keep_daily or args.keep_weekly or args.keep_monthly
-        rule = (
-            Retention(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
-            if any_rule
-            else None
-        )
-        if args.grace < 0:
-            raise VaultError("--grace is a number of hours, zero or more")
-        pruned = prune(
-            repo, rule, dry_run=args.dry_run, lock_timeout=args.wait, grace_s=args.grace * 3600
-        )
-        verb = "would" if args.dry_run else "did"
-        lines = [
-            f"{'would forget' if args.dry_run else 'forgot'} {len(pruned.forgotten)} "
-            f"snapshot(s), kept {pruned.kept}; {verb} delete {pruned.packs_deleted} pack(s) "
-            f"({pruned.bytes_freed} bytes), wrote {pruned.packs_written}, re-indexed "
-            f"{pruned.packs_reindexed}; kept {pruned.young_packs_kept} unindexed pack(s) "
-            f"within the grace period and {pruned.unreadable_packs_kept} unreadable"
-        ]
-        if not args.json:
-            lines += [f"  snapshot {sid}" for sid in pruned.forgotten]
-            lines += [f"  pack {pack}" for pack in pruned.deleted_packs]
-        _print(args, pruned.__dict__, "\n".join(lines))
-    elif args.vault_command == "pin":
-        repo.pin(args.snapshot, args.reason)
-        _print(args, {"pinned": args.snapshot}, f"pinned {args.snapshot}")
-    elif args.vault_command == "release":
-        repo.release(args.snapshot)
-        _print(args, {"released": args.snapshot}, f"released {args.snapshot}")
-    elif args.vault_command == "key":
-        if args.action == "list":
-            _print(
-                args,
-                {"slots": repo.slots()},
-                "\n".join(f"{s['id']}  {s['kind']}" for s in repo.slots()),
-            )
-        elif args.action == "add-recovery":
-            key = repo.add_recovery_key()
-            _print(
-                args,
-                {"recovery_key": key},
-                f"recovery key (shown once; keep it away from this machine):\n{key}",
-            )
-        else:
-            phrase = _secret(None, "DOCKYARD_VAULT_NEW_PASSPHRASE", "new passphrase: ", True)
-            repo.add_passphrase(phrase)
-            _print(args, {"slots": repo.slots()}, "added a passphrase slot")
+    rows: list[dict[str, Any]] = [
+        {
+            "id": s.id,
+            "time": s.time,
+            "host": s.host,
+            "name": s.name,
+            "tags": s.tags,
+            "files": len(s.files),
+            "size": s.size,
+            "pinned": s.pinned,
+        }
+        for s in snaps
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for r in rows:
+            pin = " pinned" if r["pinned"] else ""
+            print(f"{r['id'][:8]}  {r['time'][:19]}  {r['size']:>14}  {r['name']}{pin}")
+    return 0
+
+
+def _check(args: argparse.Namespace, repo: Repository) -> int:
+    """`check`, and `verify` (which is `check --read-data`)."""
+    result = check(repo, read_data=args.read_data)
+    _print(args, {**result.__dict__, "ok": result.ok}, result.summary())
+    for error in result.errors:
+        print(f"  {error}", file=sys.stderr)
+    for advice in result.advice:
+        print(f"  to repair: {advice}", file=sys.stderr)
+    return 0 if result.ok else EXIT_DAMAGE
+
+
+def _prune(args: argparse.Namespace, repo: Repository) -> int:
+    any_rule = args.keep_last or args.keep_daily or args.keep_weekly or args.keep_monthly
+    rule = (
+        Retention(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
+        if any_rule
+        else None
+    )
+    if args.grace < 0:
+        raise VaultError("--grace is a number of hours, zero or more")
+    pruned = prune(
+        repo, rule, dry_run=args.dry_run, lock_timeout=args.wait, grace_s=args.grace * 3600
+    )
+    verb = "would" if args.dry_run else "did"
+    lines = [
+        f"{'would forget' if args.dry_run else 'forgot'} {len(pruned.forgotten)} "
+        f"snapshot(s), kept {pruned.kept}; {verb} delete {pruned.packs_deleted} pack(s) "
+        f"({pruned.bytes_freed} bytes), wrote {pruned.packs_written}, re-indexed "
+        f"{pruned.packs_reindexed}; kept {pruned.young_packs_kept} unindexed pack(s) "
+        f"within the grace period and {pruned.unreadable_packs_kept} unreadable"
+    ]
+    if not args.json:
+        lines += [f"  snapshot {sid}" for sid in pruned.forgotten]
+        lines += [f"  pack {pack}" for pack in pruned.deleted_packs]
+    _print(args, pruned.__dict__, "\n".join(lines))
+    return 0
+
+
+def _pin(args: argparse.Namespace, repo: Repository) -> int:
+    repo.pin(args.snapshot, args.reason)
+    _print(args, {"pinned": args.snapshot}, f"pinned {args.snapshot}")
+    return 0
+
+
+def _release(args: argparse.Namespace, repo: Repository) -> int:
+    repo.release(args.snapshot)
+    _print(args, {"released": args.snapshot}, f"released {args.snapshot}")
+    return 0
+
+
+def _key_list(args: argparse.Namespace, repo: Repository) -> int:
+    slots = repo.slots()
+    _print(args, {"slots": slots}, "\n".join(f"{s['id']}  {s['kind']}" for s in slots))
+    return 0
+
+
+def _key_add_recovery(args: argparse.Namespace, repo: Repository) -> int:
+    key = repo.add_recovery_key()
+    _print(
+        args,
+        {"recovery_key": key},
+        f"recovery key (shown once; keep it away from this machine):\n{key}",
+    )
+    return 0
+
+
+def _key_add_passphrase(args: argparse.Namespace, repo: Repository) -> int:
+    phrase = _secret(None, "DOCKYARD_VAULT_NEW_PASSPHRASE", "new passphrase: ", True)
+    repo.add_passphrase(phrase)
+    _print(args, {"slots": repo.slots()}, "added a passphrase slot")
     return 0
 
 
@@ -352,7 +402,14 @@ def _restore(args: argparse.Namespace, repo: Repository) -> int:
     return 0
 
 
-def _repair(args: argparse.Namespace, repo: Repository) -> int:
+def _repair(args: argparse.Namespace, backend: Backend) -> int:
+    """`repair config` works without the config, so it opens no repository; the others do."""
+    if args.what == "config":
+        secret, recovery = _keys(args)
+        repo_id = repair_config(backend, passphrase=secret, recovery_key=recovery)
+        _print(args, {"repository": repo_id}, f"restored the config of {repo_id} from its copy")
+        return 0
+    repo = _open(args, backend)
     if args.what == "index":
         index = repair_index(repo, lock_timeout=args.wait)
         text = [

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,13 @@ from ...protocol.vm import PowerAction
 from .drivers.base import DriverError
 
 
-def add_parser(sub: Any) -> None:
-    vm = sub.add_parser("vm", help="the VM life cycle module", allow_abbrev=False)
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """`vm` and its commands. Each names its handler (`vm_run`, called with the module) and
+    whether it only looks (`vm_read_only`: it must not create the module's state)."""
+    vm: argparse.ArgumentParser = sub.add_parser(
+        "vm", help="the VM life cycle module", allow_abbrev=False
+    )
+    vm.set_defaults(vm_read_only=False)
     cmds = vm.add_subparsers(dest="vm_command", required=True)
 
     ep = cmds.add_parser("endpoint", help="add, list or remove hypervisor endpoints")
@@ -46,37 +52,49 @@ def add_parser(sub: Any) -> None:
     )
     add.add_argument("--region", help="EC2: the region")
     add.add_argument("--endpoint-url", help="EC2: another endpoint than AWS's")
-    ep_cmds.add_parser("list", help="the configured endpoints (without secrets)")
+    add.set_defaults(vm_run=_endpoint_add)
+    ep_list = ep_cmds.add_parser("list", help="the configured endpoints (without secrets)")
+    ep_list.set_defaults(vm_run=_endpoint_list, vm_read_only=True)
     rm = ep_cmds.add_parser("remove", help="forget an endpoint")
     rm.add_argument("name")
+    rm.set_defaults(vm_run=_endpoint_remove)
 
-    cmds.add_parser("discover", help="read every endpoint now")
+    cmds.add_parser("discover", help="read every endpoint now").set_defaults(vm_run=_discover)
     ls = cmds.add_parser("ls", help="the VMs last discovered")
     ls.add_argument("--json", action="store_true")
-    cmds.add_parser("collect", help="take one sample of every powered-on VM now")
-    cmds.add_parser("run", help="evaluate, give notices and act on what is due, now")
+    ls.set_defaults(vm_run=_ls, vm_read_only=True)
+    collect = cmds.add_parser("collect", help="take one sample of every powered-on VM now")
+    collect.set_defaults(vm_run=_collect)
+    run = cmds.add_parser("run", help="evaluate, give notices and act on what is due, now")
+    run.set_defaults(vm_run=_run_lifecycle)
     ex = cmds.add_parser("explain", help="why a VM is or is not idle")
     ex.add_argument("vm", help="name, native id, or endpoint/native-id")
     ex.add_argument("--json", action="store_true")
+    ex.set_defaults(vm_run=_explain, vm_read_only=True)
 
     pol = cmds.add_parser("policy", help="the local vm-lifecycle policy (standalone)")
     pol_cmds = pol.add_subparsers(dest="policy_command", required=True)
     pset = pol_cmds.add_parser("set", help="validate and store a policy document (JSON)")
     pset.add_argument("file", type=Path)
-    pol_cmds.add_parser("show", help="the policy in force")
+    pset.set_defaults(vm_run=_policy_set)
+    pshow = pol_cmds.add_parser("show", help="the policy in force")
+    pshow.set_defaults(vm_run=_policy_show, vm_read_only=True)
 
     na = cmds.add_parser("never-act", help="VMs this agent never shuts down, whatever asks")
     na_cmds = na.add_subparsers(dest="never_command", required=True)
     na_add = na_cmds.add_parser("add")
     na_add.add_argument("vm", help="endpoint/native-id, endpoint/name, or */name")
     na_add.add_argument("--reason", required=True)
+    na_add.set_defaults(vm_run=_never_act_add)
     na_rm = na_cmds.add_parser("remove")
     na_rm.add_argument("vm")
-    na_cmds.add_parser("list")
+    na_rm.set_defaults(vm_run=_never_act_remove)
+    na_cmds.add_parser("list").set_defaults(vm_run=_never_act_list, vm_read_only=True)
 
     pw = cmds.add_parser("power", help="power a VM on or off now (the safety net applies)")
     pw.add_argument("vm")
     pw.add_argument("action", choices=[a.value for a in PowerAction])
+    pw.set_defaults(vm_run=_power)
 
     cr = cmds.add_parser("create", help="create a VM where the placement policy says")
     cr.add_argument("--endpoint", required=True)
@@ -85,25 +103,33 @@ def add_parser(sub: Any) -> None:
     cr.add_argument("--memory-mb", type=int, default=1024)
     cr.add_argument("--disk-gb", type=int, action="append", default=[])
     cr.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    cr.set_defaults(vm_run=_create)
 
     ap = cmds.add_parser("approve", help="let N more actions go past the budget")
     ap.add_argument("count", type=int)
-    cmds.add_parser("budget", help="the budget in force: allowed, used, approvals, held")
+    ap.set_defaults(vm_run=_approve)
+    budget = cmds.add_parser("budget", help="the budget in force: allowed, used, approvals, held")
+    budget.set_defaults(vm_run=_budget, vm_read_only=True)
     au = cmds.add_parser("audit", help="refusals and approvals, newest last")
     au.add_argument("--limit", type=int, default=50)
+    au.set_defaults(vm_run=_audit, vm_read_only=True)
 
     sm = cmds.add_parser("smtp", help="the SMTP server notices go through")
     sm.add_argument("--host", required=True)
     sm.add_argument("--port", type=int, default=25)
     sm.add_argument("--sender", required=True)
     sm.add_argument("--starttls", action="store_true")
+    sm.set_defaults(vm_run=_smtp)
 
     lk = cmds.add_parser("links", help="where notice links point and what serves them")
     lk.add_argument("--listen", help="HOST:PORT the agent serves answers on")
     lk.add_argument("--base-url", help="the URL owners reach that address by")
+    lk.set_defaults(vm_run=_links)
 
     an = cmds.add_parser("answer", help="answer a notice link by hand (its t= value)")
     an.add_argument("token")
+    an.set_defaults(vm_run=_answer)
+    return vm
 
 
 def main(
@@ -115,7 +141,7 @@ def main(
 
     home = state_dir / "modules" / "vm"
     scratch: tempfile.TemporaryDirectory[str] | None = None
-    if not home.exists() and _read_only(args):
+    if not home.exists() and args.vm_read_only:
         # Nothing has been stored yet: what a fresh module would show, from a folder that
         # is gone when the command ends, so looking never creates the agent's state.
         scratch = tempfile.TemporaryDirectory(prefix="dockyard-vm-")
@@ -131,7 +157,8 @@ def main(
     for row in docked or []:
         module.on_policy(row["kind"], row["name"], row["version"], row["document"])
     try:
-        return _run(args, module)
+        handler: Callable[[argparse.Namespace, Any], int] = args.vm_run
+        return handler(args, module)
     except DriverError as e:
         print(f"dockyard-agent vm: {e}", file=sys.stderr)
         return 1
@@ -151,17 +178,6 @@ def main(
             scratch.cleanup()
 
 
-def _read_only(args: argparse.Namespace) -> bool:
-    """The commands that only look: they must not write to the agent's state."""
-    command = args.vm_command
-    return (
-        command in ("ls", "explain", "budget", "audit")
-        or (command == "policy" and args.policy_command == "show")
-        or (command == "endpoint" and args.endpoint_command == "list")
-        or (command == "never-act" and args.never_command == "list")
-    )
-
-
 def _find(module: Any, text: str) -> Any:
     found = module.store.find(text)
     if not found:
@@ -172,158 +188,176 @@ def _find(module: Any, text: str) -> Any:
     return found[0]
 
 
-def _run(args: argparse.Namespace, module: Any) -> int:
-    now = module.clock()
-    command = args.vm_command
-    if command == "endpoint":
-        return _endpoint(args, module)
-    if command == "discover":
-        for name, result in module.discover(now).items():
-            print(f"{name}: {result}")
-        return 0
-    if command == "ls":
-        rows = module.records(now)
-        if args.json:
-            print(json.dumps(rows, indent=2))
-            return 0
-        for r in rows:
-            clone = (
-                "\tpossible clone of " + ", ".join(r["possible_clone_of"])
-                if r.get("possible_clone_of")
-                else ""
-            )
-            print(
-                f"{r['endpoint']}/{r['native_id']}\t{r['name']}\t{r['power_state']}\t"
-                f"{r['idle_state']}\t{r.get('owner') or '-'}{clone}"
-            )
-        return 0
-    if command == "collect":
-        for name, count in module.collect(now).items():
-            print(f"{name}: {count} samples")
-        return 0
-    if command == "run":
-        report = module.run_lifecycle(now)
-        print(
-            f"idle {report.idle}, proposed {len(report.proposed)}, acted {len(report.acted)},"
-            f" held {len(report.held)}"
-        )
-        for line in report.errors:
-            print(f"  {line}")
-        return 0
-    if command == "explain":
-        return _explain(args, module)
-    if command == "policy":
-        if args.policy_command == "set":
-            try:
-                document = json.loads(args.file.read_text())
-            except (OSError, ValueError) as e:
-                raise DriverError("bad_policy", f"cannot read {args.file}: {e}") from e
-            policy = module.set_local_policy(document)
-            print(
-                f"policy stored: idle after {policy.idle_days} days, notice "
-                f"{policy.notice_hours:g} h, action {policy.action.value}"
-            )
-            return 0
-        print(module.policy().model_dump_json(indent=2))
-        return 0
-    if command == "never-act":
-        return _never_act(args, module, now)
-    if command == "power":
-        stored = _find(module, args.vm)
-        state = module.lifecycle.power(
-            module.policy(),
-            stored.endpoint,
-            stored.vm.native_id,
-            PowerAction(args.action),
-            now,
-            source="shell",
-        )
-        print(f"{stored.vm.name} is {state}")
-        return 0
-    if command == "create":
-        from . import placement
+def _discover(args: argparse.Namespace, module: Any) -> int:
+    for name, result in module.discover(module.clock()).items():
+        print(f"{name}: {result}")
+    return 0
 
-        tags = dict(t.split("=", 1) for t in args.tag if "=" in t)
-        try:
-            spec = placement.spec_from(
-                {
-                    "name": args.name,
-                    "cpus": args.cpus,
-                    "memory_mb": args.memory_mb,
-                    "disks_gb": args.disk_gb or [8],
-                    "tags": tags,
-                }
-            )
-        except ValueError as e:
-            raise DriverError("bad_args", str(e)) from e
-        vm, host, datastore = placement.create(module, args.endpoint, spec, now)
-        print(
-            f"created {vm.name} ({args.endpoint}/{vm.native_id}) on {host.name}, {datastore.name}"
+
+def _ls(args: argparse.Namespace, module: Any) -> int:
+    rows = module.records(module.clock())
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        clone = (
+            "\tpossible clone of " + ", ".join(r["possible_clone_of"])
+            if r.get("possible_clone_of")
+            else ""
         )
-        return 0
-    if command == "approve":
-        if not 1 <= args.count <= 1000:
-            raise DriverError("bad_args", "approve between 1 and 1000 actions")
-        pool = module.approve(args.count, "shell")
-        print(f"{args.count} more action(s) may go past the budget ({pool} approved in all)")
-        return 0
-    if command == "budget":
-        policy = module.policy()
-        budget, in_scope, used = module.lifecycle.budget(policy, now)
-        held = json.loads(module.store.mark("held") or "{}")
         print(
-            f"budget {budget} per {policy.budget_window_hours:g} h "
-            f"({policy.budget_share:.0%} of {in_scope} VMs in scope), used {used}, "
-            f"approved past it {module.store.mark('approved_extra') or 0}"
+            f"{r['endpoint']}/{r['native_id']}\t{r['name']}\t{r['power_state']}\t"
+            f"{r['idle_state']}\t{r.get('owner') or '-'}{clone}"
         )
-        if held.get("vms"):
-            print(f"held at {held['at'][:16]}: {', '.join(held['vms'])}")
-        return 0
-    if command == "audit":
-        for entry in module.store.audits(limit=10_000)[-max(1, args.limit) :]:
-            detail = " ".join(f"{k}={v}" for k, v in sorted(entry["detail"].items()) if v)
-            print(
-                f"{entry['at'][:19]}\t{entry['action']}\t{entry['outcome']}\t"
-                f"{entry['target'] or '-'}\t{detail}"
-            )
-        return 0
-    if command == "smtp":
-        module.update_settings(
-            smtp={
-                "host": args.host,
-                "port": args.port,
-                "sender": args.sender,
-                "starttls": args.starttls,
+    return 0
+
+
+def _collect(args: argparse.Namespace, module: Any) -> int:
+    for name, count in module.collect(module.clock()).items():
+        print(f"{name}: {count} samples")
+    return 0
+
+
+def _run_lifecycle(args: argparse.Namespace, module: Any) -> int:
+    report = module.run_lifecycle(module.clock())
+    print(
+        f"idle {report.idle}, proposed {len(report.proposed)}, acted {len(report.acted)},"
+        f" held {len(report.held)}"
+    )
+    for line in report.errors:
+        print(f"  {line}")
+    return 0
+
+
+def _policy_set(args: argparse.Namespace, module: Any) -> int:
+    try:
+        document = json.loads(args.file.read_text())
+    except (OSError, ValueError) as e:
+        raise DriverError("bad_policy", f"cannot read {args.file}: {e}") from e
+    policy = module.set_local_policy(document)
+    print(
+        f"policy stored: idle after {policy.idle_days} days, notice "
+        f"{policy.notice_hours:g} h, action {policy.action.value}"
+    )
+    return 0
+
+
+def _policy_show(args: argparse.Namespace, module: Any) -> int:
+    print(module.policy().model_dump_json(indent=2))
+    return 0
+
+
+def _power(args: argparse.Namespace, module: Any) -> int:
+    stored = _find(module, args.vm)
+    state = module.lifecycle.power(
+        module.policy(),
+        stored.endpoint,
+        stored.vm.native_id,
+        PowerAction(args.action),
+        module.clock(),
+        source="shell",
+    )
+    print(f"{stored.vm.name} is {state}")
+    return 0
+
+
+def _create(args: argparse.Namespace, module: Any) -> int:
+    from . import placement
+
+    tags = dict(t.split("=", 1) for t in args.tag if "=" in t)
+    try:
+        spec = placement.spec_from(
+            {
+                "name": args.name,
+                "cpus": args.cpus,
+                "memory_mb": args.memory_mb,
+                "disks_gb": args.disk_gb or [8],
+                "tags": tags,
             }
         )
-        print("SMTP server stored")
-        return 0
-    if command == "links":
-        links = module.settings().get("links", {})
-        if args.listen:
-            links["listen"] = args.listen
-        if args.base_url:
-            links["base_url"] = args.base_url
-        module.update_settings(links=links)
-        print(f"notice links point at {module._link_base()}")
-        return 0
-    if command == "answer":
-        print(module.answer(args.token))
-        return 0
-    raise DriverError("bad_args", f"unknown command {command}")
+    except ValueError as e:
+        raise DriverError("bad_args", str(e)) from e
+    vm, host, datastore = placement.create(module, args.endpoint, spec, module.clock())
+    print(f"created {vm.name} ({args.endpoint}/{vm.native_id}) on {host.name}, {datastore.name}")
+    return 0
 
 
-def _endpoint(args: argparse.Namespace, module: Any) -> int:
-    if args.endpoint_command == "list":
-        for name, stored in module.endpoints.all().items():
-            shown = {k: v for k, v in stored.items() if "password" not in k and "secret" not in k}
-            print(f"{name}: {json.dumps(shown, sort_keys=True)}")
-        return 0
-    if args.endpoint_command == "remove":
-        if not module.endpoints.remove(args.name):
-            raise DriverError("unknown_endpoint", f"no endpoint named {args.name!r}")
-        print(f"endpoint {args.name} removed")
-        return 0
+def _approve(args: argparse.Namespace, module: Any) -> int:
+    if not 1 <= args.count <= 1000:
+        raise DriverError("bad_args", "approve between 1 and 1000 actions")
+    pool = module.approve(args.count, "shell")
+    print(f"{args.count} more action(s) may go past the budget ({pool} approved in all)")
+    return 0
+
+
+def _budget(args: argparse.Namespace, module: Any) -> int:
+    policy = module.policy()
+    budget, in_scope, used = module.lifecycle.budget(policy, module.clock())
+    held = json.loads(module.store.mark("held") or "{}")
+    print(
+        f"budget {budget} per {policy.budget_window_hours:g} h "
+        f"({policy.budget_share:.0%} of {in_scope} VMs in scope), used {used}, "
+        f"approved past it {module.store.mark('approved_extra') or 0}"
+    )
+    if held.get("vms"):
+        print(f"held at {held['at'][:16]}: {', '.join(held['vms'])}")
+    return 0
+
+
+def _audit(args: argparse.Namespace, module: Any) -> int:
+    for entry in module.store.audits(limit=10_000)[-max(1, args.limit) :]:
+        detail = " ".join(f"{k}={v}" for k, v in sorted(entry["detail"].items()) if v)
+        print(
+            f"{entry['at'][:19]}\t{entry['action']}\t{entry['outcome']}\t"
+            f"{entry['target'] or '-'}\t{detail}"
+        )
+    return 0
+
+
+def _smtp(args: argparse.Namespace, module: Any) -> int:
+    module.update_settings(
+        smtp={
+            "host": args.host,
+            "port": args.port,
+            "sender": args.sender,
+            "starttls": args.starttls,
+        }
+    )
+    print("SMTP server stored")
+    return 0
+
+
+def _links(args: argparse.Namespace, module: Any) -> int:
+    links = module.settings().get("links", {})
+    if args.listen:
+        links["listen"] = args.listen
+    if args.base_url:
+        links["base_url"] = args.base_url
+    module.update_settings(links=links)
+    print(f"notice links point at {module._link_base()}")
+    return 0
+
+
+def _answer(args: argparse.Namespace, module: Any) -> int:
+    print(module.answer(args.token))
+    return 0
+
+
+def _endpoint_list(args: argparse.Namespace, module: Any) -> int:
+    for name, stored in module.endpoints.all().items():
+        shown = {k: v for k, v in stored.items() if "password" not in k and "secret" not in k}
+        print(f"{name}: {json.dumps(shown, sort_keys=True)}")
+    return 0
+
+
+def _endpoint_remove(args: argparse.Namespace, module: Any) -> int:
+    if not module.endpoints.remove(args.name):
+        raise DriverError("unknown_endpoint", f"no endpoint named {args.name!r}")
+    print(f"endpoint {args.name} removed")
+    return 0
+
+
+def _endpoint_add(args: argparse.Namespace, module: Any) -> int:
     config: dict[str, Any] = {"kind": args.kind}
     if args.kind == "vsphere":
         config.update(host=args.host, port=args.port, user=args.user, verify_tls=not args.insecure)
@@ -342,18 +376,28 @@ def _endpoint(args: argparse.Namespace, module: Any) -> int:
     return 0
 
 
-def _never_act(args: argparse.Namespace, module: Any, now: Any) -> int:
-    if args.never_command == "list":
-        for (endpoint, vm), reason in sorted(module.store.never_act().items()):
-            print(f"{endpoint}/{vm}\t{reason}")
-        return 0
-    endpoint, sep, vm = args.vm.partition("/")
+def _never_act_list(args: argparse.Namespace, module: Any) -> int:
+    for (endpoint, vm), reason in sorted(module.store.never_act().items()):
+        print(f"{endpoint}/{vm}\t{reason}")
+    return 0
+
+
+def _never_act_vm(text: str) -> tuple[str, str]:
+    endpoint, sep, vm = text.partition("/")
     if not sep or not endpoint or not vm:
         raise DriverError("bad_args", "name the VM as endpoint/native-id, endpoint/name or */name")
-    if args.never_command == "add":
-        module.store.add_never_act(endpoint, vm, args.reason, now)
-        print(f"{args.vm} will never be acted on by this agent")
-        return 0
+    return endpoint, vm
+
+
+def _never_act_add(args: argparse.Namespace, module: Any) -> int:
+    endpoint, vm = _never_act_vm(args.vm)
+    module.store.add_never_act(endpoint, vm, args.reason, module.clock())
+    print(f"{args.vm} will never be acted on by this agent")
+    return 0
+
+
+def _never_act_remove(args: argparse.Namespace, module: Any) -> int:
+    endpoint, vm = _never_act_vm(args.vm)
     if not module.store.remove_never_act(endpoint, vm):
         raise DriverError("not_found", f"{args.vm} is not on the list")
     print(f"{args.vm} removed from the list")
