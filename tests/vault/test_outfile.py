@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.agent.vault.directio import ALIGN, open_direct
-from dockyard.agent.vault.outfile import SPARSE_BLOCK, RestoredFile
+from dockyard.agent.vault.outfile import SPARSE_BLOCK, RestoredFile, data_extents
 
 
 def _image(rng: random.Random) -> bytes:
@@ -78,3 +78,28 @@ def _supports_direct(folder: Path) -> bool:
         return False
     os.close(fd)
     return True
+
+
+def test_data_extents_skip_exactly_the_whole_zero_blocks() -> None:
+    """The C scan against the rule written out in Python: blocks counted from `start`,
+    only whole blocks of zeros skipped, neighbouring data blocks joined into one span."""
+    rng = random.Random(5)
+    for _ in range(200):
+        parts = []
+        for _ in range(rng.randint(0, 12)):
+            n = rng.choice([1, 7, SPARSE_BLOCK - 1, SPARSE_BLOCK, SPARSE_BLOCK * 2 + 3])
+            parts.append(bytes(n) if rng.random() < 0.6 else rng.randbytes(n))
+        piece = b"".join(parts)
+        start = rng.choice([0, 0, 1, ALIGN, min(len(piece), 3 * ALIGN)])
+        expected: list[tuple[int, int]] = []
+        for i in range(start, len(piece), SPARSE_BLOCK):
+            block = piece[i : i + SPARSE_BLOCK]
+            if len(block) == SPARSE_BLOCK and not any(block):
+                continue
+            end = i + len(block)
+            if expected and expected[-1][1] == i:
+                expected[-1] = (expected[-1][0], end)
+            else:
+                expected.append((i, end))
+        assert data_extents(memoryview(piece), start) == expected
+        assert data_extents(bytearray(piece), start) == expected
