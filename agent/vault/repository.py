@@ -80,13 +80,16 @@ CONFIG_COPY = "keys/config"
 without it no byte of the repository can be decrypted (restic keeps its keys apart from
 its config for the same reason)."""
 FILES_AT_ONCE = 2
-CHUNK_LEVEL = 2
-"""zstd level for chunks. Measured on the bench's real data set (ext4 images of system
-trees, a documentation tarball; one core): level 3 compressed the images' data at 164-179
-MB/s to 26-28%, level 2 at 225-237 MB/s to 27-29%, level 1 at 268-300 MB/s to 28-30%.
-Compression was 40% of a first store's samples (py-spy), so level 2 buys about a tenth
-of a store for 4% more stored bytes; level 1 would cost 9% and pass the size goal (1.05x
-the smallest peer). Any level reads back the same: a repository may hold chunks of each."""
+CHUNK_LEVEL = 3
+"""zstd level for chunks. On the bench's real data set (ext4 images of system trees, the
+same image after a round of changes, a documentation tarball: 1,044 MiB of unique chunks
+after dedup; one core, 2026-12-03): level 2 stored 308.2 MiB at 458 MiB/s, level 3 298.6
+at 365, level 5 about 2.6% less than 3 at 2.4 times its time; recompressing at 5 or 6
+the chunks that level 3 halves (most of them) stored 290.9 or 284.9 at a third of the
+speed. Since zero runs are skipped by the chunker, a first store has room to spare (2.5x
+restic, 1.8x the fastest borg at level 2), while the smallest peer (borg 1.2, zstd 3 on
+2 MiB chunks) stored 9% less than level 2: level 3 is the trade. Any level reads back
+the same: a repository may hold chunks of each."""
 FLUSH_BYTES = 64 * 1024 * 1024  # a buffered restored file's write-back is started this often
 Progress = Callable[[int], None]
 _Placed = tuple[list[bytes] | int | None, int, int]
