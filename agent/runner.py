@@ -2,9 +2,11 @@
 
 Without a docked link the modules still run standalone (their `tick`). With one, each
 entry of the sequence is handled in order: a policy is stored and handed to its module; a
-command goes through the journal (see `journal.py`) and is acknowledged after its effect
-is recorded. Errors reaching the cloud back off exponentially with full jitter (tenacity), capped at
-15 minutes, and honour `Retry-After` in both its forms (parsed in `link.py`).
+command goes through the journal (see `journal.py`), its effect is recorded there and its
+result sent as job events. Then one `POST /acks` acknowledges every entry of the answer,
+and only then does the agent's sequence move past them. Errors reaching the cloud back off
+exponentially with full jitter (tenacity), capped at 15 minutes, and honour `Retry-After`
+in both its forms (parsed in `link.py`).
 
 Time: every answer of the cloud carries its time (`Dockyard-Time`). The agent measures its
 clock's skew from it (kept in `cloud-clock.json`, logged when it is large, reported with
@@ -256,13 +258,19 @@ class Runner:
         self._measure_skew()
         stamped = self.link.cloud_time
         self._apply_features(answer.features)
+        # One ack for the whole answer, sent when every entry's effect and result are
+        # recorded, and the sequence moved on only after it: a death before the ack has
+        # the entries delivered again, and the journal keeps each command's effect once.
+        acks: list[p.Ack] = []
         for entry in answer.entries:
             if isinstance(entry, p.PolicyEntry):
                 self._apply_policy(entry)
-                self.link.ack([p.Ack(seq=entry.seq)])
+                acks.append(p.Ack(seq=entry.seq))
             else:
-                self._run_command(entry, self._deadline(entry, stamped))
-            self.state.advance(self.link_name, entry.seq)
+                acks.append(self._run_command(entry, self._deadline(entry, stamped)))
+        if acks:
+            self.link.ack(acks)
+            crashpoint("after_ack", self.state.dir)
         self.state.advance(self.link_name, answer.last_seq)
         self.tag = answer.tag
         return answer
@@ -305,7 +313,9 @@ class Runner:
         cloud, received = stamped
         return received + (command.expires_at - cloud).total_seconds()
 
-    def _run_command(self, command: p.CommandEntry, deadline: float | None = None) -> None:
+    def _run_command(self, command: p.CommandEntry, deadline: float | None = None) -> p.Ack:
+        """Run (or settle, after a restart) one command and report its result; the ack
+        to send for it once the whole answer is handled."""
         assert self.link is not None
         cid = str(command.command_id)
         seen = self.journal.get(cid)
@@ -322,10 +332,7 @@ class Runner:
                 )
                 self.journal.finish(cid, "rejected", "unknown_command")
                 self._report(cid)
-                self.link.ack(
-                    [p.Ack(seq=command.seq, outcome=p.AckOutcome.REJECTED, code="unknown_command")]
-                )
-                return
+                return p.Ack(seq=command.seq, outcome=p.AckOutcome.REJECTED, code="unknown_command")
             module, handler = target
             if seen is None:
                 self.journal.start(
@@ -347,8 +354,7 @@ class Runner:
                 else:
                     self.journal.finish(cid, "failed", "interrupted", "interrupted by a restart")
         self._report(cid)
-        self.link.ack([p.Ack(seq=command.seq)])
-        crashpoint("after_ack", self.state.dir)
+        return p.Ack(seq=command.seq)
 
     def _execute(
         self, cid: str, command: p.CommandEntry, handler: object, deadline: float | None

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.agent.errors import LinkUnavailable
 from dockyard.agent.modules.base import Outcome
-from dockyard.agent.protocol import CommandEntry
+from dockyard.agent.protocol import Ack, AckResponse, CommandEntry
 from dockyard.cloud.domain import commands
 from dockyard.cloud.store.db import Database
 from dockyard.cloud.store.models import Command, Tenant
@@ -115,5 +116,55 @@ def test_in_config_mode_an_undeclared_code_goes_up_as_undeclared(
         runner.poll_once(wait=0)
         assert _cloud_state(pg, world, named) == ("failed", "undeclared")
         assert _cloud_state(pg, world, declared) == ("failed", "requested_failure")
+    finally:
+        runner.state.close()
+
+
+def test_a_poll_answer_is_acked_in_one_request_and_again_after_a_lost_ack(
+    docked: tuple[Agent, uuid.UUID, World],
+    pg: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three commands in one answer, one ack request carrying all three; when that request
+    is lost, the sequence stays put, the cloud delivers them again, the journal keeps
+    each effect once, and the next answer's ack lands."""
+    agent, agent_id, world = docked
+    runner = open_runner(agent, tmp_path / "clock", timedelta(0), monkeypatch)
+    try:
+        issued = [_issue(pg, world, agent_id, name) for name in ("noop.append", "noop.echo")]
+        issued.append(_issue(pg, world, agent_id, "nosuch.thing"))
+        link = runner.link
+        assert link is not None
+        real_ack = link.ack
+        requests: list[list[int]] = []
+
+        def lost(acks: list[Ack]) -> AckResponse:
+            requests.append([a.seq for a in acks])
+            raise LinkUnavailable("the ack was lost on the way")
+
+        monkeypatch.setattr(link, "ack", lost)
+        before = runner.state.link("default").last_seq  # type: ignore[union-attr]
+        with pytest.raises(LinkUnavailable):
+            runner.poll_once(wait=0)
+        assert len(requests) == 1
+        assert len(requests[0]) == 3, "every entry of the answer in one request"
+        assert runner.state.link("default").last_seq == before, "not past unacked entries"
+
+        def counted(acks: list[Ack]) -> AckResponse:
+            requests.append([a.seq for a in acks])
+            return real_ack(acks)
+
+        monkeypatch.setattr(link, "ack", counted)
+        runner.poll_once(wait=0)  # delivered again
+        assert requests[1] == requests[0]
+        assert runner.state.link("default").last_seq >= max(requests[0])
+        lines = (agent.state / "modules" / "noop" / "lines.log").read_text()
+        assert lines.count("noop.append") == 1, "the effect happened once"
+        states = [_cloud_state(pg, world, c)[0] for c in issued]
+        assert states == ["succeeded", "succeeded", "failed"]
+        with system(pg, world.tenant_id) as ctx:
+            rows = [ctx.session.get(Command, c) for c in issued]
+            assert all(row is not None and row.acked_at is not None for row in rows)
     finally:
         runner.state.close()
