@@ -26,6 +26,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.agent.protocol import links
+from dockyard.agent.protocol import notices as rules
+from dockyard.agent.protocol.notices import DecisionState as S
 from dockyard.agent.protocol.vm import POLICY_KIND
 from dockyard.cloud.store.models import (
     AgentEntry,
@@ -43,10 +45,9 @@ from .context import Ctx
 from .errors import Invalid
 from .permissions import Permission as P
 
-DELAY = timedelta(days=7)
 TELL_HELD_EVERY = timedelta(days=1)
 """The policy's contact hears at most this often, per agent, that shutdowns are held."""
-ANSWER_PATH = "/vm/notices/answer"
+ANSWER_PATH = rules.ANSWER_PATH
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,10 @@ def open_work(session: Session, clock: Clock) -> list[tuple[uuid.UUID, uuid.UUID
     with unscoped(session, "the notice loop finds every tenant's due VM decisions"):
         rows = session.execute(
             select(VmDecision.tenant_id, VmDecision.id).where(
-                (VmDecision.status == "proposed")
-                | (VmDecision.status.in_(("notified", "delayed")) & (VmDecision.due_at <= now))
+                (VmDecision.status == S.PROPOSED)
+                | (VmDecision.status.in_(tuple(rules.OPEN)) & (VmDecision.due_at <= now))
                 | (
-                    (VmDecision.status == "commanded")
+                    (VmDecision.status == S.COMMANDED)
                     & VmDecision.command_id.in_(
                         select(Command.id).where(Command.state.in_(commands.FINAL_STATES))
                     )
@@ -95,16 +96,16 @@ def advance(
     if decision is None:
         return "gone"
     now = ctx.now()
-    if decision.status == "proposed":
+    if decision.status == S.PROPOSED:
         if not decision.owner:
-            decision.status, decision.error = "failed", "no owner and no default contact"
+            decision.status, decision.error = S.FAILED, "no owner and no default contact"
             return decision.status
         if mailer is None:
-            decision.status = "failed"
+            decision.status = S.FAILED
             decision.error = "the cloud has no SMTP server configured (DOCKYARD_SMTP_HOST)"
             return decision.status
         due = now + timedelta(hours=decision.notice_hours)
-        lifetime = timedelta(hours=max(decision.notice_hours, 1)) + DELAY
+        lifetime = rules.link_lifetime(decision.notice_hours)
         urls = {
             answer: f"{base_url}{ANSWER_PATH}?t="
             + links.sign(
@@ -118,33 +119,26 @@ def advance(
             )
             for answer in links.ANSWERS
         }
-        name = decision.vm_name or decision.native_id
-        why = "\n".join(f"  - {r}" for r in decision.reasons)
+        subject, body = rules.notice_text(
+            decision.vm_name or decision.native_id,
+            decision.endpoint,
+            decision.action or "shutdown",
+            due,
+            list(decision.reasons),
+            urls["skip"],
+            urls["delay"],
+        )
         try:
-            mailer(
-                Mail(
-                    to=decision.owner,
-                    subject=f"VM {name} will be shut down on {due:%Y-%m-%d %H:%M} UTC",
-                    body=(
-                        f"Hello,\n\nThe virtual machine {name} ({decision.endpoint}) has been idle "
-                        f"for the whole period its policy sets:\n{why}\n\n"
-                        "Unless you answer, it will be shut down on "
-                        f"{due:%Y-%m-%d at %H:%M} UTC.\n\n"
-                        f"Keep it running (and start the idle period again):\n  {urls['skip']}\n\n"
-                        f"Ask again in a week:\n  {urls['delay']}\n\n"
-                        "Each link works once and only for this VM and this notice.\n"
-                    ),
-                )
-            )
+            mailer(Mail(to=decision.owner, subject=subject, body=body))
         except MailUnavailable as e:
-            decision.status, decision.error = "failed", str(e)
+            decision.status, decision.error = S.FAILED, str(e)
             return decision.status
-        decision.status, decision.notice_sent_at, decision.due_at = "notified", now, due
+        decision.status, decision.notice_sent_at, decision.due_at = S.NOTIFIED, now, due
         audit.record(
             ctx, decision.tenant_id, "vm.notice", target=str(decision.id), to=decision.owner
         )
         return decision.status
-    if decision.status in ("notified", "delayed") and decision.due_at and decision.due_at <= now:
+    if decision.status in rules.OPEN and decision.due_at and decision.due_at <= now:
         # A decision let go again after an approval gets a command of its own.
         again = f":after:{decision.command_id}" if decision.command_id else ""
         command = commands.issue(
@@ -162,10 +156,10 @@ def advance(
             },
             idempotency_key=f"vm-decision:{decision.id}{again}",
         )
-        decision.status, decision.command_id = "commanded", command.id
-    elif decision.status == "commanded" and decision.command_id is not None:
+        decision.status, decision.command_id = S.COMMANDED, command.id
+    elif decision.status == S.COMMANDED and decision.command_id is not None:
         _settle(ctx, decision)
-        if decision.status == "held":
+        if decision.status == S.HELD:
             _tell_held(ctx, decision, mailer)
     return decision.status
 
@@ -250,19 +244,19 @@ def _settle(ctx: Ctx, decision: VmDecision) -> None:
     )
     code = command.result_code or command.state
     if command.state == "succeeded":
-        decision.status, decision.error = "done", None
+        decision.status, decision.error = S.DONE, None
     elif code == "over_budget":
-        decision.status = "held"
+        decision.status = S.HELD
         decision.error = f"over_budget: {detail or 'the budget of the agent is spent'}"
     else:
-        decision.status = "failed"
+        decision.status = S.FAILED
         decision.error = f"{code}: {detail}" if detail else code
     audit.record(
         ctx,
         decision.tenant_id,
         f"vm.decision.{decision.status}",
         target=str(decision.id),
-        outcome="ok" if decision.status == "done" else decision.status,
+        outcome="ok" if decision.status == S.DONE else decision.status,
         code=code,
         command=str(command.id),
     )
@@ -281,12 +275,12 @@ def approve(ctx: Ctx, agent_id: uuid.UUID, count: int) -> tuple[uuid.UUID, int]:
     )
     held = ctx.session.scalars(
         select(VmDecision)
-        .where(VmDecision.agent_id == agent.id, VmDecision.status == "held")
+        .where(VmDecision.agent_id == agent.id, VmDecision.status == S.HELD)
         .order_by(VmDecision.due_at)
         .limit(count)
     ).all()
     for decision in held:
-        decision.status, decision.error = "notified", None
+        decision.status, decision.error = S.NOTIFIED, None
     audit.record(
         ctx, agent.tenant_id, "vm.approve", target=str(agent.id), count=count, released=len(held)
     )
@@ -334,12 +328,7 @@ def answer(ctx: Ctx, claims: links.LinkClaims) -> str:
         or _vm_key(decision) != claims.vm
     ):
         raise links.BadLink("this link does not belong to a notice of ours")
-    if decision.status in ("commanded", "done", "held"):
-        raise links.BadLink("too late: the shutdown has been ordered")
-    if decision.status == "skipped":
-        raise links.BadLink("this notice was already answered with skip")
-    if decision.status not in ("notified", "delayed"):
-        raise links.BadLink("this notice is not open")
+    rules.check_answerable(rules.DecisionState(decision.status))
     try:
         with ctx.session.begin_nested():
             ctx.session.add(
@@ -352,7 +341,7 @@ def answer(ctx: Ctx, claims: links.LinkClaims) -> str:
     decision.answer, decision.answered_at = claims.answer, now
     audit.record(ctx, decision.tenant_id, f"vm.notice.{claims.answer}", target=str(decision.id))
     if claims.answer == "skip":
-        decision.status = "skipped"
+        decision.status = S.SKIPPED
         commands.issue(
             ctx,
             decision.agent_id,
@@ -360,7 +349,7 @@ def answer(ctx: Ctx, claims: links.LinkClaims) -> str:
             {"decision_id": decision.decision_id, "outcome": "skipped"},
             idempotency_key=f"vm-skip:{decision.id}",
         )
-        return f"{name} stays on; its idle period starts again today."
-    decision.status = "delayed"
-    decision.due_at = max(decision.due_at or now, now) + DELAY
-    return f"{name} will not be shut down before {decision.due_at:%Y-%m-%d %H:%M} UTC."
+        return rules.skipped_reply(name)
+    decision.status = S.DELAYED
+    decision.due_at = rules.delayed_until(decision.due_at, now)
+    return rules.delayed_reply(name, decision.due_at)

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 from ...protocol.links import BadLink
+from ...protocol.notices import ANSWER_PATH as PATH
 
-PATH = "/vm/notices/answer"
 MAX_FORM_BYTES = 4096
 
 

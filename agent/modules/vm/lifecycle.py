@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ...protocol import links
+from ...protocol import notices as rules
 from ...protocol.vm import (
     THRESHOLD_SIGNALS,
     IdleState,
@@ -41,7 +42,6 @@ from . import idleness, notices
 from .drivers.base import SCHEDULED_EVENT_TAG, Driver, DriverError, HostInfo, VmGone, VmInfo
 from .store import HOST_PREFIX, Notice, StoredVm, VmStore, day_of, day_start, is_host
 
-DELAY = timedelta(days=7)
 PROPOSAL_STANDS = timedelta(days=7)
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -313,10 +313,10 @@ class Lifecycle:
             self.store.update_notice(notice_id, error="no SMTP server configured")
             report.errors.append(f"{vm.vm.name}: no SMTP server configured, not acted on")
             return
-        lifetime = max(timedelta(hours=policy.notice_hours), timedelta(hours=1)) + DELAY
+        lifetime = rules.link_lifetime(policy.notice_hours)
         where = f"{vm.endpoint}/{vm.vm.native_id}"
         urls = {
-            answer: f"{self.link_base().rstrip('/')}/vm/notices/answer?t="
+            answer: f"{self.link_base().rstrip('/')}{rules.ANSWER_PATH}?t="
             + links.sign(
                 self.link_key, notice_id, decision.decision_id, where, answer, now, lifetime
             )
@@ -325,13 +325,15 @@ class Lifecycle:
         message = notices.compose(
             config.sender,
             recipient,
-            vm.vm.name,
-            where,
-            policy.action.value,
-            due,
-            decision.reasons,
-            urls["skip"],
-            urls["delay"],
+            rules.notice_text(
+                vm.vm.name,
+                where,
+                policy.action.value,
+                due,
+                decision.reasons,
+                urls["skip"],
+                urls["delay"],
+            ),
         )
         try:
             notices.send(config, message)
@@ -357,10 +359,7 @@ class Lifecycle:
         where = f"{notice.endpoint}/{notice.native_id}" if notice else None
         if notice is None or notice.decision_id != claims.decision_id or where != claims.vm:
             raise links.BadLink("this link does not belong to a notice of ours")
-        if notice.acted_at is not None:
-            raise links.BadLink("too late: the VM has already been shut down")
-        if notice.answer == "skip":
-            raise links.BadLink("this notice was already answered with skip")
+        rules.check_answerable(_state_of(notice))
         if not self.store.use_nonce(claims.nonce, now):
             raise links.BadLink("this link has already been used")
         vm = self.store.vm(notice.endpoint, notice.native_id)
@@ -370,10 +369,10 @@ class Lifecycle:
             self.store.update_notice(notice.notice_id, answer="skip", answered_at=now)
             self.store.set_outcome(notice.decision_id, "skipped")
             self.store.set_quiet_from(notice.endpoint, notice.native_id, now)
-            return f"{name} stays on; its idle period starts again today."
-        due = max(notice.due_at, stated_now) + DELAY
+            return rules.skipped_reply(name)
+        due = rules.delayed_until(notice.due_at, stated_now)
         self.store.update_notice(notice.notice_id, answer="delay", answered_at=now, due_at=due)
-        return f"{name} will not be shut down before {due:%Y-%m-%d %H:%M} UTC."
+        return rules.delayed_reply(name, due)
 
     # --- acting --------------------------------------------------------------------------
 
@@ -557,6 +556,17 @@ class Lifecycle:
             to=to,
             reason=reason,
         )
+
+
+def _state_of(notice: Notice) -> rules.DecisionState:
+    """A standalone notice's facts as the decision state the shared rules judge."""
+    if notice.acted_at is not None:
+        return rules.DecisionState.COMMANDED
+    if notice.answer == "skip":
+        return rules.DecisionState.SKIPPED
+    if notice.answer == "delay":
+        return rules.DecisionState.DELAYED
+    return rules.DecisionState.NOTIFIED
 
 
 def new_link_key() -> bytes:

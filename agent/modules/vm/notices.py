@@ -11,7 +11,6 @@ from __future__ import annotations
 import smtplib
 import ssl
 from dataclasses import dataclass
-from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
@@ -56,31 +55,11 @@ def _message(sender: str, recipient: str, subject: str) -> EmailMessage:
     return msg
 
 
-def compose(
-    sender: str,
-    recipient: str,
-    vm_name: str,
-    where: str,
-    action: str,
-    due_at: datetime,
-    reasons: list[str],
-    skip_url: str,
-    delay_url: str,
-) -> EmailMessage:
-    msg = _message(
-        sender, recipient, f"VM {vm_name} will be shut down on {due_at:%Y-%m-%d %H:%M} UTC"
-    )
-    why = "\n".join(f"  - {r}" for r in reasons)
-    msg.set_content(
-        f"Hello,\n\n"
-        f"The virtual machine {vm_name} ({where}) has been idle for the whole period its\n"
-        f"policy sets:\n{why}\n\n"
-        f"Unless you answer, Dockyard will {action.replace('_', ' ')} it on "
-        f"{due_at:%Y-%m-%d at %H:%M} UTC.\n\n"
-        f"Keep it running (and start the idle period again):\n  {skip_url}\n\n"
-        f"Ask again in a week:\n  {delay_url}\n\n"
-        f"Each link works once and only for this VM and this notice.\n"
-    )
+def compose(sender: str, recipient: str, text: tuple[str, str]) -> EmailMessage:
+    """A mail of a subject and body (a notice's from `rules.notice_text`)."""
+    subject, body = text
+    msg = _message(sender, recipient, subject)
+    msg.set_content(body)
     return msg
 
 
