@@ -122,6 +122,14 @@ class Runner:
             )
             self.modules[name] = cls(ctx)
         self._handlers = {k: (m, h) for m in self.modules.values() for k, h in m.handlers().items()}
+        self._policy_owners: dict[str, Module] = {}
+        for module in self.modules.values():
+            for kind in module.policy_kinds:
+                other = self._policy_owners.setdefault(kind, module)
+                if other is not module:
+                    raise ValueError(
+                        f"policy kind {kind!r} is declared by {other.name} and {module.name}"
+                    )
         record = state.link(link_name)
         if record is not None:
             self.skew = clocks.Skew.load(state.dir, self.clock())
@@ -130,7 +138,7 @@ class Runner:
                     self.modules[module].set_features(frozenset(features))
             # A policy arrives once; after a restart the modules get it from the state.
             for row in state.policies(link_name):
-                owner = self.modules.get(str(row["kind"]).split("-")[0])
+                owner = self._policy_owners.get(str(row["kind"]))
                 if owner is not None:
                     owner.on_policy(row["kind"], row["name"], row["version"], row["document"])
             self.link = Link(record.url, ca_bundle=record.ca_bundle)
@@ -284,7 +292,9 @@ class Runner:
             self.state.set_features(self.link_name, name, features)
 
     def _apply_policy(self, entry: p.PolicyEntry) -> None:
-        module = self.modules.get(entry.policy_kind.split("-")[0])
+        module = self._policy_owners.get(entry.policy_kind)
+        if module is None:
+            log.warning("policy %s: no module here takes kind %r", entry.name, entry.policy_kind)
         if entry.assigned:
             self.state.put_policy(
                 self.link_name,

@@ -1,7 +1,8 @@
 """The contract every module keeps; the runner owns the loop, the link and the journal.
 
 A module declares what it can do alone (`standalone_features`), receives the features
-docking unlocks (`set_features`), its policies (`on_policy`), and the commands addressed to
+docking unlocks (`set_features`), the policies of the kinds it declares (`policy_kinds`,
+`on_policy`), and the commands addressed to
 it (`handlers`, keyed by `module.action`). A handler returns an `Outcome` or raises
 `CommandFailed`; if its effect can be checked after a crash, `reconcile` says whether it
 happened, so the journal never runs it twice.
@@ -55,6 +56,8 @@ class Module:
     name: ClassVar[str]
     version: ClassVar[str] = "0.1.0"
     standalone_features: ClassVar[frozenset[str]] = frozenset()
+    policy_kinds: ClassVar[frozenset[str]] = frozenset()
+    """The policy kinds this module takes: the runner hands it those and no others."""
 
     def __init__(self, ctx: ModuleContext) -> None:
         self.ctx = ctx

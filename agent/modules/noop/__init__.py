@@ -24,6 +24,7 @@ class NoopModule(Module):
     name: ClassVar[str] = "noop"
     version: ClassVar[str] = "0.1.0"
     standalone_features: ClassVar[frozenset[str]] = frozenset({"status"})
+    policy_kinds: ClassVar[frozenset[str]] = frozenset({"noop"})
 
     @property
     def lines(self) -> Any:

@@ -61,6 +61,7 @@ class VmModule(Module):
     standalone_features: ClassVar[frozenset[str]] = frozenset(
         {"discovery", "idle_detection", "notices", "shutdown", "placement"}
     )
+    policy_kinds: ClassVar[frozenset[str]] = frozenset({POLICY_KIND})
 
     def __init__(self, ctx: ModuleContext) -> None:
         super().__init__(ctx)
@@ -154,8 +155,6 @@ class VmModule(Module):
     def on_policy(
         self, kind: str, name: str, version: int, document: dict[str, Any] | None
     ) -> None:
-        if kind != POLICY_KIND:
-            return
         self.docked_policy = (
             None if document is None else VmLifecyclePolicy.model_validate(document)
         )
