@@ -123,12 +123,12 @@ class Runner:
             self.modules[name] = cls(ctx)
         self._handlers = {k: (m, h) for m in self.modules.values() for k, h in m.handlers().items()}
         self._policy_owners: dict[str, Module] = {}
-        for module in self.modules.values():
-            for kind in module.policy_kinds:
-                other = self._policy_owners.setdefault(kind, module)
-                if other is not module:
+        for taker in self.modules.values():
+            for kind in taker.policy_kinds:
+                other = self._policy_owners.setdefault(kind, taker)
+                if other is not taker:
                     raise ValueError(
-                        f"policy kind {kind!r} is declared by {other.name} and {module.name}"
+                        f"policy kind {kind!r} is declared by {other.name} and {taker.name}"
                     )
         record = state.link(link_name)
         if record is not None:
