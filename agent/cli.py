@@ -10,6 +10,7 @@ that fails leaves the state directory as it found it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from .vault import cli as vault_cli
 
 if TYPE_CHECKING:
     from . import protocol as p
+    from .modules.base import Module
     from .state import State
 
 # What a command needs is imported by that command: `vault` starts without the protocol's
@@ -380,7 +382,7 @@ def parser(vault_only: bool = False) -> argparse.ArgumentParser:
     if vault_only:
         return ap
     from . import protocol as p
-    from .modules.vm import cli as vm_cli
+    from .modules import registry
 
     dock = sub.add_parser("dock", help="enrol with a control plane", allow_abbrev=False)
     dock.add_argument("url")
@@ -408,7 +410,10 @@ def parser(vault_only: bool = False) -> argparse.ArgumentParser:
         "repair", help="set a damaged agent.db aside and keep what can still be read from it"
     )
     repair.set_defaults(run=cmd_repair)
-    vm_cli.add_parser(sub).set_defaults(run=_vm)
+    for module in registry().values():  # each module's own commands, if it has any
+        commands = module.add_cli(sub)
+        if commands is not None:
+            commands.set_defaults(run=functools.partial(_module_command, module))
     return ap
 
 
@@ -450,17 +455,20 @@ def _vault(args: argparse.Namespace) -> int:
     return vault_cli.main_guard(args)
 
 
-def _vm(args: argparse.Namespace) -> int:
-    from .modules.vm import cli as vm_cli
+def _module_command(module: type[Module], args: argparse.Namespace) -> int:
+    """A module's command, given the policies of its kinds the cloud assigned, so the shell
+    acts by the same policies as the running agent."""
     from .state import State
 
     stored = State.existing(args.state)
     try:
-        policies = [r for r in stored.policies() if r["kind"] == "vm-lifecycle"] if stored else []
+        policies = (
+            [r for r in stored.policies() if r["kind"] in module.policy_kinds] if stored else []
+        )
     finally:
         if stored is not None:
             stored.close()
-    return vm_cli.main(args, args.state, policies)
+    return module.run_cli(args, args.state, policies)
 
 
 def _reader_left() -> int:

@@ -10,6 +10,7 @@ happened, so the journal never runs it twice.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,20 @@ class Module:
     standalone_features: ClassVar[frozenset[str]] = frozenset()
     policy_kinds: ClassVar[frozenset[str]] = frozenset()
     """The policy kinds this module takes: the runner hands it those and no others."""
+
+    @classmethod
+    def add_cli(cls, sub: Any) -> argparse.ArgumentParser | None:
+        """The module's own commands (`dockyard-agent NAME ...`) on the agent's sub-command
+        parsers, or None; `run_cli` then runs whichever was asked for. A module's shell is
+        the module's business: the agent's CLI knows no module by name."""
+        return None
+
+    @classmethod
+    def run_cli(
+        cls, args: argparse.Namespace, state_dir: Path, policies: list[dict[str, Any]]
+    ) -> int:
+        """Run the command `add_cli` parsed; `policies` are the assigned ones of its kinds."""
+        raise NotImplementedError(f"{cls.name} adds no commands")
 
     def __init__(self, ctx: ModuleContext) -> None:
         self.ctx = ctx

@@ -11,6 +11,7 @@ holds up the agent's poll, and a held poll never delays a sample.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -62,6 +63,20 @@ class VmModule(Module):
         {"discovery", "idle_detection", "notices", "shutdown", "placement"}
     )
     policy_kinds: ClassVar[frozenset[str]] = frozenset({POLICY_KIND})
+
+    @classmethod
+    def add_cli(cls, sub: Any) -> argparse.ArgumentParser:
+        from . import cli
+
+        return cli.add_parser(sub)
+
+    @classmethod
+    def run_cli(
+        cls, args: argparse.Namespace, state_dir: Path, policies: list[dict[str, Any]]
+    ) -> int:
+        from . import cli
+
+        return cli.main(args, state_dir, policies)
 
     def __init__(self, ctx: ModuleContext) -> None:
         super().__init__(ctx)
