@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ from . import clock as clocks
 from . import keys
 from . import protocol as p
 from .crashpoints import crashpoint
-from .errors import FlowModeForbids, LinkRefused, LinkUnavailable, NotDocked
+from .errors import AgentError, FlowModeForbids, LinkRefused, LinkUnavailable, NotDocked
 from .journal import FINAL, Journal
 from .link import Link
 from .modules import registry
@@ -119,6 +120,7 @@ class Runner:
                 self._upload,
                 clock=self.clock,
                 cloud_time=self.cloud_now,
+                progress=self._progress,
             )
             self.modules[name] = cls(ctx)
         self._handlers = {k: (m, h) for m in self.modules.values() for k, h in m.handlers().items()}
@@ -421,6 +423,22 @@ class Runner:
                 raise
             log.warning("job %s: result refused (%s); not retried", entry.job_id, e.message)
         self.journal.mark_reported(cid)
+
+    def _progress(self, job: uuid.UUID, fraction: float, detail: str | None) -> None:
+        if self.link is None:
+            return  # standalone: no one to tell
+        mode = self._flow_mode() or p.FlowMode.CONFIG
+        words = detail[:2000] if detail and mode.allows(p.FlowMode.METADATA) else None
+        event = p.JobEvent(
+            kind=p.JobEventKind.PROGRESS,
+            at=now(),
+            progress=min(1.0, max(0.0, fraction)),
+            detail=words,
+        )
+        try:
+            self.link.job_events(job, [event])
+        except AgentError as e:
+            log.debug("job %s: progress not sent (%s)", job, e)
 
     def flush_reports(self) -> None:
         for entry in self.journal.unreported(self.link_name):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,6 +49,10 @@ class ModuleContext:
     cloud_time: Callable[[], datetime | None] = lambda: None
     """Docked, the cloud's time now as this agent estimates it (its clock minus the skew
     measured on the cloud's answers); None standalone or before any answer."""
+    progress: Callable[[uuid.UUID, float, str | None], None] = lambda job, fraction, detail: None
+    """How far a running command's job has come (0 to 1) and, where the flow mode lets
+    words go up, what it is doing: a job event sent at once when docked. Never fails the
+    command: a progress report that cannot be sent is dropped (the result is what counts)."""
 
 
 Handler = Callable[[CommandEntry], Outcome]

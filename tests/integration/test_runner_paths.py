@@ -4,21 +4,23 @@ module cannot tell whether it happened, and a handler that raises."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from dockyard.agent.errors import LinkUnavailable
 from dockyard.agent.modules.base import Outcome
 from dockyard.agent.protocol import Ack, AckResponse, CommandEntry
 from dockyard.cloud.domain import commands
 from dockyard.cloud.store.db import Database
-from dockyard.cloud.store.models import Command, Tenant
+from dockyard.cloud.store.models import Command, JobEvent, Tenant
 
-from ..factories import World, system
-from ..procs import Agent, eventually
+from ..factories import World, enrolment_secret, make_world, system
+from ..procs import Agent, Cloud, eventually
 from .test_runner_time import docked, open_runner
 
 __all__ = ["docked"]  # the fixture, shared
@@ -166,5 +168,49 @@ def test_a_poll_answer_is_acked_in_one_request_and_again_after_a_lost_ack(
         with system(pg, world.tenant_id) as ctx:
             rows = [ctx.session.get(Command, c) for c in issued]
             assert all(row is not None and row.acked_at is not None for row in rows)
+    finally:
+        runner.state.close()
+
+
+def test_a_module_reports_progress_and_config_mode_keeps_its_words(
+    cloud: Cloud, pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler tells how far its job has come through its context (ModuleContext.progress):
+    a job event the cloud stores; in config mode without the words."""
+    world = make_world(pg)
+    agent = Agent(tmp_path / "agent")
+    agent.dock(cloud.url, enrolment_secret(world), "--max-flow", "metadata")
+    agent_id = uuid.UUID(json.loads(agent.cli("status", "--json").stdout)["links"][0]["agent_id"])
+    runner = open_runner(agent, tmp_path / "clock", timedelta(0), monkeypatch)
+    noop = runner.modules["noop"]
+
+    def halfway(command: CommandEntry) -> Outcome:
+        noop.ctx.progress(command.job_id, 0.5, "copying disk 1 of 2")
+        return Outcome()
+
+    runner._handlers["noop.echo"] = (noop, halfway)
+    try:
+        events: dict[str, list[tuple[float | None, str | None]]] = {}
+        for mode in ("metadata", "config"):
+            with system(pg, world.tenant_id) as ctx:
+                tenant = ctx.session.get(Tenant, world.tenant_id)
+                assert tenant is not None
+                tenant.flow_mode = mode
+            runner.poll_once(wait=0)  # learns the mode
+            cid = _issue(pg, world, agent_id, "noop.echo")
+            runner.poll_once(wait=0)
+            with system(pg, world.tenant_id) as ctx:
+                command = ctx.session.get(Command, cid)
+                assert command is not None
+                rows = ctx.session.scalars(
+                    select(JobEvent).where(
+                        JobEvent.job_id == command.job_id, JobEvent.kind == "progress"
+                    )
+                )
+                events[mode] = [(r.progress, r.detail) for r in rows]
+        assert events == {
+            "metadata": [(0.5, "copying disk 1 of 2")],
+            "config": [(0.5, None)],
+        }
     finally:
         runner.state.close()
