@@ -38,6 +38,7 @@ from .modules import registry
 from .modules.base import CommandFailed, Module, ModuleContext, Outcome
 from .protocol import vocabulary
 from .state import State
+from .vault.backends import Backend
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class Runner:
                 clock=self.clock,
                 cloud_time=self.cloud_now,
                 progress=self._progress,
+                vault=self._vault,
             )
             self.modules[name] = cls(ctx)
         self._handlers = {k: (m, h) for m in self.modules.values() for k, h in m.handlers().items()}
@@ -423,6 +425,16 @@ class Runner:
                 raise
             log.warning("job %s: result refused (%s); not retried", entry.job_id, e.message)
         self.journal.mark_reported(cid)
+
+    def _vault(self, name: str) -> Backend:
+        from .vault.brokered import BrokeredBackend
+
+        mode = self._flow_mode()
+        if mode is None or self.link is None:
+            raise FlowModeForbids(f"standalone: there is no cloud storage for {name!r}")
+        if not mode.allows(p.FlowMode.DATA):
+            raise FlowModeForbids(f"flow mode {mode.value} keeps data on this host")
+        return BrokeredBackend(self.link, name)
 
     def _progress(self, job: uuid.UUID, fraction: float, detail: str | None) -> None:
         if self.link is None:

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..clock import Clock, from_env
+from ..errors import FlowModeForbids
 from ..protocol import CommandEntry, FlowMode, MetadataBatch
+from ..vault.backends import Backend
 
 
 class CommandFailed(Exception):
@@ -49,10 +51,19 @@ class ModuleContext:
     cloud_time: Callable[[], datetime | None] = lambda: None
     """Docked, the cloud's time now as this agent estimates it (its clock minus the skew
     measured on the cloud's answers); None standalone or before any answer."""
+    vault: Callable[[str], Backend] = lambda name: _no_cloud_storage(name)
+    """A vault back end on the storage the cloud manages for this tenant, under `name`
+    (e.g. `vm-archive`): objects go through URLs the cloud signs one by one, so the module
+    holds no credentials and never the link. FlowModeForbids unless docked in flow mode
+    `data`. Storage the tenant owns (a directory, its S3) the module opens itself."""
     progress: Callable[[uuid.UUID, float, str | None], None] = lambda job, fraction, detail: None
     """How far a running command's job has come (0 to 1) and, where the flow mode lets
     words go up, what it is doing: a job event sent at once when docked. Never fails the
     command: a progress report that cannot be sent is dropped (the result is what counts)."""
+
+
+def _no_cloud_storage(name: str) -> Backend:
+    raise FlowModeForbids(f"standalone: there is no cloud storage for {name!r}")
 
 
 Handler = Callable[[CommandEntry], Outcome]

@@ -4,6 +4,7 @@ module cannot tell whether it happened, and a handler that raises."""
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,15 +13,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dockyard.agent.errors import LinkUnavailable
+from dockyard.agent.errors import FlowModeForbids, LinkUnavailable
 from dockyard.agent.modules.base import Outcome
-from dockyard.agent.protocol import Ack, AckResponse, CommandEntry
+from dockyard.agent.protocol import Ack, AckResponse, CommandEntry, FlowMode
+from dockyard.agent.vault.repository import Repository, Source
 from dockyard.cloud.domain import commands
 from dockyard.cloud.store.db import Database
 from dockyard.cloud.store.models import Command, JobEvent, Tenant
 
 from ..factories import World, enrolment_secret, make_world, system
 from ..procs import Agent, Cloud, eventually
+from ..vault.conftest import FAST, PASS, SMALL, vm_like
 from .test_runner_time import docked, open_runner
 
 __all__ = ["docked"]  # the fixture, shared
@@ -212,5 +215,36 @@ def test_a_module_reports_progress_and_config_mode_keeps_its_words(
             "metadata": [(0.5, "copying disk 1 of 2")],
             "config": [(0.5, None)],
         }
+    finally:
+        runner.state.close()
+
+
+def test_a_module_gets_cloud_storage_through_its_context_in_data_mode_only(
+    cloud: Cloud, pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ModuleContext.vault(name): a repository on the tenant's cloud-managed storage, the
+    module never handed the link; refused outside flow mode `data`."""
+    world = make_world(pg, flow=FlowMode.DATA)
+    agent = Agent(tmp_path / "agent")
+    agent.dock(cloud.url, enrolment_secret(world), "--max-flow", "data")
+    runner = open_runner(agent, tmp_path / "clock", timedelta(0), monkeypatch)
+    ctx = runner.modules["noop"].ctx
+    try:
+        runner.poll_once(wait=0)
+        data = vm_like(300_000, 3)
+        repo = Repository.init(ctx.vault("noop-scratch"), PASS, params=SMALL, cost=FAST)
+        snap, _ = repo.store([Source("a.img", lambda: io.BytesIO(data), len(data))])
+        out = io.BytesIO()
+        Repository.open(ctx.vault("noop-scratch"), passphrase=PASS).restore_stream(
+            snap.id, "a.img", out
+        )
+        assert out.getvalue() == data
+        with system(pg, world.tenant_id) as db:
+            tenant = db.session.get(Tenant, world.tenant_id)
+            assert tenant is not None
+            tenant.flow_mode = "metadata"
+        runner.poll_once(wait=0)
+        with pytest.raises(FlowModeForbids, match="keeps data on this host"):
+            ctx.vault("noop-scratch")
     finally:
         runner.state.close()
