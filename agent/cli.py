@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from . import logs
 from .crashpoints import ROTATION_POINT, crashpoint
 from .errors import EXIT_PIPE, AgentError, AlreadyDocked, BadInput, NotDocked, StateDamaged
+from .settings import AgentSettings
 from .vault import cli as vault_cli
 
 if TYPE_CHECKING:
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 # What a command needs is imported by that command: `vault` starts without the protocol's
 # models, the modules, the link and the runner (pydantic, authlib, joserfc, httpx), a
 # quarter of a second sooner, which is most of a small restore.
-
-DEFAULT_STATE = Path(os.environ.get("DOCKYARD_AGENT_STATE", "/var/lib/dockyard-agent"))
 
 
 def host_facts() -> p.HostFacts:
@@ -61,7 +60,7 @@ def host_facts() -> p.HostFacts:
                 macs.append(mac)
     return p.HostFacts(
         hostname=socket.gethostname()[:255],
-        machine_id=os.environ.get("DOCKYARD_AGENT_MACHINE_ID") or read("/etc/machine-id"),
+        machine_id=AgentSettings.from_env().machine_id or read("/etc/machine-id"),
         bios_uuid=read("/sys/class/dmi/id/product_uuid")[:64],
         macs=macs[:64],
     )
@@ -364,7 +363,8 @@ def parser(vault_only: bool = False) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--version", action="version", version=f"dockyard-agent {version()}")
-    ap.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state directory")
+    settings = AgentSettings.from_env()
+    ap.add_argument("--state", type=Path, default=settings.state_dir, help="state directory")
     ap.add_argument("--link", default="default", help=argparse.SUPPRESS)
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument(

@@ -60,7 +60,9 @@ class ScaledClock:
 
 
 def from_env() -> Clock:
-    spec = os.environ.get("DOCKYARD_CLOCK", "system")
+    from .settings import AgentSettings
+
+    spec = AgentSettings.from_env().clock
     if spec in ("", "system"):
         return system
     kind, _, value = spec.partition(":")

@@ -9,7 +9,6 @@ protocol's models, about 0.2 s measured on a `vault` command, which logs nothing
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 from typing import TextIO
@@ -39,8 +38,9 @@ class _Deferred(logging.Formatter):
 
 
 def default_format() -> str:
-    value = os.environ.get(FORMAT_ENV, "text").strip().lower()
-    return value if value in FORMATS else "text"
+    from .settings import AgentSettings
+
+    return AgentSettings.from_env().log_format
 
 
 def _thread_died(args: threading.ExceptHookArgs) -> None:
