@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,3 +123,47 @@ class Module:
 
     def tick(self) -> None:
         """Standalone work, called every few seconds whether docked or not."""
+
+
+class BackgroundModule(Module):
+    """A module whose work runs in rounds on a thread of its own, so a slow hypervisor or
+    a long archive never holds up the runner's poll: the runner's `tick` starts the thread
+    (again, should it have died), a round that raises is logged and the next one comes
+    after the pause, and `stop_worker` ends it between rounds. Subclasses give `round`
+    and, if they need another pace, `pause_s`."""
+
+    def __init__(self, ctx: ModuleContext) -> None:
+        super().__init__(ctx)
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def round(self) -> None:
+        """One round of the module's own work."""
+        raise NotImplementedError
+
+    def pause_s(self) -> float:
+        """Seconds between rounds (read again after each, so a setting can change it)."""
+        return 60.0
+
+    def tick(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(
+                target=self._work, name=f"{self.name}-module", daemon=True
+            )
+            self._worker.start()
+
+    def stop_worker(self, timeout: float = 10.0) -> None:
+        """Ask the thread to stop and wait (a while) for the round in hand to end, so what
+        the module closes next is not pulled from under it."""
+        self._stop.set()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.round()
+            except Exception:
+                self.log.exception("%s module: a round failed", self.name)
+            self._stop.wait(self.pause_s())

@@ -34,7 +34,7 @@ from ...protocol.vm import (
     VmLifecyclePolicy,
     VmRecord,
 )
-from ..base import CommandFailed, Handler, Module, ModuleContext, Outcome
+from ..base import BackgroundModule, CommandFailed, Handler, ModuleContext, Outcome
 from . import notices, placement
 from .drivers import open_driver
 from .drivers.base import Driver, DriverError, Inventory, Sample, VmInfo
@@ -56,7 +56,7 @@ class Pace:
     evaluated: datetime | None = None
 
 
-class VmModule(Module):
+class VmModule(BackgroundModule):
     name: ClassVar[str] = "vm"
     version: ClassVar[str] = "0.1.0"
     standalone_features: ClassVar[frozenset[str]] = frozenset(
@@ -97,8 +97,6 @@ class VmModule(Module):
             self._smtp,
             self._bmc,
         )
-        self._worker: threading.Thread | None = None
-        self._stop = threading.Event()
         self.answers: Any = None
 
     # --- configuration -------------------------------------------------------------------
@@ -191,7 +189,7 @@ class VmModule(Module):
             return driver
 
     def close(self) -> None:
-        self._stop.set()
+        self.stop_worker()
         if self.answers is not None:
             self.answers.shutdown()
         with self._drivers_lock:
@@ -306,18 +304,14 @@ class VmModule(Module):
             self.upload_audit()
 
     def tick(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._work, name="vm-module", daemon=True)
-            self._worker.start()
+        super().tick()
         self._serve_answers()
 
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.step()
-            except Exception:
-                self.log.exception("vm module: a round failed")
-            self._stop.wait(float(self.settings().get("worker_pause_s", WORKER_PAUSE_S)))
+    def round(self) -> None:
+        self.step()
+
+    def pause_s(self) -> float:
+        return float(self.settings().get("worker_pause_s", WORKER_PAUSE_S))
 
     def _serve_answers(self) -> None:
         listen = self.settings().get("links", {}).get("listen")
