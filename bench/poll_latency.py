@@ -64,10 +64,10 @@ BIN = Path(sys.executable).parent
 H = {p.VERSION_HEADER: p.PROTOCOL_VERSION}
 ANCHOR_INTERVAL_S = 10.0
 ISSUE = """mutation($a: ID!) { issueCommand(agentId: $a, name: "noop.echo", ttlSeconds: 600) {
-  __typename ... on Command { id } ... on InvalidInputError { message } } }"""
+  __typename ... on Command { id } ... on Error { message } } }"""
 ISSUE_MANY = """mutation($a: [ID!]!) {
   issueCommands(agentIds: $a, name: "noop.echo", ttlSeconds: 600) {
-  __typename ... on CommandList { items { id } } ... on InvalidInputError { message } } }"""
+  __typename ... on IssuedCommands { commands { id } } ... on Error { message } } }"""
 
 
 def free_port() -> int:
@@ -397,10 +397,10 @@ class Bench:
         variables = {"a": [a.id for a in group]}
         r = await gql.post("/graphql", json={"query": ISSUE_MANY, "variables": variables})
         result = r.json()["data"]["issueCommands"]
-        if result["__typename"] != "CommandList":
+        if result["__typename"] != "IssuedCommands":
             raise SystemExit(f"issueCommands failed: {result}")
         self.issue_s.append(time.perf_counter() - started)
-        ids = [c["id"] for c in result["items"]]
+        ids = [c["id"] for c in result["commands"]]
         return [at - started for at in await asyncio.gather(*(self.receipt(i) for i in ids))]
 
     async def issue_floor(self, floor: httpx.AsyncClient, group: list[SimAgent]) -> list[float]:

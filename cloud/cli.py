@@ -162,8 +162,8 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -
 
 
 VMS_QUERY = (
-    "query($t: ID!) { vms(tenantId: $t) { ... on VmList { items { name sightings {"
-    " endpoint nativeId powerState idleState host } } } } }"
+    "query($t: ID!) { vms(tenantId: $t) { ... on VmConnection { edges { node { name sightings {"
+    " endpoint nativeId powerState idleState host } } } } } }"
 )
 
 

@@ -131,3 +131,8 @@ class Gql:
         assert not body.get("errors"), body["errors"]
         data: dict[str, Any] = body["data"]
         return data
+
+    def nodes(self, query: str, **variables: Any) -> list[dict[str, Any]]:
+        """The nodes of the one connection `query` selects (its first page)."""
+        (answer,) = self.data(query, **variables).values()
+        return [e["node"] for e in answer["edges"]]

@@ -29,6 +29,7 @@ from dockyard.cloud.store.tenancy import unscoped
 from . import audit, features
 from .context import Ctx
 from .errors import Conflict, DomainError, FlowModeForbids, Invalid, NotFound, Unauthenticated
+from .pages import Page, PageRequest, keyset
 from .permissions import Permission as P
 from .sequence import wake
 
@@ -470,3 +471,17 @@ def record_seen(
         if not rest:
             return set()
         return set(conn.execute(select(table.c.id).where(table.c.id.in_(rest))).scalars())
+
+
+# --- reads for the transports ---------------------------------------------------------------
+
+
+def listing(
+    ctx: Ctx, tenant_id: uuid.UUID, request: PageRequest, *, include_revoked: bool = False
+) -> Page[Agent]:
+    """The tenant's agents, oldest enrolment first; revoked ones only when asked."""
+    ctx.principal.require(tenant_id, P.AGENT_READ)
+    stmt = select(Agent).where(Agent.tenant_id == tenant_id)
+    if not include_revoked:
+        stmt = stmt.where(Agent.revoked_at.is_(None))
+    return keyset(ctx.session, stmt, Agent.enrolled_at, request)

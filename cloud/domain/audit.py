@@ -5,11 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import select
+
 from dockyard.cloud.store.db import Rows
 from dockyard.cloud.store.models import AuditRecord
 
 from .context import Ctx
 from .errors import Refused
+from .pages import Page, PageRequest, keyset
+from .permissions import Permission as P
 
 
 def record(
@@ -68,3 +72,10 @@ def refused(ctx: Ctx, error: Refused) -> None:
         outcome="refused",
         reason=error.message,
     )
+
+
+def log(ctx: Ctx, tenant_id: uuid.UUID, request: PageRequest) -> Page[AuditRecord]:
+    """The tenant's audit log, oldest first."""
+    ctx.principal.require(tenant_id, P.AUDIT_READ)
+    stmt = select(AuditRecord).where(AuditRecord.tenant_id == tenant_id)
+    return keyset(ctx.session, stmt, AuditRecord.at, request)

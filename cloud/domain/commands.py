@@ -25,7 +25,8 @@ from dockyard.cloud.store.tenancy import unscoped
 from . import agents, audit, sequence
 from .clock import Clock
 from .context import Ctx
-from .errors import Invalid, NotFound
+from .errors import Invalid, NotFound, Revoked
+from .pages import Page, PageRequest, keyset
 from .permissions import Permission as P
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.\-]{0,40}$")
@@ -204,7 +205,7 @@ def _check(
     for agent in targets:
         ctx.principal.require(agent.tenant_id, P.COMMAND_ISSUE, "agent")
         if agent.revoked_at is not None:
-            raise Invalid("this agent was revoked; it takes no more commands")
+            raise Revoked("this agent was revoked; it takes no more commands")
     if not NAME.match(name):
         raise Invalid("a command is named module.action, e.g. 'noop.append'")
     if not timedelta(seconds=1) <= ttl <= MAX_TTL:
@@ -247,3 +248,17 @@ def sweep(session: Session, clock: Clock) -> tuple[int, int]:
                 job.updated_at = now
         session.flush()  # inside the unscoped block: these rows span tenants
     return int(expired or 0), len(overdue)
+
+
+# --- reads for the transports ---------------------------------------------------------------
+
+
+def listing(
+    ctx: Ctx, agent_id: uuid.UUID, request: PageRequest, *, state: str | None = None
+) -> Page[Command]:
+    """One agent's commands, oldest first, optionally in one state."""
+    agent = agents.get(ctx, agent_id)
+    stmt = select(Command).where(Command.agent_id == agent.id)
+    if state is not None:
+        stmt = stmt.where(Command.state == state)
+    return keyset(ctx.session, stmt, Command.issued_at, request)

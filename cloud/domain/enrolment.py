@@ -21,6 +21,7 @@ from dockyard.cloud.store.tenancy import scope_session, unscoped
 from . import audit
 from .context import Ctx
 from .errors import Invalid, NotFound, Unauthenticated
+from .pages import Page, PageRequest, keyset
 from .permissions import Permission as P
 from .principal import Principal
 from .secrets import hash_secret, new_secret
@@ -137,3 +138,13 @@ def enroll(ctx: Ctx, request: EnrollRequest) -> Agent:
         standalone_summary=dict(request.standalone_summary),
     )
     return agent
+
+
+# --- reads for the transports ---------------------------------------------------------------
+
+
+def tokens(ctx: Ctx, tenant_id: uuid.UUID, request: PageRequest) -> Page[EnrolmentToken]:
+    """The tenant's enrolment tokens (hashes never leave the domain), oldest first."""
+    ctx.principal.require(tenant_id, P.ENROLMENT_READ)
+    stmt = select(EnrolmentToken).where(EnrolmentToken.tenant_id == tenant_id)
+    return keyset(ctx.session, stmt, EnrolmentToken.created_at, request)

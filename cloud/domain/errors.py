@@ -21,6 +21,8 @@ class NotFound(DomainError):
 
     def __init__(self, what: str) -> None:
         super().__init__(f"{what} not found")
+        self.what = what
+        """What was looked for ("agent", "site"...): transports name their error by it."""
 
 
 class Forbidden(DomainError):
@@ -42,8 +44,20 @@ class Invalid(DomainError):
     code = "invalid"
 
 
+class Revoked(Invalid):
+    """The agent was revoked: it takes no more commands."""
+
+    code = "revoked"
+
+
 class Conflict(DomainError):
     code = "conflict"
+
+
+class Archived(Conflict):
+    """The tenant is archived: it allows reads only."""
+
+    code = "archived"
 
 
 class Unauthenticated(DomainError):

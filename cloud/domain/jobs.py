@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import select
+
 from dockyard.agent.protocol import FlowMode, JobEventKind, event_fits_flow, vocabulary
 from dockyard.agent.protocol import JobEvent as WireEvent
 from dockyard.cloud.store.models import Command, Job, JobEvent
@@ -11,6 +13,7 @@ from dockyard.cloud.store.models import Command, Job, JobEvent
 from . import agents
 from .context import Ctx
 from .errors import FlowModeForbids, NotFound
+from .pages import Page, PageRequest, keyset
 from .permissions import Permission as P
 
 _FINAL = {JobEventKind.SUCCEEDED: "succeeded", JobEventKind.FAILED: "failed"}
@@ -74,3 +77,24 @@ def report(ctx: Ctx, agent_id: uuid.UUID, job_id: uuid.UUID, events: list[WireEv
                 command.result_code = event.code
     job.updated_at = now
     return job
+
+
+# --- reads for the transports ---------------------------------------------------------------
+
+
+def listing(
+    ctx: Ctx, tenant_id: uuid.UUID, request: PageRequest, *, agent_id: uuid.UUID | None = None
+) -> Page[Job]:
+    """The tenant's jobs, oldest first, optionally one agent's."""
+    ctx.principal.require(tenant_id, P.JOB_READ)
+    stmt = select(Job).where(Job.tenant_id == tenant_id)
+    if agent_id is not None:
+        stmt = stmt.where(Job.agent_id == agent_id)
+    return keyset(ctx.session, stmt, Job.created_at, request)
+
+
+def events(ctx: Ctx, job_id: uuid.UUID, request: PageRequest) -> Page[JobEvent]:
+    """A job's events in the order they arrived."""
+    job = get(ctx, job_id)
+    stmt = select(JobEvent).where(JobEvent.job_id == job.id)
+    return keyset(ctx.session, stmt, JobEvent.received_at, request)

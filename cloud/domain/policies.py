@@ -19,6 +19,7 @@ from dockyard.cloud.store.models import Agent, Policy, PolicyAssignment, PolicyV
 from . import audit, sequence
 from .context import Ctx
 from .errors import Conflict, Invalid, NotFound
+from .pages import Page, PageRequest, keyset
 from .permissions import Permission as P
 
 TARGET_KINDS = ("tenant", "site", "agent")
@@ -128,15 +129,18 @@ def new_version(ctx: Ctx, policy_id: uuid.UUID, document: dict[str, Any]) -> Pol
     return version
 
 
-def versions(ctx: Ctx, policy_id: uuid.UUID) -> list[PolicyVersion]:
+def listing(ctx: Ctx, tenant_id: uuid.UUID, request: PageRequest) -> Page[Policy]:
+    """The tenant's policies by name."""
+    ctx.principal.require(tenant_id, P.POLICY_READ)
+    stmt = select(Policy).where(Policy.tenant_id == tenant_id)
+    return keyset(ctx.session, stmt, Policy.name, request)
+
+
+def versions(ctx: Ctx, policy_id: uuid.UUID, request: PageRequest) -> Page[PolicyVersion]:
+    """A policy's versions, first to last."""
     policy = get(ctx, policy_id)
-    return list(
-        ctx.session.scalars(
-            select(PolicyVersion)
-            .where(PolicyVersion.policy_id == policy.id)
-            .order_by(PolicyVersion.version)
-        )
-    )
+    stmt = select(PolicyVersion).where(PolicyVersion.policy_id == policy.id)
+    return keyset(ctx.session, stmt, PolicyVersion.version, request)
 
 
 def assign(

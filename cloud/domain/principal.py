@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import Conflict, NotFound, Refused
+from .errors import Archived, NotFound, Refused
 from .permissions import READS, TABLE, Permission, Role
 
 __all__ = ["Principal", "Role"]
@@ -35,7 +35,7 @@ class Principal:
 
     def require(self, tenant_id: uuid.UUID, permission: Permission, what: str = "tenant") -> None:
         """NotFound for a tenant out of sight; `Refused` (a Forbidden the transports audit)
-        when neither grant allows it; Conflict for a change to an archived tenant."""
+        when neither grant allows it; Archived (a Conflict) for a change to an archived tenant."""
         if tenant_id not in self.tenant_ids:
             raise NotFound(what)
         direct, via_msp = self.direct.get(tenant_id), self.via_msp.get(tenant_id)
@@ -43,7 +43,7 @@ class Principal:
         if not rule.allows(direct, via_msp):
             raise Refused(permission.value, tenant_id, _refusal(permission, direct, via_msp))
         if tenant_id in self.archived and permission not in READS:
-            raise Conflict("this tenant is archived: it takes no more changes")
+            raise Archived("this tenant is archived: it takes no more changes")
 
     @classmethod
     def agent(cls, agent_id: uuid.UUID, tenant_id: uuid.UUID) -> Principal:

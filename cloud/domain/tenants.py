@@ -10,12 +10,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, aliased
 
 from dockyard.agent.protocol import FlowMode
-from dockyard.cloud.store.models import Agent, EnrolmentToken, Membership, Site, Tenant
+from dockyard.cloud.store.models import Agent, EnrolmentToken, Membership, Site, Tenant, User
 from dockyard.cloud.store.tenancy import admit_new_child, session_scope, unscoped
 
 from . import audit, features
 from .context import Ctx
 from .errors import Conflict, Invalid, NotFound
+from .pages import Page, PageRequest, keyset
 from .permissions import Permission as P
 from .principal import Principal, Role
 from .sequence import wake
@@ -148,8 +149,22 @@ def get(ctx: Ctx, tenant_id: uuid.UUID) -> Tenant:
     return tenant
 
 
-def list_visible(ctx: Ctx) -> list[Tenant]:
-    return list(ctx.session.scalars(select(Tenant).order_by(Tenant.created_at, Tenant.id)))
+def list_visible(ctx: Ctx, request: PageRequest) -> Page[Tenant]:
+    """The tenants the principal sees (its own and, for an MSP's members, the children)."""
+    return keyset(ctx.session, select(Tenant), Tenant.created_at, request)
+
+
+def sites(ctx: Ctx, tenant_id: uuid.UUID, request: PageRequest) -> Page[Site]:
+    ctx.principal.require(tenant_id, P.SITE_READ)
+    return keyset(ctx.session, select(Site).where(Site.tenant_id == tenant_id), Site.name, request)
+
+
+def current_user(ctx: Ctx) -> User:
+    """The signed-in user behind the principal."""
+    user = ctx.session.get(User, ctx.principal.id) if ctx.principal.id else None
+    if user is None or ctx.principal.kind != "user":
+        raise NotFound("user")
+    return user
 
 
 def set_flow_mode(ctx: Ctx, tenant_id: uuid.UUID, mode: FlowMode) -> Tenant:

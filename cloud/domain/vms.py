@@ -29,6 +29,7 @@ from dockyard.cloud.store.models import Agent, CatalogVm, VmDecision, VmSighting
 from . import agents, audit, commands
 from .context import Ctx
 from .errors import Invalid, NotFound
+from .pages import Page, PageRequest, keyset
 from .permissions import Permission as P
 
 MIN_AGREEING = 2
@@ -208,11 +209,10 @@ def catalog(
     host: str | None = None,
     owner: str | None = None,
     idle_state: str | None = None,
-    limit: int = 500,
-) -> list[CatalogEntry]:
+    request: PageRequest,
+) -> Page[CatalogEntry]:
+    """The tenant's catalog by name; each filter matches any of a VM's sightings."""
     ctx.principal.require(tenant_id, P.VM_READ)
-    if not 1 <= limit <= 5000:
-        raise Invalid("limit is between 1 and 5000")
     stmt = select(VmSighting).where(VmSighting.tenant_id == tenant_id)
     if power_state is not None:
         stmt = stmt.where(VmSighting.power_state == power_state)
@@ -222,15 +222,13 @@ def catalog(
         stmt = stmt.where(VmSighting.owner == owner)
     if idle_state is not None:
         stmt = stmt.where(VmSighting.idle_state == idle_state)
-    wanted = {s.vm_id for s in ctx.session.scalars(stmt)}
-    if not wanted:
-        return []
-    vms = ctx.session.scalars(
-        select(CatalogVm)
-        .where(CatalogVm.id.in_(wanted))
-        .order_by(CatalogVm.name, CatalogVm.id)
-        .limit(limit)
-    ).all()
+    wanted = select(stmt.with_only_columns(VmSighting.vm_id).subquery().c.vm_id)
+    page = keyset(
+        ctx.session, select(CatalogVm).where(CatalogVm.id.in_(wanted)), CatalogVm.name, request
+    )
+    vms = page.items
+    if not vms:
+        return page.map(lambda v: CatalogEntry(v, [], {}))
     grouped: dict[uuid.UUID, list[VmSighting]] = defaultdict(list)
     for s in ctx.session.scalars(
         select(VmSighting)
@@ -239,12 +237,11 @@ def catalog(
     ):
         grouped[s.vm_id].append(s)
     clones = possible_clones(ctx, tenant_id)
-    return [
-        CatalogEntry(
+    return page.map(
+        lambda v: CatalogEntry(
             v, grouped[v.id], {s.id: clones[s.id] for s in grouped[v.id] if s.id in clones}
         )
-        for v in vms
-    ]
+    )
 
 
 # --- decisions ---------------------------------------------------------------------------
@@ -329,13 +326,14 @@ def ingest_audit(ctx: Ctx, agent: Agent, records: list[dict[str, Any]]) -> int:
 
 
 def decisions(
-    ctx: Ctx, tenant_id: uuid.UUID, status: str | None = None, limit: int = 500
-) -> list[VmDecision]:
+    ctx: Ctx, tenant_id: uuid.UUID, request: PageRequest, *, status: str | None = None
+) -> Page[VmDecision]:
+    """The tenant's VM decisions, newest first, optionally in one status."""
     ctx.principal.require(tenant_id, P.VM_READ)
     stmt = select(VmDecision).where(VmDecision.tenant_id == tenant_id)
     if status is not None:
         stmt = stmt.where(VmDecision.status == status)
-    return list(ctx.session.scalars(stmt.order_by(VmDecision.received_at.desc()).limit(limit)))
+    return keyset(ctx.session, stmt, VmDecision.received_at, request, descending=True)
 
 
 def power(ctx: Ctx, sighting_id: uuid.UUID, action: str, decision: VmDecision | None = None) -> Any:

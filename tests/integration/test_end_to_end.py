@@ -19,11 +19,11 @@ from ..procs import Agent, Cloud, eventually
 
 ISSUE = """mutation($a: ID!, $name: String!, $args: JSON, $ttl: Int! = 3600) {
   issueCommand(agentId: $a, name: $name, args: $args, ttlSeconds: $ttl) {
-    __typename ... on Command { id jobId state } ... on InvalidInputError { message } } }"""
+    __typename ... on Command { id jobId state } ... on InvalidInput { message } } }"""
 COMMAND = """query($id: ID!) { command(id: $id) { __typename ... on Command {
   state sentAt ackedAt resultCode job { state resultCode } } } }"""
-JOB = """query($id: ID!) { job(id: $id) { __typename ... on JobDetail {
-  job { state progress resultCode } events { kind code detail } } } }"""
+JOB = """query($id: ID!) { job(id: $id) { __typename ... on Job {
+  state progress resultCode events { edges { node { kind code detail } } } } } }"""
 
 
 def agent_id_of(agent: Agent) -> str:
@@ -47,7 +47,7 @@ def test_enrol_policy_command_events_graphql(cloud: Cloud, pg: Database, tmp_pat
     )["createPolicy"]
     assert created["__typename"] == "Policy"
     assigned = gql.data(
-        """mutation($p: ID!, $s: ID!) { assignPolicy(policyId: $p, targetKind: "site",
+        """mutation($p: ID!, $s: ID!) { assignPolicy(policyId: $p, targetKind: SITE,
         targetId: $s) { __typename } }""",
         p=created["id"],
         s=str(world.site_id),
@@ -61,19 +61,20 @@ def test_enrol_policy_command_events_graphql(cloud: Cloud, pg: Database, tmp_pat
         assert json.loads(policy_file.read_text())["document"]["greeting"] == "hello"
 
         issued = gql.data(ISSUE, a=agent_id, name="noop.echo", args={"x": 1})["issueCommand"]
-        assert issued["state"] == "queued"
+        assert issued["state"] == "QUEUED"
 
         def finished() -> dict[str, object] | None:
             c = gql.data(COMMAND, id=issued["id"])["command"]
-            return c if c["state"] == "succeeded" else None
+            return c if c["state"] == "SUCCEEDED" else None
 
         command = eventually(finished, what="the command to succeed")
         assert command["sentAt"]
         assert command["ackedAt"]
         job = gql.data(JOB, id=issued["jobId"])["job"]
-        assert job["job"]["state"] == "succeeded"
-        assert [e["kind"] for e in job["events"]] == ["started", "succeeded"]
-        assert job["events"][1]["detail"] == '{"x": 1}'  # metadata mode carries free text
+        assert job["state"] == "SUCCEEDED"
+        events = [e["node"] for e in job["events"]["edges"]]
+        assert [e["kind"] for e in events] == ["STARTED", "SUCCEEDED"]
+        assert events[1]["detail"] == '{"x": 1}'  # metadata mode carries free text
 
         # a new policy version arrives once, in order
         gql.data(
@@ -117,14 +118,14 @@ def test_docking_unlocks_features_and_switches_them(
             what="the free plan's features",
         )
         gql.data(
-            'mutation($t: ID!) { setPlan(tenantId: $t, plan: "enterprise") { __typename } }',
+            "mutation($t: ID!) { setPlan(tenantId: $t, plan: ENTERPRISE) { __typename } }",
             t=str(world.tenant_id),
         )
         eventually(
             lambda: "encryption" in json.loads(features.read_text()), what="enterprise features"
         )
         gql.data(
-            'mutation($t: ID!) { setFlowMode(tenantId: $t, flowMode: "config") { __typename } }',
+            "mutation($t: ID!) { setFlowMode(tenantId: $t, flowMode: CONFIG) { __typename } }",
             t=str(world.tenant_id),
         )
         eventually(
@@ -173,7 +174,7 @@ def test_each_flow_mode_from_both_sides(
 
         def finished() -> dict[str, object] | None:
             c = gql.data(COMMAND, id=issued["id"])["command"]
-            return c if c["state"] in ("succeeded", "failed") else None
+            return c if c["state"] in ("SUCCEEDED", "FAILED") else None
 
         command = eventually(finished, what="the report command to finish")
     finally:
@@ -184,10 +185,10 @@ def test_each_flow_mode_from_both_sides(
             select(AuditRecord).where(AuditRecord.action == "upload.metadata")
         ).all()
     if mode == "config":
-        assert (command["state"], command["resultCode"]) == ("failed", "flow_mode_forbids")
+        assert (command["state"], command["resultCode"]) == ("FAILED", "flow_mode_forbids")
         assert batches == []
         assert audits == [], "the agent never sent it, so the cloud had nothing to refuse"
     else:
-        assert command["state"] == "succeeded"
+        assert command["state"] == "SUCCEEDED"
         assert [b.records for b in batches] == [[{"lines": 0}]]
         assert [(a.outcome, a.detail["count"]) for a in audits] == [("ok", 1)]

@@ -192,7 +192,7 @@ def test_an_unexpected_error_answers_a_request_id_and_logs_it_with_the_traceback
 
     monkeypatch.setattr(field.base_resolver, "wrapped_func", broken)
     caplog.set_level(logging.INFO)
-    r = _post(app, {"query": "{ tenants { id } }"}, token)
+    r = _post(app, {"query": "{ tenants { __typename } }"}, token)
     request_id = r.headers["x-request-id"]
     assert "hunter2" not in r.text
     assert r.json()["errors"][0]["message"] == (

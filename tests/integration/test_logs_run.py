@@ -22,7 +22,7 @@ from dockyard.cloud.store.db import Database
 from ..factories import Gql, make_world
 from ..procs import SECRET, Agent, Cloud, eventually
 
-ENROL = """mutation($s: ID!) { createEnrolmentToken(siteId: $s, maxFlow: "data") {
+ENROL = """mutation($s: ID!) { createEnrolmentToken(siteId: $s, maxFlow: DATA) {
   __typename ... on EnrolmentTokenCreated { secret } } }"""
 ISSUE = """mutation($a: ID!) { issueCommand(agentId: $a, name: "noop.echo", args: {x: 1}) {
   __typename ... on Command { id } } }"""
@@ -78,7 +78,7 @@ def test_a_full_run_writes_json_lines_and_no_secret(
         agent.start(options=("-v",))
         issued = gql.data(ISSUE, a=agent_id)["issueCommand"]
         eventually(
-            lambda: gql.data(STATE, id=issued["id"])["command"]["state"] == "succeeded",
+            lambda: gql.data(STATE, id=issued["id"])["command"]["state"] == "SUCCEEDED",
             what="the command to succeed",
         )
 

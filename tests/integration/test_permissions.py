@@ -52,7 +52,14 @@ GRANTS: list[tuple[Role | None, Role | None]] = [
     *((None, r) for r in ROLES),
     *((d, m) for d, m in itertools.product(ROLES, ROLES) if d != m),
 ]
-PROBLEMS = {"ForbiddenError", "NotFoundError", "InvalidInputError", "ConflictError"}
+PROBLEMS = {
+    "PermissionDenied",
+    "TenantNotFound",
+    "InvalidInput",
+    "NameTaken",
+    "TenantArchived",
+    "AgentRevoked",
+}
 
 
 @dataclass
@@ -133,17 +140,17 @@ CASES = [
     ),
     Case(
         "setFlowMode",
-        lambda f, i: {"tenantId": _tid(f), "flowMode": "config"},
+        lambda f, i: {"tenantId": _tid(f), "flowMode": "CONFIG"},
         Permission.TENANT_FLOW_NARROW,
         reset=_reset_flow,
     ),
     Case(
         "setFlowMode",
-        lambda f, i: {"tenantId": _tid(f), "flowMode": "data"},
+        lambda f, i: {"tenantId": _tid(f), "flowMode": "DATA"},
         Permission.TENANT_FLOW_WIDEN,
         reset=_reset_flow,
     ),
-    Case("setPlan", lambda f, i: {"tenantId": _tid(f), "plan": "standard"}, Permission.TENANT_PLAN),
+    Case("setPlan", lambda f, i: {"tenantId": _tid(f), "plan": "STANDARD"}, Permission.TENANT_PLAN),
     Case(
         "createSite",
         lambda f, i: {"tenantId": _tid(f), "name": f"site {i}"},
@@ -178,7 +185,7 @@ CASES = [
     ),
     Case(
         "assignPolicy",
-        lambda f, i: {"policyId": str(f.policy_id), "targetKind": "tenant", "targetId": _tid(f)},
+        lambda f, i: {"policyId": str(f.policy_id), "targetKind": "TENANT", "targetId": _tid(f)},
         Permission.POLICY_ASSIGN,
         reset=_reset_assignment,
     ),
@@ -194,7 +201,7 @@ CASES = [
     ),
     Case(
         "powerVm",
-        lambda f, i: {"sightingId": str(f.sighting_id), "action": "shutdown"},
+        lambda f, i: {"sightingId": str(f.sighting_id), "action": "SHUTDOWN"},
         Permission.VM_POWER,
     ),
     Case(
@@ -265,6 +272,10 @@ def _text(case: Case) -> str:
         "agentIds": "[ID!]!",
         "document": "JSON!",
         "count": "Int!",
+        "flowMode": "FlowMode!",
+        "plan": "Plan!",
+        "targetKind": "PolicyTarget!",
+        "action": "PowerAction!",
     }
     sample = case.args(_DUMMY, 0)
     decl = ", ".join(f"${k}: {types.get(k, 'String!')}" for k in sample)
@@ -326,10 +337,10 @@ def test_every_mutation_for_every_grant_matches_the_table(
                 got = result.data["r"]["__typename"]
                 calls += 1
                 if case.on_msp and msp is None:  # a child's member does not see its MSP
-                    assert got == "NotFoundError", (case, direct)
+                    assert got == "TenantNotFound", (case, direct)
                     continue
                 allowed = expected(case, direct, msp)
-                if (allowed and got in PROBLEMS) or (not allowed and got != "ForbiddenError"):
+                if (allowed and got in PROBLEMS) or (not allowed and got != "PermissionDenied"):
                     mismatches.append((case.mutation, case.needs.value, direct, msp, got))
                 elif allowed and case.reset is not None:
                     case.reset(fixture)
@@ -369,14 +380,14 @@ def test_the_escalation_of_an_msp_owner_with_a_viewer_seat_is_refused_and_audite
     assert principal.via_msp[fixture.world.tenant_id] is Role.OWNER
     result = asyncio.run(
         build_schema().execute(
-            'mutation($t: ID!) { setFlowMode(tenantId: $t, flowMode: "data") '
-            "{ __typename ... on ForbiddenError { message } } }",
+            "mutation($t: ID!) { setFlowMode(tenantId: $t, flowMode: DATA) "
+            "{ __typename ... on PermissionDenied { message } } }",
             variable_values={"t": str(fixture.world.tenant_id)},
             context_value=Context(svc, principal),
         )
     )
     answer = result.data["setFlowMode"]
-    assert answer["__typename"] == "ForbiddenError"
+    assert answer["__typename"] == "PermissionDenied"
     assert "viewer here and owner through the MSP" in answer["message"]
     with system(pg, fixture.world.tenant_id) as ctx:
         assert ctx.session.get(Tenant, fixture.world.tenant_id).flow_mode == "metadata"

@@ -40,7 +40,7 @@ ISSUE = """mutation($a: ID!, $t: String!) {
   issueCommand(agentId: $a, name: "noop.append", args: {text: $t}) { ... on Command { id } } }"""
 ISSUE_MANY = """mutation($a: [ID!]!) {
   issueCommands(agentIds: $a, name: "noop.echo", ttlSeconds: 600) {
-  ... on CommandList { items { id agentId } } } }"""
+  ... on IssuedCommands { commands { id agentId } } } }"""
 
 
 RAMP_S = 180
@@ -221,7 +221,7 @@ def test_a_rolling_restart_with_500_agents_loses_none(replicas: Replicas, pg: Da
         out = {}
         for start in range(0, len(sims), 250):
             group = [s.id for s in sims[start : start + 250]]
-            items = gql.data(ISSUE_MANY, a=group)["issueCommands"]["items"]
+            items = gql.data(ISSUE_MANY, a=group)["issueCommands"]["commands"]
             out |= {i["id"]: i["agentId"] for i in items}
         return out
 

@@ -27,7 +27,7 @@ def _create(gql: Gql, parent: str, name: str) -> dict[str, Any]:
     answer: dict[str, Any] = gql.data(
         """mutation($p: ID!, $n: String!) { createTenant(parentId: $p, name: $n) {
         __typename ... on Tenant { id name parentId kind archivedAt }
-        ... on ConflictError { message } ... on ForbiddenError { message } } }""",
+        ... on NameTaken { message } ... on PermissionDenied { message } } }""",
         p=parent,
         n=name,
     )["createTenant"]
@@ -46,7 +46,7 @@ def test_an_msp_owner_or_admin_creates_a_child_audited_in_both(
     assert (child["name"], child["parentId"], child["kind"]) == (
         "Riverside School",
         str(world.msp_id),
-        "customer",
+        "CUSTOMER",
     )
     for tenant in (child["id"], str(world.msp_id)):
         made = [a for a in _audit(gql, tenant) if a["action"] == "tenant.create"]
@@ -59,7 +59,10 @@ def test_an_msp_owner_or_admin_creates_a_child_audited_in_both(
             }
         ]
     # The new child is managed like any other: the MSP's member sees it and makes a site.
-    listed = {t["id"] for t in gql.data("{ tenants { id } }")["tenants"]}
+    listed = {
+        t["id"]
+        for t in gql.nodes("{ tenants { ... on TenantConnection { edges { node { id } } } } }")
+    }
     assert child["id"] in listed
     site = gql.data(
         'mutation($t: ID!) { createSite(tenantId: $t, name: "hall") { __typename } }',
@@ -67,7 +70,7 @@ def test_an_msp_owner_or_admin_creates_a_child_audited_in_both(
     )["createSite"]
     assert site == {"__typename": "Site"}
     again = _create(gql, str(world.msp_id), "Riverside School")
-    assert again["__typename"] == "ConflictError"
+    assert again["__typename"] == "NameTaken"
 
 
 def test_an_operator_of_the_msp_creates_nothing_and_the_refusal_is_audited(
@@ -76,10 +79,12 @@ def test_an_operator_of_the_msp_creates_nothing_and_the_refusal_is_audited(
     world = make_world(pg)
     _, token = add_user(pg, world.msp_id, Role.OPERATOR)
     refused = _create(Gql(cloud.url, token), str(world.msp_id), "Nope")
-    assert refused["__typename"] == "ForbiddenError"
+    assert refused["__typename"] == "PermissionDenied"
     owner = Gql(cloud.url, world.token)
     assert [
-        t["name"] for t in owner.data("{ tenants { name } }")["tenants"] if t["name"] == "Nope"
+        t["name"]
+        for t in owner.nodes("{ tenants { ... on TenantConnection { edges { node { name } } } } }")
+        if t["name"] == "Nope"
     ] == []
     log = _audit(owner, str(world.msp_id))
     assert [(a["action"], a["outcome"]) for a in log if a["outcome"] == "refused"] == [
@@ -102,10 +107,10 @@ def test_an_msp_admin_renames_a_child_audited_in_both(cloud: Cloud, pg: Database
         assert [(a["actorId"], a["target"]) for a in rows] == [(str(user_id), str(world.tenant_id))]
     empty = gql.data(
         """mutation($t: ID!) { renameTenant(tenantId: $t, name: "   ") {
-        __typename ... on InvalidInputError { message } } }""",
+        __typename ... on InvalidInput { message } } }""",
         t=str(world.tenant_id),
     )["renameTenant"]
-    assert empty["__typename"] == "InvalidInputError"
+    assert empty["__typename"] == "InvalidInput"
 
 
 def test_an_msp_owner_archives_a_child_its_agents_are_revoked_and_it_takes_no_changes(
@@ -134,11 +139,11 @@ def test_an_msp_owner_archives_a_child_its_agents_are_revoked_and_it_takes_no_ch
     assert agents[0]["node"]["revokedAt"]
     site = gql.data(
         """mutation($t: ID!) { createSite(tenantId: $t, name: "late") {
-        __typename ... on ConflictError { message } } }""",
+        __typename ... on TenantArchived { message } } }""",
         t=str(world.tenant_id),
     )["createSite"]
     assert site == {
-        "__typename": "ConflictError",
+        "__typename": "TenantArchived",
         "message": "this tenant is archived: it takes no more changes",
     }
     # The child's own owner cannot archive it (only its MSP retires a customer).
@@ -147,4 +152,4 @@ def test_an_msp_owner_archives_a_child_its_agents_are_revoked_and_it_takes_no_ch
     own = Gql(cloud.url, own_token).data(
         "mutation($t: ID!) { archiveTenant(tenantId: $t) { __typename } }", t=str(other.tenant_id)
     )["archiveTenant"]
-    assert own["__typename"] == "ForbiddenError"
+    assert own["__typename"] == "PermissionDenied"

@@ -19,17 +19,17 @@ from ..factories import Gql, World, make_world
 from ..integration.test_vault_brokered import docked_link
 from ..procs import Cloud
 
-VMS = """query($t: ID!, $idle: String, $host: String, $owner: String) {
+VMS = """query($t: ID!, $idle: IdleState, $host: String, $owner: String) {
   vms(tenantId: $t, idleState: $idle, host: $host, owner: $owner) {
-    __typename ... on VmList { items { id name conflict sightings {
+    __typename ... on VmConnection { edges { node { id name conflict sightings {
       id agentId endpoint nativeId name powerState host owner idleState pinned
-      possibleClone possibleCloneOf } } }
-    ... on NotFoundError { message } } }"""
+      possibleClone possibleCloneOf } } } }
+    ... on TenantNotFound { message } } }"""
 SPLIT = """mutation($s: ID!) { splitVmSighting(sightingId: $s) {
-  __typename ... on VmSighting { id pinned } ... on NotFoundError { message } } }"""
-POWER = """mutation($s: ID!, $a: String!) { powerVm(sightingId: $s, action: $a) {
-  __typename ... on Command { id name args state } ... on InvalidInputError { message }
-  ... on NotFoundError { message } } }"""
+  __typename ... on VmSighting { id pinned } ... on VmSightingNotFound { message } } }"""
+POWER = """mutation($s: ID!, $a: PowerAction!) { powerVm(sightingId: $s, action: $a) {
+  __typename ... on Command { id name args state } ... on InvalidInput { message }
+  ... on VmSightingNotFound { message } } }"""
 
 
 def dock(cloud: Cloud, world: World, tmp_path: Path) -> tuple[Link, str]:
@@ -80,7 +80,7 @@ def test_two_agents_merge_on_two_identifiers_and_clones_stay_apart(
             record("vc2", "vm-78", "clone2", bios_uuid="B-1", macs=["bb:01"]),
         ],
     )
-    items = gql.data(VMS, t=str(world.tenant_id))["vms"]["items"]
+    items = gql.nodes(VMS, t=str(world.tenant_id))
     by_name = {v["name"]: v for v in items}
     assert len(items) == 4
     web = by_name["web"]
@@ -121,7 +121,7 @@ def test_two_agents_merge_on_two_identifiers_and_clones_stay_apart(
             )
         ],
     )
-    items = gql.data(VMS, t=str(world.tenant_id))["vms"]["items"]
+    items = gql.nodes(VMS, t=str(world.tenant_id))
     ambiguous = next(v for v in items if v["name"] == "ambiguous")
     assert len(ambiguous["sightings"]) == 1
     assert "matches several VMs" in ambiguous["conflict"]
@@ -131,24 +131,25 @@ def test_two_agents_merge_on_two_identifiers_and_clones_stay_apart(
     split = gql.data(SPLIT, s=sighting["id"])["splitVmSighting"]
     assert split == {"__typename": "VmSighting", "id": sighting["id"], "pinned": True}
     send(second, [record("vc2", "vm-77", "web", instance_uuid="i-1", bios_uuid="b-1")])
-    webs = [v for v in gql.data(VMS, t=str(world.tenant_id))["vms"]["items"] if v["name"] == "web"]
+    webs = [v for v in gql.nodes(VMS, t=str(world.tenant_id)) if v["name"] == "web"]
     assert sorted(len(v["sightings"]) for v in webs) == [1, 1]
 
     # Filters, and a command addressed to one sighting.
-    owned = gql.data(VMS, t=str(world.tenant_id), owner="clone@example.com")["vms"]["items"]
+    owned = gql.nodes(VMS, t=str(world.tenant_id), owner="clone@example.com")
     assert [v["name"] for v in owned] == ["clone"]
-    command = gql.data(POWER, s=owned[0]["sightings"][0]["id"], a="shutdown")["powerVm"]
+    command = gql.data(POWER, s=owned[0]["sightings"][0]["id"], a="SHUTDOWN")["powerVm"]
     assert command["name"] == "vm.power"
     assert command["args"] == {"endpoint": "vc", "native_id": "vm-2", "action": "shutdown"}
-    bad = gql.data(POWER, s=owned[0]["sightings"][0]["id"], a="explode")["powerVm"]
-    assert bad["__typename"] == "InvalidInputError"
+    bad = gql.raw(POWER, s=owned[0]["sightings"][0]["id"], a="EXPLODE")
+    assert bad.get("data") is None  # not a PowerAction: GraphQL refuses it before any resolver
+    assert "PowerAction" in bad["errors"][0]["message"]
 
     # Another tenant sees none of it and cannot address it.
     stranger = make_world(pg)
     other = Gql(cloud.url, stranger.token)
-    assert other.data(VMS, t=str(world.tenant_id))["vms"]["__typename"] == "NotFoundError"
-    refused = other.data(POWER, s=owned[0]["sightings"][0]["id"], a="shutdown")["powerVm"]
-    assert refused["__typename"] == "NotFoundError"
+    assert other.data(VMS, t=str(world.tenant_id))["vms"]["__typename"] == "TenantNotFound"
+    refused = other.data(POWER, s=owned[0]["sightings"][0]["id"], a="SHUTDOWN")["powerVm"]
+    assert refused["__typename"] == "VmSightingNotFound"
 
 
 def test_a_malformed_inventory_batch_stores_nothing(
@@ -162,7 +163,7 @@ def test_a_malformed_inventory_batch_stores_nothing(
         send(link, [good, bad])
     assert refused.value.status == 422
     assert "vm.inventory record is malformed" in refused.value.message
-    items = Gql(cloud.url, world.token).data(VMS, t=str(world.tenant_id))["vms"]["items"]
+    items = Gql(cloud.url, world.token).nodes(VMS, t=str(world.tenant_id))
     assert items == []
 
 
@@ -171,9 +172,9 @@ def test_vm_lifecycle_policies_are_validated_and_versioned(cloud: Cloud, pg: Dat
     gql = Gql(cloud.url, world.token)
     create = """mutation($t: ID!, $d: JSON!) { createPolicy(tenantId: $t, name: "idle",
       kind: "vm-lifecycle", document: $d) { __typename ... on Policy { id currentVersion }
-      ... on InvalidInputError { message } } }"""
+      ... on InvalidInput { message } } }"""
     bad = gql.data(create, t=str(world.tenant_id), d={"thresholds": {"cpu": 0}})["createPolicy"]
-    assert bad["__typename"] == "InvalidInputError"
+    assert bad["__typename"] == "InvalidInput"
     assert "cpu threshold 0 can never be undercut" in bad["message"]
     worse = gql.data(create, t=str(world.tenant_id), d={"idle_days": 1, "notice_hours": 48})
     assert "not shorter than the idle period" in worse["createPolicy"]["message"]

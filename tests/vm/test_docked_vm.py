@@ -34,8 +34,8 @@ POLICY = {
     "default_contact": "ops@example.com",
     "budget_share": 1.0,
 }
-DECISIONS = """query($t: ID!) { vmDecisions(tenantId: $t) { ... on VmDecisionList { items {
-  vmName status owner reasons noticeSentAt commandId error } } } }"""
+DECISIONS = """query($t: ID!) { vmDecisions(tenantId: $t) { ... on VmDecisionConnection {
+  edges { node { vmName status owner reasons noticeSentAt commandId error } } } } }"""
 COMMAND = """query($id: ID!) { command(id: $id) { ... on Command { state resultCode } } }"""
 APPROVE = """mutation($a: ID!, $n: Int!) { approveVmActions(agentId: $a, count: $n) {
   __typename ... on VmApproval { commandId released } } }"""
@@ -87,7 +87,7 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
             d=POLICY,
         )["createPolicy"]
         gql.data(
-            """mutation($p: ID!, $s: ID!) { assignPolicy(policyId: $p, targetKind: "site",
+            """mutation($p: ID!, $s: ID!) { assignPolicy(policyId: $p, targetKind: SITE,
             targetId: $s) { __typename } }""",
             p=created["id"],
             s=str(world.site_id),
@@ -134,9 +134,9 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
 
         def decided(done: int, held: int) -> Any:
             def check() -> list[dict[str, Any]] | None:
-                items = gql.data(DECISIONS, t=str(world.tenant_id))["vmDecisions"]["items"]
+                items = gql.nodes(DECISIONS, t=str(world.tenant_id))
                 states = [d["status"] for d in items]
-                ok = states.count("done") == done and states.count("held") == held
+                ok = states.count("DONE") == done and states.count("HELD") == held
                 return items if ok else None
 
             return check
@@ -144,7 +144,7 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
         # The loop closes: each decision takes the agent's result. The agent's budget lets
         # one go; the other is held until someone approves it.
         decisions = eventually(decided(1, 1), timeout=60, what="one shutdown done, one held")
-        held = next(d for d in decisions if d["status"] == "held")
+        held = next(d for d in decisions if d["status"] == "HELD")
         assert held["error"].startswith("over_budget")
         agent_id = json.loads(agent.cli("status", "--json").stdout)["links"][0]["agent_id"]
         approved = gql.data(APPROVE, a=agent_id, n=1)["approveVmActions"]
@@ -164,7 +164,7 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
         assert link is not None
 
         def powered_off() -> dict[str, str] | None:
-            items = gql.data(VMS, t=str(world.tenant_id))["vms"]["items"]
+            items = gql.nodes(VMS, t=str(world.tenant_id))
             states = {v["name"]: v["sightings"][0]["powerState"] for v in items}
             return states if states.get("web1") == "off" and states.get("build1") == "off" else None
 
@@ -187,17 +187,15 @@ def test_docked_agent_proposes_and_the_cloud_notifies_and_commands(
         ]
 
         # The cloud orders web2 off directly: the agent's never-act list refuses.
-        web2 = next(
-            v for v in gql.data(VMS, t=str(world.tenant_id))["vms"]["items"] if v["name"] == "web2"
-        )
-        ordered = gql.data(POWER, s=web2["sightings"][0]["id"], a="power_off")["powerVm"]
+        web2 = next(v for v in gql.nodes(VMS, t=str(world.tenant_id)) if v["name"] == "web2")
+        ordered = gql.data(POWER, s=web2["sightings"][0]["id"], a="POWER_OFF")["powerVm"]
 
         def finished() -> dict[str, Any] | None:
             c = gql.data(COMMAND, id=ordered["id"])["command"]
-            return c if c["state"] in ("succeeded", "failed") else None
+            return c if c["state"] in ("SUCCEEDED", "FAILED") else None
 
         command = eventually(finished, timeout=30, what="the refused command to finish")
-        assert command["state"] == "failed"
+        assert command["state"] == "FAILED"
         assert command["resultCode"] == "refused_by_safety_net"
         explained = json.loads(agent.cli("vm", "explain", "web2", "--json").stdout)
         assert explained["power_state"] == "on"

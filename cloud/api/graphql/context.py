@@ -1,24 +1,23 @@
-"""The per-request context: the principal resolved once at the edge, one tenant-scoped
-session, and the DataLoaders. All database work of one request runs in worker threads one
-at a time (a limiter of one), so the request's single session is never used concurrently."""
+"""The per-request context: the principal resolved once at the edge, the request's domain
+`Work` (its one tenant-scoped transaction, owned by the domain), and the DataLoaders. All
+database work of one request runs in worker threads one at a time (a limiter of one), so
+the request's single session is never used concurrently."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 from strawberry.dataloader import DataLoader
 
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.principal import Principal
+from dockyard.cloud.domain.work import Work
 from dockyard.cloud.services import Services
-from dockyard.cloud.store.models import Base, Job, Site, Tenant
 
 T = TypeVar("T")
 
@@ -28,19 +27,24 @@ class Context:
     svc: Services
     principal: Principal | None
     limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
-    _session: Session | None = None
+    _work: Work | None = None
     loaders: dict[str, DataLoader[uuid.UUID, Any]] = field(default_factory=dict)
 
     @property
-    def session(self) -> Session:
-        if self._session is None:
+    def work(self) -> Work:
+        if self._work is None:
             assert self.principal is not None
-            self._session = self.svc.db.session(self.principal.tenant_ids)
-        return self._session
+            self._work = Work(self.svc.db, self.principal, self.svc.clock)
+        return self._work
 
-    def domain(self) -> Ctx:
-        assert self.principal is not None
-        return Ctx(self.session, self.principal, self.svc.clock)
+    async def read(self, fn: Callable[[Ctx], T]) -> T:
+        """`fn` in the request's transaction; domain errors propagate to the field."""
+        return await self.run(lambda: self.work.read(fn))
+
+    async def write(self, fn: Callable[[Ctx], T]) -> T:
+        """`fn`, committed by the domain; on a domain error it rolled back (and audited a
+        refusal in a transaction of its own) before the error reaches the field."""
+        return await self.run(lambda: self.work.write(fn))
 
     async def run(self, fn: Callable[[], T]) -> T:
         """One request's database work runs one step at a time (its session is not
@@ -49,28 +53,19 @@ class Context:
             return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._work is not None:
+            self._work.close()
+            self._work = None
 
-    def loader(self, model: type[Base]) -> DataLoader[uuid.UUID, Any]:
-        """Rows of `model` by id, batched per request; another tenant's id loads as None."""
-        name = model.__name__
+    def loader(
+        self, name: str, load: Callable[[Ctx, Sequence[uuid.UUID]], list[Any]]
+    ) -> DataLoader[uuid.UUID, Any]:
+        """Rows by id through the domain's `load`, batched per request under `name`; another
+        tenant's id loads as None."""
         if name not in self.loaders:
 
-            async def load(ids: list[uuid.UUID]) -> list[Any]:
-                def fetch() -> list[Any]:
-                    column = getattr(model, "id")  # noqa: B009 - every model loaded here has an id
-                    rows: list[Any] = list(
-                        self.session.scalars(select(model).where(column.in_(ids)))
-                    )
-                    by_id = {r.id: r for r in rows}
-                    return [by_id.get(i) for i in ids]
+            async def batch(ids: list[uuid.UUID]) -> list[Any]:
+                return await self.read(lambda ctx: load(ctx, ids))
 
-                return await self.run(fetch)
-
-            self.loaders[name] = DataLoader(load_fn=load)
+            self.loaders[name] = DataLoader(load_fn=batch)
         return self.loaders[name]
-
-
-LOADABLE = (Tenant, Site, Job)
