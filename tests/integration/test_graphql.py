@@ -36,6 +36,94 @@ def test_committed_sdl_is_current() -> None:
     )
 
 
+ALLOWED_LISTS = {
+    ("Me", "memberships"),  # one per grant: few, and all of them make the answer
+    ("Agent", "modules"),
+    ("Agent", "possibleDuplicateOf"),
+    ("Vm", "sightings"),  # one per agent that sees the VM
+    ("VmSighting", "possibleCloneOf"),
+    ("VmDecision", "reasons"),
+    ("ModuleInfo", "standaloneFeatures"),
+    ("IssuedCommands", "commands"),  # what the mutation just made, whole
+}
+
+
+def test_lists_are_connections_and_each_field_names_its_errors() -> None:
+    """Every list a query answers is a connection walked by first/after; every query and
+    mutation but `me` answers a union of one result and errors that implement Error."""
+    from graphql import (
+        GraphQLEnumType,
+        GraphQLList,
+        GraphQLObjectType,
+        GraphQLUnionType,
+        get_named_type,
+        get_nullable_type,
+    )
+
+    schema = build_schema()._schema
+    for root in (schema.query_type, schema.mutation_type):
+        assert root is not None
+        for name, f in root.fields.items():
+            kind = get_nullable_type(f.type)
+            if name == "me":
+                continue
+            assert isinstance(kind, GraphQLUnionType), name
+            result, *errors = kind.types
+            assert errors, name
+            assert all("Error" in {i.name for i in e.interfaces} for e in errors), name
+            assert "InvalidInput" in {e.name for e in errors}, name
+            if root is schema.query_type and result.name.endswith("Connection"):
+                assert {"first", "after"} <= set(f.args), name
+    for t in schema.type_map.values():
+        if not isinstance(t, GraphQLObjectType) or t.name.startswith("__"):
+            continue
+        for name, f in t.fields.items():
+            if isinstance(get_nullable_type(f.type), GraphQLList) and name != "edges":
+                assert (t.name, name) in ALLOWED_LISTS, f"{t.name}.{name} is a list"
+    enums = {t.name for t in schema.type_map.values() if isinstance(t, GraphQLEnumType)}
+    closed = {"FlowMode", "Role", "TenantKind", "Plan", "PolicyTarget", "CommandState"}
+    closed |= {"JobState", "PowerAction", "IdleState", "DecisionStatus", "ActorKind"}
+    assert closed <= enums
+    for type_name, field_name in (
+        ("Tenant", "flowMode"),
+        ("Command", "state"),
+        ("Job", "state"),
+        ("PolicyAssignment", "targetKind"),
+        ("VmDecision", "status"),
+    ):
+        field = schema.type_map[type_name].fields[field_name]  # type: ignore[union-attr]
+        assert isinstance(get_named_type(field.type), GraphQLEnumType), (type_name, field_name)
+
+
+def test_a_connection_is_walked_with_its_cursor(cloud: Cloud, pg: Database) -> None:
+    world = make_world(pg)
+    with system(pg, world.tenant_id) as ctx:
+        for i in range(4):
+            tenants.create_site(ctx, world.tenant_id, f"s{i}", None)
+    gql = Gql(cloud.url, world.token)
+    query = """query($t: ID!, $after: String) { sites(tenantId: $t, first: 2, after: $after) {
+      __typename ... on SiteConnection { edges { cursor node { name } }
+      pageInfo { hasNextPage hasPreviousPage startCursor endCursor } }
+      ... on InvalidInput { message } } }"""
+    names, after, pages_read = [], None, 0
+    while True:
+        page = gql.data(query, t=str(world.tenant_id), after=after)["sites"]
+        pages_read += 1
+        names += [e["node"]["name"] for e in page["edges"]]
+        info = page["pageInfo"]
+        assert info["hasPreviousPage"] is (after is not None)
+        assert info["startCursor"] == page["edges"][0]["cursor"]
+        if not info["hasNextPage"]:
+            break
+        after = info["endCursor"]
+    assert (names, pages_read) == (["main", "s0", "s1", "s2", "s3"], 3)
+    bad = gql.data(query, t=str(world.tenant_id), after="garbage")["sites"]
+    assert bad == {
+        "__typename": "InvalidInput",
+        "message": "that cursor is not one this API gave out",
+    }
+
+
 def test_every_field_requires_authentication(cloud: Cloud) -> None:
     import httpx
 
