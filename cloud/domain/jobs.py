@@ -94,7 +94,8 @@ def listing(
 
 
 def events(ctx: Ctx, job_id: uuid.UUID, request: PageRequest) -> Page[JobEvent]:
-    """A job's events in the order they arrived."""
+    """A job's events in the order the agent stated them (its `at`): the events of one
+    report arrive together, with one `received_at`, so that would not order them."""
     job = get(ctx, job_id)
     stmt = select(JobEvent).where(JobEvent.job_id == job.id)
-    return keyset(ctx.session, stmt, JobEvent.received_at, request)
+    return keyset(ctx.session, stmt, JobEvent.at, request)

@@ -97,7 +97,7 @@ class Job:
     async def events(
         self, info: Info[Context, None], first: int = relay.FIRST, after: str | None = None
     ) -> JobEventConnection:
-        """The job's events in the order they arrived."""
+        """The job's events in the order the agent stated them."""
         jid = parse_id(self.id, "id")
         page = await info.context.read(
             lambda ctx: jobs.events(ctx, jid, relay.request(first, after))
