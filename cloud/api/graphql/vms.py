@@ -9,6 +9,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from dockyard.agent.protocol import links
+from dockyard.agent.protocol.notices import DecisionState
 from dockyard.agent.protocol.vm import IdleState, PowerAction
 from dockyard.cloud.domain import rows as r
 from dockyard.cloud.domain import vm_notices, vms
@@ -32,16 +33,12 @@ strawberry.enum(PowerAction, description="What a power command does to a VM.")
 strawberry.enum(IdleState, description="What the agent's idleness rule found.")
 
 
-@strawberry.enum(description="Where an idle VM's proposal is: notice, answer, command.")
-class DecisionStatus(enum.Enum):
-    PROPOSED = "proposed"
-    NOTIFIED = "notified"
-    DELAYED = "delayed"
-    SKIPPED = "skipped"
-    COMMANDED = "commanded"
-    HELD = "held"
-    DONE = "done"
-    FAILED = "failed"
+# The decision states both sides of a notice follow (agent/protocol/notices.py).
+strawberry.enum(
+    DecisionState,
+    name="DecisionStatus",
+    description="Where an idle VM's proposal is: notice, answer, command.",
+)
 
 
 @strawberry.enum(description="The owner's answer to a notice.")
@@ -133,7 +130,7 @@ class VmDecision:
     reasons: list[str]
     window_start: datetime
     window_end: datetime
-    status: DecisionStatus
+    status: DecisionState
     received_at: datetime
     notice_sent_at: datetime | None
     due_at: datetime | None
@@ -156,7 +153,7 @@ class VmDecision:
             reasons=[str(x) for x in row.reasons],
             window_start=row.window_start,
             window_end=row.window_end,
-            status=DecisionStatus(row.status),
+            status=DecisionState(row.status),
             received_at=row.received_at,
             notice_sent_at=row.notice_sent_at,
             due_at=row.due_at,
@@ -241,7 +238,7 @@ class VmQuery:
         self,
         info: Info[Context, None],
         tenant_id: strawberry.ID,
-        status: DecisionStatus | None = None,
+        status: DecisionState | None = None,
         first: int = relay.FIRST,
         after: str | None = None,
     ) -> VmDecisionConnection:
