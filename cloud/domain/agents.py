@@ -32,8 +32,15 @@ from .errors import Conflict, DomainError, FlowModeForbids, Invalid, NotFound, U
 from .pages import Page, PageRequest, keyset
 from .permissions import Permission as P
 from .sequence import wake
+from .states import CommandState as CS
+from .states import moves
 
 POLL_BATCH = 200
+
+# The moves a poll and an ack make in bulk, checked against the one table (states.py).
+DELIVERY_MOVES = moves(
+    (CS.QUEUED, CS.SENT), (CS.QUEUED, CS.EXPIRED), (CS.SENT, CS.ACKED), (CS.SENT, CS.REJECTED)
+)
 
 
 @dataclass(frozen=True)
@@ -276,19 +283,21 @@ class _Marks:
     """Handed-out commands by their timeout in seconds (their result is due then)."""
 
     def apply(self, session: Session, now: datetime) -> None:
-        queued = Command.state == "queued"
+        queued = Command.state == CS.QUEUED
         if self.expired:
             session.execute(
                 update(Command)
                 .where(Command.id.in_(self.expired), queued)
-                .values(state="expired", finished_at=now)
+                .values(state=CS.EXPIRED, finished_at=now)
                 .execution_options(synchronize_session=False)
             )
         for timeout_s, ids in self.sent.items():
             session.execute(
                 update(Command)
                 .where(Command.id.in_(ids), queued)
-                .values(state="sent", sent_at=now, result_due_at=now + timedelta(seconds=timeout_s))
+                .values(
+                    state=CS.SENT, sent_at=now, result_due_at=now + timedelta(seconds=timeout_s)
+                )
                 .execution_options(synchronize_session=False)
             )
 
@@ -299,12 +308,12 @@ def _entries(rows: list[Any], now: datetime, marks: _Marks) -> list[Entry]:
     out: list[Entry] = []
     for seq, kind, payload, command_id, job_id, name, args, state, expires_at, timeout_s in rows:
         if command_id is not None:
-            if state == "queued" and expires_at <= now:
+            if state == CS.QUEUED and expires_at <= now:
                 marks.expired.append(command_id)
                 continue
-            if state in ("expired", "cancelled"):
+            if state in (CS.EXPIRED, CS.CANCELLED):
                 continue
-            if state == "queued":
+            if state == CS.QUEUED:
                 marks.sent.setdefault(timeout_s, []).append(command_id)
             out.append(
                 CommandEntry(
@@ -409,12 +418,12 @@ def _mark_acked(
     `rejected` with its code and end."""
     if not command_ids:
         return
-    sent = Command.state == "sent"
+    sent = Command.state == CS.SENT
     moved: dict[str, Any] = {"acked_at": func.coalesce(Command.acked_at, now)}
     if rejected is None:
-        moved["state"] = case((sent, "acked"), else_=Command.state)
+        moved["state"] = case((sent, CS.ACKED), else_=Command.state)
     else:
-        moved["state"] = case((sent, "rejected"), else_=Command.state)
+        moved["state"] = case((sent, CS.REJECTED), else_=Command.state)
         moved["result_code"] = case((sent, rejected), else_=Command.result_code)
         moved["finished_at"] = case((sent, now), else_=Command.finished_at)
     session.execute(

@@ -22,17 +22,20 @@ from dockyard.cloud.store.db import Rows, insert_together
 from dockyard.cloud.store.models import Agent, Command, Job
 from dockyard.cloud.store.tenancy import unscoped
 
-from . import agents, audit, sequence
+from . import agents, audit, sequence, states
 from .clock import Clock
 from .context import Ctx
 from .errors import Invalid, NotFound, Revoked
 from .pages import Page, PageRequest, keyset
 from .permissions import Permission as P
+from .states import CommandState as C
+from .states import JobState as J
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.\-]{0,40}$")
-OPEN_STATES = ("sent", "acked", "running")
-FINAL_STATES = ("succeeded", "failed", "rejected", "expired", "timed_out", "cancelled")
+OPEN_STATES = tuple(states.COMMAND_OPEN)
+FINAL_STATES = tuple(states.COMMAND_FINAL)
 MAX_TTL = timedelta(days=7)
+_LAPSE = states.moves((C.QUEUED, C.EXPIRED))
 MAX_ARGS_BYTES = 64 * 1024
 MAX_AGENTS_PER_ISSUE = 1000
 
@@ -154,7 +157,7 @@ def _insert(
     job_ids = [uuid.uuid4() for _ in range(n)]
     seqs = [numbers[a] for a in agent_ids]
     expires_at, timeout_s = now + ttl, int(timeout.total_seconds())
-    command: dict[str, Any] = {"name": name, "args": args, "state": "queued"}
+    command: dict[str, Any] = {"name": name, "args": args, "state": C.QUEUED}
     command |= {"idempotency_key": idempotency_key}
     command |= {"issued_by": ctx.principal.id, "issued_at": now, "expires_at": expires_at}
     command |= {"timeout_s": timeout_s}
@@ -165,7 +168,7 @@ def _insert(
                 Job,
                 {"id": job_ids, "tenant_id": tenant_ids, "agent_id": agent_ids}
                 | {"command_id": command_ids},
-                {"kind": name, "state": "pending", "created_at": now, "updated_at": now},
+                {"kind": name, "state": J.PENDING, "created_at": now, "updated_at": now},
             ),
             Rows(
                 Command,
@@ -230,8 +233,8 @@ def sweep(session: Session, clock: Clock) -> tuple[int, int]:
     with unscoped(session, "the sweeper closes lapsed commands of every tenant"):
         expired = session.execute(
             update(Command)
-            .where(Command.state == "queued", Command.expires_at <= now)
-            .values(state="expired", finished_at=now)
+            .where(Command.state == C.QUEUED, Command.expires_at <= now)
+            .values(state=_LAPSE[0][1], finished_at=now)
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]
         overdue = list(
@@ -240,11 +243,11 @@ def sweep(session: Session, clock: Clock) -> tuple[int, int]:
             )
         )
         for command in overdue:
-            command.state = "timed_out"
+            command.state = states.move(command.state, C.TIMED_OUT)
             command.finished_at = now
             job = session.get(Job, command.job_id)
-            if job is not None and job.state not in FINAL_STATES:
-                job.state = "timed_out"
+            if job is not None and job.state not in states.JOB_FINAL:
+                job.state = states.move(job.state, J.TIMED_OUT)
                 job.updated_at = now
         session.flush()  # inside the unscoped block: these rows span tenants
     return int(expired or 0), len(overdue)

@@ -10,13 +10,15 @@ from dockyard.agent.protocol import FlowMode, JobEventKind, event_fits_flow, voc
 from dockyard.agent.protocol import JobEvent as WireEvent
 from dockyard.cloud.store.models import Command, Job, JobEvent
 
-from . import agents
+from . import agents, states
 from .context import Ctx
 from .errors import FlowModeForbids, NotFound
 from .pages import Page, PageRequest, keyset
 from .permissions import Permission as P
+from .states import CommandState as C
+from .states import JobState as J
 
-_FINAL = {JobEventKind.SUCCEEDED: "succeeded", JobEventKind.FAILED: "failed"}
+_FINAL = {JobEventKind.SUCCEEDED: J.SUCCEEDED, JobEventKind.FAILED: J.FAILED}
 
 
 def get(ctx: Ctx, job_id: uuid.UUID) -> Job:
@@ -60,19 +62,20 @@ def report(ctx: Ctx, agent_id: uuid.UUID, job_id: uuid.UUID, events: list[WireEv
                 received_at=now,
             )
         )
-        if job.state in ("succeeded", "failed", "timed_out"):
+        if job.state in states.JOB_FINAL:
             continue  # a late event is kept, but a final state stays final
         if event.kind is JobEventKind.STARTED:
-            job.state = "running"
+            job.state = states.move(job.state, J.RUNNING)
         if event.progress is not None:
             job.progress = event.progress
         if event.kind in _FINAL:
-            job.state = _FINAL[event.kind]
+            job.state = states.move(job.state, _FINAL[event.kind])
             job.result_code = event.code
             job.progress = 1.0 if event.kind is JobEventKind.SUCCEEDED else job.progress
-        if command is not None and command.state in ("sent", "acked", "running"):
-            command.state = "running" if job.state in ("running", "pending") else job.state
-            if job.state in ("succeeded", "failed"):
+        if command is not None and command.state in states.COMMAND_OPEN:
+            follows = C.RUNNING if job.state in (J.RUNNING, J.PENDING) else C(job.state)
+            command.state = states.move(command.state, follows)
+            if job.state in (J.SUCCEEDED, J.FAILED):
                 command.finished_at = now
                 command.result_code = event.code
     job.updated_at = now

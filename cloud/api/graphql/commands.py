@@ -1,6 +1,5 @@
 """Commands and the jobs that carry them out: the types, queries and mutations."""
 
-import enum
 from datetime import datetime, timedelta
 from typing import Annotated, cast
 
@@ -12,6 +11,7 @@ from dockyard.agent.protocol import JobEventKind
 from dockyard.cloud.domain import commands, jobs
 from dockyard.cloud.domain import rows as r
 from dockyard.cloud.domain.permissions import Permission as P
+from dockyard.cloud.domain.states import CommandState, JobState
 
 from . import relay
 from .context import Context
@@ -30,30 +30,9 @@ from .fields import json_object, mutation, parse_id, query
 strawberry.enum(JobEventKind, description="What a job event reports.")
 
 
-@strawberry.enum(description="Where a command is on its way to the agent and back.")
-class CommandState(enum.Enum):
-    QUEUED = "queued"
-    SENT = "sent"
-    ACKED = "acked"
-    REJECTED = "rejected"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    EXPIRED = "expired"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-
-
-@strawberry.enum(description="Where a job's execution is.")
-class JobState(enum.Enum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
+# The states and their one transition table live in the domain (cloud/domain/states.py).
+strawberry.enum(CommandState, description="Where a command is on its way to the agent and back.")
+strawberry.enum(JobState, description="Where a job's execution is.")
 
 
 @strawberry.type
