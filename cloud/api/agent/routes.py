@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -18,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from dockyard.agent import protocol as p
 from dockyard.agent.protocol import vocabulary
+from dockyard.cloud import holding
 from dockyard.cloud.domain import agents, audit, enrolment, jobs, metadata, policies, storage
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.errors import (
@@ -279,33 +279,8 @@ def come_back() -> JSONResponse:
 
 
 LIST_PAGE = 1000
-
-# A remembered quiet answer is trusted this long (every change wakes the agent and drops
-# it anyway); last-seen times are written by the sweeper from the bus.
-QUIET_MAX_AGE_S = 600.0
 MAX_SKEW_S = 10 * 365 * 86_400
 """An agent's reported clock skew is stored clamped to ten years either way."""
-
-
-@dataclass(frozen=True)
-class Quiet:
-    """A remembered quiet answer and its JSON, made once: most polls are agents coming
-    back after a hold with nothing new, and serialising the same answer for each was a
-    tenth of the cost of holding them."""
-
-    last_seq: int
-    tag: str
-    body: bytes
-
-    @classmethod
-    def of(cls, answer: p.PollResponse) -> Quiet:
-        return cls(answer.last_seq, answer.tag, answer.model_dump_json().encode())
-
-    def fits(self, after: int, tag: str) -> bool:
-        return self.last_seq == after and self.tag == tag
-
-    def response(self) -> Response:
-        return Response(self.body, media_type="application/json")
 
 
 async def poll(request: Request) -> Response:
@@ -337,45 +312,17 @@ async def poll(request: Request) -> Response:
         except ValueError:
             raise HttpProblem(400, "invalid_request", "skew is a whole number of seconds") from None
 
-    async def read() -> p.PollResponse:
-        """Read the database (batched with other polls reading now); remember what the
-        agent will know once it has the answer."""
-        version = bus.version(agent_id)
+    async def fetch() -> tuple[p.PollResponse, bool]:
+        """The database's answer, read in a batch with the other polls reading now."""
         view = await svc.poll_reader.submit(agent_id, tenant_id, after)
-        answer = answer_of(view)
-        if not view.more:  # not cut short: nothing newer exists
-            bus.remember(agent_id, version, Quiet.of(answer.model_copy(update={"entries": []})))
-        return answer
+        return answer_of(view), not view.more
 
-    with bus.subscribe(agent_id) as waiter:
-        # Subscribed first, so a wake-up between here and the wait is never missed.
-        quiet = bus.recall(agent_id, QUIET_MAX_AGE_S)
-        # Held for 80-100% of `wait`, so agents that polled together drift apart. The first
-        # hold after news (a poll this process had to read for, or the one after an answer
-        # that carried news or a first tag) is 20-100%: agents that all came back at once
-        # (a restart, a push to every agent, the first poll after docking) return spread
-        # over the whole wait, not in waves every 20-25 s that load the cloud in turns.
-        answer: p.PollResponse | Quiet
-        if quiet is not None and quiet.fits(after, known_tag) and wait > 0:
-            answer = quiet
-            spread = bus.first_hold(agent_id)
-        else:
-            answer = await read()
-            if answer.entries or answer.last_seq > after or wait <= 0 or answer.tag != known_tag:
-                return ok(answer)
-            bus.first_hold(agent_id)  # this hold is the spread one
-            spread = True
-        share = random.uniform(0.2, 1.0) if spread else random.uniform(0.8, 1.0)
-        bus.waiting += 1
-        try:
-            woken = await waiter.wait(wait * share)
-        finally:
-            bus.waiting -= 1
-        if not woken:
-            return answer.response() if isinstance(answer, Quiet) else ok(answer)
-        if waiter.released:
-            return come_back()
-        return ok(await read())
+    found = await holding.answer(bus, agent_id, after, known_tag, wait, fetch)
+    if found is None:
+        return come_back()
+    if isinstance(found, holding.Quiet):
+        return Response(found.body, media_type="application/json")
+    return ok(found)
 
 
 async def acks(request: Request) -> Response:
