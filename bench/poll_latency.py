@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dockyard.agent import keys
 from dockyard.agent import protocol as p
-from dockyard.agent.runner import Backoff
+from dockyard.agent.runner import BACKOFF_BASE_S, BACKOFF_CAP_S
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -278,19 +278,22 @@ class SimAgent:
         self.access = r.json()["access_token"]
 
     async def run(self) -> None:
-        backoff = Backoff()
+        """The agent's schedule (full jitter, the runner's base and cap, never sooner than
+        a Retry-After), on asyncio: the runner's own tenacity loop sleeps a thread."""
+        failures = 0
         while not self.bench.stopping:
             try:
-                delay = await self.round()
+                asked = await self.round()
             except (httpx.HTTPError, ConnectionError, ValueError, KeyError) as e:
                 self.bench.errors[type(e).__name__] = self.bench.errors.get(type(e).__name__, 0) + 1
-                delay = backoff.next()
+                asked = 0.0
             else:
-                if delay is None:
-                    backoff.reset()
+                if asked is None:
+                    failures = 0
                     continue
-                delay = backoff.next(delay)
-            await asyncio.sleep(delay)
+            ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**failures)
+            failures = min(failures + 1, 30)
+            await asyncio.sleep(max(random.uniform(0, ceiling), min(asked, BACKOFF_CAP_S)))
 
     async def round(self) -> float | None:
         """One poll and its acks; a Retry-After (or 0) when the cloud asks to wait."""
