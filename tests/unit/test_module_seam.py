@@ -54,8 +54,14 @@ def with_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_its_cli_is_the_agents(
-    with_scratch: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    with_scratch: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # In this process the agent's log set-up would outlive the test: its handler writes to
+    # pytest's captured stream, closed after the test, which other threads log to later.
+    monkeypatch.setattr(cli.logs, "configure", lambda *args, **kwargs: None)
     assert cli.main(["--state", str(tmp_path / "agent"), "scratch", "hello"]) == 0
     assert "scratch says hello with 0 policies" in capsys.readouterr().out
     assert not (tmp_path / "agent").exists(), "a module's command created no state"
