@@ -3,7 +3,7 @@
 A burst of deliveries (one command to each of hundreds of agents) wakes as many polls, and
 each woken agent acks what it got. Taken one by one that is two transactions per agent;
 here, while a batch is running the next requests queue, and the next batch answers all of
-them in one transaction (`agents.poll_views`, `agents.ack_many`). A quiet moment costs what
+them in one transaction (`delivery.poll_views`, `delivery.ack_many`). A quiet moment costs what
 it would alone: a lone request is run at once. At most LANES batches of one kind run at a
 time, leaving the rest of the pool to job events and GraphQL.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from dockyard.agent import protocol as p
-from dockyard.cloud.domain import agents
+from dockyard.cloud.domain import delivery
 from dockyard.cloud.domain.clock import Clock
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.principal import Principal
@@ -119,14 +119,14 @@ class Batcher(Generic[Q, R]):
 
 def poll_reader(
     db: Database, clock: Clock, run_db: Callable[..., Awaitable[Any]]
-) -> Batcher[int, agents.PollView]:
+) -> Batcher[int, delivery.PollView]:
     """Polls that must read the database: a first poll, a wake-up, a quiet answer grown
     old. The request is the sequence number the agent has (`after`)."""
-    return Batcher(db, clock, run_db, agents.poll_views)
+    return Batcher(db, clock, run_db, delivery.poll_views)
 
 
 def ack_writer(
     db: Database, clock: Clock, run_db: Callable[..., Awaitable[Any]]
 ) -> Batcher[list[p.Ack], int]:
     """`POST /acks`: the request is the agent's acks; the result its acknowledged head."""
-    return Batcher(db, clock, run_db, agents.ack_many)
+    return Batcher(db, clock, run_db, delivery.ack_many)

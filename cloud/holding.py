@@ -3,7 +3,7 @@ process remembers so most polls never touch the database.
 
 This is delivery's policy, apart from the HTTP handler that parses the request and writes
 the answer (`api/agent/routes.py`) and from the rules of what is delivered (the domain's
-`agents.poll_views` and `states.py`). It works on the process's bus (`bus.py`): the
+`delivery.poll_views` and `states.py`). It works on the process's bus (`bus.py`): the
 subscription that a NOTIFY wakes, the version that any wake-up moves, the remembered answer.
 """
 

@@ -15,7 +15,7 @@ from dockyard.cloud.auth.agent_tokens import AgentTokens
 from dockyard.cloud.batching import Batcher, ack_writer, poll_reader
 from dockyard.cloud.blobs import BlobStore
 from dockyard.cloud.bus import Bus
-from dockyard.cloud.domain import agents
+from dockyard.cloud.domain import delivery
 from dockyard.cloud.domain.clock import Clock
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.principal import Principal
@@ -34,7 +34,7 @@ class Services:
     agent_tokens: AgentTokens
     blobs: BlobStore
     db_slots: anyio.CapacityLimiter = field(init=False)
-    poll_reader: Batcher[int, agents.PollView] = field(init=False)
+    poll_reader: Batcher[int, delivery.PollView] = field(init=False)
     ack_writer: Batcher[list[p.Ack], int] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -23,7 +23,16 @@ from dockyard.agent.protocol import (
     ModuleInfo,
 )
 from dockyard.cloud.batching import ack_writer
-from dockyard.cloud.domain import agents, commands, enrolment, jobs, metadata, policies, tenants
+from dockyard.cloud.domain import (
+    agents,
+    commands,
+    delivery,
+    enrolment,
+    jobs,
+    metadata,
+    policies,
+    tenants,
+)
 from dockyard.cloud.domain.clock import ManualClock, SystemClock
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.errors import FlowModeForbids, Invalid, NotFound, Unauthenticated
@@ -74,12 +83,12 @@ def test_command_life_from_queued_to_succeeded(db: Database, tmp_path, clock) ->
         assert command.state == "queued"
         seq, job_id = command.seq, command.job_id
     with agent_ctx(world, agent_id, clock) as ctx:
-        view = agents.poll_view(ctx, agent_id, after=0)
+        view = delivery.poll_view(ctx, agent_id, after=0)
         assert [e.seq for e in view.entries] == [seq]
         assert view.features["noop"]  # enterprise plan, metadata mode: features unlocked
     with agent_ctx(world, agent_id, clock) as ctx:
-        assert agents.poll_view(ctx, agent_id, after=seq).entries == []
-        agents.ack(ctx, agent_id, [Ack(seq=seq)])
+        assert delivery.poll_view(ctx, agent_id, after=seq).entries == []
+        delivery.ack(ctx, agent_id, [Ack(seq=seq)])
         jobs.report(
             ctx,
             agent_id,
@@ -109,7 +118,7 @@ def test_acks_move_only_sent_commands_and_keep_the_first_ack_time(
     with system(db, world.tenant_id, clock=clock) as ctx:
         issued = [commands.issue(ctx, agent_id, "noop.echo", {"n": i}) for i in range(3)]
     with agent_ctx(world, agent_id, clock) as ctx:
-        assert len(agents.poll_view(ctx, agent_id, after=0).entries) == 3
+        assert len(delivery.poll_view(ctx, agent_id, after=0).entries) == 3
         jobs.report(
             ctx, agent_id, issued[2].job_id, [JobEvent(kind=JobEventKind.STARTED, at=clock.now())]
         )
@@ -120,10 +129,10 @@ def test_acks_move_only_sent_commands_and_keep_the_first_ack_time(
         Ack(seq=issued[2].seq),
     ]
     with agent_ctx(world, agent_id, clock) as ctx:
-        assert agents.ack(ctx, agent_id, acks) == issued[2].seq
+        assert delivery.ack(ctx, agent_id, acks) == issued[2].seq
     clock.advance(timedelta(seconds=5))
     with agent_ctx(world, agent_id, clock) as ctx:
-        assert agents.ack(ctx, agent_id, acks[:1]) == issued[2].seq
+        assert delivery.ack(ctx, agent_id, acks[:1]) == issued[2].seq
     with system(db, world.tenant_id) as ctx:
         stored = {c.id: c for c in ctx.session.scalars(select(Command))}
         states = [(stored[c.id].state, stored[c.id].result_code) for c in issued]
@@ -146,7 +155,7 @@ def test_undelivered_command_expires_and_is_never_delivered_after(
         lapsing_id = lapsing.id
     clock.advance(timedelta(seconds=11))
     with agent_ctx(world, agent_id, clock) as ctx:
-        view = agents.poll_view(ctx, agent_id, after=0)
+        view = delivery.poll_view(ctx, agent_id, after=0)
         assert view.entries == []
         assert view.last_seq == lapsing.seq  # the agent may move past it
     with system(db, world.tenant_id) as ctx:
@@ -166,7 +175,7 @@ def test_sweeper_expires_and_times_out(db: Database, tmp_path, clock) -> None:
     # deliver only the second: the first lapses unseen
     clock.advance(timedelta(seconds=6))
     with agent_ctx(world, agent_id, clock) as ctx:
-        view = agents.poll_view(ctx, agent_id, after=0)
+        view = delivery.poll_view(ctx, agent_id, after=0)
         assert [e.seq for e in view.entries] == [sent_seq]
     clock.advance(timedelta(seconds=31))
     with db.transaction() as session:
@@ -253,10 +262,10 @@ def test_policy_versions_reach_assigned_agents_once(db: Database, tmp_path, cloc
         with pytest.raises(Invalid, match="unknown policy kind"):
             policies.create(ctx, world.tenant_id, "x", "nonsense", {})
     with agent_ctx(world, agent_id, clock) as ctx:
-        view = agents.poll_view(ctx, agent_id, after=0)
+        view = delivery.poll_view(ctx, agent_id, after=0)
         docs = [(e.version, e.document["greeting"]) for e in view.entries]
         assert docs == [(1, "hi"), (2, "hello again")]
-        assert agents.poll_view(ctx, agent_id, after=view.last_seq).entries == []
+        assert delivery.poll_view(ctx, agent_id, after=view.last_seq).entries == []
 
 
 def test_narrowing_flow_mode_is_seen_by_the_agent(db: Database, tmp_path, clock) -> None:
@@ -265,11 +274,11 @@ def test_narrowing_flow_mode_is_seen_by_the_agent(db: Database, tmp_path, clock)
     with system(db, world.tenant_id, clock=clock) as ctx:
         tenants.set_site_flow(ctx, world.site_id, FlowMode.METADATA)
     with agent_ctx(world, agent_id, clock) as ctx:
-        assert agents.poll_view(ctx, agent_id, 0).mode is FlowMode.METADATA
+        assert delivery.poll_view(ctx, agent_id, 0).mode is FlowMode.METADATA
     with system(db, world.tenant_id, clock=clock) as ctx:
         tenants.set_flow_mode(ctx, world.tenant_id, FlowMode.CONFIG)
     with agent_ctx(world, agent_id, clock) as ctx:
-        view = agents.poll_view(ctx, agent_id, 0)
+        view = delivery.poll_view(ctx, agent_id, 0)
         assert view.mode is FlowMode.CONFIG
         assert "catalog" not in view.features["noop"]  # a catalog needs metadata to flow
 
@@ -293,7 +302,7 @@ def test_one_command_to_many_agents_is_all_or_none(db: Database, tmp_path, clock
         one = commands.issue(ctx, mine[0], "noop.append", {"line": "a"})
     for agent_id in mine:
         with agent_ctx(world, agent_id, clock) as ctx:
-            view = agents.poll_view(ctx, agent_id, 0)
+            view = delivery.poll_view(ctx, agent_id, 0)
             names = ["noop.echo", "noop.append"] if agent_id == mine[0] else ["noop.echo"]
             assert [e.name for e in view.entries if e.kind == "command"] == names
             assert next(e.args for e in view.entries if e.kind == "command") == {"x": 1}
@@ -327,7 +336,7 @@ def _issued_and_sent(world: World, agent_ids: list[uuid.UUID], clock) -> dict[uu
         issued = commands.issue_many(ctx, agent_ids, "noop.echo", {})
         seqs = {c.agent_id: c.seq for c in issued}
     with system(world.db, world.tenant_id, clock=clock) as ctx:
-        views = agents.poll_views(ctx, dict.fromkeys(agent_ids, 0))
+        views = delivery.poll_views(ctx, dict.fromkeys(agent_ids, 0))
         assert all(not isinstance(v, Exception) and v.entries for v in views.values())
     return seqs
 
@@ -348,7 +357,7 @@ def test_acks_of_many_agents_in_one_transaction_keep_their_own_errors(
     other = make_world(db, clock=clock)
 
     with system(db, world.tenant_id, clock=clock) as ctx:
-        results = agents.ack_many(
+        results = delivery.ack_many(
             ctx,
             {
                 good: [Ack(seq=seqs[good])],
@@ -368,7 +377,7 @@ def test_acks_of_many_agents_in_one_transaction_keep_their_own_errors(
     assert states[revoked] == states[beyond] == states[wrong_tenant] == "sent", "none applied"
     with system(db, world.tenant_id) as ctx:
         assert agents.get(ctx, beyond).acked_seq == 0
-        assert isinstance(agents.ack_many(ctx, {beyond: []})[beyond], Invalid)
+        assert isinstance(delivery.ack_many(ctx, {beyond: []})[beyond], Invalid)
 
 
 def test_concurrent_acks_share_transactions_and_each_hears_its_own_answer(
@@ -421,7 +430,7 @@ def test_one_batch_reads_each_agents_own_window_of_its_sequence(
     on SQLite: both are run here)."""
     world = make_world(db, clock=clock)
     a, b, c = (new_agent(world, tmp_path, clock) for _ in range(3))
-    counts = {a: 5, b: 2, c: agents.POLL_BATCH + 3}
+    counts = {a: 5, b: 2, c: delivery.POLL_BATCH + 3}
     seqs: dict[uuid.UUID, list[int]] = {a: [], b: [], c: []}
     with system(db, world.tenant_id, clock=clock) as ctx:
         for agent_id, n in counts.items():
@@ -429,11 +438,11 @@ def test_one_batch_reads_each_agents_own_window_of_its_sequence(
                 seqs[agent_id].append(commands.issue(ctx, agent_id, "noop.echo", {}).seq)
     after = {a: seqs[a][1], b: 0, c: seqs[c][0]}
     with system(db, world.tenant_id, clock=clock) as ctx:
-        views = agents.poll_views(ctx, after)
+        views = delivery.poll_views(ctx, after)
     got = {k: [e.seq for e in v.entries] for k, v in views.items() if not isinstance(v, Exception)}
     assert got[a] == seqs[a][2:]
     assert got[b] == seqs[b]
-    assert got[c] == seqs[c][1 : 1 + agents.POLL_BATCH]
+    assert got[c] == seqs[c][1 : 1 + delivery.POLL_BATCH]
     view_c = views[c]
     assert not isinstance(view_c, Exception)
     assert view_c.more

@@ -18,7 +18,16 @@ from starlette.routing import BaseRoute, Route
 from dockyard.agent import protocol as p
 from dockyard.agent.protocol import vocabulary
 from dockyard.cloud import holding
-from dockyard.cloud.domain import agents, audit, enrolment, jobs, metadata, policies, storage
+from dockyard.cloud.domain import (
+    agents,
+    audit,
+    delivery,
+    enrolment,
+    jobs,
+    metadata,
+    policies,
+    storage,
+)
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.errors import (
     Conflict,
@@ -294,7 +303,7 @@ async def poll(request: Request) -> Response:
     if svc.bus.closing:
         return come_back()
 
-    def answer_of(view: agents.PollView) -> p.PollResponse:
+    def answer_of(view: delivery.PollView) -> p.PollResponse:
         return p.PollResponse(
             entries=view.entries,
             last_seq=max(view.last_seq, after),
@@ -334,7 +343,7 @@ async def acks(request: Request) -> Response:
         principal = Principal.agent(agent_id, tenant_id)
         try:
             await in_thread(
-                svc, principal, lambda ctx: agents.check_ack_codes(ctx, agent_id, list(body.acks))
+                svc, principal, lambda ctx: delivery.check_ack_codes(ctx, agent_id, list(body.acks))
             )
         except FlowModeForbids as e:
             return await refuse_upload(svc, principal, tenant_id, "acks", len(body.acks), size, e)
