@@ -24,7 +24,7 @@ from dockyard.agent.protocol import MAX_JSON_DEPTH
 # brackets never holds the event loop.
 OFF_LOOP_BYTES = 64 * 1024
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPEN = frozenset(b"[{")
 # A \uD800-\uDBFF escape not followed by a \uDC00-\uDFFF one, or the second without the
@@ -73,8 +73,9 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 def depth_over(body: bytes, limit: int) -> bool:
     """Whether the JSON text nests arrays and objects deeper than `limit`. Brackets inside
-    strings do not count; an unterminated string leaves its brackets counted, which can
-    only refuse a body that is not JSON anyway."""
+    strings do not count. An unterminated string runs to the end in one match (a string
+    that could fail to close made the scan restart at every quote: quadratic, 22 s for
+    64 KB of `{"` sent without a token); the parser then refuses that body anyway."""
     if body.count(b"[") + body.count(b"{") <= limit:
         return False
     depth = 0
