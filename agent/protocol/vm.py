@@ -166,9 +166,15 @@ class VmLifecyclePolicy(BaseModel):
         """Actions allowed per window for `in_scope` VMs: the share, at least one."""
         return max(1, int(self.budget_share * in_scope))
 
+    def covers(self, endpoint: str) -> bool:
+        return not self.endpoints or endpoint in self.endpoints
+
     def within(self, local: VmLifecyclePolicy) -> VmLifecyclePolicy:
         """This (the cloud's) policy, its budget no larger than the agent's local one: the
-        cloud may lower the agent's cap, never raise it."""
+        cloud may lower the agent's cap, never raise it. Its scope is narrowed to the local
+        one where the agent uses it (`Lifecycle.in_scope` sees only the endpoints the local
+        policy covers), so an empty `endpoints` from the cloud cannot widen the scope and,
+        with it, the number of VMs the budget's share is taken of."""
         return self.model_copy(
             update={
                 "budget_share": min(self.budget_share, local.budget_share),

@@ -9,6 +9,7 @@ the first connection, the ones after it on the second, and the budget must hold 
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -104,8 +105,12 @@ def test_the_budget_holds_over_worker_rounds_a_restart_and_approvals(
 
     module = _open(state, clock, lab, smtp)  # a restart: a new process, a new connection
     try:
+        asked: list[Any] = []
+        power = module.lifecycle.power
+        module.lifecycle.power = lambda *a, **k: asked.append(a) or power(*a, **k)  # type: ignore[method-assign]
         _rounds(module, 12)
         assert _off(module) == set()  # nothing more switched off after the restart
+        assert asked == []  # a spent budget is seen before any hypervisor is asked
         assert len(_budget_mails(smtp)) == 1  # the contact is told once per window
         assert _budget_mails(smtp)[0]["To"] == "ops@example.com"
     finally:
@@ -131,9 +136,16 @@ def test_the_budget_holds_over_worker_rounds_a_restart_and_approvals(
         assert len(_off(module) - second) == 1
         assert first | second | _off(module) == set(IDLE)
         trail = module.store.audits()
-        refused = [e for e in trail if e["outcome"] == "refused"]
-        assert refused
-        assert {e["detail"]["code"] for e in refused} == {"over_budget"}
+        # The worker's rounds hold without writing a refusal each round: the hold is
+        # written once, when the contact is told, naming the VMs that wait.
+        assert [e for e in trail if e["outcome"] == "refused"] == []
+        # once per window, the window sliding as the budget's does: a second telling only
+        # when a hold comes a full window after the first.
+        spent = [e for e in trail if e["action"] == "vm.budget.spent"]
+        assert sorted(spent[0]["detail"]["held"]) == sorted(set(IDLE) - first)
+        told = [datetime.fromisoformat(e["at"]) for e in spent]
+        assert all(b - a >= DAY for a, b in itertools.pairwise(told))
+        assert len(_budget_mails(smtp)) == len(spent)
         assert [e["detail"]["source"] for e in trail if e["action"] == "vm.approve"] == ["shell"]
         paid = [
             e["detail"]["paid_by"]
@@ -151,7 +163,7 @@ def _power(native_id: str, seq: int, **extra: Any) -> CommandEntry:
         command_id=f"00000000-0000-0000-0000-{seq:012d}",
         job_id=f"00000000-0000-0000-0001-{seq:012d}",
         name="vm.power",
-        args={"endpoint": "lab", "native_id": native_id, "action": "shutdown", **extra},
+        args={"endpoint": "lab", "native_id": native_id, "action": "shutdown"} | extra,
         expires_at=START + timedelta(days=30),
         timeout_s=60,
     )
@@ -205,6 +217,46 @@ def test_docked_the_cloud_draws_on_the_same_budget_and_cannot_raise_it(
         audit = [r for b in sent if b.kind == "vm.audit" for r in b.records]
         assert [r["outcome"] for r in audit if r["action"] == "vm.power"].count("refused") == 6
         assert any(r["action"] == "vm.approve" and r["detail"]["source"] == "cloud" for r in audit)
+    finally:
+        module.close()
+
+
+def test_a_cloud_policy_with_no_endpoints_cannot_widen_the_local_scope_or_its_budget(
+    tmp_path: Path,
+) -> None:
+    """The local policy covers `lab` (10 VMs); the agent also has `big` (30 VMs). The cloud's
+    policy names no endpoints ("every endpoint") and the full share: neither the VMs judged,
+    nor the VMs the budget's share is taken of, nor what a cloud command may touch grows."""
+    lab = _ten_vms(tmp_path)
+    big_domains = [Domain(f"big{i:02d}") for i in range(30)]
+    (tmp_path / "big").mkdir()
+    big = {
+        "kind": "libvirt",
+        "hosts": [
+            {"name": "kvm9", "uri": host_file(tmp_path / "big", "kvm9", 64, 262144, big_domains)}
+        ],
+    }
+    clock = ManualClock(START)
+    ctx = ModuleContext(tmp_path / "vm", lambda: FlowMode.METADATA, lambda b: None, clock)
+    module = VmModule(ctx)
+    try:
+        module.endpoints.add("lab", lab)
+        module.endpoints.add("big", big)
+        module.set_local_policy({**POLICY, "endpoints": ["lab"], "budget_share": 0.2})
+        module.on_policy("vm-lifecycle", "all", 1, {**POLICY, "endpoints": [], "budget_share": 1.0})
+        _age(module, 4)
+        policy = module.policy()
+        assert module.lifecycle.in_scope(policy) == ["lab"]
+        assert module.lifecycle.budget(policy, clock()) == (2, 10, 0)  # 20% of lab's 10
+        judged = {vm.endpoint for vm, _ in module.lifecycle.evaluate(policy, clock())}
+        assert judged == {"lab"}
+        far = next(s.vm.native_id for s in module.store.vms("big"))
+        with pytest.raises(CommandFailed, match="outside the agent's local policy") as refused:
+            module.cmd_power(_power(far, 1, endpoint="big"))
+        assert refused.value.code == "refused_by_safety_net"
+        assert not {v.name for v in module.driver("big").discover().vms if v.power_state == "off"}
+        audit = module.store.audits()
+        assert [(e["target"], e["outcome"]) for e in audit] == [(f"big/{far}", "refused")]
     finally:
         module.close()
 

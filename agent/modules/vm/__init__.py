@@ -91,7 +91,7 @@ class VmModule(BackgroundModule):
         self.lifecycle = Lifecycle(
             self.store,
             self.driver,
-            lambda: sorted(self.endpoints.all()),
+            lambda: [n for n in sorted(self.endpoints.all()) if self.local_policy().covers(n)],
             self._link_key(),
             self._link_base,
             self._smtp,
@@ -151,14 +151,17 @@ class VmModule(BackgroundModule):
         """The cloud's policy when docked and assigned (its budget no larger than the local
         policy's, or the default's: the cloud cannot raise the agent's cap), else the local
         one, else defaults."""
-        local = (
-            VmLifecyclePolicy.model_validate_json(self.local_policy_path.read_text())
-            if self.local_policy_path.exists()
-            else VmLifecyclePolicy()
-        )
+        local = self.local_policy()
         if self.docked_policy is not None:
             return self.docked_policy.within(local)
         return local
+
+    def local_policy(self) -> VmLifecyclePolicy:
+        """The agent's own policy, or defaults: docked, the ceiling of the cloud's (its
+        budget and its scope)."""
+        if not self.local_policy_path.exists():
+            return VmLifecyclePolicy()
+        return VmLifecyclePolicy.model_validate_json(self.local_policy_path.read_text())
 
     def set_local_policy(self, document: dict[str, Any]) -> VmLifecyclePolicy:
         policy = VmLifecyclePolicy.model_validate(document)

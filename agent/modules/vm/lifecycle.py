@@ -147,8 +147,9 @@ class Lifecycle:
         self.smtp = smtp
 
     def in_scope(self, policy: VmLifecyclePolicy) -> list[str]:
-        names = self.endpoints()
-        return [n for n in names if not policy.endpoints or n in policy.endpoints]
+        """The endpoints `policy` covers among those the module lets it see (docked, only
+        the ones the local policy covers)."""
+        return [n for n in self.endpoints() if policy.covers(n)]
 
     # --- evaluation ----------------------------------------------------------------------
 
@@ -390,6 +391,9 @@ class Lifecycle:
             for n in self.store.notices(open_only=True)
             if n.due_at <= stated and n.sent_at is not None and n.error is None
         ]
+        # Held VMs wait without a hypervisor call or an audit row per worker round: the
+        # hold is written once per window (`_tell_once`) and in the `held` mark.
+        room = self.room(policy, now) if due else 0
         for notice in due:
             vm = self.store.vm(notice.endpoint, notice.native_id)
             if vm is None or vm.gone_at is not None:
@@ -403,7 +407,7 @@ class Lifecycle:
                 # Samples stopped, or the host went into maintenance: wait, never guess.
                 report.errors.append(f"{vm.vm.name}: {state or 'unknown'} now, waiting")
                 continue
-            if report.held:  # the budget is spent: the rest are held without asking again
+            if report.held or room <= len(report.acted):  # spent: the rest wait, unasked
                 report.held.append(vm.vm.name)
                 continue
             try:
@@ -421,6 +425,7 @@ class Lifecycle:
             report.acted.append(vm.vm.name)
         if report.held:
             budget, in_scope, _ = self.budget(policy, now)
+            self._tell_once(policy, now, report.held, budget, in_scope)
             self.store.set_mark(
                 "held",
                 json.dumps(
@@ -429,12 +434,32 @@ class Lifecycle:
             )
         return report
 
-    def budget(self, policy: VmLifecyclePolicy, now: datetime) -> tuple[int, int, int]:
+    def budget(
+        self, policy: VmLifecyclePolicy, now: datetime, endpoints: list[str] | None = None
+    ) -> tuple[int, int, int]:
         """(budget, VMs in scope, actions already taken in the window)."""
-        endpoints = self.in_scope(policy)
+        endpoints = self.in_scope(policy) if endpoints is None else endpoints
         in_scope = sum(len(self.store.vms(e)) for e in endpoints)
         since = now - timedelta(hours=policy.budget_window_hours)
         return policy.budget(in_scope), in_scope, self.store.actions_since(since, endpoints)
+
+    def room(
+        self, policy: VmLifecyclePolicy, now: datetime, endpoints: list[str] | None = None
+    ) -> int:
+        """How many more actions the window's budget and the approvals allow now: a read,
+        so a spent budget is seen without asking a hypervisor (`reserve_action` decides)."""
+        budget, _, used = self.budget(policy, now, endpoints)
+        return max(0, budget - used) + self.store.approvals()
+
+    def _over_budget(
+        self, policy: VmLifecyclePolicy, now: datetime, vm: StoredVm, budget: int, in_scope: int
+    ) -> OverBudget:
+        self._tell_once(policy, now, [vm.vm.name], budget, in_scope)
+        return OverBudget(
+            f"{vm.vm.name}: the budget of {budget} action(s) per "
+            f"{policy.budget_window_hours:g} h ({policy.budget_share:.0%} of {in_scope}"
+            " VMs in scope) is spent; approve more with `dockyard-agent vm approve N`"
+        )
 
     def _close(self, notice: Notice, now: datetime, outcome: str, why: str) -> None:
         self.store.update_notice(notice.notice_id, acted_at=now, error=why)
@@ -462,6 +487,19 @@ class Lifecycle:
             why_not = exclusion(vm, policy, self.store.never_act())
             if why_not is not None:
                 raise Refused(f"{vm.vm.name} {why_not}: not acted on")
+            endpoints = self.in_scope(policy)
+            if endpoint not in endpoints:
+                if source != "shell" and endpoint not in self.endpoints():
+                    raise Refused(
+                        f"{vm.vm.name}: endpoint {endpoint} is outside the agent's local "
+                        "policy: not acted on"
+                    )
+                endpoints.append(endpoint)  # counted with the policy's, never apart
+            in_scope = sum(len(self.store.vms(e)) for e in endpoints)
+            budget = policy.budget(in_scope)
+            since = now - timedelta(hours=policy.budget_window_hours)
+            if self.room(policy, now, endpoints) <= 0:  # before the hypervisor is asked
+                raise self._over_budget(policy, now, vm, budget, in_scope)
             fresh = self.driver(endpoint).discover()
             now_vm = next((v for v in fresh.vms if v.native_id == native_id), None)
             servicing = maintenance(vm, {h.native_id: h for h in fresh.hosts}, now_vm)
@@ -470,22 +508,11 @@ class Lifecycle:
             now_state = next((v.power_state for v in fresh.vms if v.native_id == native_id), None)
             if now_state is not None and now_state != "on" and not is_host(native_id):
                 return now_state  # already off or suspended: nothing to change, nothing spent
-            endpoints = self.in_scope(policy) or [endpoint]
-            if endpoint not in endpoints:
-                endpoints.append(endpoint)
-            in_scope = sum(len(self.store.vms(e)) for e in endpoints)
-            budget = policy.budget(in_scope)
-            since = now - timedelta(hours=policy.budget_window_hours)
             reserved = self.store.reserve_action(
                 endpoint, native_id, action.value, now, since, endpoints, budget
             )
-            if reserved is None:
-                self._tell_once(policy, now, vm, budget, in_scope)
-                raise OverBudget(
-                    f"{vm.vm.name}: the budget of {budget} action(s) per "
-                    f"{policy.budget_window_hours:g} h ({policy.budget_share:.0%} of {in_scope}"
-                    " VMs in scope) is spent; approve more with `dockyard-agent vm approve N`"
-                )
+            if reserved is None:  # another round or process took the last slot meanwhile
+                raise self._over_budget(policy, now, vm, budget, in_scope)
         except Refused as e:
             self.store.add_audit(
                 "vm.power", target, "refused", now, code=e.code, reason=str(e), source=source
@@ -529,19 +556,25 @@ class Lifecycle:
         return state
 
     def _tell_once(
-        self, policy: VmLifecyclePolicy, now: datetime, vm: StoredVm, budget: int, in_scope: int
+        self, policy: VmLifecyclePolicy, now: datetime, held: list[str], budget: int, in_scope: int
     ) -> None:
-        """The policy's contact hears once per window that actions wait for an approval."""
-        window = int(now.timestamp() // (policy.budget_window_hours * 3600))
-        if self.store.mark("budget_told") == str(window):
+        """The policy's contact hears once per window that actions wait for an approval:
+        the window slides as the budget's does, so a hold that spans midnight of some fixed
+        calendar is told once, and a hold a full window after the last telling is told again."""
+        told = self.store.mark("budget_told")
+        try:
+            last = datetime.fromisoformat(told) if told else None
+        except ValueError:  # a mark from before the window slid (an epoch bucket number)
+            last = None
+        if last is not None and now - last < timedelta(hours=policy.budget_window_hours):
             return
-        self.store.set_mark("budget_told", str(window))
+        self.store.set_mark("budget_told", now.isoformat())
         config, to = self.smtp(), policy.default_contact
         outcome, reason = "ok", ""
         if config is None or to is None:
             outcome, reason = "not_sent", "no SMTP server or no default contact"
         else:
-            message = notices.budget_spent(config.sender, to, vm.vm.name, budget, in_scope)
+            message = notices.budget_spent(config.sender, to, held[0], budget, in_scope)
             try:
                 notices.send(config, message)
             except notices.MailFailed as e:
@@ -553,6 +586,7 @@ class Lifecycle:
             now,
             budget=budget,
             in_scope=in_scope,
+            held=held,
             to=to,
             reason=reason,
         )

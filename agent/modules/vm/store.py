@@ -765,6 +765,11 @@ class VmStore:
         )
         return int(rows[0][0])
 
+    def approvals(self) -> int:
+        """The approvals left in the pool (each pays for one action past the budget)."""
+        value = self.mark("approved_extra")
+        return int(value) if value else 0
+
     def approve(self, count: int) -> int:
         """Adds `count` approvals to the pool; returns the pool."""
         with self.tx() as db:
