@@ -7,7 +7,8 @@ still applies). A skip sends `vm.resolve` so the agent starts the idle period ag
 moves the deadline a week. Every timer reads the cloud's clock.
 
 The loop closes on the agent's answer: once the command is final, the decision is `done`
-(the VM went off), `held` (the agent's budget is spent: `approve` lets it go again) or
+(the VM went off), `held` (the agent's budget is spent: `approve` lets it go again at once,
+and it is tried again by itself when the policy's budget window has passed) or
 `failed`, with the agent's code and sentence. A refused link is written to the tenant's
 audit log when the link can be tied to a tenant at all.
 """
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -28,7 +30,7 @@ from sqlalchemy.orm import Session
 from dockyard.agent.protocol import links
 from dockyard.agent.protocol import notices as rules
 from dockyard.agent.protocol.notices import DecisionState as S
-from dockyard.agent.protocol.vm import POLICY_KIND
+from dockyard.agent.protocol.vm import POLICY_KIND, VmLifecyclePolicy
 from dockyard.cloud.store.models import (
     AgentEntry,
     AuditRecord,
@@ -45,6 +47,7 @@ from .context import Ctx
 from .errors import Invalid
 from .permissions import Permission as P
 
+DEFAULT_WINDOW_H = float(VmLifecyclePolicy.model_fields["budget_window_hours"].default)
 TELL_HELD_EVERY = timedelta(days=1)
 """The policy's contact hears at most this often, per agent, that shutdowns are held."""
 ANSWER_PATH = rules.ANSWER_PATH
@@ -76,7 +79,7 @@ def open_work(session: Session, clock: Clock) -> list[tuple[uuid.UUID, uuid.UUID
         rows = session.execute(
             select(VmDecision.tenant_id, VmDecision.id).where(
                 (VmDecision.status == S.PROPOSED)
-                | (VmDecision.status.in_(tuple(rules.OPEN)) & (VmDecision.due_at <= now))
+                | (VmDecision.status.in_((*rules.OPEN, S.HELD)) & (VmDecision.due_at <= now))
                 | (
                     (VmDecision.status == S.COMMANDED)
                     & VmDecision.command_id.in_(
@@ -138,6 +141,9 @@ def advance(
             ctx, decision.tenant_id, "vm.notice", target=str(decision.id), to=decision.owner
         )
         return decision.status
+    if decision.status == S.HELD and decision.due_at and decision.due_at <= now:
+        decision.status = S.NOTIFIED  # the window passed: its command is issued again below
+        audit.record(ctx, decision.tenant_id, "vm.decision.retried", target=str(decision.id))
     if decision.status in rules.OPEN and decision.due_at and decision.due_at <= now:
         # A decision let go again after an approval gets a command of its own.
         again = f":after:{decision.command_id}" if decision.command_id else ""
@@ -164,9 +170,9 @@ def advance(
     return decision.status
 
 
-def policy_contact(ctx: Ctx, agent_id: uuid.UUID) -> str | None:
-    """The `default_contact` of the vm-lifecycle policy the agent was last sent (the one
-    it holds), or None."""
+def held_policy(ctx: Ctx, agent_id: uuid.UUID) -> dict[str, Any]:
+    """The document of the vm-lifecycle policy the agent was last sent (the one it holds),
+    or {} when none is assigned."""
     payloads = ctx.session.scalars(
         select(AgentEntry.payload)
         .where(AgentEntry.agent_id == agent_id, AgentEntry.kind == "policy")
@@ -176,9 +182,24 @@ def policy_contact(ctx: Ctx, agent_id: uuid.UUID) -> str | None:
     for payload in payloads:
         if payload.get("policy_kind") != POLICY_KIND:
             continue
-        contact = (payload.get("document") or {}).get("default_contact")
-        return str(contact) if payload.get("assigned") and contact else None
-    return None
+        return dict(payload.get("document") or {}) if payload.get("assigned") else {}
+    return {}
+
+
+def policy_contact(ctx: Ctx, agent_id: uuid.UUID) -> str | None:
+    """The `default_contact` of the policy the agent holds, or None."""
+    contact = held_policy(ctx, agent_id).get("default_contact")
+    return str(contact) if contact else None
+
+
+def budget_window(ctx: Ctx, agent_id: uuid.UUID) -> timedelta:
+    """The budget window of the policy the agent holds (the agent's local window may be
+    longer: a retry inside it is held again, one command a window)."""
+    try:
+        hours = float(held_policy(ctx, agent_id).get("budget_window_hours") or DEFAULT_WINDOW_H)
+    except (TypeError, ValueError):
+        hours = DEFAULT_WINDOW_H
+    return timedelta(hours=max(1.0, hours))
 
 
 def _tell_held(ctx: Ctx, decision: VmDecision, mailer: Mailer | None) -> None:
@@ -246,7 +267,10 @@ def _settle(ctx: Ctx, decision: VmDecision) -> None:
     if command.state == "succeeded":
         decision.status, decision.error = S.DONE, None
     elif code == "over_budget":
+        # Held: tried again when the budget's window has passed (as a standalone agent's
+        # held VMs go ahead as the next window's budget allows), or sooner on an approval.
         decision.status = S.HELD
+        decision.due_at = ctx.now() + budget_window(ctx, decision.agent_id)
         decision.error = f"over_budget: {detail or 'the budget of the agent is spent'}"
     else:
         decision.status = S.FAILED
@@ -281,6 +305,7 @@ def approve(ctx: Ctx, agent_id: uuid.UUID, count: int) -> tuple[uuid.UUID, int]:
     ).all()
     for decision in held:
         decision.status, decision.error = S.NOTIFIED, None
+        decision.due_at = ctx.now()  # no longer the window's end: it goes with the approval
     audit.record(
         ctx, agent.tenant_id, "vm.approve", target=str(agent.id), count=count, released=len(held)
     )

@@ -258,6 +258,18 @@ def test_the_decision_takes_the_agents_result_and_a_held_one_goes_on_after_appro
     _agent_answers(pg, world, agent_id, clock, "b", "over_budget")
     assert statuses() == {"a": "done", "b": "held", "c": "failed"}
     assert len(held_mails()) == 1, "told once a day"
+    clock.advance(timedelta(hours=23))
+    assert statuses()["b"] == "held", "inside the budget's window it waits for an approval"
+    clock.advance(timedelta(hours=2))
+    assert statuses()["b"] == "commanded", "a window later it is tried again by itself"
+    retried = rows()["b"]
+    assert retried.command_id not in (None, again.command_id)
+    with system(pg, world.tenant_id, clock=clock) as ctx:
+        assert ctx.session.scalars(
+            select(AuditRecord.target).where(AuditRecord.action == "vm.decision.retried")
+        ).all() == [str(retried.id)]
+    _agent_answers(pg, world, agent_id, clock, "b", "over_budget")
+    assert statuses()["b"] == "held"
     with system(pg, world.tenant_id, clock=clock) as ctx:
         vm_notices.approve(ctx, agent_id, 1)
     assert statuses() == {"a": "done", "b": "commanded", "c": "failed"}
