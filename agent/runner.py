@@ -460,6 +460,6 @@ class Runner:
         mode = self._flow_mode()
         if mode is None or self.link is None:
             raise FlowModeForbids("standalone: there is no cloud to send metadata to")
-        if not mode.allows(p.FlowMode.METADATA):
+        if not mode.allows(p.FlowMode.METADATA) and not vocabulary.batch_fits_config(batch):
             raise FlowModeForbids(f"flow mode {mode.value} keeps metadata on this host")
         self.link.metadata(batch)

@@ -6,12 +6,19 @@ outside these enumerations: a pattern alone would admit `salaries-2024.xlsx` or
 `alice.smith`, and a closed list admits no name at all. The agent maps a code it did not
 declare to `undeclared` before sending it in `config` mode, so it never gets refused for
 its own drivers' wording. From `metadata` up any `Code` passes, as before.
+
+A module's audit trail goes up in `config` mode too, reduced to the same codes, closed
+words and counts (`audit_codes_only`): the tenant's log learns that a shutdown was refused
+and why, not which VM.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+
+from . import MetadataBatch
+from .vm import PowerAction
 
 
 class CommonCode(enum.StrEnum):
@@ -59,10 +66,13 @@ class VmCode(enum.StrEnum):
     INVALID_POWER_STATE = "invalid_power_state"
     INVALID_STATE = "invalid_state"
     LIBVIRT_ERROR = "libvirt_error"
+    LOGIN_FAILED = "login_failed"
     NAME_TAKEN = "name_taken"
+    NO_PLACEMENT = "no_placement"
     NO_POWER_INTERFACE = "no_power_interface"
     NOT_DUE = "not_due"
     NOT_SUPPORTED = "not_supported"
+    OVER_BUDGET = "over_budget"
     REFUSED_BY_SAFETY_NET = "refused_by_safety_net"
     SHORT_SOURCE = "short_source"
     STUB_FOREIGN = "stub_foreign"
@@ -86,6 +96,81 @@ class VmCount(enum.StrEnum):
     POOL = "pool"
     PROPOSED = "proposed"
     VMS = "vms"
+
+
+class VmAuditAction(enum.StrEnum):
+    """What the vm module writes to its audit trail, and so what may reach the tenant's."""
+
+    POWER = "vm.power"
+    LINK = "vm.link"
+    LINK_SKIP = "vm.link.skip"
+    LINK_DELAY = "vm.link.delay"
+    APPROVE = "vm.approve"
+    BUDGET_SPENT = "vm.budget.spent"
+
+
+class AuditOutcome(enum.StrEnum):
+    OK = "ok"
+    REFUSED = "refused"
+    NOT_SENT = "not_sent"
+
+
+AUDIT_WORDS: dict[str, frozenset[str]] = {
+    "source": frozenset({"notice", "shell", "cloud", "link"}),
+    "paid_by": frozenset({"budget", "approval"}),
+    "action": frozenset(str(a) for a in PowerAction),
+}
+"""Detail fields of an audit entry whose values are words from a closed list."""
+AUDIT_COUNTS = frozenset({"count", "pool", "budget", "in_scope"})
+"""Detail fields of an audit entry that are plain counts."""
+
+
+def audit_codes_only(entry: dict[str, object], module: str = "vm") -> dict[str, object]:
+    """One entry of a module's audit trail as `config` mode lets it up: its opaque id, time,
+    action and outcome, and of its detail only codes, closed words and counts. The target
+    (a VM), reasons, mail addresses and who approved stay on the agent."""
+    detail = entry.get("detail")
+    detail = detail if isinstance(detail, dict) else {}
+    kept: dict[str, object] = {}
+    code = detail.get("code")
+    if isinstance(code, str):
+        kept["code"] = code if code in codes(module) else CommonCode.UNDECLARED.value
+    for key, words in AUDIT_WORDS.items():
+        if detail.get(key) in words:
+            kept[key] = detail[key]
+    for key in AUDIT_COUNTS:
+        value = detail.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            kept[key] = value
+    return {
+        "id": entry.get("id"),
+        "at": entry.get("at"),
+        "action": entry.get("action"),
+        "outcome": entry.get("outcome"),
+        "target": None,
+        "detail": kept,
+    }
+
+
+def audit_fits(entry: dict[str, object], module: str = "vm") -> bool:
+    """Whether an audit entry carries nothing `config` mode does not allow: exactly what
+    `audit_codes_only` keeps (a sent entry must equal its own reduction)."""
+    return (
+        entry.get("action") in set(VmAuditAction)
+        and entry.get("outcome") in set(AuditOutcome)
+        and isinstance(entry.get("id"), int)
+        and isinstance(entry.get("at"), str)
+        and len(str(entry.get("at"))) <= 40
+        and audit_codes_only(entry, module) == entry
+    )
+
+
+def batch_fits_config(batch: MetadataBatch) -> bool:
+    """The one metadata batch `config` mode lets up: an audit trail of codes only. The
+    agent checks before sending and the cloud again before storing."""
+    return (batch.module, batch.kind) == ("vm", "vm.audit") and all(
+        audit_fits(r, batch.module) for r in batch.records
+    )
 
 
 MODULES: dict[str, tuple[type[enum.StrEnum], type[enum.StrEnum] | None]] = {

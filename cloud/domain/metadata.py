@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from dockyard.agent.protocol import FlowMode
+from dockyard.agent.protocol import FlowMode, vocabulary
 from dockyard.agent.protocol import MetadataBatch as WireBatch
 from dockyard.cloud.store.models import Agent, MetadataBatch
 
@@ -26,7 +26,7 @@ class Accepted:
 def accept(ctx: Ctx, agent_id: uuid.UUID, batch: WireBatch, size_bytes: int) -> Accepted:
     agent = agents.active(ctx, agent_id)
     mode = agents.flow_mode(ctx.session, agent)
-    if not mode.allows(FlowMode.METADATA):
+    if not mode.allows(FlowMode.METADATA) and not vocabulary.batch_fits_config(batch):
         raise FlowModeForbids(f"flow mode {mode.value} sends no metadata up; nothing was stored")
     earlier = ctx.session.scalar(
         select(MetadataBatch.id).where(

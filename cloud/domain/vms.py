@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from dockyard.agent.protocol.vm import Decision, PowerAction, VmRecord
+from dockyard.agent.protocol.vocabulary import VmAuditAction
 from dockyard.cloud.store.models import Agent, CatalogVm, VmDecision, VmSighting
 
 from . import agents, audit, commands
@@ -286,14 +287,7 @@ def ingest_decisions(ctx: Ctx, agent: Agent, records: list[dict[str, Any]]) -> i
     return stored
 
 
-AGENT_AUDIT = {
-    "vm.power",
-    "vm.link",
-    "vm.link.skip",
-    "vm.link.delay",
-    "vm.approve",
-    "vm.budget.spent",
-}
+AGENT_AUDIT = frozenset(str(a) for a in VmAuditAction)
 """What an agent's VM module writes to its audit trail, and so may write to the tenant's."""
 
 

@@ -98,3 +98,52 @@ def test_metadata_mode_keeps_any_code(cloud: Cloud, pg: Database, tmp_path: Path
     with system(pg, agent.world.tenant_id) as ctx:
         stored = ctx.session.scalars(select(JobEvent)).one()
         assert (stored.code, stored.counts) == (name, {NAMES[3]: 1})
+
+
+def _audit_batch(*records: dict[str, object]) -> dict[str, object]:
+    return {
+        "batch_id": str(uuid.uuid4()),
+        "module": "vm",
+        "kind": "vm.audit",
+        "records": list(records),
+    }
+
+
+def test_config_mode_lets_up_the_vm_audit_trail_as_codes_only(
+    cloud: Cloud, pg: Database, tmp_path: Path
+) -> None:
+    """A refusal on the agent reaches the tenant's log in config mode, without the VM: an
+    entry that names a target, a reason or an undeclared code is refused whole."""
+    agent, _, auth = _setup(cloud, pg, tmp_path, "config")
+    url = f"{cloud.url}/agent/v1/metadata"
+    codes_only = {
+        "id": 7,
+        "at": "2026-04-02T12:00:00+00:00",
+        "action": "vm.power",
+        "outcome": "refused",
+        "target": None,
+        "detail": {"code": "over_budget", "source": "notice", "budget": 1, "in_scope": 10},
+    }
+    named = [
+        codes_only | {"target": "lab/db01.corp.example.com"},
+        codes_only | {"detail": {"code": "over_budget", "reason": "payroll-db is held"}},
+        codes_only | {"detail": {"code": NAMES[1]}},
+        codes_only | {"detail": {"code": "over_budget", "source": NAMES[3]}},
+        codes_only | {"action": NAMES[0]},
+    ]
+    for record in named:
+        r = httpx.post(url, json=_audit_batch(codes_only | {"id": 8}, record), headers=auth)
+        assert (r.status_code, r.json()["error"]) == (403, "flow_mode_forbids"), record
+    r = httpx.post(url, json=_audit_batch(codes_only), headers=auth)
+    assert r.status_code == 200, r.text
+    with system(pg, agent.world.tenant_id) as ctx:
+        rows = ctx.session.scalars(
+            select(AuditRecord).where(AuditRecord.action == "agent.vm.power")
+        ).all()
+        assert [(a.outcome, a.target, a.detail["code"]) for a in rows] == [
+            ("refused", agent.id, "over_budget")
+        ]
+        refused = ctx.session.scalars(
+            select(AuditRecord).where(AuditRecord.outcome == "refused")
+        ).all()
+        assert not any(n in str(a.detail) for a in refused for n in NAMES)

@@ -34,6 +34,14 @@ def _sent(module_dir: Path) -> tuple[set[str], set[str]]:
                         and first.value.isidentifier()
                     ):
                         codes.add(first.value)
+                if name == "__init__":  # an error class passing its code up, in any place
+                    codes |= {
+                        a.value
+                        for a in node.args
+                        if isinstance(a, ast.Constant)
+                        and isinstance(a.value, str)
+                        and a.value.isidentifier()
+                    }
                 for kw in node.keywords:
                     if kw.arg == "code" and isinstance(kw.value, ast.Constant):
                         codes.add(str(kw.value.value))
@@ -70,3 +78,31 @@ def test_names_are_not_in_the_vocabulary_and_openapi_lists_it() -> None:
     schemas = openapi("http://x")["components"]["schemas"]
     assert "host_in_maintenance" in schemas["ConfigResultCode"]["enum"]
     assert schemas["ConfigCountKey"]["x-dockyard-modules"]["noop"] == ["lines", "records"]
+
+
+def test_an_audit_entry_in_config_mode_keeps_codes_closed_words_and_counts_only() -> None:
+    entry = {
+        "id": 3,
+        "at": "2026-04-02T12:00:00+00:00",
+        "action": "vm.power",
+        "outcome": "refused",
+        "target": "lab/payroll-db",
+        "detail": {
+            "code": "refused_by_safety_net",
+            "reason": "payroll-db is on the never-act list",
+            "source": "cloud",
+            "by": "alice.smith@example.com",
+            "budget": 2,
+            "held": ["payroll-db"],
+        },
+    }
+    reduced = vocabulary.audit_codes_only(entry)
+    assert reduced["target"] is None
+    assert reduced["detail"] == {"code": "refused_by_safety_net", "source": "cloud", "budget": 2}
+    assert vocabulary.audit_fits(reduced)
+    assert not vocabulary.audit_fits(entry)
+    odd = reduced | {"detail": {"code": "payroll-db.qcow2"}}
+    assert vocabulary.audit_codes_only(odd)["detail"] == {"code": "undeclared"}
+    assert not vocabulary.audit_fits(odd)
+    assert not vocabulary.audit_fits(reduced | {"outcome": "alice.smith"})
+    assert not vocabulary.audit_fits(reduced | {"id": "lab/payroll-db"})

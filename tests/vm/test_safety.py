@@ -25,7 +25,7 @@ from dockyard.agent.modules.base import CommandFailed, ModuleContext
 from dockyard.agent.modules.vm import VmModule, module_at
 from dockyard.agent.modules.vm.drivers.base import Sample
 from dockyard.agent.modules.vm.lifecycle import InMaintenance
-from dockyard.agent.protocol import CommandEntry, FlowMode, MetadataBatch, links
+from dockyard.agent.protocol import CommandEntry, FlowMode, MetadataBatch, links, vocabulary
 from dockyard.agent.protocol.vm import (
     IdleState,
     PowerAction,
@@ -257,6 +257,50 @@ def test_a_cloud_policy_with_no_endpoints_cannot_widen_the_local_scope_or_its_bu
         assert not {v.name for v in module.driver("big").discover().vms if v.power_state == "off"}
         audit = module.store.audits()
         assert [(e["target"], e["outcome"]) for e in audit] == [(f"big/{far}", "refused")]
+    finally:
+        module.close()
+
+
+def test_in_config_mode_refusals_and_approvals_go_up_as_codes_only(
+    tmp_path: Path, smtp: Any
+) -> None:
+    """Config mode keeps VM names on the agent, yet the cloud's audit log must learn of a
+    refusal: the trail goes up reduced to what the runner and the cloud let through."""
+    lab = _ten_vms(tmp_path)
+    sent: list[MetadataBatch] = []
+    clock = ManualClock(START)
+    ctx = ModuleContext(tmp_path / "vm", lambda: FlowMode.CONFIG, sent.append, clock)
+    module = VmModule(ctx)
+    try:
+        module.endpoints.add("lab", lab)
+        module.set_local_policy(POLICY)
+        _age(module, 4)
+        ids = {s.vm.name: s.vm.native_id for s in module.store.vms()}
+        module.store.add_never_act("lab", ids["vm05"], "the payroll database", clock())
+        with pytest.raises(CommandFailed):
+            module.cmd_power(_power(ids["vm05"], 1))
+        module.cmd_power(_power(ids["vm00"], 2))
+        with pytest.raises(CommandFailed, match="budget"):
+            module.cmd_power(_power(ids["vm01"], 3))
+        module.cmd_approve(
+            _power("", 4).model_copy(
+                update={"name": "vm.approve", "args": {"count": 1, "by": "x@y.z"}}
+            )
+        )
+        records = [r for b in sent if b.kind == "vm.audit" for r in b.records]
+        assert all(vocabulary.batch_fits_config(b) for b in sent if b.kind == "vm.audit")
+        assert [(r["action"], r["outcome"], r["detail"].get("code")) for r in records] == [
+            ("vm.power", "refused", "refused_by_safety_net"),
+            ("vm.power", "ok", None),
+            ("vm.budget.spent", "not_sent", None),  # told once (no mail server here)
+            ("vm.power", "refused", "over_budget"),
+            ("vm.approve", "ok", None),
+        ]
+        text = json.dumps(records)
+        for secret in ("vm0", "payroll", "x@y.z", "lab/", *ids.values()):
+            assert secret not in text
+        assert not [b for b in sent if b.kind != "vm.audit"]  # no inventory in config mode
+        assert len(module.store.audits(unsent_only=True)) == 0
     finally:
         module.close()
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ...errors import FlowModeForbids
-from ...protocol import CommandEntry, FlowMode, MetadataBatch
+from ...protocol import CommandEntry, FlowMode, MetadataBatch, vocabulary
 from ...protocol.vm import (
     POLICY_KIND,
     Identifiers,
@@ -384,13 +384,17 @@ class VmModule(BackgroundModule):
         return found
 
     def upload_audit(self) -> int:
-        """The audit trail goes up (metadata and above) to the cloud's audit log."""
+        """The audit trail goes up to the cloud's audit log when docked: whole from
+        `metadata` up, reduced to codes, closed words and counts in `config` mode (the
+        cloud then learns that a shutdown was refused and why, never which VM)."""
         mode = self.ctx.flow_mode()
-        if mode is None or not mode.allows(FlowMode.METADATA):
+        if mode is None:
             return 0
         entries = self.store.audits(unsent_only=True, limit=BATCH_RECORDS)
         if not entries:
             return 0
+        if not mode.allows(FlowMode.METADATA):
+            entries = [vocabulary.audit_codes_only(e, "vm") for e in entries]
         sent = self._upload("vm.audit", entries, self.clock())
         if sent == len(entries):
             self.store.mark_audits_sent([int(e["id"]) for e in entries])
