@@ -10,7 +10,9 @@ here, with a sentence saying why, before anything acts on it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
@@ -189,6 +191,24 @@ def notice_due(sent_at: datetime, notice_hours: float) -> datetime:
     return sent_at + timedelta(hours=notice_hours)
 
 
+MIN_AGREEING = 2
+"""Identifiers two records must share to be one VM: one is not enough, since clones share a
+BIOS UUID and a cloned NIC may keep its MAC."""
+
+
+def identifier_keys(ids: Mapping[str, Any]) -> set[str]:
+    """A record's identifiers as comparable keys (`kind:value`, lower case)."""
+    out = set()
+    for key in ("instance_uuid", "bios_uuid", "ec2_instance_id"):
+        value = ids.get(key)
+        if value:
+            out.add(f"{key}:{str(value).lower()}")
+    for mac in ids.get("macs") or ():
+        if mac:
+            out.add(f"mac:{str(mac).lower()}")
+    return out
+
+
 class Identifiers(Message):
     """What can tell the same VM seen by two agents; two must agree to match."""
 
@@ -196,6 +216,19 @@ class Identifiers(Message):
     bios_uuid: str | None = None
     macs: list[str] = []
     ec2_instance_id: str | None = None
+
+    def keys(self) -> set[str]:
+        return identifier_keys(self.model_dump())
+
+    def possible_clone_of(self, other: Identifiers) -> bool:
+        """The same BIOS UUID, and too little else in common to be the same VM seen twice
+        (on two endpoints that share a host, say): a clone, or a copy registered twice."""
+        bios = (self.bios_uuid or "").lower()
+        return (
+            bool(bios)
+            and bios == (other.bios_uuid or "").lower()
+            and (len(self.keys() & other.keys()) < MIN_AGREEING)
+        )
 
 
 class IdleState(enum.StrEnum):

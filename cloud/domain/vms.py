@@ -23,7 +23,13 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from dockyard.agent.protocol.vm import Decision, PowerAction, VmRecord
+from dockyard.agent.protocol.vm import (
+    MIN_AGREEING,
+    Decision,
+    PowerAction,
+    VmRecord,
+    identifier_keys,
+)
 from dockyard.agent.protocol.vocabulary import VmAuditAction
 from dockyard.cloud.store.models import Agent, CatalogVm, VmDecision, VmSighting
 
@@ -33,19 +39,9 @@ from .errors import Invalid, NotFound
 from .pages import Page, PageRequest, keyset
 from .permissions import Permission as P
 
-MIN_AGREEING = 2
-
 
 def identifiers(ids: dict[str, Any]) -> set[str]:
-    out = set()
-    for key in ("instance_uuid", "bios_uuid", "ec2_instance_id"):
-        value = ids.get(key)
-        if value:
-            out.add(f"{key}:{str(value).lower()}")
-    for mac in ids.get("macs") or ():
-        if mac:
-            out.add(f"mac:{str(mac).lower()}")
-    return out
+    return identifier_keys(ids)
 
 
 def ingest_inventory(ctx: Ctx, agent: Agent, records: list[dict[str, Any]]) -> int:

@@ -369,13 +369,20 @@ def test_two_vms_with_one_bios_uuid_are_flagged_and_a_command_reaches_only_one(
     shared = "6c0b7b5e-6f4b-4c55-9f0e-3e0a3d1f0c11"
     module = module_at(tmp_path / "vm", ManualClock(START))
     try:
-        for n in (1, 2):
-            uri = host_file(tmp_path, f"kvm{n}", 8, 32768, [Domain(f"web{n}", uuid=shared)])
+        # web2 is a clone of web1 (same BIOS UUID, a MAC of its own); lab3 is a second way
+        # to the same host as lab1, so it sees web1 itself again: not a clone of it.
+        macs = {1: "52:54:00:00:00:01", 2: "52:54:00:00:00:02", 3: "52:54:00:00:00:01"}
+        for n, mac in macs.items():
+            folder = tmp_path / f"h{n}"
+            folder.mkdir()
+            name = "web2" if n == 2 else "web1"
+            uri = host_file(folder, f"kvm{n}", 8, 32768, [Domain(name, uuid=shared, mac=mac)])
             module.endpoints.add(f"lab{n}", {"kind": "libvirt", "hosts": [uri]})
         module.discover(module.clock())
-        records = {r["name"]: r for r in module.records(module.clock())}
-        assert records["web1"]["possible_clone_of"] == [f"lab2/{shared}"]
-        assert records["web2"]["possible_clone_of"] == [f"lab1/{shared}"]
+        records = {r["endpoint"]: r for r in module.records(module.clock())}
+        assert records["lab1"]["possible_clone_of"] == [f"lab2/{shared}"]
+        assert records["lab2"]["possible_clone_of"] == [f"lab1/{shared}", f"lab3/{shared}"]
+        assert records["lab3"]["possible_clone_of"] == [f"lab2/{shared}"]
         module.set_local_policy({**POLICY, "budget_share": 1.0})
         module.lifecycle.power(
             module.policy(), "lab1", shared, PowerAction.POWER_OFF, module.clock()

@@ -603,12 +603,14 @@ def possible_clones(stored: list[StoredVm]) -> dict[tuple[str, str], list[str]]:
             by_bios.setdefault(bios, []).append(s)
     out: dict[tuple[str, str], list[str]] = {}
     for group in by_bios.values():
-        if len(group) < 2:
-            continue
         for s in group:
-            out[(s.endpoint, s.vm.native_id)] = sorted(
-                f"{o.endpoint}/{o.vm.native_id}" for o in group if o is not s
+            others = sorted(
+                f"{o.endpoint}/{o.vm.native_id}"
+                for o in group
+                if o is not s and s.vm.identifiers.possible_clone_of(o.vm.identifiers)
             )
+            if others:
+                out[(s.endpoint, s.vm.native_id)] = others
     return out
 
 
