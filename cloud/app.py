@@ -106,12 +106,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await svc.bus.start()
         sweeper = asyncio.create_task(_sweep_forever(svc))
-        notices = asyncio.create_task(scheduler.notices_forever(svc))
+        timers = asyncio.create_task(scheduler.forever(svc))
         try:
             yield
         finally:
             svc.bus.release_all()
-            for task in (sweeper, notices):
+            for task in (sweeper, timers):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -7,7 +7,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from dockyard.cloud.domain.vm_notices import Mail, Mailer, MailUnavailable
+from dockyard.cloud.domain.mail import Mail, Mailer, MailUnavailable
 from dockyard.cloud.settings import Settings
 
 

@@ -16,8 +16,8 @@ from starlette.routing import Route
 
 from dockyard.agent.protocol import links
 from dockyard.cloud.api import bodies
-from dockyard.cloud.domain import vm_notices
 from dockyard.cloud.domain.principal import Principal
+from dockyard.cloud.modules.vm import notices as vm_notices
 from dockyard.cloud.services import Services
 
 MAX_FORM_BYTES = 4096

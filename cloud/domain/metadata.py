@@ -10,9 +10,9 @@ from sqlalchemy.exc import IntegrityError
 
 from dockyard.agent.protocol import FlowMode, vocabulary
 from dockyard.agent.protocol import MetadataBatch as WireBatch
-from dockyard.cloud.store.models import Agent, MetadataBatch
+from dockyard.cloud.store.models import MetadataBatch
 
-from . import agents, audit, vms
+from . import agents, audit, modules
 from .context import Ctx
 from .errors import FlowModeForbids
 
@@ -52,8 +52,9 @@ def accept(ctx: Ctx, agent_id: uuid.UUID, batch: WireBatch, size_bytes: int) -> 
             )
     except IntegrityError:
         return Accepted(batch.batch_id, duplicate=True)
-    if batch.module == "vm":
-        _ingest_vm(ctx, agent, batch)
+    feed = modules.ingest(batch.module, batch.kind)
+    if feed is not None:  # same transaction: a record the module refuses stores nothing
+        feed(ctx, agent, list(batch.records))
     audit.record(
         ctx,
         agent.tenant_id,
@@ -64,14 +65,3 @@ def accept(ctx: Ctx, agent_id: uuid.UUID, batch: WireBatch, size_bytes: int) -> 
         bytes=size_bytes,
     )
     return Accepted(batch.batch_id, duplicate=False)
-
-
-def _ingest_vm(ctx: Ctx, agent: Agent, batch: WireBatch) -> None:
-    """The VM module's batches also feed the catalog and the decisions (same transaction: a
-    malformed record stores nothing)."""
-    if batch.kind == "vm.inventory":
-        vms.ingest_inventory(ctx, agent, list(batch.records))
-    elif batch.kind == "vm.decision":
-        vms.ingest_decisions(ctx, agent, list(batch.records))
-    elif batch.kind == "vm.audit":
-        vms.ingest_audit(ctx, agent, list(batch.records))

@@ -7,16 +7,14 @@ an agent learns of it once, in order with its commands, and never on every poll.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 
-from dockyard.agent.protocol.vm import POLICY_KIND, VmLifecyclePolicy
 from dockyard.cloud.store.models import Agent, Policy, PolicyAssignment, PolicyVersion, Site
 
-from . import audit, sequence
+from . import audit, modules, sequence
 from .context import Ctx
 from .errors import Conflict, Invalid, NotFound
 from .pages import Page, PageRequest, keyset
@@ -26,33 +24,16 @@ TARGET_KINDS = ("tenant", "site", "agent")
 MAX_DOCUMENT_BYTES = 64 * 1024
 
 
-class NoopPolicy(BaseModel):
-    """The `noop` module's policy: enough to show a document reaching an agent."""
-
-    model_config = ConfigDict(extra="forbid")
-    greeting: str = Field(default="hello", max_length=200)
-    interval_s: int = Field(default=60, ge=1, le=86_400)
-
-
-VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "noop": lambda doc: NoopPolicy.model_validate(doc).model_dump(),
-    POLICY_KIND: lambda doc: VmLifecyclePolicy.model_validate(doc).model_dump(mode="json"),
-}
-
-
-def register_kind(kind: str, model: type[BaseModel]) -> None:
-    """Modules' cloud sides register the document model of their policy kinds."""
-    VALIDATORS[kind] = lambda doc: model.model_validate(doc).model_dump(mode="json")
-
-
 def validate(kind: str, document: dict[str, Any]) -> dict[str, Any]:
-    validator = VALIDATORS.get(kind)
-    if validator is None:
-        raise Invalid(f"unknown policy kind {kind!r}; kinds are {', '.join(sorted(VALIDATORS))}")
+    """A document as its kind's model (a module's, `domain/modules.py`) dumps it."""
+    known = modules.policy_models()
+    model = known.get(kind)
+    if model is None:
+        raise Invalid(f"unknown policy kind {kind!r}; kinds are {', '.join(sorted(known))}")
     if len(repr(document)) > MAX_DOCUMENT_BYTES:
         raise Invalid("a policy document takes at most 64 KiB")
     try:
-        return validator(document)
+        return model.model_validate(document).model_dump(mode="json")
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'document'}: {err['msg']}"

@@ -25,7 +25,7 @@ from dockyard.agent import protocol as p
 from dockyard.cloud.api.agent.spec import OPERATIONS
 from dockyard.cloud.app import create_app
 from dockyard.cloud.blobs import LocalBlobs
-from dockyard.cloud.domain import vm_notices
+from dockyard.cloud.modules.vm import notices as vm_notices
 from dockyard.cloud.settings import Settings
 from dockyard.cloud.store.db import Database
 

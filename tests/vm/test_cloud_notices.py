@@ -17,9 +17,10 @@ from dockyard.agent import protocol as p
 from dockyard.agent.protocol import links, vm
 from dockyard.cloud import scheduler
 from dockyard.cloud.app import build_services
-from dockyard.cloud.domain import enrolment, jobs, metadata, policies, vm_notices
+from dockyard.cloud.domain import enrolment, jobs, metadata, policies
 from dockyard.cloud.domain.clock import ManualClock
 from dockyard.cloud.domain.errors import Invalid
+from dockyard.cloud.modules.vm import notices as vm_notices
 from dockyard.cloud.settings import Settings
 from dockyard.cloud.store.db import Database
 from dockyard.cloud.store.models import AuditRecord, Command, VmDecision
@@ -98,7 +99,7 @@ def test_notice_skip_delay_and_the_command_after(setup: Any, pg: Database, smtp:
         decision("tmp", "tmp@example.com"),
         decision("orphan", None),
     )
-    done = scheduler.run_vm_notices(svc)
+    done = scheduler.run(svc, "vm.notices")
     assert done == {"notified": 3, "failed": 1}
     mails = {m["To"]: m.get_content() for m in smtp.wait(3)}
     tokens = {}
@@ -121,9 +122,9 @@ def test_notice_skip_delay_and_the_command_after(setup: Any, pg: Database, smtp:
     assert "not be shut down before" in answer(tokens["db@example.com"]["delay"])
 
     clock.advance(timedelta(hours=25))
-    assert scheduler.run_vm_notices(svc) == {"commanded": 1}  # tmp only
+    assert scheduler.run(svc, "vm.notices") == {"commanded": 1}  # tmp only
     clock.advance(timedelta(days=7))
-    assert scheduler.run_vm_notices(svc) == {"commanded": 1}  # db, a week late
+    assert scheduler.run(svc, "vm.notices") == {"commanded": 1}  # db, a week late
     clock.advance(timedelta(days=2))
     with pytest.raises(links.BadLink, match="expired"):
         answer(tokens["tmp@example.com"]["skip"])
@@ -198,7 +199,7 @@ def test_the_decision_takes_the_agents_result_and_a_held_one_goes_on_after_appro
 
     def statuses() -> dict[str, str]:
         """This tenant's only: the loop also advances other tests' tenants."""
-        scheduler.run_vm_notices(svc)
+        scheduler.run(svc, "vm.notices")
         return {name: d.status for name, d in rows().items()}
 
     assert statuses() == {"a": "notified", "b": "notified", "c": "notified"}

@@ -1,7 +1,10 @@
 """The schema: one file per concept, merged here. A concept's file holds its types, its
 `…Query` and `…Mutation` and its result unions; a new concept adds its file and one line to
-each list below. Every field sits behind `Authenticated` and every mutation declares its
+each list below. A module's (`cloud/modules/<name>/graphql.py`) come from the registry,
+after the concepts. Every field sits behind `Authenticated` and every mutation declares its
 permissions, or the schema refuses to build."""
+
+from importlib import import_module
 
 import strawberry
 from graphql import GraphQLError
@@ -11,11 +14,19 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from strawberry.utils.str_converters import to_camel_case
 
+from dockyard.cloud.domain import modules
 from dockyard.cloud.domain.permissions import Permission as P
 
-from . import agents, audit, commands, enrolment, limits, policies, tenants, vms
+from . import agents, audit, commands, enrolment, limits, policies, tenants
 from .extensions import MaskUnexpected, RequestSession, log_errors
 from .fields import NEEDS, mutation, query
+
+
+def _modules(part: str) -> tuple[type, ...]:
+    """Each module's `Query` or `Mutation`, in registry order (`CloudModule.graphql`)."""
+    found = (getattr(import_module(m.graphql), part, None) for m in modules.registry() if m.graphql)
+    return tuple(t for t in found if t is not None)
+
 
 Query = merge_types(
     "Query",
@@ -26,7 +37,7 @@ Query = merge_types(
         policies.PolicyQuery,
         commands.CommandQuery,
         audit.AuditQuery,
-        vms.VmQuery,
+        *_modules("Query"),
     ),
 )
 Mutation = merge_types(
@@ -37,7 +48,7 @@ Mutation = merge_types(
         enrolment.EnrolmentMutation,
         policies.PolicyMutation,
         commands.CommandMutation,
-        vms.VmMutation,
+        *_modules("Mutation"),
     ),
 )
 

@@ -31,13 +31,12 @@ from dockyard.agent.protocol.vm import (
     identifier_keys,
 )
 from dockyard.agent.protocol.vocabulary import VmAuditAction
+from dockyard.cloud.domain import agents, audit, commands
+from dockyard.cloud.domain.context import Ctx
+from dockyard.cloud.domain.errors import Invalid, NotFound
+from dockyard.cloud.domain.pages import Page, PageRequest, keyset
+from dockyard.cloud.domain.permissions import Permission as P
 from dockyard.cloud.store.models import Agent, CatalogVm, VmDecision, VmSighting
-
-from . import agents, audit, commands
-from .context import Ctx
-from .errors import Invalid, NotFound
-from .pages import Page, PageRequest, keyset
-from .permissions import Permission as P
 
 
 def identifiers(ids: dict[str, Any]) -> set[str]:

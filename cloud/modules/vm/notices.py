@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +29,12 @@ from dockyard.agent.protocol import links
 from dockyard.agent.protocol import notices as rules
 from dockyard.agent.protocol.notices import DecisionState as S
 from dockyard.agent.protocol.vm import POLICY_KIND, VmLifecyclePolicy
+from dockyard.cloud.domain import agents, audit, commands
+from dockyard.cloud.domain.clock import Clock
+from dockyard.cloud.domain.context import Ctx
+from dockyard.cloud.domain.errors import Invalid
+from dockyard.cloud.domain.mail import Mail, Mailer, MailUnavailable
+from dockyard.cloud.domain.permissions import Permission as P
 from dockyard.cloud.store.models import (
     AgentEntry,
     AuditRecord,
@@ -41,30 +45,10 @@ from dockyard.cloud.store.models import (
 )
 from dockyard.cloud.store.tenancy import unscoped
 
-from . import agents, audit, commands
-from .clock import Clock
-from .context import Ctx
-from .errors import Invalid
-from .permissions import Permission as P
-
 DEFAULT_WINDOW_H = float(VmLifecyclePolicy.model_fields["budget_window_hours"].default)
 TELL_HELD_EVERY = timedelta(days=1)
 """The policy's contact hears at most this often, per agent, that shutdowns are held."""
 ANSWER_PATH = rules.ANSWER_PATH
-
-
-@dataclass(frozen=True)
-class Mail:
-    to: str
-    subject: str
-    body: str
-
-
-Mailer = Callable[[Mail], None]
-
-
-class MailUnavailable(Exception):
-    """Raised by a mailer that cannot deliver; the decision records why."""
 
 
 def link_key(secret: bytes) -> bytes:

@@ -11,14 +11,10 @@ from strawberry.types import Info
 from dockyard.agent.protocol import links
 from dockyard.agent.protocol.notices import DecisionState
 from dockyard.agent.protocol.vm import IdleState, PowerAction
-from dockyard.cloud.domain import rows as r
-from dockyard.cloud.domain import vm_notices, vms
-from dockyard.cloud.domain.permissions import Permission as P
-
-from . import relay
-from .commands import Command
-from .context import Context
-from .errors import (
+from dockyard.cloud.api.graphql import relay
+from dockyard.cloud.api.graphql.commands import Command
+from dockyard.cloud.api.graphql.context import Context
+from dockyard.cloud.api.graphql.errors import (
     AgentNotFound,
     AgentRevoked,
     InvalidInput,
@@ -27,7 +23,11 @@ from .errors import (
     TenantNotFound,
     VmSightingNotFound,
 )
-from .fields import mutation, parse_id, query
+from dockyard.cloud.api.graphql.fields import mutation, parse_id, query
+from dockyard.cloud.domain import rows as r
+from dockyard.cloud.domain.permissions import Permission as P
+
+from . import catalog, notices
 
 strawberry.enum(PowerAction, description="What a power command does to a VM.")
 strawberry.enum(IdleState, description="What the agent's idleness rule found.")
@@ -106,7 +106,7 @@ class Vm:
     )
 
     @classmethod
-    def of(cls, entry: vms.CatalogEntry) -> "Vm":
+    def of(cls, entry: catalog.CatalogEntry) -> "Vm":
         return cls(
             id=strawberry.ID(str(entry.vm.id)),
             name=entry.vm.name,
@@ -221,7 +221,7 @@ class VmQuery:
         """The tenant's VM catalog by name; each filter matches any of a VM's sightings."""
         tid = parse_id(tenant_id, "tenantId")
         page = await info.context.read(
-            lambda ctx: vms.catalog(
+            lambda ctx: catalog.catalog(
                 ctx,
                 tid,
                 power_state=power_state,
@@ -247,7 +247,7 @@ class VmQuery:
         tid = parse_id(tenant_id, "tenantId")
         wanted = status.value if status is not None else None
         page = await info.context.read(
-            lambda ctx: vms.decisions(ctx, tid, relay.request(first, after), status=wanted)
+            lambda ctx: catalog.decisions(ctx, tid, relay.request(first, after), status=wanted)
         )
         return relay.connection(page, VmDecision.of, after)
 
@@ -261,7 +261,7 @@ class VmMutation:
         """Shut down, power off, suspend or start a VM now, through the agent that sees it
         (its never-act list and the exclusion tag still apply there)."""
         sid = parse_id(sighting_id, "sightingId")
-        row = await info.context.write(lambda ctx: vms.power(ctx, sid, action.value))
+        row = await info.context.write(lambda ctx: catalog.power(ctx, sid, action.value))
         return Command.of(row)
 
     @mutation(ApproveVmActionsResult, P.VM_POWER)
@@ -272,7 +272,7 @@ class VmMutation:
         decisions go ahead, oldest first. The agent's own cap is not raised."""
         aid = parse_id(agent_id, "agentId")
         command_id, released = await info.context.write(
-            lambda ctx: vm_notices.approve(ctx, aid, count)
+            lambda ctx: notices.approve(ctx, aid, count)
         )
         return VmApproval(command_id=strawberry.ID(str(command_id)), released=released)
 
@@ -282,4 +282,9 @@ class VmMutation:
     ) -> VmSighting:
         """Undo a merge: the sighting becomes a VM of its own and is never merged again."""
         sid = parse_id(sighting_id, "sightingId")
-        return VmSighting.of(await info.context.write(lambda ctx: vms.split(ctx, sid)))
+        return VmSighting.of(await info.context.write(lambda ctx: catalog.split(ctx, sid)))
+
+
+# What the schema merges (`cloud/api/graphql/schema.py`, through the module's registry entry).
+Query = VmQuery
+Mutation = VmMutation
