@@ -8,24 +8,24 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
+from importlib import import_module
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from dockyard.agent.protocol import BASE_PATH
 from dockyard.cloud import scheduler
 from dockyard.cloud.api.agent.routes import routes as agent_routes
 from dockyard.cloud.api.blob_urls import routes as blob_routes
 from dockyard.cloud.api.health import routes as health_routes
-from dockyard.cloud.api.notice_links import routes as notice_routes
 from dockyard.cloud.api.request_ids import RequestIds
 from dockyard.cloud.auth.agent_tokens import AgentTokens
 from dockyard.cloud.blobs import BlobStore, LocalBlobs, S3Blobs
 from dockyard.cloud.bus import Bus, PostgresBus, libpq_conninfo
-from dockyard.cloud.domain import agents, commands
+from dockyard.cloud.domain import agents, commands, modules
 from dockyard.cloud.domain.clock import Clock, SystemClock
 from dockyard.cloud.services import Services
 from dockyard.cloud.settings import Settings
@@ -96,6 +96,15 @@ async def _sweep_forever(svc: Services) -> None:
             svc.bus.skews = skews | svc.bus.skews
 
 
+def module_routes() -> list[BaseRoute]:
+    """Each module's HTTP routes, in registry order (`CloudModule.routes`)."""
+    found: list[BaseRoute] = []
+    for module in modules.registry():
+        if module.routes:
+            found.extend(import_module(module.routes).routes())
+    return found
+
+
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     from dockyard.cloud.api.graphql import graphiql
     from dockyard.cloud.api.graphql.app import graphql_app
@@ -127,7 +136,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             *health_routes(svc),
             Mount(BASE_PATH, routes=agent_routes()),
             *blob_routes(),
-            *notice_routes(),
+            *module_routes(),
             *graphiql.routes(),
             Route("/graphql", graphql_app(svc), methods=["GET", "POST"]),
         ],

@@ -69,6 +69,10 @@ class CloudModule:
     """The dotted name of the module's GraphQL part: a Python module whose `Query` and
     `Mutation` (either may be absent) the schema merges. By name, so the domain's imports
     never reach the transport."""
+    routes: str | None = None
+    """The dotted name of the module's HTTP part: a Python module whose `routes()` gives the
+    starlette routes the app mounts (pages outside GraphQL and the agent API). By name, as
+    `graphql`."""
 
 
 def registry() -> tuple[CloudModule, ...]:

@@ -1,7 +1,7 @@
 """The VM module's cloud side: the VM life-cycle policy, the catalog its inventories feed
 (`catalog.py`), the notices given for its proposals and the loop that runs them out
-(`notices.py`, `timers.py`), the GraphQL of both (`graphql.py`), and the features each plan
-grants it."""
+(`notices.py`, `timers.py`), the GraphQL of both (`graphql.py`), the page a notice's links
+open (`routes.py`), and the features each plan grants it."""
 
 from __future__ import annotations
 
@@ -27,4 +27,5 @@ MODULE = CloudModule(
         ),
     },
     graphql=f"{__name__}.graphql",
+    routes=f"{__name__}.routes",
 )

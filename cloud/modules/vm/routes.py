@@ -1,4 +1,4 @@
-"""The page a cloud notice's skip and delay links open.
+"""The VM module's HTTP routes: the page a cloud notice's skip and delay links open.
 
 GET shows what the link would do and a button; the answer is taken on POST only, so a mail
 scanner or a link preview never spends a single-use link.
@@ -17,8 +17,9 @@ from starlette.routing import Route
 from dockyard.agent.protocol import links
 from dockyard.cloud.api import bodies
 from dockyard.cloud.domain.principal import Principal
-from dockyard.cloud.modules.vm import notices as vm_notices
 from dockyard.cloud.services import Services
+
+from . import notices
 
 MAX_FORM_BYTES = 4096
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ async def show(request: Request) -> Response:
     return _page(
         200,
         "Answer this notice",
-        f'<form method="post" action="{vm_notices.ANSWER_PATH}">'
+        f'<form method="post" action="{notices.ANSWER_PATH}">'
         f'<input type="hidden" name="t" value="{html.escape(token)}">'
         '<button type="submit">Confirm</button></form>',
     )
@@ -54,18 +55,18 @@ async def take(request: Request) -> Response:
         return _page(e.status, "This answer cannot be read", f"<p>{html.escape(e.message)}</p>")
     form = parse_qs(body.decode("utf-8", "replace"))  # urlencoded; no multipart here
     token = form.get("t", [""])[0]
-    key = vm_notices.link_key(svc.settings.signing_secret())
+    key = notices.link_key(svc.settings.signing_secret())
 
     def work() -> str:
         with svc.db.transaction() as session:
-            tenant, claims = vm_notices.find_for_link(session, key, token, svc.clock)
+            tenant, claims = notices.find_for_link(session, key, token, svc.clock)
         principal = Principal.system(frozenset({tenant}))
         try:
-            return svc.in_tx(principal, lambda ctx: vm_notices.answer(ctx, claims))
+            return svc.in_tx(principal, lambda ctx: notices.answer(ctx, claims))
         except links.BadLink as e:
             # The answer's transaction is gone; the refusal is written in one of its own.
             why = str(e)
-            svc.in_tx(principal, lambda ctx: vm_notices.refused_link(ctx, tenant, claims, why))
+            svc.in_tx(principal, lambda ctx: notices.refused_link(ctx, tenant, claims, why))
             raise
 
     try:
@@ -78,6 +79,6 @@ async def take(request: Request) -> Response:
 
 def routes() -> list[Route]:
     return [
-        Route(vm_notices.ANSWER_PATH, show, methods=["GET"]),
-        Route(vm_notices.ANSWER_PATH, take, methods=["POST"]),
+        Route(notices.ANSWER_PATH, show, methods=["GET"]),
+        Route(notices.ANSWER_PATH, take, methods=["POST"]),
     ]
