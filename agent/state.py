@@ -308,12 +308,22 @@ def damage(directory: Path) -> str | None:
     return None
 
 
+COMPANIONS = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps beside a database, which belong to it: a new `agent.db` opened
+beside an old `-journal` would take it for its own and roll the old pages into itself."""
+
+
 def set_aside(directory: Path, now: datetime) -> Path:
-    """Move `agent.db` and its WAL files to `agent.db.damaged-<UTC time>`, kept, never
-    deleted: what repair could not read may still matter to a person."""
+    """Move `agent.db` and its companion files to `agent.db.damaged-<UTC time>`, kept,
+    never deleted: what repair could not read may still matter to a person. A name taken
+    already (a second repair within the second) gets a number, never overwritten."""
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     aside = directory / f"{DB_NAME}.damaged-{stamp}"
-    for suffix in ("-wal", "-shm", ""):
+    n = 1
+    while any(aside.with_name(aside.name + x).exists() for x in ("", *COMPANIONS)):
+        n += 1
+        aside = directory / f"{DB_NAME}.damaged-{stamp}-{n}"
+    for suffix in (*COMPANIONS, ""):  # the database last: until then it is still found
         source = directory / f"{DB_NAME}{suffix}"
         if source.exists():
             source.replace(aside.with_name(aside.name + suffix))
@@ -328,8 +338,11 @@ def salvage(aside: Path, reason: str, into: State) -> Salvage:
     """
     rows = dict.fromkeys(TABLES, 0)
     incomplete: list[str] = []
+    # No writer can be at work on a file set aside: without a WAL, read it as immutable,
+    # which adds no -wal and -shm of its own beside it; with one, read through it.
+    params = "mode=ro" if aside.with_name(aside.name + "-wal").exists() else "immutable=1"
     try:
-        old = sqlite3.connect(f"{aside.resolve().as_uri()}?mode=ro", uri=True)
+        old = sqlite3.connect(f"{aside.resolve().as_uri()}?{params}", uri=True)
     except sqlite3.Error:
         return Salvage(aside, reason, rows, list(TABLES))
     try:

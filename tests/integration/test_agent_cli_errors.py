@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -246,6 +247,76 @@ def test_repair_keeps_the_link_from_a_partly_damaged_agent_db(
     assert 0 < kept < 300
 
 
+_KILLED_WRITER = """
+import os, sqlite3, sys
+db, mode = sys.argv[1], sys.argv[2]
+c = sqlite3.connect(db, isolation_level=None)
+c.execute(f"PRAGMA journal_mode={mode}")
+c.execute("PRAGMA wal_autocheckpoint=0")
+c.execute("PRAGMA cache_size=1")  # DELETE: the journal is written before the commit
+c.execute("BEGIN")
+for i in range(200):
+    c.execute("INSERT INTO policies VALUES ('default', ?, 'k', 'n', 1, ?)", (str(i), "x" * 400))
+if mode == "WAL":
+    c.execute("COMMIT")  # committed in the WAL, never checkpointed
+os._exit(0)  # killed: SQLite cleans nothing up
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "companions"), [("WAL", ["-wal", "-shm"]), ("DELETE", ["-journal"])]
+)
+def test_repair_sets_the_damaged_files_companions_aside_with_it(
+    tmp_path: Path, mode: str, companions: list[str]
+) -> None:
+    """A writer killed mid-work leaves a -wal and -shm (or a hot -journal) beside agent.db:
+    they belong to the damaged file, so they move with it, byte for byte, and nothing of
+    theirs stays beside the new agent.db (an old -journal would be taken for its own)."""
+    agent = Agent(tmp_path / "agent")
+    State(agent.state).close()
+    db = agent.state / "agent.db"
+    subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(db), mode], check=True)
+    assert sorted(p.name for p in agent.state.iterdir()) == sorted(
+        ["agent.db", *(f"agent.db{c}" for c in companions)]
+    )
+    db.write_bytes(os.urandom(db.stat().st_size))
+    before = snapshot(agent.state)
+    assert "is damaged" in one_line(agent.cli("status", check=False), errors.EXIT_STATE)
+
+    agent.cli("repair")
+    (aside,) = agent.state.glob("agent.db.damaged-*[0-9]Z")
+    kept = {"agent.db", aside.name, *(aside.name + c for c in companions)}
+    assert {p.name for p in agent.state.iterdir()} == kept
+    after = snapshot(agent.state)
+    for suffix in ("", *(c for c in companions if c != "-shm")):
+        assert after[aside.name + suffix] == before["agent.db" + suffix], suffix
+    assert "sound" in agent.cli("repair").stdout
+
+
+def test_repair_adds_no_files_of_its_own_beside_what_it_set_aside(tmp_path: Path) -> None:
+    """Reading the damaged copy leaves no -wal and -shm beside it, and a second repair within
+    the same second keeps the first one's copy."""
+    agent = Agent(tmp_path / "agent")
+    State(agent.state).close()
+    db = agent.state / "agent.db"
+    original = db.read_bytes()
+    conn = sqlite3.connect(db)
+    try:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    for _ in range(2):  # a WAL database whose second page (its first table) is scribbled on
+        db.write_bytes(original[:page_size] + b"\xa5" * (len(original) - page_size))
+        assert "is damaged" in one_line(agent.cli("status", check=False), errors.EXIT_STATE)
+        agent.cli("repair")
+    names = sorted(p.name for p in agent.state.iterdir())
+    assert names[0] == "agent.db"
+    assert len(names) == 3, names
+    assert all(
+        n.startswith("agent.db.damaged-") and not n.endswith(("-wal", "-shm")) for n in names[1:]
+    )
+
+
 # --- output to a reader that went away ----------------------------------------------------
 
 
@@ -267,3 +338,16 @@ def test_a_reader_that_left_is_no_traceback(tmp_path: Path, args: tuple[str, ...
         os.close(write_end)
     assert result.returncode == errors.EXIT_PIPE
     assert result.stderr == ""
+
+
+def test_setting_aside_twice_in_one_second_keeps_both(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from dockyard.agent.state import set_aside
+
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    asides = []
+    for content in (b"first", b"second"):
+        tmp_path.joinpath("agent.db").write_bytes(content)
+        asides.append(set_aside(tmp_path, now))
+    assert [a.read_bytes() for a in asides] == [b"first", b"second"]
