@@ -134,7 +134,8 @@ def cmd_dock(args: argparse.Namespace) -> int:
         raise
     # Nothing is written before this point; from here a failure removes what was written.
     created = [d for d in (args.state, *args.state.parents) if not d.exists()]
-    path = key_path(args.state, args.link)
+    # Stored absolute: the agent runs from other directories than the one `dock` ran in.
+    path = key_path(args.state.resolve(), args.link)
     link = Link(url, ca_bundle=args.ca_bundle)
     try:
         keys.save(key, path)

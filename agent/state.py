@@ -203,7 +203,15 @@ class State:
         data = dict(row)
         data["max_flow"] = FlowMode(data["max_flow"])
         data["flow_mode"] = FlowMode(data["flow_mode"])
+        data["key_file"] = str(self._key_file(data["key_file"]))
         return LinkRecord(**data)
+
+    def _key_file(self, stored: str) -> Path:
+        """Where the link's key is. Earlier agents stored the path as `--state` was typed
+        (`./s/default.key`), relative to wherever `dock` ran; the key was always written in
+        the state directory, so a relative path names the file of that name there."""
+        path = Path(stored)
+        return path if path.is_absolute() else (self.dir / path.name).resolve()
 
     def links(self) -> list[LinkRecord]:
         names = [r["name"] for r in self.execute("SELECT name FROM links ORDER BY name")]

@@ -172,6 +172,46 @@ def test_a_key_file_others_can_read_is_refused_with_the_fix(
     assert "missing" in one_line(agent.cli("rotate-key", check=False), errors.EXIT_STATE)
 
 
+def test_a_state_dir_given_relative_at_dock_works_from_any_directory(
+    cloud: Cloud, pg: Database, tmp_path: Path
+) -> None:
+    """`dock --state ./agent`, then `rotate-key` run from elsewhere: the key's path was
+    stored as typed, relative to where `dock` ran. It is stored absolute now, and a relative
+    path an earlier agent stored is read as the file of that name in the state directory."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    state = here / "agent"
+
+    def cli(cwd: Path, where: str, *args: str, token: str | None = None) -> str:
+        result = subprocess.run(
+            [str(BIN_DIR / "dockyard-agent"), "--state", where, *args],
+            cwd=cwd,
+            input=token,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    cli(here, "./agent", "dock", cloud.url, token=enrolment_secret(make_world(pg)) + "\n")
+    key = state / "default.key"
+    conn = sqlite3.connect(state / "agent.db")
+    try:
+        (stored,) = conn.execute("SELECT key_file FROM links").fetchone()
+        assert stored == str(key.resolve())
+        # What an earlier agent stored for the same `dock --state ./agent`:
+        conn.execute("UPDATE links SET key_file = './agent/default.key'")
+        conn.commit()
+    finally:
+        conn.close()
+    old_pem = key.read_bytes()
+    assert "rotated" in cli(elsewhere, str(state), "rotate-key")
+    assert key.read_bytes() != old_pem
+    assert not (elsewhere / "agent").exists()
+
+
 # --- a damaged agent.db -------------------------------------------------------------------
 
 
