@@ -214,6 +214,8 @@ def status(state: State | None, directory: Path) -> dict[str, Any]:
                     "max_flow": record.max_flow.value,
                     "last_seq": record.last_seq,
                     "last_contact_at": record.last_contact_at,
+                    "key_file": record.key_file,
+                    "key_warning": _key_warning(record.key_file),
                     "features": state.features(record.name),
                     "policies": [
                         {"name": x["name"], "kind": x["kind"], "version": x["version"]}
@@ -232,6 +234,19 @@ def status(state: State | None, directory: Path) -> dict[str, Any]:
         "modules": sorted(registry()),
         "host": platform.node(),
     }
+
+
+def _key_warning(key_file: str) -> str | None:
+    """Why `run` and `rotate-key` would refuse the key file, for `status` to say without
+    failing: it is the command an operator runs to see what is wrong."""
+    from . import keys
+    from .errors import KeyFileError
+
+    try:
+        keys.check(Path(key_file))
+    except KeyFileError as e:
+        return str(e)
+    return None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -257,6 +272,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for module, feats in sorted(link["features"].items()):
             print(f"  {module}: unlocked {', '.join(feats) or 'nothing'}")
+        if link["key_warning"]:
+            print(f"dockyard-agent: warning: {link['key_warning']}", file=sys.stderr)
     print(_skew_line(info["clock_skew"]))
     return 0
 

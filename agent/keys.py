@@ -53,8 +53,9 @@ def save(key: Ed25519PrivateKey, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load(path: Path) -> Ed25519PrivateKey:
-    """The key in `path`, refused (`KeyFileError`, nothing read) if others may read it."""
+def check(path: Path) -> None:
+    """Refuse (`KeyFileError`) a key file that is missing or that others may read, without
+    reading it: `load` refuses to use such a key, `status` only warns of it."""
     try:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError as e:
@@ -67,8 +68,13 @@ def load(path: Path) -> Ed25519PrivateKey:
     if mode & 0o077:
         raise KeyFileError(
             f"the agent's key file {path} may be read by others (mode {mode:03o}); "
-            f"`chmod 600 {path}` and run the command again"
+            f"the agent will not use it until `chmod 600 {path}`"
         )
+
+
+def load(path: Path) -> Ed25519PrivateKey:
+    """The key in `path`, refused (`KeyFileError`, nothing read) if others may read it."""
+    check(path)
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as e:

@@ -167,6 +167,18 @@ def test_a_key_file_others_can_read_is_refused_with_the_fix(
         line = one_line(agent.cli(command, check=False), errors.EXIT_STATE)
         assert "mode 644" in line
         assert f"chmod 600 {key}" in line
+    status = agent.cli("status")  # says so, and does not fail
+    assert "flow mode" in status.stdout
+    warning = one_line(status, 0)
+    assert warning.startswith("dockyard-agent: warning: ")
+    assert "mode 644" in warning
+    assert f"chmod 600 {key}" in warning
+    (link,) = json.loads(agent.cli("status", "--json").stdout)["links"]
+    assert link["key_file"] == str(key)
+    assert "mode 644" in link["key_warning"]
+    key.chmod(0o600)
+    assert json.loads(agent.cli("status", "--json").stdout)["links"][0]["key_warning"] is None
+    assert agent.cli("status").stderr == ""
     key.chmod(0o600)
     key.unlink()
     assert "missing" in one_line(agent.cli("rotate-key", check=False), errors.EXIT_STATE)
