@@ -368,8 +368,8 @@ def version() -> str:
 
 EPILOG = """exit codes: 0 done; 1 the command could not do its work; 2 bad input; 3 the cloud no
 longer accepts this agent; 4 wrong vault key; 5 the local state needs a hand (damaged
-agent.db: `dockyard-agent repair`; key file); 6 the cloud could not be reached; 141 the
-reader of the output went away."""
+agent.db: `dockyard-agent repair`; key file); 6 the cloud (or, for `vm discover`, an
+endpoint) could not be reached; 141 the reader of the output went away."""
 
 
 def parser(vault_only: bool = False) -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ script or systemd can tell them apart (the agent's README lists them):
 | 3 | `run`: the cloud no longer accepts this agent (revoked); dock again |
 | 4 | `vault`: wrong passphrase or key |
 | 5 | the local state needs a hand: `agent.db` damaged, a key file unsafe or missing |
-| 6 | the cloud could not be reached; try again later |
+| 6 | the cloud, or a hypervisor endpoint (`vm discover`), could not be reached; try again later |
 | 141 | the reader of the output went away (`... | head`); what it read is whole |
 """
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 
 from ...clock import Skew
 from ...clock import from_env as clock_from_env
+from ...errors import EXIT_FAILED, EXIT_UNREACHABLE
 from ...protocol.links import BadLink
 from ...protocol.vm import PowerAction
 from .drivers.base import DriverError
@@ -188,10 +190,46 @@ def _find(module: Any, text: str) -> Any:
     return found[0]
 
 
+_FAILED = "error "
+"""How `discover` begins the result of an endpoint it could not read (`error <code>: ...`)."""
+_TRY_LATER = {"endpoint_unreachable", "timeout"}
+
+
 def _discover(args: argparse.Namespace, module: Any) -> int:
-    for name, result in module.discover(module.clock()).items():
-        print(f"{name}: {result}")
-    return 0
+    """What was read on standard output, one line on standard error per endpoint that could
+    not be, and an exit code a timer or a script can act on: an outage that only printed a
+    line would look like success. Any endpoint unread ends the command non-zero, even when
+    others were read (their inventory is kept): 6, as for the cloud, when each could not be
+    reached (try again later); 1 when one needs a hand (credentials refused, bad config)."""
+    if not module.endpoints.all():
+        print("no endpoint configured; add one with `dockyard-agent vm endpoint add`")
+        return 0
+    quiet = not getattr(args, "verbose", False)
+    previous = module.log.level
+    if quiet:  # the module's warning says again what the line below says
+        module.log.setLevel(logging.ERROR)
+    try:
+        results = module.discover(module.clock())
+    finally:
+        module.log.setLevel(previous)
+    codes: list[str] = []
+    for name, result in results.items():
+        if not result.startswith(_FAILED):
+            print(f"{name}: {result}")
+            continue
+        code, _, message = result.removeprefix(_FAILED).partition(": ")
+        codes.append(code)
+        what = "could not be reached" if code in _TRY_LATER else "could not be read"
+        print(f"dockyard-agent vm: endpoint {name} {what} ({code}): {message}", file=sys.stderr)
+    if not codes:
+        return 0
+    if len(codes) < len(results):
+        print(
+            f"dockyard-agent vm: read {len(results) - len(codes)} of {len(results)} endpoints; "
+            "the others' VMs are as last discovered",
+            file=sys.stderr,
+        )
+    return EXIT_UNREACHABLE if set(codes) <= _TRY_LATER else EXIT_FAILED
 
 
 def _ls(args: argparse.Namespace, module: Any) -> int:

@@ -47,6 +47,10 @@ try:
     import libvirt as lv
 except ImportError:  # pragma: no cover - depends on the install
     lv = None
+else:
+    # libvirt also prints each error on standard error ("libvirt: XML-RPC error : ...")
+    # before raising it; the driver's DriverError is its one account.
+    lv.registerErrorHandler(lambda _ctx, _err: None, None)
 
 NAMESPACE = "https://dockyard.dev/xmlns/vm/1"
 STATES = {1: "on", 2: "on", 3: "suspended", 4: "on", 5: "off", 6: "off", 7: "suspended"}
