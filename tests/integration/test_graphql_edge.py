@@ -5,6 +5,7 @@ server where the socket matters."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import threading
@@ -16,6 +17,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
+from dockyard.cloud.api import bodies
 from dockyard.cloud.api.graphql import graphiql, limits
 from dockyard.cloud.api.graphql.schema import Query
 from dockyard.cloud.app import create_app
@@ -117,27 +119,32 @@ def test_tokens_depth_aliases_and_field_count_are_limited(app: Any, pg: Database
         assert expected[name] in messages, (name, messages)
 
 
-def test_a_worst_case_query_is_parsed_off_the_loop_healthz_answers_first(
-    app: Any, pg: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Ordering, not timing: the parse is held until /healthz has answered; parsed on the
-    event loop, the hold would stop /healthz too and the query would answer first."""
-    token = make_world(pg).token
+def _worst_case_query() -> str:
+    """The largest query the limits allow: 480 fields padded to `MAX_QUERY_CHARS`."""
     fields = "id " * 480
     padding = "#" * (limits.MAX_QUERY_CHARS - len(fields) - 40)
     query = f"{padding}\n{{ me {{ {fields}}} }}"
     assert len(query) <= limits.MAX_QUERY_CHARS
+    return query
+
+
+def _order_while_held(
+    app: Any, monkeypatch: pytest.MonkeyPatch, token: str, body: Any, module: Any, name: str
+) -> list[str]:
+    """Holds `module.name` (a step of answering `body`) until /healthz has answered, and
+    tells in which order the three finished. Ordering, not timing: run on the event loop,
+    the held step would stop /healthz too, and the query would answer first."""
     started, release = threading.Event(), threading.Event()
-    real = limits.parse
+    real = getattr(module, name)
     order: list[str] = []
 
     def held(*args: Any, **kwargs: Any) -> Any:
         started.set()
-        release.wait(10)  # only a safety net: an on-loop parse is what the test catches
-        order.append("parsed")
+        release.wait(10)  # only a safety net: an on-loop step is what the test catches
+        order.append("held")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(limits, "parse", held)
+    monkeypatch.setattr(module, name, held)
 
     async def go() -> list[str]:
         transport = httpx.ASGITransport(app=app)
@@ -145,9 +152,9 @@ def test_a_worst_case_query_is_parsed_off_the_loop_healthz_answers_first(
 
             async def graphql() -> None:
                 r = await client.post(
-                    "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {token}"}
+                    "/graphql", json=body, headers={"Authorization": f"Bearer {token}"}
                 )
-                assert r.json()["data"]["me"]["id"]
+                assert r.json()["data"]["me"]["id"], r.text
                 order.append("graphql")
 
             task = asyncio.create_task(graphql())
@@ -158,7 +165,30 @@ def test_a_worst_case_query_is_parsed_off_the_loop_healthz_answers_first(
             await task
         return order
 
-    assert asyncio.run(go()) == ["healthz", "parsed", "graphql"]
+    return asyncio.run(go())
+
+
+def test_a_worst_case_query_is_parsed_off_the_loop_healthz_answers_first(
+    app: Any, pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = make_world(pg).token
+    body = {"query": _worst_case_query()}
+    order = _order_while_held(app, monkeypatch, token, body, limits, "parse")
+    assert order == ["healthz", "held", "graphql"]
+
+
+def test_a_signed_in_users_largest_body_is_decoded_off_the_loop_healthz_answers_first(
+    app: Any, pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JSON of a body just under the limit, from a signed-in user, is decoded on a
+    worker thread like the query it carries."""
+    token = make_world(pg).token
+    query = _worst_case_query()
+    filler = "y" * (limits.MAX_BODY_BYTES - len(query) - 100)
+    body = {"query": query, "variables": {"unused": filler}}
+    assert bodies.OFF_LOOP_BYTES < len(json.dumps(body)) <= limits.MAX_BODY_BYTES
+    order = _order_while_held(app, monkeypatch, token, body, bodies, "decode")
+    assert order == ["healthz", "held", "graphql"]
 
 
 def test_introspection_is_for_signed_in_users_and_off_in_production(

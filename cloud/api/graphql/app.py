@@ -1,18 +1,22 @@
 """The ASGI GraphQL endpoint. What it refuses, it refuses before it reads or parses: no
 principal, 401 from the Authorization header alone; a body over `limits.MAX_BODY_BYTES`,
 413 from its Content-Length or as the stream passes it; JSON nested too deep, 400 before
-`json.loads` (`api/bodies.py`). GET serves the GraphiQL page (`graphiql.py`), whose assets
-are the cloud's own."""
+`json.loads` (`api/bodies.py`). A large body is decoded on a worker thread
+(`bodies.loads`), as a large document is parsed on one (`limits.py`). GET serves the
+GraphiQL page (`graphiql.py`), whose assets are the cloud's own."""
 
 import logging
+from contextvars import ContextVar
 from typing import Any
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLRequestData
+from strawberry.http.parse_content_type import parse_content_type
 
 from dockyard.cloud.api import bodies, request_ids
 from dockyard.cloud.domain import admin
@@ -24,6 +28,10 @@ from .context import Context
 from .schema import build_schema
 
 log = logging.getLogger(__name__)
+
+# The body `parse_http_body` decoded (off the loop when large), with the bytes it came
+# from, for strawberry's synchronous `decode_json` to answer without parsing them again.
+_decoded: ContextVar[tuple[bytes, object] | None] = ContextVar("graphql_decoded", default=None)
 
 UNAUTHENTICATED = "unauthenticated: send Authorization: Bearer <API token>"
 
@@ -90,18 +98,39 @@ class DockyardGraphQL(GraphQL[Context, None]):
     ) -> Context:
         return Context(self.svc, request.state.principal)
 
-    def decode_json(self, data: str | bytes) -> object:
-        """Bounded before it is parsed: the body's size by `_limited`, its depth here."""
-        raw = data.encode() if isinstance(data, str) else data
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        """The body decoded by `bodies.loads` (on a worker thread past
+        `bodies.OFF_LOOP_BYTES`), then read by strawberry as usual: its `decode_json`
+        finds the value decoded here. Parsed on the loop, a signed-in user's 256 KB body
+        held every other request, `/healthz` included, while it was scanned and decoded."""
+        content_type, _ = parse_content_type(request.content_type or "")
+        if "application/json" not in content_type:
+            return await super().parse_http_body(request)  # its 400 names the content type
+        data = await request.get_body()
         try:
-            value = bodies.decode(raw)
+            value = await bodies.loads(data)
         except bodies.BodyRefused as e:
             raise HTTPException(e.status, e.message) from None
         if isinstance(value, dict) and isinstance(value.get("query"), str):
             refusal = limits.too_long(value["query"])
             if refusal is not None:
                 raise HTTPException(413, refusal)
-        return value
+        token = _decoded.set((data, value))
+        try:
+            return await super().parse_http_body(request)
+        finally:
+            _decoded.reset(token)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """What `parse_http_body` decoded from these bytes; anything else (which this view
+        does not read: GET and multipart are off) is refused."""
+        decoded = _decoded.get()
+        raw = data.encode() if isinstance(data, str) else data
+        if decoded is None or decoded[0] != raw:
+            raise HTTPException(400, "the request body is not valid UTF-8 JSON")
+        return decoded[1]
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
