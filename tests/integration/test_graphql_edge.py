@@ -119,6 +119,59 @@ def test_tokens_depth_aliases_and_field_count_are_limited(app: Any, pg: Database
         assert expected[name] in messages, (name, messages)
 
 
+def _aliases(page: str, declared: str = "") -> str:
+    """`MAX_ALIASES` aliases of one list, each asking for pages of `page`."""
+    return (
+        f"query{declared} {{ "
+        + " ".join(
+            f"a{i}: tenants(first: {page}) {{ ... on TenantConnection {{ edges {{ node {{ id }} }} }} }}"
+            for i in range(limits.MAX_ALIASES)
+        )
+        + " }"
+    )
+
+
+PORTAL = """query($t: ID!) { me { id email name memberships { tenantId role via } }
+  tenants(first: 50) { ... on TenantConnection {
+    edges { node { id name kind flowMode plan parentId archivedAt } }
+    pageInfo { hasNextPage endCursor } } }
+  agents(tenantId: $t, first: 100) { ... on AgentConnection {
+    edges { cursor node { id name } } pageInfo { hasNextPage endCursor } } } }"""
+
+
+def test_list_sizes_weigh_an_operations_cost_and_a_costly_one_never_runs(
+    app: Any, pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty aliases of a list are within the alias and field limits; asked with large
+    pages, literal or through a variable, they are refused before any resolver runs."""
+    world = make_world(pg)
+    field = next(f for f in Query.__strawberry_definition__.fields if f.name == "tenants")
+    real, calls = field.base_resolver.wrapped_func, []
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("first"))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(field.base_resolver, "wrapped_func", counted)
+    for query, variables in (
+        (_aliases("5000"), {}),
+        (_aliases("$n", "($n: Int!)"), {"n": 500}),
+        (_aliases("$n", "($n: Int! = 500)"), {}),
+    ):
+        body = _post(app, {"query": query, "variables": variables}, world.token).json()
+        assert body["data"] is None, body
+        assert f"costs at most {limits.MAX_COST}" in body["errors"][0]["message"], body
+    assert calls == []
+    # The same twenty lists with pages of five, and a portal's first screen, run.
+    few = _post(app, {"query": _aliases("$n", "($n: Int!)"), "variables": {"n": 5}}, world.token)
+    assert "errors" not in few.json(), few.text
+    assert len(few.json()["data"]) == limits.MAX_ALIASES
+    assert calls == [5] * limits.MAX_ALIASES
+    portal = _post(app, {"query": PORTAL, "variables": {"t": str(world.tenant_id)}}, world.token)
+    assert "errors" not in portal.json(), portal.text
+    assert portal.json()["data"]["tenants"]["edges"]
+
+
 def _worst_case_query() -> str:
     """The largest query the limits allow: 480 fields padded to `MAX_QUERY_CHARS`."""
     fields = "id " * 480
