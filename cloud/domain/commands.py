@@ -22,7 +22,7 @@ from dockyard.cloud.store.db import Rows, insert_together
 from dockyard.cloud.store.models import Agent, Command, Job
 from dockyard.cloud.store.tenancy import unscoped
 
-from . import agents, audit, sequence, states
+from . import agents, audit, sequence, states, text
 from .clock import Clock
 from .context import Ctx
 from .errors import Invalid, NotFound, Revoked
@@ -31,7 +31,7 @@ from .permissions import Permission as P
 from .states import CommandState as C
 from .states import JobState as J
 
-NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.\-]{0,40}$")
+NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.\-]{0,40}\Z")
 OPEN_STATES = tuple(states.COMMAND_OPEN)
 FINAL_STATES = tuple(states.COMMAND_FINAL)
 MAX_TTL = timedelta(days=7)
@@ -86,7 +86,7 @@ def _issued_before(
     ctx: Ctx, agent: _Target, key: str, name: str, args: dict[str, Any]
 ) -> Command | None:
     """The command issued earlier under this idempotency key, if it is the same one."""
-    if not 1 <= len(key) <= 128:
+    if not 1 <= len(text.plain("idempotency key", key)) <= 128:
         raise Invalid("an idempotency key has 1 to 128 characters")
     earlier = ctx.session.scalar(
         select(Command).where(Command.tenant_id == agent.tenant_id, Command.idempotency_key == key)

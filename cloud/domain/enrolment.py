@@ -18,7 +18,7 @@ from dockyard.agent.protocol import EnrollRequest, FlowMode, narrowest
 from dockyard.cloud.store.models import Agent, EnrolmentToken, Site
 from dockyard.cloud.store.tenancy import scope_session, unscoped
 
-from . import audit
+from . import audit, text
 from .context import Ctx
 from .errors import Invalid, NotFound, Unauthenticated
 from .pages import Page, PageRequest, keyset
@@ -44,7 +44,7 @@ def create_token(
     ctx.principal.require(site.tenant_id, P.ENROLMENT_WRITE, "site")
     if not timedelta(minutes=1) <= ttl <= MAX_TOKEN_TTL:
         raise Invalid("an enrolment token lives between 1 minute and 30 days")
-    if len(note) > 200:
+    if len(text.plain("note", note)) > 200:
         raise Invalid("a note has at most 200 characters")
     secret = new_secret("dy_enr")
     token = EnrolmentToken(

@@ -13,7 +13,7 @@ from dockyard.agent.protocol import FlowMode
 from dockyard.cloud.store.models import Agent, EnrolmentToken, Membership, Site, Tenant, User
 from dockyard.cloud.store.tenancy import admit_new_child, session_scope, unscoped
 
-from . import audit, features
+from . import audit, features, text
 from .context import Ctx
 from .errors import Conflict, Invalid, NotFound
 from .pages import Page, PageRequest, keyset
@@ -81,7 +81,7 @@ def create_child_tenant(
     if parent.kind != "msp":
         raise Invalid("only an MSP tenant has child tenants")
     check_plan(plan)
-    name = _check_name(name)
+    name = text.name("name", name)
     _check_sibling_name(ctx, parent_id, name, None)
     tenant = Tenant(
         id=uuid.uuid4(),
@@ -102,7 +102,7 @@ def create_child_tenant(
 def rename(ctx: Ctx, tenant_id: uuid.UUID, name: str) -> Tenant:
     ctx.principal.require(tenant_id, P.TENANT_RENAME)
     tenant = get(ctx, tenant_id)
-    name = _check_name(name)
+    name = text.name("name", name)
     old = tenant.name
     if name == old:
         return tenant
@@ -209,7 +209,7 @@ def add_member(ctx: Ctx, tenant_id: uuid.UUID, user_id: uuid.UUID, role: Role) -
 def create_site(ctx: Ctx, tenant_id: uuid.UUID, name: str, max_flow: FlowMode | None) -> Site:
     ctx.principal.require(tenant_id, P.SITE_WRITE)
     get(ctx, tenant_id)
-    name = _check_name(name)
+    name = text.name("name", name)
     if ctx.session.scalar(select(Site).where(Site.tenant_id == tenant_id, Site.name == name)):
         raise Conflict(f"a site named {name!r} exists already")
     site = Site(
@@ -271,9 +271,3 @@ def check_plan(plan: str) -> None:
     if plan not in features.PLANS:
         raise Invalid(f"unknown plan {plan!r}; plans are {', '.join(sorted(features.PLANS))}")
 
-
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if not 1 <= len(name) <= 200:
-        raise Invalid("a name has 1 to 200 characters")
-    return name

@@ -196,6 +196,8 @@ def test_idempotency_key_returns_the_first_command(db: Database, tmp_path, clock
             commands.issue(ctx, agent_id, "noop.echo", {"n": 2}, idempotency_key="k-1")
         with pytest.raises(Invalid, match="module.action"):
             commands.issue(ctx, agent_id, "rm -rf", {})
+        with pytest.raises(Invalid, match="module.action"):  # `$` let a final newline pass
+            commands.issue(ctx, agent_id, "noop.echo\n", {})
 
 
 def test_job_events_only_from_the_jobs_agent(db: Database, tmp_path, clock) -> None:

@@ -8,7 +8,7 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from dockyard.cloud.domain import policies
+from dockyard.cloud.domain import policies, text
 from dockyard.cloud.domain import rows as r
 from dockyard.cloud.domain.permissions import Permission as P
 
@@ -167,6 +167,7 @@ class PolicyMutation:
     ) -> Policy:
         tid = parse_id(tenant_id, "tenantId")
         doc = json_object(document, "a policy document is a JSON object")
+        name = text.plain("name", name)  # a NUL would reach the name's column
         row = await info.context.write(lambda ctx: policies.create(ctx, tid, name, kind, doc))
         return Policy.of(row)
 
