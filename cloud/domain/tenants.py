@@ -167,6 +167,30 @@ def current_user(ctx: Ctx) -> User:
     return user
 
 
+class Grant(NamedTuple):
+    """One of the signed-in user's grants: a membership of `tenant_id` itself (`direct`),
+    or one of `msp_id`, the tenant's MSP."""
+
+    tenant_id: uuid.UUID
+    role: Role
+    direct: bool
+    msp_id: uuid.UUID | None
+
+
+def grants(ctx: Ctx) -> list[Grant]:
+    """The principal's grants, direct ones first, each saying how it is held: a child
+    where the user is also a member is listed once per grant, with its own role."""
+    rows = ctx.session.execute(
+        select(Tenant.id, Tenant.parent_id).where(Tenant.id.in_(list(ctx.principal.via_msp)))
+    )
+    parents = {tenant_id: parent_id for tenant_id, parent_id in rows}
+    direct = [Grant(t, role, True, None) for t, role in sorted(ctx.principal.direct.items())]
+    inherited = [
+        Grant(t, role, False, parents.get(t)) for t, role in sorted(ctx.principal.via_msp.items())
+    ]
+    return direct + inherited
+
+
 def set_flow_mode(ctx: Ctx, tenant_id: uuid.UUID, mode: FlowMode) -> Tenant:
     """Narrowing needs an admin (an MSP's admin will do); widening needs the tenant's own
     owner, so an MSP can never open a customer's data flow on its own."""
@@ -270,4 +294,3 @@ def _wake_all_agents(ctx: Ctx, tenant_id: uuid.UUID) -> None:
 def check_plan(plan: str) -> None:
     if plan not in features.PLANS:
         raise Invalid(f"unknown plan {plan!r}; plans are {', '.join(sorted(features.PLANS))}")
-

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from dockyard.cloud.domain import admin
+from dockyard.cloud.domain.clock import SystemClock
 from dockyard.cloud.domain.principal import Role
 from dockyard.cloud.store.db import Database
 
@@ -153,3 +155,19 @@ def test_an_msp_owner_archives_a_child_its_agents_are_revoked_and_it_takes_no_ch
         "mutation($t: ID!) { archiveTenant(tenantId: $t) { __typename } }", t=str(other.tenant_id)
     )["archiveTenant"]
     assert own["__typename"] == "PermissionDenied"
+
+
+def test_me_tells_a_direct_grant_from_one_through_the_msp(cloud: Cloud, pg: Database) -> None:
+    """An MSP owner with a viewer seat in a child sees the child twice, each grant saying
+    how it is held and with its own role."""
+    world = make_world(pg)
+    user_id, token = add_user(pg, world.msp_id, Role.OWNER)
+    with pg.transaction() as session:
+        admin.ensure_membership(session, SystemClock(), world.tenant_id, user_id, Role.VIEWER)
+    me = Gql(cloud.url, token).data("{ me { memberships { tenantId role via mspId } } }")["me"]
+    msp, child = str(world.msp_id), str(world.tenant_id)
+    assert sorted(me["memberships"], key=lambda m: (m["via"], m["tenantId"] == child)) == [
+        {"tenantId": msp, "role": "OWNER", "via": "DIRECT", "mspId": None},
+        {"tenantId": child, "role": "VIEWER", "via": "DIRECT", "mspId": None},
+        {"tenantId": child, "role": "OWNER", "via": "MSP", "mspId": msp},
+    ]

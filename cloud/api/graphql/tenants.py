@@ -108,6 +108,18 @@ class Membership:
     tenant_id: strawberry.ID
     role: Role
     via: GrantVia
+    msp_id: strawberry.ID | None = strawberry.field(
+        description="The MSP whose membership grants this one; null for a direct grant."
+    )
+
+    @classmethod
+    def of(cls, grant: tenants.Grant) -> "Membership":
+        return cls(
+            tenant_id=strawberry.ID(str(grant.tenant_id)),
+            role=grant.role,
+            via=GrantVia.DIRECT if grant.direct else GrantVia.MSP,
+            msp_id=strawberry.ID(str(grant.msp_id)) if grant.msp_id else None,
+        )
 
 
 @strawberry.type
@@ -145,21 +157,14 @@ CreateSiteResult = Annotated[
 class TenantQuery:
     @query(Me)
     async def me(self, info: Info[Context, None]) -> Me:
-        principal = info.context.principal
-        assert principal is not None
-        user = await info.context.read(tenants.current_user)
+        user, grants = await info.context.read(
+            lambda ctx: (tenants.current_user(ctx), tenants.grants(ctx))
+        )
         return Me(
             id=strawberry.ID(str(user.id)),
             email=user.email,
             name=user.name,
-            memberships=[
-                Membership(tenant_id=strawberry.ID(str(k)), role=v, via=via)
-                for via, grants in (
-                    (GrantVia.DIRECT, principal.direct),
-                    (GrantVia.MSP, principal.via_msp),
-                )
-                for k, v in sorted(grants.items())
-            ],
+            memberships=[Membership.of(g) for g in grants],
         )
 
     @query(TenantsResult)
