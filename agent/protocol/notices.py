@@ -1,6 +1,6 @@
 """The rules of a shutdown notice, one set for both sides: the agent's module follows them
-standalone (`agent/modules/vm/lifecycle.py`), the cloud when docked (`cloud/domain/
-vm_notices.py`). An owner who gets a notice from either must see the same delay, the
+standalone (`agent/modules/vm/lifecycle.py`), the cloud when docked (`cloud/modules/vm/
+notices.py`). An owner who gets a notice from either must see the same delay, the
 same link lifetime, the same answers allowed and refused, and the same replies; written
 twice, the two had already drifted apart in their wording.
 

@@ -91,3 +91,18 @@ def test_surrounding_whitespace_is_trimmed_and_the_name_kept(cloud: Cloud, pg: D
         t=str(world.tenant_id),
     )["renameTenant"]
     assert answer == {"__typename": "Tenant", "name": "Hall"}
+
+
+@pytest.mark.parametrize("field", ["host", "owner", "powerState"])
+def test_a_control_character_in_a_vm_filter_is_invalid_input(
+    cloud: Cloud, pg: Database, field: str
+) -> None:
+    world = make_world(pg)
+    gql = Gql(cloud.url, world.token)
+    answer = gql.data(
+        f"query($t: ID!, $s: String!) {{ r: vms(tenantId: $t, {field}: $s) {{ {ANSWER} }} }}",
+        t=str(world.tenant_id),
+        s="db\x0001",
+    )["r"]
+    assert answer["__typename"] == "InvalidInput", answer
+    assert answer["message"].startswith(f"{field} may not contain control characters")

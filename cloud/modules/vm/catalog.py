@@ -31,7 +31,7 @@ from dockyard.agent.protocol.vm import (
     identifier_keys,
 )
 from dockyard.agent.protocol.vocabulary import VmAuditAction
-from dockyard.cloud.domain import agents, audit, commands
+from dockyard.cloud.domain import agents, audit, commands, text
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.errors import Invalid, NotFound
 from dockyard.cloud.domain.pages import Page, PageRequest, keyset
@@ -209,6 +209,9 @@ def catalog(
 ) -> Page[CatalogEntry]:
     """The tenant's catalog by name; each filter matches any of a VM's sightings."""
     ctx.principal.require(tenant_id, P.VM_READ)
+    for field, value in (("powerState", power_state), ("host", host), ("owner", owner)):
+        if value is not None:
+            text.plain(field, value)  # PostgreSQL refuses a NUL in text: say so, not a 500
     stmt = select(VmSighting).where(VmSighting.tenant_id == tenant_id)
     if power_state is not None:
         stmt = stmt.where(VmSighting.power_state == power_state)
