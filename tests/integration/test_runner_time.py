@@ -8,6 +8,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,5 +94,47 @@ def test_skew_is_measured_and_a_deadline_follows_the_clouds_ttl(
             runner.link._authed(
                 "GET", "/poll", PollResponse, params={"after": 0, "wait": 0, "skew": "soon"}
             )
+    finally:
+        runner.state.close()
+
+
+@pytest.mark.parametrize("skew", SKEWS.values(), ids=SKEWS.keys())
+def test_a_command_past_the_clouds_ttl_lapses_whatever_the_agents_wall_clock_says(
+    docked: tuple[Agent, uuid.UUID, World],
+    pg: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    skew: timedelta,
+) -> None:
+    """Ten minutes to live, and eleven pass (on the monotonic clock) between the answer and
+    the run: it lapses, though an agent three days behind would see three days left on its
+    wall clock."""
+    agent, agent_id, world = docked
+    runner = open_runner(agent, tmp_path / "clock", skew, monkeypatch)
+    judged = Runner._deadline
+
+    def eleven_minutes_later(command: Any, stamped: Any) -> float | None:
+        deadline = judged(command, stamped)
+        return None if deadline is None else deadline - 11 * 60
+
+    monkeypatch.setattr(Runner, "_deadline", staticmethod(eleven_minutes_later))
+    try:
+        runner.poll_once(wait=0)  # the skew first
+        with system(pg, world.tenant_id) as ctx:
+            command_id = commands.issue(
+                ctx, agent_id, "noop.append", {"text": "too late"}, ttl=timedelta(minutes=10)
+            ).id
+        runner.poll_once(wait=0)
+        entry = runner.journal.get(str(command_id))
+        assert entry is not None
+        assert (entry.state, entry.result_code) == ("rejected", "expired")
+
+        def cloud_state() -> tuple[str, str | None]:
+            with system(pg, world.tenant_id) as ctx:
+                row = ctx.session.get(Command, command_id)
+                assert row is not None
+                return row.state, row.result_code
+
+        eventually(lambda: cloud_state() == ("failed", "expired"), timeout=30, what="expired")
     finally:
         runner.state.close()
