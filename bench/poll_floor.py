@@ -5,7 +5,11 @@
 uvicorn and starlette with the cloud's own server settings (`cloud/server.py`), no TLS as
 in the bench, and no database, tokens, tenancy or journal: a poll names its agent in the
 bearer header and is held on an asyncio future until `POST /issue` names that agent (the
-signal), or until its wait runs out. `POST /agent/v1/acks` answers at once. What the
+signal), or until its hold runs out. A hold lasts what the cloud's would (`holding.py`:
+80-100% of `wait`, 20-100% for the first hold after news or after connecting), so the same
+agents come back at the same rate and the floor carries the same background of re-polls
+(held for the whole `wait`, its agents returned in waves every 25 s). The process's collector
+is tuned as the cloud's is (`collector.tune`). `POST /agent/v1/acks` answers at once. What the
 cloud's latency is above this floor is ours; what the floor itself costs on a machine is
 the machine's. `GET /healthz` counts held polls as the cloud's does.
 """
@@ -16,6 +20,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import random
 from typing import Any
 
 import uvicorn
@@ -24,12 +29,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dockyard.cloud import collector
+from dockyard.cloud.settings import Settings
+
 
 class Floor:
     def __init__(self) -> None:
         self.held: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.pending: dict[str, list[dict[str, Any]]] = {}
         self.seq = itertools.count(1)
+        self.settled: set[str] = set()
+        """Agents whose last answer was quiet: their next hold is a steady one."""
+
+    def share(self, agent: str) -> float:
+        """The share of `wait` a hold lasts, as `holding.hold_share` draws it."""
+        if agent in self.settled:
+            return random.uniform(0.8, 1.0)
+        self.settled.add(agent)
+        return random.uniform(0.2, 1.0)
 
     async def poll(self, request: Request) -> Response:
         agent = request.headers.get("authorization", "").removeprefix("Bearer ")
@@ -39,12 +56,14 @@ class Floor:
             future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             self.held[agent] = future
             try:
-                entries = [await asyncio.wait_for(future, wait)]
+                entries = [await asyncio.wait_for(future, wait * self.share(agent))]
             except TimeoutError:
                 entries = []
             finally:
                 if self.held.get(agent) is future:
                     del self.held[agent]
+        if entries:
+            self.settled.discard(agent)
         last = max((e["seq"] for e in entries), default=0)
         return JSONResponse({"entries": entries, "last_seq": last, "tag": "floor"})
 
@@ -87,8 +106,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
+    application = app()
+    collector.tune(Settings.model_fields["gc_full_interval_s"].default)
     config = uvicorn.Config(
-        app(),
+        application,
         host="127.0.0.1",
         port=args.port,
         log_level="warning",
