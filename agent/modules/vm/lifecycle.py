@@ -495,11 +495,10 @@ class Lifecycle:
                         "policy: not acted on"
                     )
                 endpoints.append(endpoint)  # counted with the policy's, never apart
-            in_scope = sum(len(self.store.vms(e)) for e in endpoints)
-            budget = policy.budget(in_scope)
-            since = now - timedelta(hours=policy.budget_window_hours)
-            if self.room(policy, now, endpoints) <= 0:  # before the hypervisor is asked
+            budget, in_scope, used = self.budget(policy, now, endpoints)
+            if used >= budget and self.store.approvals() <= 0:  # before the hypervisor is asked
                 raise self._over_budget(policy, now, vm, budget, in_scope)
+            since = now - timedelta(hours=policy.budget_window_hours)
             fresh = self.driver(endpoint).discover()
             now_vm = next((v for v in fresh.vms if v.native_id == native_id), None)
             servicing = maintenance(vm, {h.native_id: h for h in fresh.hosts}, now_vm)
