@@ -112,6 +112,121 @@ class Placement(BaseModel):
     datastore: str = Field(default="most_free", pattern="^most_free$")
 
 
+class FileRole(enum.StrEnum):
+    """What a file of a VM is for; the archive rules choose by it."""
+
+    CONFIG = "config"
+    DISK = "disk"
+    SNAPSHOT = "snapshot"
+    """A delta disk or memory state of a hypervisor snapshot in the disk's chain."""
+    NVRAM = "nvram"
+    LOG = "log"
+    OTHER = "other"
+
+
+class StorageKind(enum.StrEnum):
+    DIRECTORY = "directory"
+    """A vault repository in a directory the agent can write (a local disk, an NFS mount)."""
+    S3 = "s3"
+    """A vault repository in a bucket the tenant owns; the credentials stay in the agent's
+    settings (`credentials` names them), never in a policy that passes through the cloud."""
+    CLOUD = "cloud"
+    """Storage the cloud manages, through URLs it signs one by one (flow mode `data` only)."""
+
+
+class ArchiveStorage(BaseModel):
+    """Where archived VM files go: a storage policy inside the vm-lifecycle policy."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: StorageKind = StorageKind.DIRECTORY
+    path: str | None = Field(default=None, max_length=1024)
+    """DIRECTORY: an absolute path on the agent's host."""
+    bucket: str | None = Field(
+        default=None, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
+    )
+    prefix: str = Field(default="dockyard-vm", max_length=256, pattern=r"^[A-Za-z0-9._\-/]*$")
+    endpoint_url: str | None = Field(default=None, max_length=512, pattern=r"^https?://[^\s@]+$")
+    credentials: str | None = Field(default=None, max_length=80, pattern=r"^[A-Za-z0-9._\-]+$")
+    """S3: the name of a credential set in the agent's settings (`vm settings`)."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> ArchiveStorage:
+        if self.kind == StorageKind.DIRECTORY and not (self.path or "").startswith("/"):
+            raise ValueError("directory storage needs an absolute path")
+        if self.kind == StorageKind.S3 and not self.bucket:
+            raise ValueError("s3 storage needs a bucket")
+        return self
+
+
+class PostRestoreKind(enum.StrEnum):
+    POWER_ON = "power_on"
+    WAIT_HEARTBEAT = "wait_heartbeat"
+    """Wait for the guest's heartbeat where the hypervisor has one (vSphere tools)."""
+    WEBHOOK = "webhook"
+    """POST the restore's result, signed (HMAC-SHA256 over timestamp and body)."""
+
+
+class PostRestoreAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: PostRestoreKind
+    url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    timeout_s: int = Field(default=300, ge=1, le=3600)
+
+    @model_validator(mode="after")
+    def _complete(self) -> PostRestoreAction:
+        if (self.kind == PostRestoreKind.WEBHOOK) != bool(self.url):
+            raise ValueError("a webhook action needs a url, and only a webhook takes one")
+        return self
+
+
+class ArchiveRules(BaseModel):
+    """When a VM that was shut down gives its files to the vault (a docked feature)."""
+
+    model_config = ConfigDict(extra="forbid")
+    never: bool = False
+    """Never archive in this policy's scope (shutdown is where the loop stops)."""
+    at_once: bool = False
+    """Archive right after the module's own shutdown, without waiting for `off_days`."""
+    roles: list[FileRole] = Field(
+        default_factory=lambda: [
+            FileRole.CONFIG,
+            FileRole.DISK,
+            FileRole.SNAPSHOT,
+            FileRole.NVRAM,
+            FileRole.LOG,
+        ],
+        min_length=1,
+    )
+    """The files that go into the archive; the others stay beside the stub. Config and
+    disks always go: without them nothing can be restored."""
+    min_file_age_days: int = Field(default=0, ge=0, le=3650)
+    """Only VMs whose files all went unmodified this long."""
+    min_vm_gb: float | None = Field(default=None, ge=0)
+    max_vm_gb: float | None = Field(default=None, gt=0)
+    datastore_used_percent: float | None = Field(default=None, gt=0, le=100)
+    """When set, only VMs on a datastore past this share used are archived."""
+    storage: ArchiveStorage | None = None
+    """Where archives go; none set, nothing is archived (and `explain` says so)."""
+    post_restore: list[PostRestoreAction] = Field(
+        default_factory=lambda: [PostRestoreAction(kind=PostRestoreKind.POWER_ON)], max_length=10
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ArchiveRules:
+        missing = {FileRole.CONFIG, FileRole.DISK} - set(self.roles)
+        if missing:
+            raise ValueError(
+                "the archive must hold the config and the disks, or nothing can be restored"
+            )
+        if (
+            self.min_vm_gb is not None
+            and self.max_vm_gb is not None
+            and self.min_vm_gb >= self.max_vm_gb
+        ):
+            raise ValueError("min_vm_gb is not below max_vm_gb: no VM would qualify")
+        return self
+
+
 class VmLifecyclePolicy(BaseModel):
     """The vm-lifecycle policy document (first and second period, notice, safety net)."""
 
@@ -146,6 +261,7 @@ class VmLifecyclePolicy(BaseModel):
     each action needs an approval. Docked, the cloud's policy may only lower the agent's."""
     budget_window_hours: float = Field(default=24.0, ge=1, le=24 * 90)
     placement: Placement = Field(default_factory=Placement)
+    archive: ArchiveRules = Field(default_factory=ArchiveRules)
 
     @model_validator(mode="after")
     def _coherent(self) -> VmLifecyclePolicy:
@@ -240,6 +356,36 @@ class IdleState(enum.StrEnum):
     """Its host is in maintenance: not judged, not acted on, until the host is back."""
 
 
+class LifeState(enum.StrEnum):
+    """Where a VM is in the module's loop; one state machine, kept in the module's journal."""
+
+    RUNNING = "running"
+    IDLE = "idle"
+    NOTICED = "noticed"
+    OFF = "off"
+    ARCHIVING = "archiving"
+    ARCHIVED = "archived"
+    RESTORING = "restoring"
+    ARCHIVE_FAILED = "archive_failed"
+    """The archive stopped before anything was deleted; the VM is whole where it was."""
+    RESTORE_FAILED = "restore_failed"
+    """The restore stopped; the stub and the archive are untouched, so it can run again."""
+
+
+class ArchiveRecord(Message):
+    """An archived VM's figures, for reports."""
+
+    archived_at: datetime
+    snapshot: str
+    repository: str
+    size_before: int
+    """Bytes the VM's files took on the datastore before the archive."""
+    stored_bytes: int
+    """What the archive added to the repository after dedup and compression."""
+    restore_count: int = 0
+    restored_at: datetime | None = None
+
+
 class VmRecord(Message):
     """One VM as an agent saw it, sent up in metadata batches of kind `vm.inventory`."""
 
@@ -260,6 +406,10 @@ class VmRecord(Message):
     seen_at: datetime
     possible_clone_of: list[str] = []
     """Other VMs of this agent with the same BIOS UUID (`endpoint/native-id`): a clone."""
+    life_state: LifeState = LifeState.RUNNING
+    life_reason: str | None = None
+    """Why the VM is in a failed state (a job error), else None."""
+    archive: ArchiveRecord | None = None
 
 
 class Decision(Message):
