@@ -25,7 +25,8 @@ from ...protocol.vm import Decision, Identifiers, Signal
 from .drivers.base import DatastoreInfo, HostInfo, Inventory, Sample, VmInfo
 
 # Step 1 is the shape vm.sqlite had in the VM module's first release (c551861 to d6692d2);
-# step 2 the safety net's tables (budget buckets, actions, audit, sent records: 4fc2dd0).
+# step 2 the safety net's tables (budget buckets, actions, audit, sent records: 4fc2dd0);
+# step 3 each VM's life state and the archive and restore journal (issue 17).
 # Both are `IF NOT EXISTS`, so they adopt either unversioned shape. Add steps after them,
 # never edit one (see agent/migrations.py).
 SCHEMA = Schema(
@@ -135,6 +136,32 @@ CREATE TABLE IF NOT EXISTS sent_records (
     endpoint TEXT NOT NULL,
     native_id TEXT NOT NULL,
     digest TEXT NOT NULL,
+    PRIMARY KEY (endpoint, native_id)
+);
+""",
+        """
+CREATE TABLE life (
+    endpoint TEXT NOT NULL,
+    native_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    since TEXT NOT NULL,
+    record TEXT,
+    PRIMARY KEY (endpoint, native_id)
+);
+CREATE TABLE archive_jobs (
+    endpoint TEXT NOT NULL,
+    native_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('archive', 'restore')),
+    step TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    snapshot TEXT,
+    manifest TEXT,
+    placement TEXT,
+    stored_bytes INTEGER,
+    done TEXT,
+    requested_by TEXT,
     PRIMARY KEY (endpoint, native_id)
 );
 """,

@@ -1,0 +1,209 @@
+"""Archive and restore of a vSphere VM on vcsim, through the datastore file service.
+
+vcsim's disks are empty placeholders, so every file the archive takes is first filled with
+generated, non-trivial bytes over the datastore's PUT; the restore's bytes are compared
+with those. One vcsim serves the module; each test takes its own VM.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.agent.modules.vm.archive import ArchiveFailed, Archiver
+from dockyard.agent.modules.vm.datastore import DatastorePath
+from dockyard.agent.modules.vm.drivers import open_driver
+from dockyard.agent.modules.vm.drivers.base import VmInfo
+from dockyard.agent.modules.vm.drivers.vsphere import VsphereDriver
+from dockyard.agent.modules.vm.store import VmStore
+from dockyard.agent.modules.vm.stub import STUB_NAME, Stub
+from dockyard.agent.modules.vm.vmfiles.vsphere import VsphereFiles
+from dockyard.agent.protocol.vm import ArchiveRules, LifeState, PowerAction
+from dockyard.agent.vault.backends import LocalBackend
+from dockyard.agent.vault.repository import Repository
+
+from ..peers.vsphere_sim import Vcsim
+from ..vault.conftest import FAST, PASS, SMALL, vm_like
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Vcsim]:
+    server = Vcsim(host=1, vm=8, ds=1).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def driver(sim: Vcsim) -> Iterator[VsphereDriver]:
+    d = open_driver("vc", {"kind": "vsphere", **sim.config()})
+    assert isinstance(d, VsphereDriver)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+_taken: set[str] = set()
+
+
+@pytest.fixture
+def vm(driver: VsphereDriver) -> VmInfo:
+    """A VM of its own for the test, off, its files filled with real-shaped bytes."""
+    info = next(v for v in driver.discover().vms if v.native_id not in _taken)
+    _taken.add(info.native_id)
+    driver.power(info, PowerAction.POWER_OFF)
+    files = VsphereFiles(driver)
+    own, _ = files.files(info)
+    for n, f in enumerate(own):
+        data = vm_like(3_000_000, n + 1) if f.role == "disk" else f"{f.name} {n}\n".encode() * 50
+        files.ds.write(DatastorePath.parse(f.source), files._dc_for(f), io.BytesIO(data), len(data))
+    files.close()
+    return info
+
+
+def _contents(files: VsphereFiles, vm: VmInfo) -> dict[str, bytes]:
+    own, _ = files.files(vm)
+    out = {}
+    for f in own:
+        with files.reader(f) as stream:
+            out[f.name] = stream.read()
+    return out
+
+
+@pytest.fixture
+def repo_path(tmp_path: Path) -> Path:
+    repo = Repository.init(
+        LocalBackend(tmp_path / "repo"), PASS, params=SMALL, pack_bytes=1 << 20, cost=FAST
+    )
+    repo.add_recovery_key()
+    return tmp_path / "repo"
+
+
+def _open(path: Path) -> Any:
+    return lambda: Repository.open(LocalBackend(path), passphrase=PASS)
+
+
+def test_archive_leaves_a_stub_and_a_template_and_restore_brings_every_byte_back(
+    driver: VsphereDriver, vm: VmInfo, repo_path: Path, tmp_path: Path
+) -> None:
+    files = VsphereFiles(driver)
+    before = _contents(files, vm)
+    hardware = files.hardware(vm)
+    assert sum(len(b) for b in before.values()) > 3_000_000
+    store = VmStore(tmp_path / "vm.sqlite")
+    archiver = Archiver(store, tmp_path, lambda: NOW)
+    reports: list[tuple[float, str]] = []
+    record = archiver.archive(
+        "vc", vm, files, ArchiveRules(), _open(repo_path), lambda f, d: reports.append((f, d))
+    )
+
+    assert record.size_before == sum(len(b) for b in before.values())
+    assert 0 < record.stored_bytes < record.size_before
+    assert files.fenced(vm)  # a template: vCenter refuses to power it on
+    stub = Stub.loads(files.read_stub(vm) or b"")
+    assert stub.snapshot == record.snapshot
+    assert all(files.stat(_file(files, vm, name)) is None for name in before)
+    assert stub.snapshot in Repository.open(LocalBackend(repo_path), passphrase=PASS).pins()
+    life = archiver.journal.life("vc", vm.native_id)
+    assert life is not None
+    assert life[0] == LifeState.ARCHIVED
+    assert reports
+    assert reports[-1][0] == 1.0
+    assert "MB/s" in reports[-1][1]
+    with pytest.raises(Exception, match="template"):
+        driver.power(vm, PowerAction.POWER_ON)
+
+    archiver.restore("vc", vm, files, _open(repo_path))
+    assert not files.fenced(vm)
+    assert files.read_stub(vm) is None
+    assert _contents(files, vm) == before
+    assert files.hardware(vm) == hardware
+    life = archiver.journal.life("vc", vm.native_id)
+    assert life is not None
+    assert life[0] == LifeState.OFF
+    assert life[2] is not None
+    assert life[2].restore_count == 1
+    files.close()
+
+
+def _file(files: VsphereFiles, vm: VmInfo, name: str) -> Any:
+    from dockyard.agent.modules.vm.vmfiles import VmFile
+    from dockyard.agent.protocol.vm import FileRole
+
+    folder = files._folder(files._ref(vm))
+    return VmFile(name, f"[{folder.datastore}] {folder.path}/{name}", FileRole.OTHER, 0)
+
+
+def test_a_vm_changed_between_read_and_delete_keeps_every_file(
+    driver: VsphereDriver, vm: VmInfo, repo_path: Path, tmp_path: Path
+) -> None:
+    files = VsphereFiles(driver)
+    before = _contents(files, vm)
+    store = VmStore(tmp_path / "vm.sqlite")
+    archiver = Archiver(store, tmp_path, lambda: NOW)
+    real_verify = archiver._verify
+
+    def verify_then_change(job: Any, open_repo: Any) -> None:
+        real_verify(job, open_repo)
+        disk = next(f for f in job.manifest.files if f.role == "disk")
+        grown = vm_like(3_100_000, 9)
+        files.ds.write(DatastorePath.parse(disk.source), "DC0", io.BytesIO(grown), len(grown))
+
+    archiver._verify = verify_then_change  # type: ignore[method-assign]
+    with pytest.raises(ArchiveFailed, match="changed since it was read") as failed:
+        archiver.archive("vc", vm, files, ArchiveRules(), _open(repo_path))
+    assert failed.value.code == "vm_changed"
+    after = _contents(files, vm)
+    assert after.keys() == before.keys()  # nothing deleted
+    assert files.read_stub(vm) is None
+    assert not files.fenced(vm)
+    life = archiver.journal.life("vc", vm.native_id)
+    assert life is not None
+    assert life[0] == LifeState.ARCHIVE_FAILED
+    assert archiver.journal.job("vc", vm.native_id) is None
+    assert not Repository.open(LocalBackend(repo_path), passphrase=PASS).pins()
+
+
+def test_a_single_key_slot_refuses_before_anything_is_touched(
+    driver: VsphereDriver, vm: VmInfo, tmp_path: Path
+) -> None:
+    Repository.init(LocalBackend(tmp_path / "one"), PASS, params=SMALL, cost=FAST)
+    files = VsphereFiles(driver)
+    archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+    with pytest.raises(ArchiveFailed, match="recovery key") as failed:
+        archiver.archive("vc", vm, files, ArchiveRules(), _open(tmp_path / "one"))
+    assert failed.value.code == "single_key_slot"
+    assert not files.fenced(vm)
+    assert files.read_stub(vm) is None
+
+
+def test_restore_refuses_a_tampered_stub_and_a_stub_whose_snapshot_was_pruned(
+    driver: VsphereDriver, vm: VmInfo, repo_path: Path, tmp_path: Path
+) -> None:
+    files = VsphereFiles(driver)
+    archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+    archiver.archive("vc", vm, files, ArchiveRules(), _open(repo_path))
+    good = files.read_stub(vm) or b""
+    files.write_stub(vm, good.replace(b'"vm_name": "', b'"vm_name": "x'))
+    with pytest.raises(ArchiveFailed) as failed:
+        archiver.restore("vc", vm, files, _open(repo_path))
+    assert failed.value.code == "stub_tampered"
+    assert files.read_stub(vm) is not None
+    assert files.fenced(vm)
+
+    files.write_stub(vm, good)
+    snapshot = Stub.loads(good).snapshot
+    (repo_path / "snapshots" / snapshot).unlink()
+    with pytest.raises(ArchiveFailed) as failed:
+        archiver.restore("vc", vm, files, _open(repo_path))
+    assert failed.value.code == "stub_orphaned"
+    assert STUB_NAME
