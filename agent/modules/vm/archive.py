@@ -153,6 +153,7 @@ class Journal:
         return job
 
     COLUMNS = frozenset({"snapshot", "manifest", "placement", "stored_bytes", "done"})
+    """The columns `step` may set with it."""
 
     def step(self, job: Job, step: str, now: datetime, **fields: Any) -> None:
         assert set(fields) <= self.COLUMNS, fields  # column names come from here only
@@ -586,30 +587,31 @@ class Archiver:
         written: list[VmFile] = []
         try:
             repo = open_repo()
-            stub, manifest = self._open_stub(vm, files, repo)
-            self.journal.set_life(endpoint, vm.native_id, LifeState.RESTORING, self.clock())
-            if job.step == "begun":
-                self._check_room(manifest, files)
-                self.journal.step(job, "writing", self.clock(), snapshot=stub.snapshot)
-            if job.step == "writing":
+            if job.step in ("begun", "writing"):
+                stub, manifest = self._open_stub(vm, files, repo)
+                self.journal.set_life(endpoint, vm.native_id, LifeState.RESTORING, self.clock())
+                if job.step == "begun":
+                    self._check_room(manifest, files)
+                    self.journal.step(
+                        job, "writing", self.clock(), snapshot=stub.snapshot, manifest=manifest
+                    )
                 self._write_back(job, manifest, stub.snapshot, files, repo, report, written)
+            assert job.manifest is not None
+            manifest = job.manifest
             if job.step == "written":
                 files.unfence(vm, _placement(manifest))
                 self.journal.step(job, "registered", self.clock())
                 self._crash("restore_after_register")
             if job.step == "registered":
                 self._compare(vm, files, manifest)
-                files.remove_stub(vm)
                 files.mark(vm, None)
+                self.journal.step(job, "compared", self.clock())
         except (ArchiveFailed, DriverError, VaultError, StubError) as e:
-            for f in written:
-                with contextlib.suppress(DriverError):  # copies of what the archive holds
-                    files.delete(f)
-            self.journal.set_life(
-                endpoint, vm.native_id, LifeState.RESTORE_FAILED, self.clock(), _reason(e)
-            )
-            self.journal.end(job)
+            self._undo_restore(job, vm, files, written, e)
             raise self._failure(e) from None
+        # The point of no return: the VM is back, whole and compared; the stub goes last
+        # (removing one that is already gone, after a crash here, is no error).
+        files.remove_stub(vm)
         life = self.journal.life(endpoint, vm.native_id)
         record = life[2] if life else None
         if record is not None:
@@ -619,6 +621,25 @@ class Archiver:
         self.journal.set_life(endpoint, vm.native_id, LifeState.OFF, self.clock(), None, record)
         self.journal.end(job)
         return manifest
+
+    def _undo_restore(
+        self, job: Job, vm: VmInfo, files: VmFiles, written: list[VmFile], error: Exception
+    ) -> None:
+        """The stub is still there and the archive is the VM: fence it again and remove
+        the copies written so far (this run's and a crashed run's), so the datastore's
+        room is not spent on a half-restored VM."""
+        with contextlib.suppress(DriverError):
+            files.fence(vm)
+        names = {f.name for f in written} | set(job.done)
+        for f in written + [_vm_file(a) for a in (job.manifest.files if job.manifest else ())]:
+            if f.name in names:
+                names.discard(f.name)
+                with contextlib.suppress(DriverError):  # copies of what the archive holds
+                    files.delete(f)
+        self.journal.set_life(
+            job.endpoint, vm.native_id, LifeState.RESTORE_FAILED, self.clock(), _reason(error)
+        )
+        self.journal.end(job)
 
     def _open_stub(self, vm: VmInfo, files: VmFiles, repo: Repository) -> tuple[Stub, Manifest]:
         raw = files.read_stub(vm)

@@ -1,0 +1,52 @@
+"""The archive engine in a process of its own, for the kill -9 test (test_archive_crash.py).
+
+`python -m tests.vm.archive_child archive|restore CONFIG_JSON VM_ID REPO STATE_DIR` runs one
+archive or restore of a vcsim VM; `DOCKYARD_CRASH_AT` makes it die at that point.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dockyard.agent.modules.vm.archive import ArchiveFailed, Archiver
+from dockyard.agent.modules.vm.drivers import open_driver
+from dockyard.agent.modules.vm.drivers.vsphere import VsphereDriver
+from dockyard.agent.modules.vm.store import VmStore
+from dockyard.agent.modules.vm.vmfiles.vsphere import VsphereFiles
+from dockyard.agent.protocol.vm import ArchiveRules
+from dockyard.agent.vault.backends import LocalBackend
+from dockyard.agent.vault.repository import Repository
+
+from ..vault.conftest import PASS
+
+
+def main(argv: list[str]) -> int:
+    mode, config, vm_id, repo, state = argv
+    driver = open_driver("vc", {"kind": "vsphere", **json.loads(config)})
+    assert isinstance(driver, VsphereDriver)
+    vm = next(v for v in driver.discover().vms if v.native_id == vm_id)
+    files = VsphereFiles(driver)
+    archiver = Archiver(VmStore(Path(state) / "vm.sqlite"), Path(state), lambda: datetime.now(UTC))
+
+    def open_repo() -> Repository:
+        return Repository.open(LocalBackend(Path(repo)), passphrase=PASS)
+
+    try:
+        if mode == "archive":
+            archiver.archive("vc", vm, files, ArchiveRules(), open_repo)
+        else:
+            archiver.restore("vc", vm, files, open_repo)
+    except ArchiveFailed as e:
+        print(f"{e.code}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        files.close()
+        driver.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

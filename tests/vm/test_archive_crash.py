@@ -1,0 +1,148 @@
+"""Kill -9 at every step of archive and restore; the VM is always whole in one place.
+
+Each case archives (or archives, then restores) one vcsim VM in a child process that
+kills itself at one named point (`ARCHIVE_POINTS`, `RESTORE_POINTS`), asserts the kill
+happened, checks that every file of the VM is whole on the datastore or in the archive
+(read back from the repository and compared byte for byte), then runs the job again and
+checks it finishes: archived with its stub, or restored with every byte back.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.agent.modules.vm.archive import ARCHIVE_POINTS, RESTORE_POINTS
+from dockyard.agent.modules.vm.datastore import DatastorePath
+from dockyard.agent.modules.vm.drivers import open_driver
+from dockyard.agent.modules.vm.drivers.base import VmInfo
+from dockyard.agent.modules.vm.drivers.vsphere import VsphereDriver
+from dockyard.agent.modules.vm.stub import Stub
+from dockyard.agent.modules.vm.vmfiles.vsphere import VsphereFiles
+from dockyard.agent.protocol.vm import PowerAction
+from dockyard.agent.vault.backends import LocalBackend
+from dockyard.agent.vault.repository import Repository
+
+from ..peers.vsphere_sim import Vcsim
+from ..vault.conftest import FAST, PASS, SMALL, vm_like
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES = [("archive", p) for p in ARCHIVE_POINTS] + [("restore", p) for p in RESTORE_POINTS]
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Vcsim]:
+    server = Vcsim(host=1, vm=len(CASES), ds=1).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def vms(sim: Vcsim) -> Iterator[list[VmInfo]]:
+    driver = open_driver("vc", {"kind": "vsphere", **sim.config()})
+    assert isinstance(driver, VsphereDriver)
+    try:
+        yield sorted(driver.discover().vms, key=lambda v: v.native_id)
+    finally:
+        driver.close()
+
+
+def _child(mode: str, sim: Vcsim, vm: VmInfo, repo: Path, state: Path, crash: str | None) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "DOCKYARD_CRASH_AT"}
+    if crash:
+        env["DOCKYARD_CRASH_AT"] = crash
+    args = [json.dumps(sim.config()), vm.native_id, str(repo), str(state)]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.vm.archive_child", mode, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode in (0, -signal.SIGKILL), done.stderr[-3000:]
+    return done.returncode
+
+
+def _contents(files: VsphereFiles, vm: VmInfo, names: dict[str, str]) -> dict[str, bytes | None]:
+    out: dict[str, bytes | None] = {}
+    for name, source in names.items():
+        where = DatastorePath.parse(source)
+        try:
+            with files.ds.reader(where, "DC0") as stream:
+                out[name] = stream.read()
+        except Exception:
+            out[name] = None
+    return out
+
+
+def _in_archive(repo: Path, vm: VmInfo) -> dict[str, bytes] | None:
+    """The VM's files as the newest whole archive snapshot of it holds them."""
+    opened = Repository.open(LocalBackend(repo), passphrase=PASS)
+    mine = [s for s in opened.snapshots() if s.meta.get("vm") == vm.native_id]
+    if not mine:
+        return None
+    newest = max(mine, key=lambda s: s.time)
+    out = {}
+    for f in newest.files:
+        sink = io.BytesIO()
+        opened.restore_stream(newest.id, f.path, sink)
+        out[f.path] = sink.getvalue()
+    return out
+
+
+@pytest.mark.parametrize(("mode", "point"), CASES)
+def test_a_kill_at_every_step_leaves_the_vm_whole_and_the_next_run_finishes(
+    sim: Vcsim, vms: list[VmInfo], tmp_path: Path, mode: str, point: str
+) -> None:
+    vm = vms[CASES.index((mode, point))]
+    driver = open_driver("vc", {"kind": "vsphere", **sim.config()})
+    assert isinstance(driver, VsphereDriver)
+    files = VsphereFiles(driver)
+    driver.power(vm, PowerAction.POWER_OFF)
+    own, _ = files.files(vm)
+    names = {f.name: f.source for f in own}
+    for n, f in enumerate(own):
+        data = vm_like(2_500_000, n + 7) if f.role == "disk" else f"{f.name}\n".encode() * 99
+        files.ds.write(DatastorePath.parse(f.source), "DC0", io.BytesIO(data), len(data))
+    before = _contents(files, vm, names)
+    repo = tmp_path / "repo"
+    Repository.init(LocalBackend(repo), PASS, params=SMALL, pack_bytes=1 << 20, cost=FAST)
+    Repository.open(LocalBackend(repo), passphrase=PASS).add_recovery_key()
+    state = tmp_path / "state"
+    state.mkdir()
+
+    if mode == "restore":
+        assert _child("archive", sim, vm, repo, state, None) == 0
+    assert _child(mode, sim, vm, repo, state, point) == -signal.SIGKILL, f"{point} not reached"
+
+    on_datastore = _contents(files, vm, names)
+    archived = _in_archive(repo, vm)
+    whole_here = on_datastore == before
+    whole_there = archived is not None and all(archived.get(k) == v for k, v in before.items())
+    assert whole_here or whole_there, f"after a kill at {point} the VM is whole nowhere"
+
+    assert _child(mode, sim, vm, repo, state, None) == 0
+    if mode == "archive":
+        stub = Stub.loads(files.read_stub(vm) or b"")
+        assert all(v is None for v in _contents(files, vm, names).values())
+        restored = _in_archive(repo, vm)
+        assert restored is not None
+        assert all(restored[k] == v for k, v in before.items())
+        assert stub.snapshot in Repository.open(LocalBackend(repo), passphrase=PASS).pins()
+    else:
+        assert _contents(files, vm, names) == before
+        assert files.read_stub(vm) is None
+        assert not files.fenced(vm)
+    files.close()
+    driver.close()
