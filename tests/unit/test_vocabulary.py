@@ -15,7 +15,7 @@ from dockyard.agent.protocol import vocabulary
 from dockyard.cloud.api.agent.spec import openapi
 
 AGENT = Path(dockyard.agent.__file__).parent
-_RAISERS = {"CommandFailed", "DriverError", "Outcome"}
+_RAISERS = {"ArchiveFailed", "CommandFailed", "DriverError", "Outcome"}
 
 
 def _sent(module_dir: Path) -> tuple[set[str], set[str]]:
