@@ -1,0 +1,210 @@
+"""The archive feature inside the VM module, on vcsim: rules, the second period, keys, the
+post-restore actions (power on, a signed webhook received by a real HTTP server)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import io
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.agent.clock import ManualClock
+from dockyard.agent.modules.vm import VmModule, module_at
+from dockyard.agent.modules.vm.archive import ArchiveFailed
+from dockyard.agent.modules.vm.archiving import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ArchiveService,
+)
+from dockyard.agent.modules.vm.datastore import DatastorePath
+from dockyard.agent.modules.vm.vmfiles.vsphere import VsphereFiles
+from dockyard.agent.protocol.vm import LifeState, PowerAction
+from dockyard.agent.vault.backends import LocalBackend
+from dockyard.agent.vault.repository import Repository
+
+from ..peers.vsphere_sim import Vcsim
+from ..vault.conftest import FAST, PASS, SMALL, vm_like
+
+START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Vcsim]:
+    server = Vcsim(host=1, vm=4, ds=1).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class _Hooks(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hooks() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
+    _Hooks.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/restored", _Hooks.received
+    finally:
+        server.shutdown()
+
+
+def _module(tmp_path: Path, sim: Vcsim, policy: dict[str, Any]) -> VmModule:
+    repo = tmp_path / "repo"
+    Repository.init(LocalBackend(repo), PASS, params=SMALL, pack_bytes=1 << 20, cost=FAST)
+    Repository.open(LocalBackend(repo), passphrase=PASS).add_recovery_key()
+    secret = tmp_path / "archive.pass"
+    secret.write_text(PASS + "\n")
+    secret.chmod(0o600)
+    module = module_at(tmp_path / "vm", ManualClock(START))
+    module.endpoints.add("vc", {"kind": "vsphere", **sim.config()})
+    module.set_local_policy(
+        {"archive": {"storage": {"kind": "directory", "path": str(repo)}}, **policy}
+    )
+    module.update_settings(archive_passphrase_file=str(secret))
+    return module
+
+
+def _fill(module: VmModule, native_id: str) -> dict[str, bytes]:
+    driver = module.driver("vc")
+    vm = next(v for v in driver.discover().vms if v.native_id == native_id)
+    driver.power(vm, PowerAction.POWER_OFF)
+    files = VsphereFiles(driver)  # type: ignore[arg-type]
+    out = {}
+    for n, f in enumerate(files.files(vm)[0]):
+        data = vm_like(1_500_000, n + 3) if f.role == "disk" else b"x = 1\n" * 40
+        files.ds.write(DatastorePath.parse(f.source), "DC0", io.BytesIO(data), len(data))
+        out[f.name] = data
+    files.close()
+    return out
+
+
+def test_archiving_is_a_docked_feature_and_the_second_period_makes_a_vm_due(
+    sim: Vcsim, tmp_path: Path
+) -> None:
+    module = _module(tmp_path, sim, {"off_days": 30})
+    vm = module.driver("vc").discover().vms[0]
+    _fill(module, vm.native_id)
+    module.discover(module.clock())
+    service = ArchiveService(module)
+    with pytest.raises(ArchiveFailed) as locked:
+        service.archive("vc", vm.native_id)
+    assert locked.value.code == "feature_locked"
+    assert service.due(module.clock()) == []
+
+    module.set_features(frozenset({"archive"}))
+    clock: ManualClock = module.clock  # type: ignore[assignment]
+    clock.advance(timedelta(days=29))
+    assert [d.vm.vm.native_id for d in service.due(module.clock())] == []
+    clock.advance(timedelta(days=2))
+    due = service.due(module.clock())
+    assert vm.native_id in [d.vm.vm.native_id for d in due]
+    assert "off for 31 days" in next(d.why for d in due if d.vm.vm.native_id == vm.native_id)
+
+    module.store.add_never_act("vc", vm.name, "kept by hand", module.clock())
+    assert vm.native_id not in [d.vm.vm.native_id for d in service.due(module.clock())]
+    with pytest.raises(ArchiveFailed) as refused:
+        service.archive("vc", vm.native_id)
+    assert refused.value.code == "refused_by_safety_net"
+    module.close()
+
+
+def test_never_and_size_rules_hold_and_a_missing_key_is_a_clear_error(
+    sim: Vcsim, tmp_path: Path
+) -> None:
+    module = _module(tmp_path, sim, {"off_days": 1})
+    module.set_local_policy(
+        {
+            "off_days": 1,
+            "archive": {
+                "never": True,
+                "storage": {"kind": "directory", "path": str(tmp_path / "repo")},
+            },
+        }
+    )
+    module.set_features(frozenset({"archive"}))
+    vm = module.driver("vc").discover().vms[1]
+    _fill(module, vm.native_id)
+    module.discover(module.clock())
+    module.clock.advance(timedelta(days=5))  # type: ignore[attr-defined]
+    service = ArchiveService(module)
+    assert service.due(module.clock()) == []
+    module.set_local_policy(
+        {
+            "off_days": 1,
+            "archive": {
+                "min_vm_gb": 50,
+                "storage": {"kind": "directory", "path": str(tmp_path / "repo")},
+            },
+        }
+    )
+    with pytest.raises(ArchiveFailed, match="under the rule's 50") as small:
+        service.archive("vc", vm.native_id)
+    assert small.value.code == "refused_by_safety_net"
+    module.update_settings(archive_passphrase_file=None)
+    module.set_local_policy(
+        {"archive": {"storage": {"kind": "directory", "path": str(tmp_path / "repo")}}}
+    )
+    with pytest.raises(ArchiveFailed, match="archive_passphrase_file") as keyless:
+        service.archive("vc", vm.native_id)
+    assert keyless.value.code == "no_storage"
+    module.close()
+
+
+def test_restore_powers_the_vm_on_and_calls_a_signed_webhook(
+    sim: Vcsim, tmp_path: Path, hooks: tuple[str, list[tuple[dict[str, str], bytes]]]
+) -> None:
+    url, received = hooks
+    module = _module(tmp_path, sim, {})
+    module.set_local_policy(
+        {
+            "archive": {
+                "storage": {"kind": "directory", "path": str(tmp_path / "repo")},
+                "post_restore": [{"kind": "power_on"}, {"kind": "webhook", "url": url}],
+            }
+        }
+    )
+    module.set_features(frozenset({"archive"}))
+    vm = module.driver("vc").discover().vms[2]
+    before = _fill(module, vm.native_id)
+    module.discover(module.clock())
+    service = ArchiveService(module)
+    progress: list[tuple[float, str]] = []
+    record = service.archive("vc", vm.native_id, lambda f, d: progress.append((f, d)))
+    assert record.size_before == sum(len(b) for b in before.values())
+    assert progress[-1][0] == 1.0
+
+    done = service.restore("vc", vm.native_id, requested_by="alice@example.com")
+    assert done == ["powered on", "webhook answered 204"]
+    assert module.driver("vc").discover().vms[2].power_state == "on"
+    life = service.archiver.journal.life("vc", vm.native_id)
+    assert life is not None
+    assert life[0] == LifeState.RUNNING
+    assert life[2] is not None
+    assert life[2].restore_count == 1
+    ((headers, body),) = received
+    stamp = headers[TIMESTAMP_HEADER]
+    want = hmac.new(service.webhook_secret(), stamp.encode() + b"." + body, hashlib.sha256)
+    assert headers[SIGNATURE_HEADER] == "sha256=" + want.hexdigest()
+    assert json.loads(body)["requested_by"] == "alice@example.com"
+    module.close()
