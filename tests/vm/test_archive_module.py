@@ -25,12 +25,14 @@ from dockyard.agent.modules.vm.archiving import (
     ArchiveService,
 )
 from dockyard.agent.modules.vm.datastore import DatastorePath
+from dockyard.agent.modules.vm.drivers import open_driver
 from dockyard.agent.modules.vm.vmfiles.vsphere import VsphereFiles
 from dockyard.agent.protocol.vm import LifeState, PowerAction
 from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.repository import Repository
 
 from ..peers.vsphere_sim import Vcsim
+from ..procs import Agent
 from ..vault.conftest import FAST, PASS, SMALL, vm_like
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -38,7 +40,7 @@ START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Vcsim]:
-    server = Vcsim(host=1, vm=4, ds=1).start()
+    server = Vcsim(host=1, vm=5, ds=1).start()
     try:
         yield server
     finally:
@@ -208,3 +210,71 @@ def test_restore_powers_the_vm_on_and_calls_a_signed_webhook(
     assert headers[SIGNATURE_HEADER] == "sha256=" + want.hexdigest()
     assert json.loads(body)["requested_by"] == "alice@example.com"
     module.close()
+
+
+def test_a_wiped_agent_restores_an_archived_vm_with_the_recovery_key(
+    sim: Vcsim, tmp_path: Path
+) -> None:
+    """A new machine of the same tenant: no journal, no passphrase, only the stub on the
+    datastore and the repository's recovery key; `dockyard-agent vm restore` brings the VM
+    back byte for byte."""
+    repo = tmp_path / "repo"
+    module = _module(tmp_path, sim, {})
+    recovery = Repository.open(LocalBackend(repo), passphrase=PASS).add_recovery_key()
+    module.set_features(frozenset({"archive"}))
+    vm = module.driver("vc").discover().vms[3]
+    before = _fill(module, vm.native_id)
+    module.discover(module.clock())
+    ArchiveService(module).archive("vc", vm.native_id)
+    module.close()
+
+    key = tmp_path / "recovery.key"
+    key.write_text(recovery + "\n")
+    key.chmod(0o600)
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps({"archive": {"storage": {"kind": "directory", "path": str(repo)}}})
+    )
+    password = tmp_path / "vc.pass"
+    password.write_text(str(sim.config()["password"]))
+    agent = Agent(tmp_path / "new-machine")
+    agent.cli(
+        "vm",
+        "endpoint",
+        "add",
+        "vc",
+        "--kind",
+        "vsphere",
+        "--host",
+        sim.host,
+        "--port",
+        str(sim.port),
+        "--user",
+        str(sim.config()["user"]),
+        "--password-file",
+        str(password),
+        "--insecure",
+    )
+    agent.cli("vm", "policy", "set", str(policy))
+    agent.cli("vm", "discover")
+    no_key = agent.cli("vm", "restore", vm.name, check=False)
+    assert no_key.returncode == 1
+    assert "archive-key" in no_key.stderr
+    assert "Traceback" not in no_key.stderr
+    done = agent.cli("vm", "restore", vm.name, "--recovery-key-file", str(key), check=False)
+    assert done.returncode == 0, done.stderr
+    assert "restored: powered on" in done.stdout
+    assert "100.0%" in done.stderr
+
+    driver = open_driver("vc", {"kind": "vsphere", **sim.config()})
+    files = VsphereFiles(driver)  # type: ignore[arg-type]
+    back = {}
+    for f in files.files(vm)[0]:
+        with files.reader(f) as stream:
+            back[f.name] = stream.read()
+    # Powered on after the restore, the VM has already written to its log.
+    assert back.pop("vmware.log").startswith(before.pop("vmware.log"))
+    assert back == before
+    assert files.read_stub(vm) is None
+    files.close()
+    driver.close()

@@ -145,8 +145,9 @@ class ArchiveService:
         if not passphrase_file and not recovery_file:
             raise ArchiveFailed(
                 "no_storage",
-                "no key for the archive repository: set archive_passphrase_file (or, on a "
-                "new machine, archive_recovery_key_file) in the module's settings",
+                "no key for the archive repository: `dockyard-agent vm archive-key "
+                "--passphrase-file F` (or, on a new machine, --recovery-key-file F); the "
+                "setting is archive_passphrase_file",
             )
         backend = self.backend(storage)
 

@@ -128,6 +128,23 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     lk.add_argument("--base-url", help="the URL owners reach that address by")
     lk.set_defaults(vm_run=_links)
 
+    rs = cmds.add_parser("restore", help="bring an archived VM back from its stub, and start it")
+    rs.add_argument("vm")
+    rs.add_argument(
+        "--recovery-key-file",
+        type=Path,
+        help="open the archive with the repository's recovery key (a new machine)",
+    )
+    rs.set_defaults(vm_run=_restore)
+    key = cmds.add_parser("archive-key", help="the key file that opens the archive repository")
+    which = key.add_mutually_exclusive_group(required=True)
+    which.add_argument("--passphrase-file", type=Path)
+    which.add_argument("--recovery-key-file", type=Path)
+    key.set_defaults(vm_run=_archive_key)
+    arc = cmds.add_parser("archived", help="archived VMs: when, size before, bytes stored")
+    arc.add_argument("--json", action="store_true")
+    arc.set_defaults(vm_run=_archived, vm_read_only=True)
+
     an = cmds.add_parser("answer", help="answer a notice link by hand (its t= value)")
     an.add_argument("token")
     an.set_defaults(vm_run=_answer)
@@ -246,6 +263,69 @@ def _ls(args: argparse.Namespace, module: Any) -> int:
         print(
             f"{r['endpoint']}/{r['native_id']}\t{r['name']}\t{r['power_state']}\t"
             f"{r['idle_state']}\t{r.get('owner') or '-'}{clone}"
+        )
+    return 0
+
+
+def _restore(args: argparse.Namespace, module: Any) -> int:
+    from .archive import ArchiveFailed
+    from .archiving import ArchiveService
+
+    stored = _find(module, args.vm)
+
+    def report(fraction: float, detail: str) -> None:
+        print(f"  {fraction:6.1%}  {detail}", file=sys.stderr)
+
+    try:
+        done = ArchiveService(module).restore(
+            stored.endpoint,
+            stored.vm.native_id,
+            report,
+            recovery_key_file=args.recovery_key_file,
+        )
+    except ArchiveFailed as e:
+        print(f"dockyard-agent vm: restore of {stored.vm.name}: {e} ({e.code})", file=sys.stderr)
+        return 1
+    print(f"{stored.vm.name} restored" + (f": {', '.join(done)}" if done else ""))
+    return 0
+
+
+def _archive_key(args: argparse.Namespace, module: Any) -> int:
+    """Only the file's path is kept (the key stays in its file, which should be 0600)."""
+    given: Path = args.passphrase_file or args.recovery_key_file
+    if not given.is_file():
+        raise DriverError("bad_config", f"{given} is not a readable file")
+    name = "archive_passphrase_file" if args.passphrase_file else "archive_recovery_key_file"
+    module.update_settings(**{name: str(given.resolve())})
+    loose = given.stat().st_mode & 0o077
+    print(f"{name.replace('_', ' ')}: {given.resolve()}")
+    if loose:
+        print(f"warning: {given} can be read by others; chmod 600 it", file=sys.stderr)
+    return 0
+
+
+def _archived(args: argparse.Namespace, module: Any) -> int:
+    from .archive import Journal
+
+    rows = [
+        {
+            "endpoint": e,
+            "native_id": n,
+            "state": s.value,
+            "reason": r,
+            **(rec.model_dump(mode="json") if rec else {}),
+        }
+        for (e, n), (s, r, rec) in sorted(Journal(module.store).lives().items())
+        if rec is not None or s.value.endswith("failed")
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(
+            f"{r['endpoint']}/{r['native_id']}\t{r['state']}\t{r.get('archived_at', '-')}\t"
+            f"{r.get('size_before', 0)} B before\t{r.get('stored_bytes', 0)} B stored\t"
+            f"restored {r.get('restore_count', 0)}x" + (f"\t{r['reason']}" if r["reason"] else "")
         )
     return 0
 
