@@ -15,6 +15,7 @@ standalone (`dockyard-agent vm restore`), since that only needs the repository's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 import httpx
 
 from ...errors import FlowModeForbids
+from ...protocol import CommandEntry
 from ...protocol.vm import (
     ArchiveRecord,
     ArchiveRules,
@@ -41,7 +43,7 @@ from ...protocol.vm import (
 from ...vault.backends import Backend, LocalBackend, S3Backend
 from ...vault.errors import VaultError
 from ...vault.repository import Repository
-from ..base import ModuleContext
+from ..base import CommandFailed, Handler, ModuleContext, Outcome
 from .archive import ArchiveFailed, Archiver, Report
 from .drivers.base import Driver, DriverError
 from .lifecycle import exclusion
@@ -72,6 +74,8 @@ class ArchiveHost(Protocol):
     def update_settings(self, **values: Any) -> None: ...
 
     def driver(self, endpoint: str) -> Driver: ...
+
+    def upload_inventory(self, now: datetime, full: bool = False) -> int: ...
 
 
 def files_of(driver: Driver) -> VmFiles:
@@ -356,3 +360,90 @@ class ArchiveService:
         except httpx.HTTPError as e:
             return f"webhook not delivered ({type(e).__name__})"  # the restore stands
         return f"webhook answered {answer.status_code}"
+
+    # --- commands and the worker ---------------------------------------------------------
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"vm.archive": self.cmd_archive, "vm.restore": self.cmd_restore}
+
+    def _target(self, command: CommandEntry) -> tuple[str, str]:
+        try:
+            return str(command.args["endpoint"]), str(command.args["native_id"])
+        except KeyError:
+            raise CommandFailed(
+                "bad_args", f"{command.name} needs endpoint and native_id"
+            ) from None
+
+    def _reporter(self, command: CommandEntry) -> Report:
+        return lambda fraction, detail: self.host.ctx.progress(command.job_id, fraction, detail)
+
+    def cmd_archive(self, command: CommandEntry) -> Outcome:
+        endpoint, native_id = self._target(command)
+        try:
+            record = self.archive(endpoint, native_id, self._reporter(command))
+        except ArchiveFailed as e:
+            raise CommandFailed(e.code, str(e)) from None
+        finally:
+            self._tell_cloud()
+        return Outcome(
+            counts={"vms": 1},
+            detail=f"{endpoint}/{native_id} archived: {record.size_before} bytes, "
+            f"{record.stored_bytes} stored, snapshot {record.snapshot[:12]}",
+        )
+
+    def cmd_restore(self, command: CommandEntry) -> Outcome:
+        endpoint, native_id = self._target(command)
+        datastore = command.args.get("datastore")
+        if datastore:
+            raise CommandFailed(
+                "not_supported",
+                "restoring to another datastore is not built yet; free room on the original",
+            )
+        by = command.args.get("requested_by")
+        try:
+            done = self.restore(
+                endpoint, native_id, self._reporter(command), str(by) if by else None
+            )
+        except ArchiveFailed as e:
+            raise CommandFailed(e.code, str(e)) from None
+        finally:
+            self._tell_cloud()
+        return Outcome(
+            counts={"vms": 1},
+            detail=f"{endpoint}/{native_id} restored" + (f": {', '.join(done)}" if done else ""),
+        )
+
+    def reconcile(self, command: CommandEntry) -> bool | None:
+        """After a crash mid-command: the journal knows. A finished job happened; one
+        still in the journal runs again and goes on from its last step."""
+        if command.name not in ("vm.archive", "vm.restore"):
+            return None
+        endpoint, native_id = self._target(command)
+        if self.archiver.journal.job(endpoint, native_id) is not None:
+            return False
+        life = self.archiver.journal.life(endpoint, native_id)
+        finished = (
+            {LifeState.ARCHIVED}
+            if command.name == "vm.archive"
+            else {LifeState.RUNNING, LifeState.OFF}
+        )
+        return life is not None and life[0] in finished
+
+    def run_due(self, now: datetime, limit: int = 1) -> list[str]:
+        """The worker's round: archive up to `limit` due VMs, one after the other; a
+        failure is the VM's state (archive_failed, with its reason), waiting for a person."""
+        out = []
+        for due in self.due(now)[:limit]:
+            vm = due.vm
+            try:
+                record = self.archive(vm.endpoint, vm.vm.native_id)
+                out.append(f"{vm.vm.name}: archived ({due.why}), {record.stored_bytes} B stored")
+            except ArchiveFailed as e:
+                out.append(f"{vm.vm.name}: not archived: {e.code}")
+        if out:
+            self._tell_cloud()
+        return out
+
+    def _tell_cloud(self) -> None:
+        with contextlib.suppress(FlowModeForbids):  # standalone, or a mode that keeps it here
+            self.host.upload_inventory(self.host.clock())
