@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 from ...crashpoints import crashpoint
 from ...protocol.vm import ArchiveRecord, ArchiveRules, FileRole, LifeState
 from ...vault.errors import VaultError
-from ...vault.repository import Repository, Source
+from ...vault.repository import Repository, Source, read_config
 from .drivers.base import DriverError, VmInfo
 from .manifest import (
     MANIFEST_NAME,
@@ -336,7 +336,7 @@ class Archiver:
                     self._begin(job, vm, files)
                 self._store(job, vm, files, rules, repo, report)
             if job.step == "stored":
-                self._verify(job, open_repo)
+                self._verify(job, lambda: _reopened(repo))
             if job.step == "verified":
                 self._recheck(job, vm, files)
                 self.journal.step(job, "deleting", self.clock())
@@ -768,6 +768,15 @@ class _Counted(io.RawIOBase):
 @contextmanager
 def _opened(body: bytes) -> Iterator[BinaryIO]:
     yield io.BytesIO(body)
+
+
+def _reopened(repo: Repository) -> Repository:
+    """The repository opened again from its storage (config and index read anew) with the
+    master key already unlocked: a read-back that trusts nothing this process remembers,
+    without a second key derivation (half a second of scrypt)."""
+    return Repository(
+        repo.backend, read_config(repo.backend), repo.keys.master, workers=repo.workers
+    )
 
 
 def _vm_file(f: ArchivedFile) -> VmFile:
