@@ -1,0 +1,111 @@
+"""Archive and restore of a KVM/QEMU domain on Debian's libvirt daemon (TCG), its disk a
+qcow2 image over a backing file made by qemu-img: the top image is archived and removed,
+the backing file (another image's) stays, the domain stays defined and fenced, and the
+restore brings the top image back byte for byte and starts the domain."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.agent.modules.vm.archive import Archiver
+from dockyard.agent.modules.vm.drivers import open_driver
+from dockyard.agent.modules.vm.drivers.libvirt import LibvirtDriver
+from dockyard.agent.modules.vm.store import VmStore
+from dockyard.agent.modules.vm.vmfiles.libvirt import LibvirtFiles
+from dockyard.agent.protocol.vm import ArchiveRules
+from dockyard.agent.vault.backends import LocalBackend
+from dockyard.agent.vault.repository import Repository
+
+from ..peers.libvirt_qemu import IMAGES, URI, ensure_daemon
+from ..vault.conftest import FAST, PASS, SMALL, vm_like
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+def _xml(name: str, disk: Path) -> str:
+    return (
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+        "<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>"
+        "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk>"
+        "<interface type='user'><mac address='52:54:00:aa:bb:01'/></interface>"
+        "</devices></domain>"
+    )
+
+
+@pytest.fixture
+def domain() -> Iterator[tuple[Any, Path, Path]]:
+    import libvirt
+
+    ensure_daemon()
+    folder = IMAGES / f"dockyard-archive-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    raw = folder / "data.raw"
+    raw.write_bytes(vm_like(4_000_000, 5) + vm_like(2_000_000, 6))
+    base, top = folder / "base.qcow2", folder / "top.qcow2"
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(raw), str(base)], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(top)],
+        check=True,
+    )
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 2M", str(top)],
+                   check=True, capture_output=True)  # fmt: skip
+    raw.unlink()
+    conn = libvirt.open(URI)
+    dom = conn.defineXML(_xml(folder.name, top))
+    dom.setAutostart(1)
+    try:
+        yield dom, top, base
+    finally:
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()
+        conn.close()
+        subprocess.run(["rm", "-rf", str(folder)], check=False)
+
+
+def test_a_qcow2_domain_is_archived_its_backing_file_kept_and_restored_and_started(
+    domain: tuple[Any, Path, Path], tmp_path: Path
+) -> None:
+    dom, top, base = domain
+    top_bytes, base_bytes = top.read_bytes(), base.read_bytes()
+    driver = open_driver("kvm", {"kind": "libvirt", "hosts": [{"name": "local", "uri": URI}]})
+    assert isinstance(driver, LibvirtDriver)
+    vm = next(v for v in driver.discover().vms if v.native_id == dom.UUIDString())
+    files = LibvirtFiles(driver)
+    own, external = files.files(vm)
+    assert [f.source for f in own if f.role == "disk"] == [str(top)]
+    assert [x.source for x in external] == [str(base)]
+    repo = tmp_path / "repo"
+    Repository.init(LocalBackend(repo), PASS, params=SMALL, pack_bytes=1 << 20, cost=FAST)
+    Repository.open(LocalBackend(repo), passphrase=PASS).add_recovery_key()
+
+    def open_repo() -> Repository:
+        return Repository.open(LocalBackend(repo), passphrase=PASS)
+
+    archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+    record = archiver.archive("kvm", vm, files, ArchiveRules(), open_repo)
+    assert record.size_before >= len(top_bytes)
+    assert not top.exists()
+    assert base.read_bytes() == base_bytes  # another image's backing file: never removed
+    assert files.read_stub(vm) is not None
+    assert files.fenced(vm)
+    assert not dom.autostart()
+    with pytest.raises(Exception, match=r"top\.qcow2|No such file"):
+        dom.create()  # nothing left it can boot from
+
+    archiver.restore("kvm", vm, files, open_repo)
+    assert top.read_bytes() == top_bytes
+    assert files.read_stub(vm) is None
+    assert not files.fenced(vm)
+    assert dom.autostart()
+    files.power_on(vm)
+    assert dom.isActive()
+    driver.close()
