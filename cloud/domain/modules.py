@@ -27,6 +27,9 @@ Ingest = Callable[[Ctx, Agent, list[dict[str, Any]]], object]
 """Feeds one accepted metadata batch's records into the module's own tables, in the batch's
 transaction: a record it refuses (raising a domain error) stores nothing of the batch."""
 
+PolicyCheck = Callable[[Ctx, Any, dict[str, Any]], None]
+"""(ctx, tenant id, the validated document): raises `Invalid` when the tenant cannot have it."""
+
 
 @dataclass(frozen=True)
 class TimerEnv:
@@ -65,6 +68,9 @@ class CloudModule:
     """Plan -> the features it unlocks for this module (features.PLANS names the plans)."""
     needs_flow: Mapping[str, FlowMode] = field(default_factory=dict)
     """A feature of this module that moves more than `config` allows -> the mode it needs."""
+    policy_checks: Mapping[str, PolicyCheck] = field(default_factory=dict)
+    """Policy kind -> a check of a valid document against its tenant (its flow mode, say),
+    raising `Invalid` with a sentence; run when a version is written."""
     graphql: str | None = None
     """The dotted name of the module's GraphQL part: a Python module whose `Query` and
     `Mutation` (either may be absent) the schema merges. By name, so the domain's imports
@@ -97,3 +103,11 @@ def ingest(module: str, kind: str) -> Ingest | None:
         if m.name == module:
             return m.ingest.get(kind)
     return None
+
+
+def check_policy(ctx: Ctx, tenant_id: Any, kind: str, document: dict[str, Any]) -> None:
+    """Every module's tenant check for a policy document of this kind."""
+    for module in registry():
+        check = module.policy_checks.get(kind)
+        if check is not None:
+            check(ctx, tenant_id, document)

@@ -50,6 +50,7 @@ def create(
     if not 1 <= len(name) <= 200:
         raise Invalid("a policy name has 1 to 200 characters")
     clean = validate(kind, document)
+    modules.check_policy(ctx, tenant_id, kind, clean)
     if ctx.session.scalar(select(Policy).where(Policy.tenant_id == tenant_id, Policy.name == name)):
         raise Conflict(f"a policy named {name!r} exists already")
     now = ctx.now()
@@ -92,6 +93,7 @@ def new_version(ctx: Ctx, policy_id: uuid.UUID, document: dict[str, Any]) -> Pol
     policy = get(ctx, policy_id)
     ctx.principal.require(policy.tenant_id, P.POLICY_WRITE, "policy")
     clean = validate(policy.kind, document)
+    modules.check_policy(ctx, policy.tenant_id, policy.kind, clean)
     policy.current_version += 1
     version = PolicyVersion(
         tenant_id=policy.tenant_id,

@@ -319,6 +319,28 @@ class VmSighting(TenantOwned, Base):
     identifiers: Mapped[dict[str, Any]]
     record: Mapped[dict[str, Any]]
     seen_at: Mapped[datetime]
+    life_state: Mapped[str] = mapped_column(String(16), default="running")
+    life_reason: Mapped[str | None] = mapped_column(String(500))
+    archived_at: Mapped[datetime | None]
+    archive_snapshot: Mapped[str | None] = mapped_column(String(200))
+    archive_repository: Mapped[str | None] = mapped_column(String(500))
+    size_before: Mapped[int | None] = mapped_column(BigInteger)
+    stored_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    restore_count: Mapped[int | None] = mapped_column(Integer)
+    restored_at: Mapped[datetime | None]
+
+
+class VmRestoreMail(TenantOwned, Base):
+    """The mail a `vm.restore` command's end sends its requester, marked once it is sent."""
+
+    __tablename__ = "vm_restore_mails"
+
+    command_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("commands.id", ondelete="CASCADE"), primary_key=True
+    )
+    requested_by: Mapped[str] = mapped_column(String(320))
+    vm_name: Mapped[str] = mapped_column(String(200))
+    sent_at: Mapped[datetime | None]
 
 
 class VmDecision(TenantOwned, Base):

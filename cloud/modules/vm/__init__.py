@@ -8,17 +8,21 @@ from __future__ import annotations
 from dockyard.agent.protocol.vm import POLICY_KIND, VmLifecyclePolicy
 from dockyard.cloud.domain.modules import CloudModule, Timer
 
-from . import catalog, timers
+from . import archive, catalog, timers
 
 MODULE = CloudModule(
     name="vm",
     policies={POLICY_KIND: VmLifecyclePolicy},
+    policy_checks={POLICY_KIND: archive.check_policy},
     ingest={
         "vm.inventory": catalog.ingest_inventory,
         "vm.decision": catalog.ingest_decisions,
         "vm.audit": catalog.ingest_audit,
     },
-    timers=(Timer("vm.notices", lambda s: s.notice_interval_s, timers.run_notices),),
+    timers=(
+        Timer("vm.notices", lambda s: s.notice_interval_s, timers.run_notices),
+        Timer("vm.restore_mail", lambda s: s.notice_interval_s, timers.run_restore_mail),
+    ),
     plans={
         "free": frozenset({"catalog"}),
         "standard": frozenset({"catalog", "schedules", "reports", "archive"}),

@@ -38,6 +38,8 @@ from dockyard.cloud.domain.pages import Page, PageRequest, keyset
 from dockyard.cloud.domain.permissions import Permission as P
 from dockyard.cloud.store.models import Agent, CatalogVm, VmDecision, VmSighting
 
+from . import archive
+
 
 def identifiers(ids: dict[str, Any]) -> set[str]:
     return identifier_keys(ids)
@@ -68,6 +70,7 @@ def ingest_inventory(ctx: Ctx, agent: Agent, records: list[dict[str, Any]]) -> i
             "identifiers": record.identifiers.model_dump(),
             "record": record.model_dump(mode="json"),
             "seen_at": record.seen_at,
+            **archive.life_fields(record),
         }
         if sighting is None:
             vm = CatalogVm(tenant_id=tenant, name=record.name[:200], created_at=now, updated_at=now)

@@ -10,13 +10,14 @@ from strawberry.types import Info
 
 from dockyard.agent.protocol import links
 from dockyard.agent.protocol.notices import DecisionState
-from dockyard.agent.protocol.vm import IdleState, PowerAction
-from dockyard.cloud.api.graphql import relay
+from dockyard.agent.protocol.vm import IdleState, LifeState, PowerAction
+from dockyard.cloud.api.graphql import errors, relay
 from dockyard.cloud.api.graphql.commands import Command
 from dockyard.cloud.api.graphql.context import Context
 from dockyard.cloud.api.graphql.errors import (
     AgentNotFound,
     AgentRevoked,
+    Error,
     InvalidInput,
     PermissionDenied,
     TenantArchived,
@@ -25,12 +26,75 @@ from dockyard.cloud.api.graphql.errors import (
 )
 from dockyard.cloud.api.graphql.fields import mutation, parse_id, query
 from dockyard.cloud.domain import rows as r
+from dockyard.cloud.domain.errors import NotFound
 from dockyard.cloud.domain.permissions import Permission as P
 
-from . import catalog, notices
+from . import archive, catalog, notices
 
 strawberry.enum(PowerAction, description="What a power command does to a VM.")
 strawberry.enum(IdleState, description="What the agent's idleness rule found.")
+strawberry.enum(
+    LifeState,
+    name="VmLifeState",
+    description="Where a VM is in the module's loop: running to archived and back.",
+)
+
+
+@strawberry.type(description="No such VM in the catalog, or another tenant's.")
+class VmNotFound(Error):
+    pass
+
+
+@strawberry.type(description="The tenant's plan does not unlock this feature.")
+class FeatureLocked(Error):
+    pass
+
+
+@strawberry.type(description="The VM's life state does not allow it; the message says which do.")
+class VmLifeStateForbids(Error):
+    pass
+
+
+@strawberry.type(description="A restore of this VM is running already.")
+class VmRestoreRunning(Error):
+    pass
+
+
+errors.MATCHES.update(
+    {
+        VmNotFound: lambda err: isinstance(err, NotFound) and err.what == "vm",
+        FeatureLocked: lambda err: isinstance(err, archive.FeatureLocked),
+        VmLifeStateForbids: lambda err: isinstance(err, archive.LifeStateForbids),
+        VmRestoreRunning: lambda err: isinstance(err, archive.RestoreRunning),
+    }
+)
+
+
+@strawberry.type
+class VmArchive:
+    """An archived VM's figures, as its agent reports them."""
+
+    archived_at: datetime
+    snapshot: str
+    size_before: float = strawberry.field(description="Bytes on the datastore before archiving.")
+    stored_bytes: float = strawberry.field(
+        description="Bytes the archive added to the repository, after dedup and compression."
+    )
+    restore_count: int
+    restored_at: datetime | None
+
+    @classmethod
+    def of(cls, row: r.VmSighting) -> "VmArchive | None":
+        if row.archived_at is None or row.archive_snapshot is None:
+            return None
+        return cls(
+            archived_at=row.archived_at,
+            snapshot=row.archive_snapshot,
+            size_before=float(row.size_before or 0),
+            stored_bytes=float(row.stored_bytes or 0),
+            restore_count=row.restore_count or 0,
+            restored_at=row.restored_at,
+        )
 
 
 # The decision states both sides of a notice follow (agent/protocol/notices.py).
@@ -72,6 +136,9 @@ class VmSighting:
     registered twice. They stay separate VMs; a command reaches only the one it names."""
     possible_clone_of: list[strawberry.ID]
     """Those other sightings' ids."""
+    life_state: LifeState
+    life_reason: str | None
+    archive: VmArchive | None
 
     @classmethod
     def of(cls, row: r.VmSighting, clones: list[object] | None = None) -> "VmSighting":
@@ -91,6 +158,9 @@ class VmSighting:
             identifiers=cast(JSON, row.identifiers),
             possible_clone=bool(clones),
             possible_clone_of=[strawberry.ID(str(c)) for c in clones or []],
+            life_state=LifeState(row.life_state),
+            life_reason=row.life_reason,
+            archive=VmArchive.of(row),
         )
 
 
@@ -104,15 +174,53 @@ class Vm:
     sightings: list[VmSighting] = strawberry.field(
         description="Every agent's view of this VM (a few at most), oldest sighting first."
     )
+    life_state: LifeState = strawberry.field(description="As its newest sighting reports it.")
+    life_reason: str | None = strawberry.field(description="Why it is in a failed state.")
+    archive: VmArchive | None
 
     @classmethod
     def of(cls, entry: catalog.CatalogEntry) -> "Vm":
+        sightings = [VmSighting.of(s, list(entry.clones.get(s.id, []))) for s in entry.sightings]
+        newest = sightings[-1] if sightings else None
         return cls(
             id=strawberry.ID(str(entry.vm.id)),
             name=entry.vm.name,
             conflict=entry.vm.conflict,
-            sightings=[VmSighting.of(s, list(entry.clones.get(s.id, []))) for s in entry.sightings],
+            sightings=sightings,
+            life_state=newest.life_state if newest else LifeState.RUNNING,
+            life_reason=newest.life_reason if newest else None,
+            archive=newest.archive if newest else None,
         )
+
+
+@strawberry.type
+class ArchivedVm:
+    """One archived VM, for the report."""
+
+    vm_id: strawberry.ID
+    sighting_id: strawberry.ID
+    name: str
+    endpoint: str
+    archive: VmArchive
+
+    @classmethod
+    def of(cls, row: r.VmSighting) -> "ArchivedVm":
+        figures = VmArchive.of(row)
+        assert figures is not None  # the query reads archived rows only
+        return cls(
+            vm_id=strawberry.ID(str(row.vm_id)),
+            sighting_id=strawberry.ID(str(row.id)),
+            name=row.name,
+            endpoint=row.endpoint,
+            archive=figures,
+        )
+
+
+@strawberry.type
+class VmArchiveTotals:
+    vms_archived: int
+    bytes_freed: float = strawberry.field(description="What the archived VMs took on datastores.")
+    bytes_stored: float = strawberry.field(description="What their archives take in storage.")
 
 
 @strawberry.type
@@ -174,6 +282,7 @@ class VmApproval:
 
 
 VmConnection = relay.Connection[Vm]
+ArchivedVmConnection = relay.Connection[ArchivedVm]
 VmDecisionConnection = relay.Connection[VmDecision]
 
 VmsResult = Annotated[
@@ -197,6 +306,39 @@ PowerVmResult = Annotated[
 ApproveVmActionsResult = Annotated[
     VmApproval | AgentNotFound | AgentRevoked | PermissionDenied | TenantArchived | InvalidInput,
     strawberry.union("ApproveVmActionsResult"),
+]
+ArchivedVmsResult = Annotated[
+    ArchivedVmConnection | TenantNotFound | PermissionDenied | InvalidInput,
+    strawberry.union("ArchivedVmsResult"),
+]
+VmArchiveTotalsResult = Annotated[
+    VmArchiveTotals | TenantNotFound | PermissionDenied | InvalidInput,
+    strawberry.union("VmArchiveTotalsResult"),
+]
+ArchiveVmResult = Annotated[
+    Command
+    | VmNotFound
+    | FeatureLocked
+    | VmLifeStateForbids
+    | AgentNotFound
+    | AgentRevoked
+    | PermissionDenied
+    | TenantArchived
+    | InvalidInput,
+    strawberry.union("ArchiveVmResult"),
+]
+RestoreVmResult = Annotated[
+    Command
+    | VmNotFound
+    | FeatureLocked
+    | VmRestoreRunning
+    | VmLifeStateForbids
+    | AgentNotFound
+    | AgentRevoked
+    | PermissionDenied
+    | TenantArchived
+    | InvalidInput,
+    strawberry.union("RestoreVmResult"),
 ]
 SplitVmSightingResult = Annotated[
     VmSighting | VmSightingNotFound | PermissionDenied | TenantArchived | InvalidInput,
@@ -251,6 +393,32 @@ class VmQuery:
         )
         return relay.connection(page, VmDecision.of, after)
 
+    @query(ArchivedVmsResult)
+    async def archived_vms(
+        self,
+        info: Info[Context, None],
+        tenant_id: strawberry.ID,
+        first: int = relay.FIRST,
+        after: str | None = None,
+    ) -> ArchivedVmConnection:
+        """The tenant's archived VMs, newest archive first, with their figures."""
+        tid = parse_id(tenant_id, "tenantId")
+        page = await info.context.read(
+            lambda ctx: archive.archived(ctx, tid, relay.request(first, after))
+        )
+        return relay.connection(page, ArchivedVm.of, after)
+
+    @query(VmArchiveTotalsResult)
+    async def vm_archive_totals(
+        self, info: Info[Context, None], tenant_id: strawberry.ID
+    ) -> VmArchiveTotals:
+        """How many VMs are archived, the datastore bytes that freed and the bytes stored."""
+        tid = parse_id(tenant_id, "tenantId")
+        t = await info.context.read(lambda ctx: archive.totals(ctx, tid))
+        return VmArchiveTotals(
+            vms_archived=t.vms, bytes_freed=float(t.bytes_freed), bytes_stored=float(t.bytes_stored)
+        )
+
 
 @strawberry.type
 class VmMutation:
@@ -262,6 +430,37 @@ class VmMutation:
         (its never-act list and the exclusion tag still apply there)."""
         sid = parse_id(sighting_id, "sightingId")
         row = await info.context.write(lambda ctx: catalog.power(ctx, sid, action.value))
+        return Command.of(row)
+
+    @mutation(ArchiveVmResult, P.VM_POWER)
+    async def archive_vm(
+        self,
+        info: Info[Context, None],
+        vm_id: strawberry.ID,
+        idempotency_key: str | None = None,
+    ) -> Command:
+        """Archive a VM that is off now, through the agent that reports it (a docked
+        feature): its files go to the policy's storage and a stub stays."""
+        vid = parse_id(vm_id, "vmId")
+        row = await info.context.write(
+            lambda ctx: archive.archive(ctx, vid, idempotency_key=idempotency_key)
+        )
+        return Command.of(row)
+
+    @mutation(RestoreVmResult, P.VM_POWER)
+    async def restore_vm(
+        self,
+        info: Info[Context, None],
+        vm_id: strawberry.ID,
+        datastore: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Command:
+        """Bring an archived VM back (to `datastore` if given) and start it as it was; you
+        are mailed when the restore ends."""
+        vid = parse_id(vm_id, "vmId")
+        row = await info.context.write(
+            lambda ctx: archive.restore(ctx, vid, datastore, idempotency_key=idempotency_key)
+        )
         return Command.of(row)
 
     @mutation(ApproveVmActionsResult, P.VM_POWER)

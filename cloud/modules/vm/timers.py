@@ -16,7 +16,7 @@ from dockyard.cloud.domain.principal import Principal
 from dockyard.cloud.mail import mailer
 from dockyard.cloud.store.models import VmDecision
 
-from . import notices
+from . import archive, notices
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,28 @@ def run_notices(env: TimerEnv) -> Counter[str]:
                 done[notices.advance(ctx, decision_id, send, key, env.settings.public_url)] += 1
             except Exception:
                 log.exception("VM decision %s could not advance", decision_id)
+                session.rollback()
+                done["error"] += 1
+    return done
+
+
+def run_restore_mail(env: TimerEnv) -> Counter[str]:
+    """Mails each ended restore's requester, once: the mark is set in the transaction that
+    sends, with the row locked, so a restart or a second replica does not send it again."""
+    send = mailer(env.settings)
+    done: Counter[str] = Counter()
+    if send is None:
+        return done  # no mail server: the marks stay unset until one is configured
+    with env.db.transaction() as session:
+        work = archive.unsent(session)
+    for tenant_id, command_id in work:
+        with env.db.transaction([tenant_id]) as session:
+            try:
+                done[
+                    "sent" if archive.send_one(session, env.clock, command_id, send) else "skip"
+                ] += 1
+            except Exception:
+                log.exception("the mail for restore %s could not be sent", command_id)
                 session.rollback()
                 done["error"] += 1
     return done
