@@ -69,6 +69,7 @@ class Fixture:
     policy_id: uuid.UUID
     token_id: uuid.UUID
     sighting_id: uuid.UUID
+    vm_id: uuid.UUID
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,9 @@ CASES = [
         lambda f, i: {"agentId": str(f.agent_id), "count": 1},
         Permission.VM_POWER,
     ),
+    # before the split, which moves the sighting off the fixture's VM (and drops that VM)
+    Case("archiveVm", lambda f, i: {"vmId": str(f.vm_id)}, Permission.VM_POWER),
+    Case("restoreVm", lambda f, i: {"vmId": str(f.vm_id)}, Permission.VM_POWER),
     Case(
         "splitVmSighting",
         lambda f, i: {"sightingId": str(f.sighting_id)},
@@ -242,10 +246,11 @@ def _fixture(pg: Database, tmp_path: Path) -> Fixture:
             identifiers={},
             record={},
             seen_at=now,
+            life_state="off",
         )
         ctx.session.add(sighting)
         ctx.session.flush()
-        return Fixture(world, agent_id, policy.id, token.id, sighting.id)
+        return Fixture(world, agent_id, policy.id, token.id, sighting.id, vm.id)
 
 
 def _principal(pg: Database, f: Fixture, direct: Role | None, msp: Role | None) -> Principal:
@@ -269,6 +274,7 @@ def _text(case: Case) -> str:
         "targetId": "ID!",
         "agentId": "ID!",
         "sightingId": "ID!",
+        "vmId": "ID!",
         "agentIds": "[ID!]!",
         "document": "JSON!",
         "count": "Int!",
@@ -285,6 +291,7 @@ def _text(case: Case) -> str:
 
 _DUMMY = Fixture(
     World(None, uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), ""),  # type: ignore[arg-type]
+    uuid.uuid4(),
     uuid.uuid4(),
     uuid.uuid4(),
     uuid.uuid4(),
@@ -350,7 +357,7 @@ def test_every_mutation_for_every_grant_matches_the_table(
 
     calls = asyncio.run(walk())
     assert mismatches == [], mismatches
-    assert calls == len(CASES) * len(GRANTS) == 18 * 20
+    assert calls == len(CASES) * len(GRANTS) == 20 * 20
     # Each refusal was written in a transaction of its own, outliving the rolled-back call.
     written = _refusals(pg, fixture)
     assert {k: sorted(v) for k, v in refused.items() if v} == written
