@@ -168,7 +168,12 @@ def test_archive_and_restore_commands_and_their_refusals(
     assert done["__typename"] == "Command"
     assert done["name"] == "vm.archive"
     assert done["args"] == {"endpoint": "vc", "native_id": "vm-off"}
-    assert gql.data(ARCHIVE, v=got["failed"]["id"])["archiveVm"]["__typename"] == "Command"
+    keyed = """mutation($v: ID!, $k: String) { archiveVm(vmId: $v, idempotencyKey: $k) {
+      __typename ... on Command { id } } }"""
+    first = gql.data(keyed, v=got["failed"]["id"], k="arch-failed-1")["archiveVm"]
+    retry = gql.data(keyed, v=got["failed"]["id"], k="arch-failed-1")["archiveVm"]
+    assert first["__typename"] == "Command"
+    assert retry["id"] == first["id"]  # the issuer's retry returns the first command
     wrong = gql.data(ARCHIVE, v=got["live"]["id"])["archiveVm"]
     assert wrong["__typename"] == "VmLifeStateForbids"
     assert "running" in wrong["message"]
