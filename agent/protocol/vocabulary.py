@@ -93,6 +93,7 @@ class VmCode(enum.StrEnum):
     TIMEOUT = "timeout"
     UNKNOWN_ENDPOINT = "unknown_endpoint"
     VAULT_ERROR = "vault_error"
+    VM_ARCHIVED = "vm_archived"
     VM_CHANGED = "vm_changed"
     VM_NOT_FOUND = "vm_not_found"
 

@@ -26,6 +26,7 @@ from dockyard.agent.modules.vm.archiving import (
 )
 from dockyard.agent.modules.vm.datastore import DatastorePath
 from dockyard.agent.modules.vm.drivers import open_driver
+from dockyard.agent.modules.vm.drivers.base import DriverError
 from dockyard.agent.modules.vm.vmfiles.vsphere import VsphereFiles
 from dockyard.agent.protocol.vm import LifeState, PowerAction
 from dockyard.agent.vault.backends import LocalBackend
@@ -195,6 +196,11 @@ def test_restore_powers_the_vm_on_and_calls_a_signed_webhook(
     record = service.archive("vc", vm.native_id, lambda f, d: progress.append((f, d)))
     assert record.size_before == sum(len(b) for b in before.values())
     assert progress[-1][0] == 1.0
+    with pytest.raises(DriverError, match="restore it first") as locked:
+        module.lifecycle.power(
+            module.policy(), "vc", vm.native_id, PowerAction.POWER_ON, module.clock(), "cloud"
+        )
+    assert locked.value.code == "vm_archived"
 
     done = service.restore("vc", vm.native_id, requested_by="alice@example.com")
     assert done == ["powered on", "webhook answered 204"]

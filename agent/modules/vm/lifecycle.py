@@ -465,6 +465,18 @@ class Lifecycle:
         self.store.update_notice(notice.notice_id, acted_at=now, error=why)
         self.store.set_outcome(notice.decision_id, outcome)
 
+    def archive_lock(self, endpoint: str, native_id: str) -> str | None:
+        """The archive's own lock on starting a VM: no power-on through this module while
+        its files are going to the vault, are there, or are coming back (the hypervisor's
+        fence, a template or libvirt metadata, is the other half)."""
+        with self.store.tx() as db:
+            row = db.execute(
+                "SELECT state FROM life WHERE endpoint = ? AND native_id = ?",
+                (endpoint, native_id),
+            ).fetchone()
+        state = row[0] if row else None
+        return state if state in ("archiving", "archived", "restoring", "restore_failed") else None
+
     def power(
         self,
         policy: VmLifecyclePolicy,
@@ -482,6 +494,11 @@ class Lifecycle:
             raise VmGone(native_id)
         target = f"{endpoint}/{native_id}"
         if action == PowerAction.POWER_ON:
+            held = self.archive_lock(endpoint, native_id)
+            if held is not None:
+                raise DriverError(
+                    "vm_archived", f"{vm.vm.name} is {held}: restore it first (restoreVm)"
+                )
             return self._change(vm, action, now)
         try:
             why_not = exclusion(vm, policy, self.store.never_act())
