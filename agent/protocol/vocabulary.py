@@ -83,6 +83,8 @@ class VmCode(enum.StrEnum):
     NOTHING_TO_RESTORE = "nothing_to_restore"
     OVER_BUDGET = "over_budget"
     REFUSED_BY_SAFETY_NET = "refused_by_safety_net"
+    REPOSITORY_FULL = "repository_full"
+    REPOSITORY_UNREACHABLE = "repository_unreachable"
     SHORT_SOURCE = "short_source"
     SINGLE_KEY_SLOT = "single_key_slot"
     STUB_FOREIGN = "stub_foreign"

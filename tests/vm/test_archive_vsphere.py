@@ -18,7 +18,7 @@ import pytest
 from dockyard.agent.modules.vm.archive import ArchiveFailed, Archiver
 from dockyard.agent.modules.vm.datastore import DatastorePath
 from dockyard.agent.modules.vm.drivers import open_driver
-from dockyard.agent.modules.vm.drivers.base import VmInfo
+from dockyard.agent.modules.vm.drivers.base import DriverError, VmInfo
 from dockyard.agent.modules.vm.drivers.vsphere import VsphereDriver
 from dockyard.agent.modules.vm.store import VmStore
 from dockyard.agent.modules.vm.stub import STUB_NAME, Stub
@@ -35,7 +35,7 @@ NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Vcsim]:
-    server = Vcsim(host=1, vm=8, ds=1).start()
+    server = Vcsim(host=1, vm=10, ds=1).start()
     try:
         yield server
     finally:
@@ -207,3 +207,98 @@ def test_restore_refuses_a_tampered_stub_and_a_stub_whose_snapshot_was_pruned(
         archiver.restore("vc", vm, files, _open(repo_path))
     assert failed.value.code == "stub_orphaned"
     assert STUB_NAME
+
+
+class _FullBackend(LocalBackend):
+    """The repository's disk fills after a few objects: a real OSError(ENOSPC) from the
+    back end's write, as a full file system gives it."""
+
+    def __init__(self, root: Path, room: int) -> None:
+        super().__init__(root)
+        self.room = room
+
+    def put(self, key: str, data: bytes) -> None:
+        if key.startswith("data/"):
+            self.room -= 1
+            if self.room < 0:
+                raise OSError(28, "No space left on device", key)
+        super().put(key, data)
+
+
+def test_a_repository_that_fills_mid_archive_leaves_the_vm_whole_and_unfenced(
+    driver: VsphereDriver, vm: VmInfo, repo_path: Path, tmp_path: Path
+) -> None:
+    files = VsphereFiles(driver)
+    before = _contents(files, vm)
+    archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+
+    def open_full() -> Repository:
+        return Repository.open(_FullBackend(repo_path, 1), passphrase=PASS)
+
+    with pytest.raises(ArchiveFailed, match="No space left") as failed:
+        archiver.archive("vc", vm, files, ArchiveRules(), open_full)
+    assert failed.value.code == "repository_full"
+    assert _contents(files, vm) == before
+    assert not files.fenced(vm)
+    assert files.read_stub(vm) is None
+    life = archiver.journal.life("vc", vm.native_id)
+    assert life is not None
+    assert life[0] == LifeState.ARCHIVE_FAILED
+    assert "repository_full" in (life[1] or "")
+
+
+class _FillsOnSecondFile(VsphereFiles):
+    """The datastore answers 'full' on the second file written back: the error the
+    datastore service gives (507), raised where the real client raises it."""
+
+    writes = 0
+
+    def write(self, f: Any, produce: Any) -> None:
+        type(self).writes += 1
+        if type(self).writes == 2:
+            raise DriverError("datastore_full", f"datastore {f.source} is full")
+        super().write(f, produce)
+
+
+def test_a_datastore_that_fills_mid_restore_keeps_the_stub_and_removes_the_copies(
+    driver: VsphereDriver, vm: VmInfo, repo_path: Path, tmp_path: Path
+) -> None:
+    files = VsphereFiles(driver)
+    archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+    record = archiver.archive("vc", vm, files, ArchiveRules(), _open(repo_path))
+    names = [f.name for f in archiver.journal.jobs()] or None
+    assert names is None  # the archive's job is closed
+    filling = _FillsOnSecondFile(driver)
+    with pytest.raises(ArchiveFailed, match="full") as failed:
+        archiver.restore("vc", vm, filling, _open(repo_path))
+    assert failed.value.code == "datastore_full"
+    assert files.read_stub(vm) is not None  # still archived: the archive is the VM
+    assert files.fenced(vm)
+    manifest_files = Stub.loads(files.read_stub(vm) or b"").files
+    assert manifest_files >= 2
+    folder = files._folder(files._ref(vm))
+    for name in ("DC0_C0_RP0_VM0.vmx", "disk1-flat.vmdk"):
+        where = DatastorePath(folder.datastore, f"{folder.path}/{name}")
+        assert files._stat(where, "DC0") is None  # the copy written before the error: gone
+    archiver.restore("vc", vm, files, _open(repo_path))  # room again: it goes through
+    assert files.read_stub(vm) is None
+    assert record.snapshot
+
+
+def test_a_restore_asked_twice_at_once_is_refused_and_changes_nothing(
+    driver: VsphereDriver, vm: VmInfo, repo_path: Path, tmp_path: Path
+) -> None:
+    files = VsphereFiles(driver)
+    archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+    archiver.archive("vc", vm, files, ArchiveRules(), _open(repo_path))
+    other = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+    with (
+        archiver.exclusive("vc", vm.native_id, "restore"),
+        pytest.raises(ArchiveFailed, match="another archive or restore") as busy,
+    ):
+        other.restore("vc", vm, files, _open(repo_path))
+    assert busy.value.code == "busy"
+    assert files.read_stub(vm) is not None
+    assert files.fenced(vm)
+    other.restore("vc", vm, files, _open(repo_path))
+    assert files.read_stub(vm) is None

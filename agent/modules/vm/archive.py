@@ -24,6 +24,8 @@ process at each of these places.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -50,7 +52,7 @@ from .manifest import (
     verify_readback,
 )
 from .store import VmStore
-from .stub import Stub, StubError, StubOrphaned, StubTampered, stub_key
+from .stub import Stub, StubOrphaned, StubTampered, stub_key
 from .vmfiles import ExternalFile, VmFile, VmFiles
 
 ARCHIVE_POINTS = (
@@ -312,6 +314,26 @@ class Archiver:
     def _crash(self, point: str) -> None:
         crashpoint(point, self.state_dir)
 
+    @contextmanager
+    def exclusive(self, endpoint: str, native_id: str, doing: str) -> Iterator[None]:
+        """One archive or restore of a VM at a time, across threads and processes (the
+        agent's handler and a shell's `vm restore`): an flock on a file per VM, which the
+        kernel releases when a holder dies, so a crashed job never blocks its resumption."""
+        folder = self.state_dir / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(f"{endpoint}/{native_id}".encode()).hexdigest()[:32]
+        with open(folder / f"{name}.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ArchiveFailed(
+                    "busy", f"{endpoint}/{native_id}: another archive or restore is running"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     # --- archive -----------------------------------------------------------------------
 
     def archive(
@@ -322,6 +344,18 @@ class Archiver:
         rules: ArchiveRules,
         open_repo: OpenRepository,
         report: Report | None = None,
+    ) -> ArchiveRecord:
+        with self.exclusive(endpoint, vm.native_id, "archive"):
+            return self._archive(endpoint, vm, files, rules, open_repo, report)
+
+    def _archive(
+        self,
+        endpoint: str,
+        vm: VmInfo,
+        files: VmFiles,
+        rules: ArchiveRules,
+        open_repo: OpenRepository,
+        report: Report | None,
     ) -> ArchiveRecord:
         now = self.clock()
         job = self.journal.claim(endpoint, vm.native_id, "archive", now)
@@ -340,15 +374,16 @@ class Archiver:
             if job.step == "verified":
                 self._recheck(job, vm, files)
                 self.journal.step(job, "deleting", self.clock())
-        except (ArchiveFailed, DriverError, VaultError, StubError, ArchiveMismatch) as e:
-            self._roll_back(job, vm, files, open_repo, e)
-            raise self._failure(e) from None
+        except Exception as e:  # before any delete, any failure rolls back
+            failure = self._failure(e)
+            self._roll_back(job, vm, files, open_repo, failure)
+            raise failure from None
         try:
             if job.step == "deleting":
                 self._delete(job, vm, files)
             if job.step == "deleted":
                 return self._stub(job, vm, files, repo)
-        except (DriverError, VaultError) as e:
+        except Exception as e:
             # Past the point of no return: the verified archive holds the VM; the next run
             # goes on from the journal. The VM is whole in the archive.
             self.journal.set_life(
@@ -360,8 +395,11 @@ class Archiver:
     def _failure(self, e: Exception) -> ArchiveFailed:
         if isinstance(e, ArchiveFailed):
             return e
-        code = getattr(e, "code", None) or "vault_error"
-        return ArchiveFailed(str(code), str(e))
+        code = getattr(e, "code", None)
+        if code is None and isinstance(e, OSError):
+            code = "repository_full" if e.errno == errno.ENOSPC else "repository_unreachable"
+            return ArchiveFailed(code, f"the archive repository: {e.strerror or e}")
+        return ArchiveFailed(str(code or "vault_error"), str(e))
 
     def _begin(self, job: Job, vm: VmInfo, files: VmFiles) -> None:
         if files.read_stub(vm) is not None:
@@ -583,6 +621,18 @@ class Archiver:
     ) -> Manifest:
         """Write the VM's files back, re-register it and compare it with the manifest;
         then the stub goes. Post-restore actions are the caller's (they need the policy)."""
+        with self.exclusive(endpoint, vm.native_id, "restore"):
+            return self._restore(endpoint, vm, files, open_repo, report, requested_by)
+
+    def _restore(
+        self,
+        endpoint: str,
+        vm: VmInfo,
+        files: VmFiles,
+        open_repo: OpenRepository,
+        report: Report | None,
+        requested_by: str | None,
+    ) -> Manifest:
         job = self.journal.claim(endpoint, vm.native_id, "restore", self.clock(), requested_by)
         written: list[VmFile] = []
         try:
@@ -606,9 +656,10 @@ class Archiver:
                 self._compare(vm, files, manifest)
                 files.mark(vm, None)
                 self.journal.step(job, "compared", self.clock())
-        except (ArchiveFailed, DriverError, VaultError, StubError) as e:
-            self._undo_restore(job, vm, files, written, e)
-            raise self._failure(e) from None
+        except Exception as e:  # the stub still stands: any failure undoes
+            failure = self._failure(e)
+            self._undo_restore(job, vm, files, written, failure)
+            raise failure from None
         # The point of no return: the VM is back, whole and compared; the stub goes last
         # (removing one that is already gone, after a crash here, is no error).
         files.remove_stub(vm)
