@@ -24,6 +24,7 @@ from ...errors import EXIT_FAILED, EXIT_UNREACHABLE
 from ...protocol.links import BadLink
 from ...protocol.vm import PowerAction
 from .drivers.base import DriverError
+from .life import LifeBook
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -262,7 +263,7 @@ def _ls(args: argparse.Namespace, module: Any) -> int:
         )
         print(
             f"{r['endpoint']}/{r['native_id']}\t{r['name']}\t{r['power_state']}\t"
-            f"{r['idle_state']}\t{r.get('owner') or '-'}{clone}"
+            f"{r['idle_state']}\t{r.get('life_state', 'running')}\t{r.get('owner') or '-'}{clone}"
         )
     return 0
 
@@ -534,6 +535,9 @@ def _explain(args: argparse.Namespace, module: Any) -> int:
                     "vm": f"{key[0]}/{key[1]}",
                     "name": stored.vm.name,
                     "power_state": stored.vm.power_state,
+                    "life_state": LifeBook(module.store)
+                    .of(*key, stored.vm.power_state, evaluation)[0]
+                    .value,
                     "evaluation": evaluation,
                     "last_active_at": stored.last_active_at.isoformat()
                     if stored.last_active_at
@@ -547,6 +551,14 @@ def _explain(args: argparse.Namespace, module: Any) -> int:
         )
         return 0
     print(f"{stored.vm.name} ({key[0]}/{key[1]}), {stored.vm.power_state}")
+    state, reason, record = LifeBook(module.store).of(*key, stored.vm.power_state, evaluation)
+    print(f"  life state: {state.value}" + (f" ({reason})" if reason else ""))
+    if record is not None:
+        print(
+            f"  archived {record.archived_at:%Y-%m-%d %H:%M} UTC, snapshot {record.snapshot[:12]},"
+            f" {record.size_before} B before, {record.stored_bytes} B stored,"
+            f" restored {record.restore_count}x"
+        )
     if stored.last_active_at:
         print(f"  last active: {stored.last_active_at:%Y-%m-%d}")
     if evaluation is None:
