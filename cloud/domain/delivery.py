@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import case, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from dockyard.agent.protocol import (
@@ -24,8 +23,7 @@ from dockyard.agent.protocol import (
     PolicyEntry,
     vocabulary,
 )
-from dockyard.cloud.store.db import outerjoin_windows
-from dockyard.cloud.store.models import Agent, AgentEntry, Command, Site, Tenant
+from dockyard.cloud.store import delivery as store
 
 from .agents import active, flow_mode, settings_of
 from .context import Ctx
@@ -106,48 +104,13 @@ def poll_views(
     its window. Loading whole rows as ORM objects (and their JSON columns), in three
     statements, took most of the time of a 200-agent read."""
     now = ctx.now()
-    stmt = (
-        select(
-            Agent.id,
-            Agent.tenant_id,
-            Agent.last_seq,
-            Agent.revoked_at,
-            Agent.max_flow,
-            Agent.modules,
-            Tenant.flow_mode,
-            Tenant.plan,
-            Site.max_flow,
-            AgentEntry.seq,
-            AgentEntry.kind,
-            AgentEntry.payload,
-            Command.id,
-            Command.job_id,
-            Command.name,
-            Command.args,
-            Command.state,
-            Command.expires_at,
-            Command.timeout_s,
-        )
-        .select_from(Agent)
-        .join(Tenant, Tenant.id == Agent.tenant_id)
-        .join(Site, Site.id == Agent.site_id)
-    )
-    stmt = outerjoin_windows(
-        ctx.session,
-        stmt,
-        Agent.id,
-        AgentEntry,
-        AgentEntry.agent_id,
-        AgentEntry.seq,
-        wanted,
-        POLL_BATCH,
-    ).outerjoin(Command, Command.id == AgentEntry.command_id)
+    rows = store.poll_rows(ctx.session, wanted, POLL_BATCH)
     found: dict[uuid.UUID, Any] = {}
     rows_by_agent: dict[uuid.UUID, list[Any]] = {}
-    for each in ctx.session.execute(stmt.order_by(Agent.id, AgentEntry.seq)):
+    for each in rows:
         found.setdefault(each[0], each)
         if each.seq is not None:
-            rows_by_agent.setdefault(each[0], []).append(each[9:])
+            rows_by_agent.setdefault(each[0], []).append(each[store.POLL_AGENT_COLUMNS :])
     out: dict[uuid.UUID, PollView | Unauthenticated] = {}
     live: dict[uuid.UUID, Any] = {}
     for agent_id in wanted:
@@ -187,23 +150,11 @@ class _Marks:
     """Handed-out commands by their timeout in seconds (their result is due then)."""
 
     def apply(self, session: Session, now: datetime) -> None:
-        queued = Command.state == CS.QUEUED
         if self.expired:
-            session.execute(
-                update(Command)
-                .where(Command.id.in_(self.expired), queued)
-                .values(state=CS.EXPIRED, finished_at=now)
-                .execution_options(synchronize_session=False)
-            )
+            store.mark_expired(session, self.expired, now, (CS.QUEUED, CS.EXPIRED))
         for timeout_s, ids in self.sent.items():
-            session.execute(
-                update(Command)
-                .where(Command.id.in_(ids), queued)
-                .values(
-                    state=CS.SENT, sent_at=now, result_due_at=now + timedelta(seconds=timeout_s)
-                )
-                .execution_options(synchronize_session=False)
-            )
+            due = now + timedelta(seconds=timeout_s)
+            store.mark_sent(session, ids, now, due, (CS.QUEUED, CS.SENT))
 
 
 def _entries(rows: list[Any], now: datetime, marks: _Marks) -> list[Entry]:
@@ -262,11 +213,7 @@ def ack_many(
     `acked` (or `rejected`) only from `sent`, so a job event that moved it on meanwhile
     is never undone."""
     now = ctx.now()
-    callers = ctx.session.execute(
-        select(Agent.id, Agent.tenant_id, Agent.revoked_at, Agent.last_seq, Agent.acked_seq).where(
-            Agent.id.in_(list(wanted))
-        )
-    ).all()
+    callers = store.ack_callers(ctx.session, list(wanted))
     found = {row.id: row for row in callers}
     out: dict[uuid.UUID, int | DomainError] = {}
     by_agent: dict[uuid.UUID, dict[int, Ack]] = {}
@@ -283,16 +230,9 @@ def ack_many(
             by_agent[agent_id] = by_seq
     if not by_agent:
         return out
-    rows = ctx.session.execute(
-        select(AgentEntry.agent_id, AgentEntry.seq, AgentEntry.command_id).where(
-            # One expanding parameter, so the statement compiles once for every batch
-            # (an OR of one clause per agent was compiled anew each time).
-            tuple_(AgentEntry.agent_id, AgentEntry.seq).in_(
-                [(a, seq) for a, by_seq in by_agent.items() for seq in by_seq]
-            ),
-            AgentEntry.command_id.is_not(None),
-        )
-    ).all()
+    rows = store.entry_commands(
+        ctx.session, [(a, seq) for a, by_seq in by_agent.items() for seq in by_seq]
+    )
     accepted: list[uuid.UUID] = []
     rejected: dict[str, list[uuid.UUID]] = {}
     for agent_id, seq, command_id in rows:
@@ -301,38 +241,16 @@ def ack_many(
             rejected.setdefault(a.code or "rejected", []).append(command_id)
         else:
             accepted.append(command_id)
-    _mark_acked(ctx.session, now, accepted, None)
+    if accepted:
+        store.mark_acked(ctx.session, now, accepted, (CS.SENT, CS.ACKED), None)
     for code, ids in rejected.items():
-        _mark_acked(ctx.session, now, ids, code)
-    heads = []
+        store.mark_acked(ctx.session, now, ids, (CS.SENT, CS.REJECTED), code)
+    heads: dict[uuid.UUID, int] = {}
     for agent_id, by_seq in by_agent.items():
         agent = found[agent_id]
         out[agent_id] = head = max(agent.acked_seq, max(by_seq))
         if head != agent.acked_seq:
-            heads.append({"id": agent_id, "acked_seq": head})
-    if heads:  # by primary key, one executemany
-        ctx.session.execute(update(Agent), heads)
+            heads[agent_id] = head
+    if heads:
+        store.set_acked_heads(ctx.session, heads)
     return out
-
-
-def _mark_acked(
-    session: Session, now: datetime, command_ids: list[uuid.UUID], rejected: str | None
-) -> None:
-    """First acknowledgement time for each command; `sent` ones move to `acked`, or to
-    `rejected` with its code and end."""
-    if not command_ids:
-        return
-    sent = Command.state == CS.SENT
-    moved: dict[str, Any] = {"acked_at": func.coalesce(Command.acked_at, now)}
-    if rejected is None:
-        moved["state"] = case((sent, CS.ACKED), else_=Command.state)
-    else:
-        moved["state"] = case((sent, CS.REJECTED), else_=Command.state)
-        moved["result_code"] = case((sent, rejected), else_=Command.result_code)
-        moved["finished_at"] = case((sent, now), else_=Command.finished_at)
-    session.execute(
-        update(Command)
-        .where(Command.id.in_(command_ids), or_(sent, Command.acked_at.is_(None)))
-        .values(**moved)
-        .execution_options(synchronize_session=False)
-    )
