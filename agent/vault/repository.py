@@ -313,6 +313,7 @@ class Repository:
         *,
         workers: int | None = None,
         cache: Path | None = None,
+        fetched: dict[str, bytes] | None = None,
     ) -> None:
         self.backend = backend
         self.config = config
@@ -341,7 +342,13 @@ class Repository:
         self.files_cache = FilesCache(cache, self.keys, self.id)
         """Where `cache` is a folder, each source's last file list is kept there, so a
         store does not open every snapshot to find it (None: rebuilt on every store)."""
-        self.load_index()
+        self._fetched = fetched or {}
+        """Sealed index files read while the key was derived (`open`); index files never
+        change, so these bytes are the files' bytes. Used by the first load only."""
+        try:
+            self.load_index()
+        finally:
+            self._fetched = {}
 
     # --- creating and opening ----------------------------------------------------------
 
@@ -402,10 +409,21 @@ class Repository:
         cache: Path | None = None,
     ) -> Repository:
         config = read_config(backend)
-        master = crypto.open_slots(
-            config["slots"], config["id"], passphrase=passphrase, recovery_key=recovery_key
-        )
-        return cls(backend, config, master, workers=workers, cache=cache)
+        # The key derivation (scrypt, about half a second by design) needs one core and
+        # lets go of the GIL; the sealed index files need no key to be fetched, so they
+        # are read meanwhile and only opened once the key is known. Nothing is weakened:
+        # the same slots are opened the same way, and every index is still authenticated.
+        with ThreadPoolExecutor(1, thread_name_prefix="vault-kdf") as kdf:
+            derived = kdf.submit(
+                crypto.open_slots,
+                config["slots"],
+                config["id"],
+                passphrase=passphrase,
+                recovery_key=recovery_key,
+            )
+            fetched = _fetch_indexes(backend, derived)
+            master = derived.result()
+        return cls(backend, config, master, workers=workers, cache=cache, fetched=fetched)
 
     # --- key slots ---------------------------------------------------------------------
 
@@ -482,7 +500,9 @@ class Repository:
         self.load_index()
 
     def _read_index(self, name: str) -> dict[str, list[list[Any]]]:
-        sealed = self.backend.get(f"index/{name}")
+        sealed = self._fetched.pop(name, None)
+        if sealed is None:
+            sealed = self.backend.get(f"index/{name}")
         plain = self.keys.open(sealed, f"dockyard-vault/v1/index|{name}".encode(), "index")
         try:
             doc = json.loads(zstandard.ZstdDecompressor().decompress(plain))
@@ -1302,6 +1322,31 @@ def _config_body(config: dict[str, Any]) -> bytes:
     if "id_hash" in config:
         body["id_hash"] = config["id_hash"]
     return json.dumps(body, sort_keys=True).encode()
+
+
+FETCH_INDEX_BYTES = 16 * 1024 * 1024
+"""At most this much of sealed index files is read ahead while the key is derived."""
+
+
+def _fetch_indexes(backend: Backend, derived: Future[bytes]) -> dict[str, bytes]:
+    """Sealed index files, read while `derived` (the key derivation) runs: the smallest
+    first, at most FETCH_INDEX_BYTES, and none once the key is there (the rest are read
+    as before). A file gone or unreadable now is left to `load_index`, which reports it."""
+    fetched: dict[str, bytes] = {}
+    room = FETCH_INDEX_BYTES
+    try:
+        listed = sorted(backend.list("index/"), key=lambda item: item[1])
+    except (OSError, VaultError):
+        return fetched
+    for key, size in listed:
+        if derived.done() or size > room:
+            break
+        try:
+            fetched[key.rsplit("/", 1)[1]] = backend.get(key)
+        except (OSError, VaultError):
+            continue
+        room -= size
+    return fetched
 
 
 def read_config(backend: Backend) -> dict[str, Any]:
