@@ -247,6 +247,11 @@ def test_the_decision_takes_the_agents_result_and_a_held_one_goes_on_after_appro
         order = [c.id for c in issued]
         assert issued[order.index(approval)].name == "vm.approve"
         assert order.index(approval) < order.index(again.command_id)
+        by_id = {c.id: c for c in issued}
+        stated = by_id[first_b].args["not_before"]
+        # Let go at the approval's moment, it still states the mail's time: the agent's
+        # estimate of the cloud's clock may trail the approval, never the mail.
+        assert by_id[again.command_id].args["not_before"] == stated
         audit_rows = ctx.session.scalars(
             select(AuditRecord).where(AuditRecord.action.like("vm.decision.%"))
         ).all()
@@ -266,6 +271,9 @@ def test_the_decision_takes_the_agents_result_and_a_held_one_goes_on_after_appro
     retried = rows()["b"]
     assert retried.command_id not in (None, again.command_id)
     with system(pg, world.tenant_id, clock=clock) as ctx:
+        resent = ctx.session.get(Command, retried.command_id)
+        assert resent is not None
+        assert resent.args["not_before"] == stated, "a window later too"
         assert ctx.session.scalars(
             select(AuditRecord.target).where(AuditRecord.action == "vm.decision.retried")
         ).all() == [str(retried.id)]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -142,7 +142,7 @@ def advance(
                 "decision_id": decision.decision_id,
                 # The time the mail stated, computed once when it was sent: the agent
                 # acts on nothing before it, whatever its own clock says.
-                "not_before": decision.due_at.isoformat(),
+                "not_before": _stated_time(ctx, decision).isoformat(),
             },
             idempotency_key=f"vm-decision:{decision.id}{again}",
         )
@@ -152,6 +152,19 @@ def advance(
         if decision.status == S.HELD:
             _tell_held(ctx, decision, mailer)
     return decision.status
+
+
+def _stated_time(ctx: Ctx, decision: VmDecision) -> datetime:
+    """The time the notice stated. A decision let go again (its window passed, or an
+    approval) keeps its first command's: `due_at` then says when the cloud sends again, and
+    the agent's estimate of the cloud's clock may trail that by a poll's latency."""
+    assert decision.due_at is not None  # commanded only once due
+    if decision.command_id is not None:
+        earlier = ctx.session.get(Command, decision.command_id)
+        stated = earlier.args.get("not_before") if earlier is not None else None
+        if isinstance(stated, str):
+            return datetime.fromisoformat(stated)
+    return decision.due_at
 
 
 def held_policy(ctx: Ctx, agent_id: uuid.UUID) -> dict[str, Any]:
