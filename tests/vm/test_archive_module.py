@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,15 +20,12 @@ import pytest
 from dockyard.agent.clock import ManualClock
 from dockyard.agent.modules.vm import VmModule, module_at
 from dockyard.agent.modules.vm.archive import ArchiveFailed
-from dockyard.agent.modules.vm.archiving import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    ArchiveService,
-)
+from dockyard.agent.modules.vm.archiving import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from dockyard.agent.modules.vm.datastore import DatastorePath
 from dockyard.agent.modules.vm.drivers import open_driver
 from dockyard.agent.modules.vm.drivers.base import DriverError
 from dockyard.agent.modules.vm.vmfiles.vsphere import VsphereFiles
+from dockyard.agent.protocol import CommandEntry, FlowMode, MetadataBatch
 from dockyard.agent.protocol.vm import LifeState, PowerAction
 from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.repository import Repository
@@ -109,7 +107,7 @@ def test_archiving_is_a_docked_feature_and_the_second_period_makes_a_vm_due(
     vm = module.driver("vc").discover().vms[0]
     _fill(module, vm.native_id)
     module.discover(module.clock())
-    service = ArchiveService(module)
+    service = module.archives
     with pytest.raises(ArchiveFailed) as locked:
         service.archive("vc", vm.native_id)
     assert locked.value.code == "feature_locked"
@@ -150,7 +148,7 @@ def test_never_and_size_rules_hold_and_a_missing_key_is_a_clear_error(
     _fill(module, vm.native_id)
     module.discover(module.clock())
     module.clock.advance(timedelta(days=5))  # type: ignore[attr-defined]
-    service = ArchiveService(module)
+    service = module.archives
     assert service.due(module.clock()) == []
     module.set_local_policy(
         {
@@ -191,7 +189,7 @@ def test_restore_powers_the_vm_on_and_calls_a_signed_webhook(
     vm = module.driver("vc").discover().vms[2]
     before = _fill(module, vm.native_id)
     module.discover(module.clock())
-    service = ArchiveService(module)
+    service = module.archives
     progress: list[tuple[float, str]] = []
     record = service.archive("vc", vm.native_id, lambda f, d: progress.append((f, d)))
     assert record.size_before == sum(len(b) for b in before.values())
@@ -231,7 +229,7 @@ def test_a_wiped_agent_restores_an_archived_vm_with_the_recovery_key(
     vm = module.driver("vc").discover().vms[3]
     before = _fill(module, vm.native_id)
     module.discover(module.clock())
-    ArchiveService(module).archive("vc", vm.native_id)
+    module.archives.archive("vc", vm.native_id)
     module.close()
 
     key = tmp_path / "recovery.key"
@@ -284,3 +282,61 @@ def test_a_wiped_agent_restores_an_archived_vm_with_the_recovery_key(
     assert files.read_stub(vm) is None
     files.close()
     driver.close()
+
+
+def test_the_running_module_archives_on_its_worker_round_and_reports_the_life_state(
+    sim: Vcsim, tmp_path: Path
+) -> None:
+    """The module as the agent runs it: `vm.archive`/`vm.restore` among its handlers, its
+    worker round archiving a VM due by the second period only once `archive` is unlocked,
+    and the inventory it sends up saying archived, with the archive's figures."""
+    module = _module(tmp_path, sim, {"off_days": 30})
+    sent: list[MetadataBatch] = []
+    module.ctx.flow_mode = lambda: FlowMode.METADATA
+    module.ctx.upload = sent.append
+    assert {"vm.archive", "vm.restore"} <= set(module.handlers())
+    vm = module.driver("vc").discover().vms[4]
+    _fill(module, vm.native_id)
+    clock: ManualClock = module.clock  # type: ignore[assignment]
+    module.step()
+    clock.advance(timedelta(days=31))
+    module.step()  # locked: the module stops at shutdown
+    assert module.archives.archiver.journal.life("vc", vm.native_id) is None
+
+    module.set_features(frozenset({"archive"}))
+    journal = module.archives.archiver.journal
+    for _ in range(5):  # VMs other tests left off are due too: one archive a round
+        clock.advance(timedelta(hours=2))
+        before = len(journal.lives())
+        module.step()
+        assert len(journal.lives()) - before <= 1
+        if journal.life("vc", vm.native_id) is not None:
+            break
+    records = {
+        r["native_id"]: r for batch in sent if batch.kind == "vm.inventory" for r in batch.records
+    }
+    archived = records[vm.native_id]
+    assert archived["life_state"] == LifeState.ARCHIVED
+    assert archived["archive"]["size_before"] > 0
+    assert module.reconcile(_command("vm.archive", vm.native_id)), (
+        "a crash after the archive finished: the job happened"
+    )
+
+    outcome = module.handlers()["vm.restore"](_command("vm.restore", vm.native_id))
+    assert outcome.detail is not None
+    assert "restored" in outcome.detail
+    after = {r["native_id"]: r for r in module.records(module.clock())}
+    assert after[vm.native_id]["life_state"] == LifeState.RUNNING  # restored and powered on
+    module.close()
+
+
+def _command(name: str, native_id: str) -> CommandEntry:
+    return CommandEntry(
+        seq=1,
+        command_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+        name=name,
+        args={"endpoint": "vc", "native_id": native_id},
+        expires_at=START + timedelta(days=400),
+        timeout_s=3600,
+    )

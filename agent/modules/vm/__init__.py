@@ -28,7 +28,9 @@ from ...errors import FlowModeForbids
 from ...protocol import CommandEntry, FlowMode, MetadataBatch, vocabulary
 from ...protocol.vm import (
     POLICY_KIND,
+    ArchiveRecord,
     Identifiers,
+    LifeState,
     PowerAction,
     Signal,
     VmLifecyclePolicy,
@@ -36,9 +38,12 @@ from ...protocol.vm import (
 )
 from ..base import BackgroundModule, CommandFailed, Handler, ModuleContext, Outcome
 from . import notices, placement
+from .archiving import FEATURE as FEATURE_ARCHIVE
+from .archiving import ArchiveService
 from .drivers import open_driver
 from .drivers.base import Driver, DriverError, Inventory, Sample, VmInfo
 from .endpoints import Endpoints
+from .life import LifeBook
 from .lifecycle import Lifecycle, RunReport, new_link_key, owner_of
 from .store import HOST_PREFIX, StoredVm, VmStore, is_host
 
@@ -98,6 +103,7 @@ class VmModule(BackgroundModule):
             self._bmc,
         )
         self.answers: Any = None
+        self.archives = ArchiveService(self)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -304,6 +310,9 @@ class VmModule(BackgroundModule):
                 self.run_lifecycle(now)
             elif self.notify_here():
                 self.lifecycle.act_due(policy, now, self.reference_now(now))
+            if FEATURE_ARCHIVE in self.features:
+                for line in self.archives.run_due(now):
+                    self.log.info("archive: %s", line)
             self.upload_audit()
 
     def tick(self) -> None:
@@ -336,6 +345,7 @@ class VmModule(BackgroundModule):
         policy = self.policy()
         stored_vms = self.store.vms(kind="all", include_gone=include_gone)
         clones = possible_clones(stored_vms)
+        lives = LifeBook(self.store)
         return [
             record_of(
                 stored,
@@ -343,6 +353,12 @@ class VmModule(BackgroundModule):
                 stored.evaluation or {},
                 now,
                 clones.get((stored.endpoint, stored.vm.native_id), []),
+                lives.of(
+                    stored.endpoint,
+                    stored.vm.native_id,
+                    stored.vm.power_state,
+                    stored.evaluation,
+                ),
             )
             for stored in stored_vms
         ]
@@ -438,6 +454,7 @@ class VmModule(BackgroundModule):
             "vm.resolve": self.cmd_resolve,
             "vm.approve": self.cmd_approve,
             "vm.report": self.cmd_report,
+            **self.archives.handlers(),
         }
 
     def cmd_discover(self, command: CommandEntry) -> Outcome:
@@ -558,8 +575,9 @@ class VmModule(BackgroundModule):
         return Outcome(counts={"decisions": 1})
 
     def reconcile(self, command: CommandEntry) -> bool | None:
-        if command.name != "vm.power":
-            return None
+        archived = self.archives.reconcile(command)
+        if archived is not None or command.name != "vm.power":
+            return archived
         stored = self.store.vm(
             str(command.args.get("endpoint")), str(command.args.get("native_id"))
         )
@@ -626,8 +644,10 @@ def record_of(
     evaluation: dict[str, Any],
     now: datetime,
     clone_of: list[str] | None = None,
+    life: tuple[LifeState, str | None, ArchiveRecord | None] | None = None,
 ) -> dict[str, Any]:
     vm = stored.vm
+    life_state, life_reason, archived = life or (LifeState.RUNNING, None, None)
     return VmRecord(
         endpoint=stored.endpoint,
         native_id=vm.native_id,
@@ -645,6 +665,9 @@ def record_of(
         idle_state=evaluation.get("state", "unknown"),
         seen_at=stored.last_seen,
         possible_clone_of=clone_of or [],
+        life_state=life_state,
+        life_reason=life_reason,
+        archive=archived,
     ).model_dump(mode="json")
 
 

@@ -77,6 +77,8 @@ class ArchiveHost(Protocol):
 
     def upload_inventory(self, now: datetime, full: bool = False) -> int: ...
 
+    def discover(self, now: datetime, endpoints: list[str] | None = None) -> dict[str, str]: ...
+
 
 def files_of(driver: Driver) -> VmFiles:
     """The file access for a driver's hypervisor; the others say so, by code."""
@@ -384,7 +386,7 @@ class ArchiveService:
         except ArchiveFailed as e:
             raise CommandFailed(e.code, str(e)) from None
         finally:
-            self._tell_cloud()
+            self._tell_cloud([endpoint])
         return Outcome(
             counts={"vms": 1},
             detail=f"{endpoint}/{native_id} archived: {record.size_before} bytes, "
@@ -407,7 +409,7 @@ class ArchiveService:
         except ArchiveFailed as e:
             raise CommandFailed(e.code, str(e)) from None
         finally:
-            self._tell_cloud()
+            self._tell_cloud([endpoint])
         return Outcome(
             counts={"vms": 1},
             detail=f"{endpoint}/{native_id} restored" + (f": {', '.join(done)}" if done else ""),
@@ -432,18 +434,23 @@ class ArchiveService:
     def run_due(self, now: datetime, limit: int = 1) -> list[str]:
         """The worker's round: archive up to `limit` due VMs, one after the other; a
         failure is the VM's state (archive_failed, with its reason), waiting for a person."""
-        out = []
+        out, touched = [], set()
         for due in self.due(now)[:limit]:
             vm = due.vm
+            touched.add(vm.endpoint)
             try:
                 record = self.archive(vm.endpoint, vm.vm.native_id)
                 out.append(f"{vm.vm.name}: archived ({due.why}), {record.stored_bytes} B stored")
             except ArchiveFailed as e:
                 out.append(f"{vm.vm.name}: not archived: {e.code}")
         if out:
-            self._tell_cloud()
+            self._tell_cloud(sorted(touched))
         return out
 
-    def _tell_cloud(self) -> None:
+    def _tell_cloud(self, endpoints: list[str]) -> None:
+        """The VMs' new states go up at once: read again from their hypervisors (a restored
+        VM is on, its files back), not left for the next discovery."""
+        now = self.host.clock()
+        self.host.discover(now, endpoints)
         with contextlib.suppress(FlowModeForbids):  # standalone, or a mode that keeps it here
-            self.host.upload_inventory(self.host.clock())
+            self.host.upload_inventory(now)

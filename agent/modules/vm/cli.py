@@ -270,7 +270,6 @@ def _ls(args: argparse.Namespace, module: Any) -> int:
 
 def _restore(args: argparse.Namespace, module: Any) -> int:
     from .archive import ArchiveFailed
-    from .archiving import ArchiveService
 
     stored = _find(module, args.vm)
 
@@ -278,7 +277,7 @@ def _restore(args: argparse.Namespace, module: Any) -> int:
         print(f"  {fraction:6.1%}  {detail}", file=sys.stderr)
 
     try:
-        done = ArchiveService(module).restore(
+        done = module.archives.restore(
             stored.endpoint,
             stored.vm.native_id,
             report,
