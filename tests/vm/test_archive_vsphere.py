@@ -27,6 +27,7 @@ from dockyard.agent.protocol.vm import ArchiveRules, LifeState, PowerAction
 from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.repository import Repository
 
+from ..peers.cutter import Cutter
 from ..peers.vsphere_sim import Vcsim
 from ..vault.conftest import FAST, PASS, SMALL, vm_like
 
@@ -302,3 +303,53 @@ def test_a_restore_asked_twice_at_once_is_refused_and_changes_nothing(
     assert files.fenced(vm)
     other.restore("vc", vm, files, _open(repo_path))
     assert files.read_stub(vm) is None
+
+
+def test_an_endpoint_lost_mid_read_keeps_the_vm_whole_and_lifts_the_fence_once_back(
+    sim: Vcsim, driver: VsphereDriver, vm: VmInfo, repo_path: Path, tmp_path: Path
+) -> None:
+    """vCenter drops off the network in the middle of a disk's download (a real reset on a
+    real connection): the archive fails clearly, nothing is deleted, and the fence the roll
+    back could not lift then is lifted by the next round once vCenter answers again."""
+    files = VsphereFiles(driver)
+    before = _contents(files, vm)
+    cutter = Cutter(sim.host, sim.port)
+    far = open_driver("vc", {"kind": "vsphere", **sim.config(port=cutter.port)})
+    assert isinstance(far, VsphereDriver)
+    far_files = VsphereFiles(far)
+    archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+    try:
+        far_files.files(vm)  # log in and learn the layout before the cut is armed
+        cutter.cut_after(1_500_000)  # inside the first 3 MB disk
+        with pytest.raises(ArchiveFailed, match="lost the connection|reading") as failed:
+            archiver.archive("vc", vm, far_files, ArchiveRules(), _open(repo_path))
+        assert failed.value.code == "endpoint_unreachable"
+        assert cutter.cuts == 1
+        assert "still kept from powering on" in str(
+            (archiver.journal.life("vc", vm.native_id) or (None, ""))[1]
+        )
+
+        # Seen from a path that still reaches vCenter: whole, fenced, no stub, no pin.
+        assert _contents(files, vm) == before
+        assert files.fenced(vm)
+        assert files.read_stub(vm) is None
+        assert not Repository.open(LocalBackend(repo_path), passphrase=PASS).pins()
+        (job,) = archiver.unsettled()
+        with pytest.raises(ArchiveFailed, match="does not answer yet"):
+            archiver.settle(vm, far_files, job)  # still cut: nothing changes
+        assert files.fenced(vm)
+
+        cutter.mend()
+        archiver.settle(vm, far_files, job)
+        assert not files.fenced(vm)
+        assert archiver.unsettled() == []
+        assert archiver.journal.job("vc", vm.native_id) is None
+        assert _contents(files, vm) == before
+        life = archiver.journal.life("vc", vm.native_id)
+        assert life is not None
+        assert life[0] == LifeState.ARCHIVE_FAILED
+    finally:
+        far_files.close()
+        far.close()
+        cutter.close()
+        files.close()

@@ -8,10 +8,14 @@ module's SQLite (`archive_jobs`) written before the next step starts, so a proce
 at any point finds its place again:
 
     archive: begun -> fenced -> stored -> verified -> deleting -> deleted -> done
+             (a roll back whose endpoint does not answer: -> unfencing -> done)
     restore: begun -> writing -> written -> registered -> done
 
 Before `deleting`, an archive that stops is rolled back: the VM is unfenced and whole where
-it was, and the snapshot's pin is released (prune may take it). From `deleting` on, the
+it was, and the snapshot's pin is released (prune may take it). When the endpoint itself is
+what failed (unreachable mid-read), the fence cannot be lifted at once: the job stays in the
+journal at `unfencing` and `settle` lifts it once the endpoint answers again, so a VM is
+never left a template that nobody remembers fencing. From `deleting` on, the
 archive is the verified copy, so the next run goes forward: it deletes what is left and
 writes the stub. A restore never removes the stub before every file is back, hashed and
 the VM registered and compared with the manifest, so until then the archive is still the
@@ -359,6 +363,10 @@ class Archiver:
     ) -> ArchiveRecord:
         now = self.clock()
         job = self.journal.claim(endpoint, vm.native_id, "archive", now)
+        if job.step == "unfencing":
+            # A roll back that could not reach the endpoint: finish it, then start afresh.
+            self._settle(job, vm, files)
+            job = self.journal.claim(endpoint, vm.native_id, "archive", now)
         try:
             repo = open_repo()
             if job.step in ("begun", "fenced"):
@@ -595,17 +603,53 @@ class Archiver:
         open_repo: OpenRepository,
         error: Exception,
     ) -> None:
-        """Before any delete: the VM goes back as it was, the archive is let go."""
+        """Before any delete: the VM goes back as it was, the archive is let go. A fence
+        that cannot be lifted now (the endpoint is what failed) stays journalled at
+        `unfencing`, for `settle` to lift when the endpoint answers again."""
+        stuck: DriverError | None = None
         if job.step != "begun" or (isinstance(error, ArchiveFailed) and error.code == "vm_changed"):
-            with contextlib.suppress(DriverError):  # the failure is reported; fenced is safe
+            try:
                 files.unfence(vm, job.placement)
+            except DriverError as e:  # the failure is reported; fenced is safe
+                stuck = e
         if job.snapshot:
-            with contextlib.suppress(VaultError):  # a pin left keeps bytes, never loses any
+            with contextlib.suppress(VaultError, ArchiveFailed):  # a pin left loses nothing
                 open_repo().release(job.snapshot)
         state = LifeState.ARCHIVE_FAILED
         if isinstance(error, ArchiveFailed) and error.code in ("already_archived", "busy"):
             state = LifeState.ARCHIVED if error.code == "already_archived" else LifeState.OFF
-        self.journal.set_life(job.endpoint, vm.native_id, state, self.clock(), _reason(error))
+        reason = _reason(error)
+        if stuck is not None:
+            reason += (
+                f"; the VM is whole but still kept from powering on ({stuck}): the fence "
+                "is lifted when the endpoint answers again"
+            )
+        self.journal.set_life(job.endpoint, vm.native_id, state, self.clock(), reason)
+        if stuck is not None:
+            self.journal.step(job, "unfencing", self.clock(), snapshot=None)
+        else:
+            self.journal.end(job)
+
+    def unsettled(self) -> list[Job]:
+        """Roll backs that still owe a VM its fence lifted."""
+        return [j for j in self.journal.jobs() if j.kind == "archive" and j.step == "unfencing"]
+
+    def settle(self, vm: VmInfo, files: VmFiles, job: Job) -> None:
+        """Lift the fence a roll back could not; a DriverError means not yet."""
+        with self.exclusive(job.endpoint, vm.native_id, "archive"):
+            fresh = self.journal.job(job.endpoint, vm.native_id)
+            if fresh is not None and fresh.step == "unfencing":
+                self._settle(fresh, vm, files)
+
+    def _settle(self, job: Job, vm: VmInfo, files: VmFiles) -> None:
+        try:
+            files.unfence(vm, job.placement)
+        except DriverError as e:
+            raise ArchiveFailed(
+                "endpoint_unreachable",
+                f"{vm.name} is still kept from powering on after a failed archive and its "
+                f"endpoint does not answer yet: {e}",
+            ) from None
         self.journal.end(job)
 
     # --- restore -----------------------------------------------------------------------

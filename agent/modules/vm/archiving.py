@@ -434,7 +434,8 @@ class ArchiveService:
     def run_due(self, now: datetime, limit: int = 1) -> list[str]:
         """The worker's round: archive up to `limit` due VMs, one after the other; a
         failure is the VM's state (archive_failed, with its reason), waiting for a person."""
-        out, touched = [], set()
+        settled = self.settle()
+        out, touched = [line for _, line in settled], {e for e, _ in settled}
         for due in self.due(now)[:limit]:
             vm = due.vm
             touched.add(vm.endpoint)
@@ -445,6 +446,26 @@ class ArchiveService:
                 out.append(f"{vm.vm.name}: not archived: {e.code}")
         if out:
             self._tell_cloud(sorted(touched))
+        return out
+
+    def settle(self) -> list[tuple[str, str]]:
+        """Lift the fences failed archives left on VMs whose endpoint did not answer then;
+        (endpoint, what happened) for each."""
+        out = []
+        for job in self.archiver.unsettled():
+            stored = self.host.store.vm(job.endpoint, job.native_id)
+            if stored is None:
+                continue
+            try:
+                files = files_of(self.host.driver(job.endpoint))
+                try:
+                    self.archiver.settle(stored.vm, files, job)
+                finally:
+                    files.close()
+            except (ArchiveFailed, DriverError) as e:
+                out.append((job.endpoint, f"{stored.vm.name}: still fenced: {e}"))
+                continue
+            out.append((job.endpoint, f"{stored.vm.name}: the failed archive's fence is lifted"))
         return out
 
     def _tell_cloud(self, endpoints: list[str]) -> None:
