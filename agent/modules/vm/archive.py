@@ -51,10 +51,10 @@ from .manifest import (
     MANIFEST_NAME,
     ArchivedFile,
     ArchiveMismatch,
-    HashingReader,
     Manifest,
     verify_readback,
 )
+from .readahead import ReadAhead
 from .store import VmStore
 from .stub import Stub, StubOrphaned, StubTampered, stub_key
 from .vmfiles import ExternalFile, VmFile, VmFiles
@@ -442,14 +442,14 @@ class Archiver:
             )
         hardware = files.hardware(vm)
         meter = _Meter(sum(f.size for f in chosen), report, f"archiving {vm.name}")
-        read: dict[str, HashingReader] = {}
+        read: dict[str, ReadAhead] = {}
         manifest_box: list[Manifest] = []
 
         def opener(f: VmFile) -> Callable[[], Any]:
             @contextmanager
             def open_() -> Iterator[BinaryIO]:
-                with files.reader(f) as stream:
-                    read[f.name] = HashingReader(stream)
+                with files.reader(f) as stream, ReadAhead(stream) as ahead:
+                    read[f.name] = ahead
                     counted = _Counted(read[f.name], meter, lambda: self._crash("archive_mid_read"))
                     yield io.BufferedReader(counted, 1 << 20)
 
@@ -844,7 +844,7 @@ class _Counted(io.RawIOBase):
     """A hypervisor stream as the vault reads it: counted for progress, with the
     mid-read crash point after the first MiB."""
 
-    def __init__(self, inner: HashingReader, meter: _Meter, crash: Callable[[], None]) -> None:
+    def __init__(self, inner: ReadAhead, meter: _Meter, crash: Callable[[], None]) -> None:
         self.inner = inner
         self.meter = meter
         self.crash = crash

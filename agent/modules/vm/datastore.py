@@ -6,16 +6,24 @@ a disk from the datastore into the vault with no copy on the agent's disk, and a
 streams it back (`write_from`: the vault writes into a pipe that the upload reads). vcsim
 serves the same URLs, over a temporary folder.
 
+Reads go through the standard library's `http.client` rather than httpx: a disk's body is
+gigabytes that arrive in TLS records of 16 KiB, and h11 parses each record in Python (about
+twenty calls a record, holding the GIL the vault's compression threads need), where
+`http.client` fills a whole MiB buffer in one C loop. Everything else (HEAD, PUT) stays on
+httpx. The floor in `bench/vm_cycle.py` reads through the same reader.
+
 Errors are the drivers' `DriverError`s with codes a job can report: `file_not_found`,
 `datastore_full` (507, or the server's "no space"), `endpoint_unreachable`, `login_failed`.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
 import os
 import ssl
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,29 +56,6 @@ class DatastorePath:
         return f"[{self.datastore}] {self.path}"
 
 
-class _Body(io.RawIOBase):
-    """A response body as a readable stream, for the vault's chunker."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._left = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        while not self._left:
-            try:
-                self._left = next(self._chunks)
-            except StopIteration:
-                return 0
-        n = min(len(view), len(self._left))
-        view[:n] = self._left[:n]
-        self._left = self._left[n:]
-        return n
-
-
 class DatastoreFiles:
     """The files of one vCenter's datastores, through the session of a connected `si`."""
 
@@ -81,6 +66,9 @@ class DatastoreFiles:
         self.base_url = base_url.rstrip("/")
         cookie = str(si._stub.cookie or "")
         name, _, value = cookie.split(";", 1)[0].partition("=")
+        self._cookie = f"{name.strip()}={value.strip().strip(chr(34))}" if name else ""
+        self._timeout = timeout
+        self._tls = _tls_context(verify)
         self._client = httpx.Client(
             verify=verify,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 30)),
@@ -97,27 +85,36 @@ class DatastoreFiles:
         }
 
     def _raise_for(self, response: httpx.Response, where: DatastorePath, doing: str) -> None:
-        status = response.status_code
-        if status < 300:
-            return
-        if status == 404:
-            raise DriverError("file_not_found", f"{where} does not exist")
-        if status in (401, 403):
-            raise LoginFailed(f"the vCenter session may not {doing} {where} ({status})")
-        if status == 507:
-            raise DriverError("datastore_full", f"datastore {where.datastore} is full")
-        raise DriverError("datastore_error", f"{doing} {where}: the server answered {status}")
+        _raise_for_status(response.status_code, where, doing)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        url = urllib.parse.urlsplit(self.base_url)
+        host, port = url.hostname or "", url.port
+        if url.scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=self._timeout, context=self._tls)
+        return http.client.HTTPConnection(host, port, timeout=self._timeout)
 
     @contextmanager
     def reader(self, where: DatastorePath, datacenter: str) -> Iterator[BinaryIO]:
-        """The file's bytes as a stream, read as the consumer asks for them."""
+        """The file's bytes as a stream, read as the consumer asks for them (on a
+        connection of its own, closed when the stream is)."""
         url, params = self._url(where, datacenter)
+        target = urllib.parse.urlsplit(url).path
+        query = urllib.parse.urlencode(params)
+        headers = {"Cookie": self._cookie} if self._cookie else {}
+        connection = self._connection()
         try:
-            with self._client.stream("GET", url, params=params) as response:
-                self._raise_for(response, where, "read")
-                yield io.BufferedReader(_Body(response.iter_raw(CHUNK)), CHUNK)
-        except httpx.TransportError as e:
-            raise Unreachable(f"reading {where}: {e}") from e
+            try:
+                connection.request("GET", f"{urllib.parse.quote(target)}?{query}", headers=headers)
+                response = connection.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                raise Unreachable(f"reading {where}: {e}") from e
+            if response.status >= 300:
+                response.read(1 << 16)
+            _raise_for_status(response.status, where, "read")
+            yield io.BufferedReader(_Guarded(response, where), CHUNK)
+        finally:
+            connection.close()
 
     def write(self, where: DatastorePath, datacenter: str, stream: BinaryIO, size: int) -> None:
         """Write `size` bytes from the stream to the file (replacing it), without holding
@@ -185,3 +182,54 @@ class DatastoreFiles:
             raise Unreachable(f"reading {where}: {e}") from e
         self._raise_for(response, where, "read")
         return int(response.headers.get("content-length", "0"))
+
+
+def _raise_for_status(status: int, where: DatastorePath, doing: str) -> None:
+    if status < 300:
+        return
+    if status == 404:
+        raise DriverError("file_not_found", f"{where} does not exist")
+    if status in (401, 403):
+        raise LoginFailed(f"the vCenter session may not {doing} {where} ({status})")
+    if status == 507:
+        raise DriverError("datastore_full", f"datastore {where.datastore} is full")
+    raise DriverError("datastore_error", f"{doing} {where}: the server answered {status}")
+
+
+def _tls_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
+    """The context httpx would build for the same `verify`: the system's roots, or none."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _Guarded(io.RawIOBase):
+    """A response body whose failures are the drivers' errors: a connection lost mid-body
+    is `endpoint_unreachable`, a body shorter than its Content-Length too, never a silent
+    end of file that would store a truncated disk."""
+
+    def __init__(self, response: http.client.HTTPResponse, where: DatastorePath) -> None:
+        self._response = response
+        self._where = where
+        length = response.getheader("content-length")
+        self._left = int(length) if length and length.isdigit() else None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            n = self._response.readinto(buffer)
+        except (OSError, http.client.HTTPException) as e:
+            raise Unreachable(f"reading {self._where}: {e}") from e
+        if self._left is not None:
+            if n == 0 and self._left > 0 and len(memoryview(buffer)) > 0:
+                raise Unreachable(
+                    f"reading {self._where}: the connection ended {self._left} bytes early"
+                )
+            self._left -= n
+        return n
