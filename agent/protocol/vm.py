@@ -166,6 +166,16 @@ class PostRestoreKind(enum.StrEnum):
     """POST the restore's result, signed (HMAC-SHA256 over timestamp and body)."""
 
 
+class RestorePlace(enum.StrEnum):
+    """Where a restore may write a VM's disks."""
+
+    ORIGINAL = "original"
+    """Only where they were: a full datastore fails the restore, nothing written."""
+    WHEN_FULL = "when_full"
+    """Where they were; another datastore of the same host with room when that one is
+    full, or when the restore names one."""
+
+
 class PostRestoreAction(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: PostRestoreKind
@@ -207,6 +217,7 @@ class ArchiveRules(BaseModel):
     """When set, only VMs on a datastore past this share used are archived."""
     storage: ArchiveStorage | None = None
     """Where archives go; none set, nothing is archived (and `explain` says so)."""
+    restore_to: RestorePlace = RestorePlace.WHEN_FULL
     post_restore: list[PostRestoreAction] = Field(
         default_factory=lambda: [PostRestoreAction(kind=PostRestoreKind.POWER_ON)], max_length=10
     )

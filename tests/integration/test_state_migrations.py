@@ -92,7 +92,7 @@ def test_vm_store_of_earlier_releases_upgrades_step_by_step(tmp_path: Path, rele
         assert [a["outcome"] for a in store.audits()] == ["refused"]
     finally:
         store.close()
-    assert version(path) == vm_store.SCHEMA.version == 3
+    assert version(path) == vm_store.SCHEMA.version == 4
 
 
 def test_a_step_that_fails_leaves_the_file_at_the_version_before_it(tmp_path: Path) -> None:
@@ -131,6 +131,6 @@ def test_a_vm_store_from_a_newer_agent_is_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version = 9")
     db.close()
-    with pytest.raises(errors.StateTooNew, match="schema version 9; this one knows up to 3"):
+    with pytest.raises(errors.StateTooNew, match="schema version 9; this one knows up to 4"):
         vm_store.VmStore(path)
     assert version(path) == 9

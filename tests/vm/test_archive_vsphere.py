@@ -23,7 +23,7 @@ from dockyard.agent.modules.vm.drivers.vsphere import VsphereDriver
 from dockyard.agent.modules.vm.store import VmStore
 from dockyard.agent.modules.vm.stub import STUB_NAME, Stub
 from dockyard.agent.modules.vm.vmfiles.vsphere import VsphereFiles
-from dockyard.agent.protocol.vm import ArchiveRules, LifeState, PowerAction
+from dockyard.agent.protocol.vm import ArchiveRules, LifeState, PowerAction, RestorePlace
 from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.repository import Repository
 
@@ -36,7 +36,7 @@ NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Vcsim]:
-    server = Vcsim(host=1, vm=10, ds=1).start()
+    server = Vcsim(host=1, vm=12, ds=2).start()
     try:
         yield server
     finally:
@@ -353,3 +353,81 @@ def test_an_endpoint_lost_mid_read_keeps_the_vm_whole_and_lifts_the_fence_once_b
         far.close()
         cutter.close()
         files.close()
+
+
+def _disk_paths(files: VsphereFiles, vm: VmInfo) -> list[str]:
+    return sorted(str(d[0]) for d in files.hardware(vm)["disks"])
+
+
+def test_a_restore_to_another_datastore_writes_the_disks_there_and_repoints_the_vm(
+    driver: VsphereDriver, vm: VmInfo, repo_path: Path, tmp_path: Path
+) -> None:
+    files = VsphereFiles(driver)
+    before = _contents(files, vm)
+    own = {f.name: f for f in files.files(vm)[0]}
+    (home,) = files.hardware(vm)["datastores"]
+    other = next(name for name in files.places(vm) if name != home)
+    archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+    archiver.archive("vc", vm, files, ArchiveRules(), _open(repo_path))
+
+    with pytest.raises(ArchiveFailed, match="only to their own datastore") as refused:
+        archiver.restore("vc", vm, files, _open(repo_path), place=other, rule=RestorePlace.ORIGINAL)
+    assert refused.value.code == "refused_by_policy"
+    with pytest.raises(ArchiveFailed, match="no datastore") as unknown:
+        archiver.restore("vc", vm, files, _open(repo_path), place="NoSuchDS")
+    assert unknown.value.code == "datastore_not_found"
+    assert files.read_stub(vm) is not None  # refused before anything was written
+    assert archiver.journal.job("vc", vm.native_id) is None
+
+    archiver.restore("vc", vm, files, _open(repo_path), place=other)
+    assert files.read_stub(vm) is None
+    assert not files.fenced(vm)
+    assert all(p.startswith(f"[{other}] ") for p in _disk_paths(files, vm))
+    assert sorted(files.hardware(vm)["datastores"]) == sorted({home, other})
+    # Every byte back, the disks read from where they went (a disk outside the VM's
+    # folder is named external/<datastore>/..., as any VM's second-datastore disk is).
+    after = {name.rsplit("/", 1)[-1]: data for name, data in _contents(files, vm).items()}
+    assert after == before
+    moved = [f for f in files.files(vm)[0] if f.role == "disk"]
+    assert moved
+    assert all(f.source.startswith(f"[{other}] ") for f in moved)
+    assert all(f.name == f"external/{other}/{f.source.split('] ', 1)[1]}" for f in moved)
+    assert all(own[f.name.rsplit("/", 1)[-1]].source.startswith(f"[{home}] ") for f in moved)
+    files.close()
+
+
+class _HomeFull(VsphereFiles):
+    """The VM's own datastore reports 50 kB free, room for its configuration but not its
+    disks (vcsim's free space cannot be set): the answer `summary.freeSpace` gives on a
+    real full datastore, given where the engine reads it."""
+
+    home = ""
+
+    def free_bytes(self, f: Any) -> int | None:
+        if DatastorePath.parse(f.source).datastore == self.home:
+            return 50_000
+        return super().free_bytes(f)
+
+    def places(self, vm: VmInfo) -> dict[str, int]:
+        return {k: (50_000 if k == self.home else v) for k, v in super().places(vm).items()}
+
+
+def test_a_full_datastore_sends_the_disks_to_one_with_room_unless_the_policy_says_no(
+    driver: VsphereDriver, vm: VmInfo, repo_path: Path, tmp_path: Path
+) -> None:
+    files = _HomeFull(driver)
+    before = _contents(files, vm)
+    (files.home,) = files.hardware(vm)["datastores"]
+    archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+    archiver.archive("vc", vm, files, ArchiveRules(), _open(repo_path))
+
+    with pytest.raises(ArchiveFailed, match=r"LocalDS_0 has .* free, the VM needs") as full:
+        archiver.restore("vc", vm, files, _open(repo_path), rule=RestorePlace.ORIGINAL)
+    assert full.value.code == "datastore_full"
+    assert files.read_stub(vm) is not None
+
+    archiver.restore("vc", vm, files, _open(repo_path))
+    assert not any(p.startswith(f"[{files.home}] ") for p in _disk_paths(files, vm))
+    after = {name.rsplit("/", 1)[-1]: data for name, data in _contents(files, vm).items()}
+    assert after == before
+    files.close()

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ...crashpoints import crashpoint
-from ...protocol.vm import ArchiveRecord, ArchiveRules, FileRole, LifeState
+from ...protocol.vm import ArchiveRecord, ArchiveRules, FileRole, LifeState, RestorePlace
 from ...vault.errors import VaultError
 from ...vault.repository import Repository, Source, read_config
 from .drivers.base import DriverError, VmInfo
@@ -99,6 +99,8 @@ class Job:
     stored_bytes: int = 0
     done: tuple[str, ...] = ()
     requested_by: str | None = None
+    relocated: dict[str, str] | None = None
+    """A restore's moved files: archive name -> where it is written instead."""
 
 
 class Journal:
@@ -111,7 +113,8 @@ class Journal:
         with self.store.tx() as db:
             row = db.execute(
                 "SELECT kind, step, snapshot, manifest, placement, stored_bytes, done,"
-                " requested_by FROM archive_jobs WHERE endpoint = ? AND native_id = ?",
+                " requested_by, relocated FROM archive_jobs"
+                " WHERE endpoint = ? AND native_id = ?",
                 (endpoint, native_id),
             ).fetchone()
         if row is None:
@@ -127,6 +130,7 @@ class Journal:
             int(row[5] or 0),
             tuple(json.loads(row[6] or "[]")),
             row[7],
+            json.loads(row[8]) if row[8] else None,
         )
 
     def jobs(self) -> list[Job]:
@@ -158,7 +162,7 @@ class Journal:
         assert job is not None
         return job
 
-    COLUMNS = frozenset({"snapshot", "manifest", "placement", "stored_bytes", "done"})
+    COLUMNS = frozenset({"snapshot", "manifest", "placement", "stored_bytes", "done", "relocated"})
     """The columns `step` may set with it."""
 
     def step(self, job: Job, step: str, now: datetime, **fields: Any) -> None:
@@ -168,7 +172,7 @@ class Journal:
             sets.append(f"{name} = ?")
             if name == "manifest":
                 args.append(value.to_bytes().decode())
-            elif name in ("placement", "done"):
+            elif name in ("placement", "done", "relocated"):
                 args.append(json.dumps(value))
             else:
                 args.append(value)
@@ -662,11 +666,15 @@ class Archiver:
         open_repo: OpenRepository,
         report: Report | None = None,
         requested_by: str | None = None,
+        place: str | None = None,
+        rule: RestorePlace = RestorePlace.WHEN_FULL,
     ) -> Manifest:
         """Write the VM's files back, re-register it and compare it with the manifest;
-        then the stub goes. Post-restore actions are the caller's (they need the policy)."""
+        then the stub goes. Post-restore actions are the caller's (they need the policy).
+        `place` names another datastore for the disks; `rule` says whether they may go
+        to one (asked, or when their own is full)."""
         with self.exclusive(endpoint, vm.native_id, "restore"):
-            return self._restore(endpoint, vm, files, open_repo, report, requested_by)
+            return self._restore(endpoint, vm, files, open_repo, report, requested_by, place, rule)
 
     def _restore(
         self,
@@ -676,6 +684,8 @@ class Archiver:
         open_repo: OpenRepository,
         report: Report | None,
         requested_by: str | None,
+        place: str | None,
+        rule: RestorePlace,
     ) -> Manifest:
         job = self.journal.claim(endpoint, vm.native_id, "restore", self.clock(), requested_by)
         written: list[VmFile] = []
@@ -685,19 +695,26 @@ class Archiver:
                 stub, manifest = self._open_stub(vm, files, repo)
                 self.journal.set_life(endpoint, vm.native_id, LifeState.RESTORING, self.clock())
                 if job.step == "begun":
-                    self._check_room(manifest, files)
+                    relocated = self._plan(vm, manifest, files, place, rule)
                     self.journal.step(
-                        job, "writing", self.clock(), snapshot=stub.snapshot, manifest=manifest
+                        job,
+                        "writing",
+                        self.clock(),
+                        snapshot=stub.snapshot,
+                        manifest=manifest,
+                        relocated=relocated,
                     )
                 self._write_back(job, manifest, stub.snapshot, files, repo, report, written)
             assert job.manifest is not None
             manifest = job.manifest
             if job.step == "written":
                 files.unfence(vm, _placement(manifest))
+                if job.relocated:
+                    files.repoint(vm, _moves(manifest, job.relocated))
                 self.journal.step(job, "registered", self.clock())
                 self._crash("restore_after_register")
             if job.step == "registered":
-                self._compare(vm, files, manifest)
+                self._compare(vm, files, manifest, job.relocated or {})
                 files.mark(vm, None)
                 self.journal.step(job, "compared", self.clock())
         except Exception as e:  # the stub still stands: any failure undoes
@@ -723,10 +740,15 @@ class Archiver:
         """The stub is still there and the archive is the VM: fence it again and remove
         the copies written so far (this run's and a crashed run's), so the datastore's
         room is not spent on a half-restored VM."""
+        if job.relocated and job.manifest and job.step in ("written", "registered"):
+            back = {new: old for old, new in _moves(job.manifest, job.relocated).items()}
+            with contextlib.suppress(DriverError):  # the disks' old paths, as archived
+                files.repoint(vm, back)
         with contextlib.suppress(DriverError):
             files.fence(vm)
         names = {f.name for f in written} | set(job.done)
-        for f in written + [_vm_file(a) for a in (job.manifest.files if job.manifest else ())]:
+        archived = job.manifest.files if job.manifest else ()
+        for f in written + [_vm_file(a, job.relocated) for a in archived]:
             if f.name in names:
                 names.discard(f.name)
                 with contextlib.suppress(DriverError):  # copies of what the archive holds
@@ -758,26 +780,101 @@ class Archiver:
             raise StubTampered("the archive's manifest does not match the stub's hash")
         return stub, Manifest.from_bytes(sink.getvalue())
 
-    def _check_room(self, manifest: Manifest, files: VmFiles) -> None:
+    def _plan(
+        self,
+        vm: VmInfo,
+        manifest: Manifest,
+        files: VmFiles,
+        place: str | None,
+        rule: RestorePlace,
+    ) -> dict[str, str]:
+        """Where each file goes back: its own place, or (asked for, or its own full, and
+        the policy allowing) the VM's disks to another datastore of its host with room.
+        Journalled before the first write, so a resumed restore writes where this one did
+        and an undone one removes what it wrote."""
+        short = self._shortfalls(manifest, files, {})
+        if place is None and not short:
+            self._check_externals(manifest, files)
+            return {}
+        if rule == RestorePlace.ORIGINAL:
+            if place is not None:
+                raise ArchiveFailed(
+                    "refused_by_policy",
+                    "the policy restores VMs only to their own datastore (archive.restore_to "
+                    "is original); nothing was written",
+                )
+            raise _full(short[0])
+        if any(FileRole(f.role) == FileRole.SNAPSHOT for f in manifest.files):
+            raise ArchiveFailed(
+                "not_supported",
+                f"{vm.name} has snapshots, whose chain names its disks where they were: it is "
+                "restored only to its own datastore" + (f" ({_say(short[0])})" if short else ""),
+            )
+        disks = [
+            f
+            for f in manifest.files
+            if FileRole(f.role) == FileRole.DISK and not f.name.startswith("external/")
+        ]
+        moving = sum(f.size for f in disks)
+        room = files.places(vm)
+        if not room:
+            raise ArchiveFailed(
+                "not_supported",
+                f"{files.hypervisor}: restoring to another datastore is not built"
+                + (f"; {_say(short[0])}" if short else ""),
+            )
+        if place is None:
+            full = {key for key, _, _ in short}
+            fits = sorted(
+                (free, name) for name, free in room.items() if free >= moving and name not in full
+            )
+            if not fits:
+                raise ArchiveFailed(
+                    "datastore_full",
+                    f"{_say(short[0])}, and no other datastore of its host has "
+                    f"{_size(moving)} free for its disks; nothing was written",
+                )
+            place = fits[-1][1]
+        elif place not in room:
+            raise ArchiveFailed(
+                "datastore_not_found",
+                f"{place} is no datastore {vm.name}'s host can use (it can use "
+                f"{', '.join(sorted(room))}); nothing was written",
+            )
+        relocated = {}
+        for f in disks:
+            moved = files.relocate(_vm_file(f), place)
+            if moved.source != f.source:
+                relocated[f.name] = moved.source
+        short = self._shortfalls(manifest, files, relocated)
+        if short:
+            raise _full(short[0])
+        self._check_externals(manifest, files)
+        return relocated
+
+    def _shortfalls(
+        self, manifest: Manifest, files: VmFiles, relocated: dict[str, str]
+    ) -> list[tuple[str, int, int]]:
+        """Each place the files go that lacks room: (place, free, needed)."""
         need: dict[str, int] = {}
         places: dict[str, VmFile] = {}
         for f in manifest.files:
-            vf = _vm_file(f)
+            vf = _vm_file(f, relocated)
             key = (
-                vf.source.split("]", 1)[0]
+                vf.source[1:].split("]", 1)[0]
                 if vf.source.startswith("[")
                 else str(Path(vf.source).parent)
             )
             need[key] = need.get(key, 0) + f.size
             places.setdefault(key, vf)
+        out = []
         for key, size in need.items():
             free = files.free_bytes(places[key])
             if free is not None and free < size:
-                raise ArchiveFailed(
-                    "datastore_full",
-                    f"{key.strip('[')} has {_size(free)} free, the VM needs {_size(size)}; "
-                    "nothing was written, the archive is untouched",
-                )
+                out.append((key, free, size))
+        return out
+
+    def _check_externals(self, manifest: Manifest, files: VmFiles) -> None:
         for x in manifest.hardware.get("external", []):
             ext = ExternalFile(**x)
             if files.stat(VmFile("", ext.source, FileRole.DISK, ext.size)) is None:
@@ -802,7 +899,9 @@ class Archiver:
             if f.name in done:
                 meter.add(f.size)
                 continue
-            vf = _vm_file(f)
+            vf = _vm_file(f, job.relocated)
+            if job.relocated and f.name in job.relocated:
+                files.prepare(vf)
             sinks: list[_HashingWriter] = []
 
             def produce(
@@ -825,11 +924,22 @@ class Archiver:
         self.journal.step(job, "written", self.clock())
         self._crash("restore_after_write")
 
-    def _compare(self, vm: VmInfo, files: VmFiles, manifest: Manifest) -> None:
+    def _compare(
+        self, vm: VmInfo, files: VmFiles, manifest: Manifest, relocated: dict[str, str]
+    ) -> None:
         now = files.hardware(vm)
         archived = {
             k: v for k, v in manifest.hardware.items() if k not in ("external", "placement")
         }
+        if relocated:  # the disks were moved on purpose: expect them where they went
+            moves = _moves(manifest, relocated)
+            if isinstance(archived.get("disks"), list):
+                archived["disks"] = sorted(
+                    [moves.get(str(d[0]), str(d[0])), *d[1:]] for d in archived["disks"]
+                )
+            if isinstance(archived.get("datastores"), list):
+                went = {v[1:].split("]", 1)[0] for v in relocated.values() if v.startswith("[")}
+                archived["datastores"] = sorted(set(archived["datastores"]) | went)
         differences = Manifest(
             manifest.vm_id, manifest.vm_name, manifest.hypervisor, "", "", archived
         ).differences({k: _plain(v) for k, v in now.items() if k in archived})
@@ -874,8 +984,25 @@ def _reopened(repo: Repository) -> Repository:
     )
 
 
-def _vm_file(f: ArchivedFile) -> VmFile:
-    return VmFile(f.name, f.source, FileRole(f.role), f.size, f.modified)
+def _vm_file(f: ArchivedFile, relocated: dict[str, str] | None = None) -> VmFile:
+    source = (relocated or {}).get(f.name, f.source)
+    return VmFile(f.name, source, FileRole(f.role), f.size, f.modified)
+
+
+def _moves(manifest: Manifest, relocated: dict[str, str]) -> dict[str, str]:
+    """Old source -> new source of each file a restore moved."""
+    return {f.source: relocated[f.name] for f in manifest.files if f.name in relocated}
+
+
+def _say(short: tuple[str, int, int]) -> str:
+    place, free, need = short
+    return f"{place} has {_size(free)} free, the VM needs {_size(need)} there"
+
+
+def _full(short: tuple[str, int, int]) -> ArchiveFailed:
+    return ArchiveFailed(
+        "datastore_full", f"{_say(short)}; nothing was written, the archive is untouched"
+    )
 
 
 def _placement(manifest: Manifest) -> dict[str, str] | None:

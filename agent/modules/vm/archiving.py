@@ -291,6 +291,7 @@ class ArchiveService:
         report: Report | None = None,
         requested_by: str | None = None,
         recovery_key_file: Path | None = None,
+        datastore: str | None = None,
     ) -> list[str]:
         """Restore, then the policy's post-restore actions; what each did, as sentences."""
         policy = self.host.policy()
@@ -300,7 +301,16 @@ class ArchiveService:
         open_repo = self.opener(policy.archive.storage)
         files = files_of(self.host.driver(endpoint))
         try:
-            self.archiver.restore(endpoint, stored.vm, files, open_repo, report, requested_by)
+            self.archiver.restore(
+                endpoint,
+                stored.vm,
+                files,
+                open_repo,
+                report,
+                requested_by,
+                datastore,
+                policy.archive.restore_to,
+            )
             return self._after(stored, files, policy.archive, requested_by)
         finally:
             files.close()
@@ -396,15 +406,14 @@ class ArchiveService:
     def cmd_restore(self, command: CommandEntry) -> Outcome:
         endpoint, native_id = self._target(command)
         datastore = command.args.get("datastore")
-        if datastore:
-            raise CommandFailed(
-                "not_supported",
-                "restoring to another datastore is not built yet; free room on the original",
-            )
         by = command.args.get("requested_by")
         try:
             done = self.restore(
-                endpoint, native_id, self._reporter(command), str(by) if by else None
+                endpoint,
+                native_id,
+                self._reporter(command),
+                str(by) if by else None,
+                datastore=str(datastore) if datastore else None,
             )
         except ArchiveFailed as e:
             raise CommandFailed(e.code, str(e)) from None

@@ -136,6 +136,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         type=Path,
         help="open the archive with the repository's recovery key (a new machine)",
     )
+    rs.add_argument(
+        "--datastore",
+        help="write the VM's disks to this datastore of its host instead of their own "
+        "(the policy's archive.restore_to must allow it)",
+    )
     rs.set_defaults(vm_run=_restore)
     key = cmds.add_parser("archive-key", help="the key file that opens the archive repository")
     which = key.add_mutually_exclusive_group(required=True)
@@ -282,6 +287,7 @@ def _restore(args: argparse.Namespace, module: Any) -> int:
             stored.vm.native_id,
             report,
             recovery_key_file=args.recovery_key_file,
+            datastore=args.datastore,
         )
     except ArchiveFailed as e:
         print(f"dockyard-agent vm: restore of {stored.vm.name}: {e} ({e.code})", file=sys.stderr)

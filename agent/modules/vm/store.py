@@ -26,7 +26,8 @@ from .drivers.base import DatastoreInfo, HostInfo, Inventory, Sample, VmInfo
 
 # Step 1 is the shape vm.sqlite had in the VM module's first release (c551861 to d6692d2);
 # step 2 the safety net's tables (budget buckets, actions, audit, sent records: 4fc2dd0);
-# step 3 each VM's life state and the archive and restore journal (issue 17).
+# step 3 each VM's life state and the archive and restore journal (issue 17); step 4 where
+# a restore writes disks it moves to another datastore.
 # Both are `IF NOT EXISTS`, so they adopt either unversioned shape. Add steps after them,
 # never edit one (see agent/migrations.py).
 SCHEMA = Schema(
@@ -164,6 +165,9 @@ CREATE TABLE archive_jobs (
     requested_by TEXT,
     PRIMARY KEY (endpoint, native_id)
 );
+""",
+        """
+ALTER TABLE archive_jobs ADD COLUMN relocated TEXT;
 """,
     )
 )

@@ -107,6 +107,29 @@ class VmFiles(abc.ABC):
     def free_bytes(self, f: VmFile) -> int | None:
         """Room left where the file goes back; None when the hypervisor cannot tell."""
 
+    # --- restoring to another place (datastore, storage pool) ------------------------
+    # A hypervisor that cannot move a VM's disks keeps these defaults: a restore then goes
+    # only where the VM was, and asking for another place is a clear `not_supported`.
+
+    def places(self, vm: VmInfo) -> dict[str, int]:
+        """Where the VM's disks could go back instead, with the bytes free in each."""
+        return {}
+
+    def relocate(self, f: VmFile, place: str) -> VmFile:
+        """The file as it would be written in `place` (same folder and name there)."""
+        raise DriverError(
+            "not_supported", f"{self.hypervisor}: restoring disks to another place is not built"
+        )
+
+    def prepare(self, f: VmFile) -> None:  # noqa: B027 - optional
+        """Make the folder the (relocated) file goes into."""
+
+    def repoint(self, vm: VmInfo, moved: dict[str, str]) -> None:
+        """Point the VM's disks at their new sources (old source -> new source)."""
+        raise DriverError(
+            "not_supported", f"{self.hypervisor}: restoring disks to another place is not built"
+        )
+
     def heartbeat(self, vm: VmInfo) -> bool | None:
         """The guest's heartbeat, where the hypervisor has one."""
         return None

@@ -102,8 +102,14 @@ class VsphereFiles(VmFiles):
         return DatastorePath(vmx.datastore, posixpath.dirname(vmx.path))
 
     def _layout(self, ref: Any) -> list[tuple[str, str]]:
+        """The VM's files; of its disk files only those a disk's chain names now (after
+        a disk moved, vcsim keeps the old paths in the file list too)."""
+        layout = self.driver._call(lambda: ref.layoutEx)
+        chained = {key for disk in layout.disk or () for link in disk.chain for key in link.fileKey}
         return [
-            (str(f.name), str(f.type)) for f in self.driver._call(lambda: ref.layoutEx.file) or ()
+            (str(f.name), str(f.type))
+            for f in layout.file or ()
+            if not chained or not str(f.type).startswith("disk") or f.key in chained
         ]
 
     # --- the files -------------------------------------------------------------------
@@ -121,10 +127,17 @@ class VsphereFiles(VmFiles):
             where = DatastorePath.parse(name)
             stat = self._stat(where, dc)
             if stat is None and "/" not in where.path:
-                # vcsim names some of a VM's files without their folder; they are in it.
-                where = DatastorePath(folder.datastore, f"{folder.path}/{where.path}")
+                # vcsim names some of a VM's files without their folder: they are in it,
+                # or (a disk restored to another datastore) beside the disk's descriptor.
+                bare = where.path
+                for place in [folder, *self._disk_folders(ref)]:
+                    where = DatastorePath(place.datastore, f"{place.path}/{bare}")
+                    stat = self._stat(where, dc)
+                    if stat is not None:
+                        break
+                else:
+                    where = DatastorePath(folder.datastore, f"{folder.path}/{bare}")
                 name = str(where)
-                stat = self._stat(where, dc)
             if name in seen:
                 continue
             seen.add(name)
@@ -147,6 +160,16 @@ class VsphereFiles(VmFiles):
                 continue
             own.append(VmFile(relative, name, ROLES.get(kind, FileRole.OTHER), *stat))
         return own, external
+
+    def _disk_folders(self, ref: Any) -> list[DatastorePath]:
+        out = []
+        for device in self.driver._call(lambda: ref.config.hardware.device) or ():
+            if isinstance(device, vim.vm.device.VirtualDisk):
+                disk = DatastorePath.parse(str(device.backing.fileName))
+                place = DatastorePath(disk.datastore, posixpath.dirname(disk.path))
+                if place not in out:
+                    out.append(place)
+        return out
 
     def _neighbours_files(self, ref: Any) -> dict[str, str]:
         """Every file another VM's layout names, with that VM's name."""
@@ -372,6 +395,75 @@ class VsphereFiles(VmFiles):
                 manager.AddCustomFieldDef, name=ATTRIBUTE, moType=vim.VirtualMachine
             ).key
         self.driver._call(manager.SetField, entity=ref, key=key, value=text or "")
+
+    # --- another datastore ------------------------------------------------------------
+
+    def places(self, vm: VmInfo) -> dict[str, int]:
+        """The datastores the VM's host mounts and can reach, with their free bytes."""
+        ref = self._ref(vm)
+        host = self.driver._call(lambda: ref.runtime.host)
+        mounted = (
+            {ds._moId for ds in (self.driver._call(lambda: host.datastore) or ())}
+            if host is not None
+            else None
+        )
+        out = {}
+        for ds in self.driver.retrieve(
+            [(vim.Datastore, ["name", "summary.freeSpace", "summary.accessible"])]
+        ):
+            props = {p.name: p.val for p in ds.propSet}
+            if props.get("summary.accessible") is False:
+                continue
+            if mounted is not None and ds.obj._moId not in mounted:
+                continue
+            out[str(props.get("name"))] = int(props.get("summary.freeSpace") or 0)
+        return out
+
+    def relocate(self, f: VmFile, place: str) -> VmFile:
+        where = DatastorePath.parse(f.source)
+        return VmFile(f.name, str(DatastorePath(place, where.path)), f.role, f.size, f.modified)
+
+    def prepare(self, f: VmFile) -> None:
+        where = DatastorePath.parse(f.source)
+        folder = DatastorePath(where.datastore, posixpath.dirname(where.path))
+        manager = self.driver.si.content.fileManager
+        with contextlib.suppress(vim.fault.FileAlreadyExists):
+            self.driver._call(
+                manager.MakeDirectory,
+                name=str(folder),
+                datacenter=self._datacenter_ref(self._dc_for(f)),
+                createParentDirectories=True,
+            )
+
+    def repoint(self, vm: VmInfo, moved: dict[str, str]) -> None:
+        """Each virtual disk whose descriptor moved gets its new path (ReconfigVM), the
+        VM staying registered where its configuration is."""
+        ref = self._ref(vm)
+        changes = []
+        for device in self.driver._call(lambda: ref.config.hardware.device) or ():
+            if not isinstance(device, vim.vm.device.VirtualDisk):
+                continue
+            new = moved.get(str(device.backing.fileName))
+            if new is None or new == str(device.backing.fileName):
+                continue
+            device.backing.fileName = new
+            device.backing.datastore = self._datastore_ref(DatastorePath.parse(new).datastore)
+            changes.append(
+                vim.vm.device.VirtualDeviceSpec(
+                    operation=vim.vm.device.VirtualDeviceSpec.Operation.edit, device=device
+                )
+            )
+        if changes:
+            task = self.driver._call(
+                ref.ReconfigVM_Task, spec=vim.vm.ConfigSpec(deviceChange=changes)
+            )
+            self.driver._wait(task)
+
+    def _datastore_ref(self, name: str) -> Any:
+        for ds in self.driver.retrieve([(vim.Datastore, ["name"])]):
+            if any(p.val == name for p in ds.propSet):
+                return ds.obj
+        raise DriverError("datastore_not_found", f"datastore {name} is gone")
 
     def free_bytes(self, f: VmFile) -> int | None:
         where = DatastorePath.parse(f.source)
