@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from dockyard.agent.protocol import BASE_PATH
 from dockyard.cloud import scheduler
 from dockyard.cloud.api.agent.routes import routes as agent_routes
+from dockyard.cloud.api.auth.routes import routes as auth_routes
 from dockyard.cloud.api.blob_urls import routes as blob_routes
 from dockyard.cloud.api.health import routes as health_routes
 from dockyard.cloud.api.request_ids import RequestIds
@@ -136,6 +137,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             *health_routes(svc),
             Mount(BASE_PATH, routes=agent_routes()),
             *blob_routes(),
+            *auth_routes(svc),
             *module_routes(),
             *graphiql.routes(),
             Route("/graphql", graphql_app(svc), methods=["GET", "POST"]),

@@ -8,12 +8,14 @@ request's Host header) and `DOCKYARD_SECRET_KEY` (shared by all replicas).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dockyard.agent.protocol import BASE_PATH, MAX_BODY_BYTES, MAX_POLL_WAIT_S
@@ -60,6 +62,33 @@ class Settings(BaseSettings):
     smtp_user: str = ""
     smtp_password: SecretStr | None = None
     notice_interval_s: float = Field(default=30.0, gt=0)
+    # Portal sign-in with the company's OpenID provider (off while the issuer is unset): its
+    # issuer URL, the client id it gave this cloud, and a file holding that client's secret.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret_file: Path | None = None
+    # A portal session ends after this long without a request, and this long after its
+    # sign-in whatever happens; both are read against the cloud's clock.
+    session_idle_s: int = Field(default=2 * 3600, ge=60)
+    session_absolute_s: int = Field(default=12 * 3600, ge=300)
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("DOCKYARD_OIDC_ISSUER must start with https:// (http:// on loopback)")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        if self.oidc_issuer and not (self.oidc_client_id and self.oidc_client_secret_file):
+            raise ValueError(
+                "DOCKYARD_OIDC_ISSUER needs DOCKYARD_OIDC_CLIENT_ID and"
+                " DOCKYARD_OIDC_CLIENT_SECRET_FILE"
+            )
+        if self.session_idle_s > self.session_absolute_s:
+            raise ValueError("DOCKYARD_SESSION_IDLE_S must not exceed DOCKYARD_SESSION_ABSOLUTE_S")
+        return self
 
     @field_validator("public_url")
     @classmethod
@@ -80,6 +109,33 @@ class Settings(BaseSettings):
         if self.graphql_introspection is not None:
             return self.graphql_introspection
         return self.environment == "development"
+
+    @property
+    def embedded(self) -> bool:
+        """The embedded default: no database URL set, so SQLite under `data_dir`. Only
+        there may users sign in with a local password (`cloud/auth/passwords.py`)."""
+        return not self.database_url
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer)
+
+    def oidc_client_secret(self) -> str:
+        if self.oidc_client_secret_file is None:
+            raise ValueError("DOCKYARD_OIDC_CLIENT_SECRET_FILE must name the client secret's file")
+        return self.oidc_client_secret_file.read_text().strip()
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies are `Secure` unless the public URL is loopback (a developer's machine,
+        where the cloud may serve plain HTTP)."""
+        host = urlsplit(self.public_url).hostname or ""
+        if host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return True
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'dockyard.db').resolve()}"

@@ -1,5 +1,6 @@
 """The ASGI GraphQL endpoint. What it refuses, it refuses before it reads or parses: no
-principal, 401 from the Authorization header alone; a body over `limits.MAX_BODY_BYTES`,
+principal, 401 from the Authorization header (or the session cookie) alone; a cookie
+request without its CSRF token, 403 (`auth/edge.py`); a body over `limits.MAX_BODY_BYTES`,
 413 from its Content-Length or as the stream passes it; JSON nested too deep, 400 before
 `json.loads` (`api/bodies.py`). A large body is decoded on a worker thread
 (`bodies.loads`), as a large document is parsed on one (`limits.py`). GET serves the
@@ -19,8 +20,7 @@ from strawberry.http import GraphQLRequestData
 from strawberry.http.parse_content_type import parse_content_type
 
 from dockyard.cloud.api import bodies, request_ids
-from dockyard.cloud.domain import admin
-from dockyard.cloud.domain.principal import Principal
+from dockyard.cloud.api.auth import edge
 from dockyard.cloud.services import Services
 
 from . import graphiql, limits
@@ -32,16 +32,6 @@ log = logging.getLogger(__name__)
 # The body `parse_http_body` decoded (off the loop when large), with the bytes it came
 # from, for strawberry's synchronous `decode_json` to answer without parsing them again.
 _decoded: ContextVar[tuple[bytes, object] | None] = ContextVar("graphql_decoded", default=None)
-
-UNAUTHENTICATED = "unauthenticated: send Authorization: Bearer <API token>"
-
-
-def resolve_principal(svc: Services, authorization: str) -> Principal | None:
-    scheme, _, secret = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        return None
-    with svc.db.reader() as session:
-        return admin.principal_for_api_token(session, secret.strip())
 
 
 def _errors(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -71,18 +61,20 @@ class DockyardGraphQL(GraphQL[Context, None]):
             return graphiql.page()
         if request.method != "POST":
             return _errors(405, "GraphQL takes POST; GET shows GraphiQL", {"Allow": "GET, POST"})
-        header = request.headers.get("authorization", "")
-        principal = await self.svc.run_db(resolve_principal, self.svc, header) if header else None
-        if principal is None:
+        caller = await edge.authenticate(self.svc, request, unsafe=True)
+        if isinstance(caller, edge.Refusal):
             log.warning(
-                "unauthenticated GraphQL request refused",
+                "unauthenticated GraphQL request refused"
+                if caller.status == 401
+                else "GraphQL request without its CSRF token refused",
                 extra={
                     "request_id": request_ids.current(),
-                    "reason": "an unknown or revoked token" if header else "no token",
+                    "reason": caller.reason,
                     "client": request.client.host if request.client else "",
                 },
             )
-            return _errors(401, UNAUTHENTICATED, {"WWW-Authenticate": "Bearer"})
+            return _errors(caller.status, caller.message, caller.headers)
+        principal = caller.principal
         try:
             bodies.check_declared(request, limits.MAX_BODY_BYTES)
             limited = Request(scope, _limited(receive, limits.MAX_BODY_BYTES))
