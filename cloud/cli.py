@@ -32,6 +32,7 @@ from dockyard.cloud import logs
 from dockyard.cloud.domain import admin, enrolment, tenants
 from dockyard.cloud.domain.clock import SystemClock
 from dockyard.cloud.domain.context import Ctx
+from dockyard.cloud.domain.errors import Conflict, DomainError
 from dockyard.cloud.domain.principal import Principal, Role
 from dockyard.cloud.settings import Settings
 from dockyard.cloud.store.db import Database
@@ -107,8 +108,36 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         settings, args.msp, args.tenant, args.email, flow=FlowMode(args.flow_mode), plan=args.plan
     )
     ids["api_token"] = issue_token(settings, ids["user_id"])
+    if args.password_file:
+        try:
+            ids["password"] = set_password(settings, args.email, Path(args.password_file))
+        except (OSError, DomainError) as e:
+            print(f"dockyard: the password was not set: {e}", file=sys.stderr)
+            return 2
     print(json.dumps(ids, indent=2))
     return 0
+
+
+def set_password(settings: Settings, email: str, path: Path) -> str:
+    """A first local password for the user, read from a file ("-": standard input) so it
+    never shows in a process list; "kept" when the user already has one."""
+    from dockyard.cloud.auth import passwords
+
+    if not settings.embedded:
+        raise DomainError(
+            "passwords are only for the embedded default (SQLite); with DOCKYARD_DATABASE_URL"
+            " set, users sign in through DOCKYARD_OIDC_ISSUER"
+        )
+    text = sys.stdin.readline() if str(path) == "-" else path.read_text()
+    db = Database(settings.resolved_database_url())
+    try:
+        with db.transaction() as session:
+            passwords.set_first_password(session, email, text.strip("\r\n"))
+        return "set"
+    except Conflict:
+        return "kept"
+    finally:
+        db.dispose()
 
 
 def issue_token(settings: Settings, user_id: str) -> str:
@@ -337,6 +366,10 @@ def parser() -> argparse.ArgumentParser:
     boot.add_argument("--email", required=True)
     boot.add_argument("--flow-mode", choices=[m.value for m in FlowMode], default="config")
     boot.add_argument("--plan", default="free")
+    boot.add_argument(
+        "--password-file",
+        help="give the user this first password (embedded default only; '-' reads stdin)",
+    )
     demo = sub.add_parser("demo", help="the embedded default with a docked agent")
     demo.add_argument("--data", default=".demo")
     demo.add_argument("--port", type=int, default=8080)

@@ -20,13 +20,14 @@ import hmac
 import json
 import secrets
 import uuid
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, cast
 
 import httpx
 from authlib.common.errors import AuthlibBaseError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.deprecate import AuthlibDeprecationWarning
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
@@ -35,6 +36,11 @@ from sqlalchemy.orm import Session
 
 from dockyard.cloud.domain.clock import Clock
 from dockyard.cloud.store.models import User
+
+with warnings.catch_warnings():
+    # authlib 1.9 would rather run on httpx2; the httpx it falls back to is this project's.
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 SCOPE = "openid email profile"
 LOGIN_COOKIE = "dockyard_login"

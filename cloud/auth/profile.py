@@ -18,11 +18,10 @@ def profile(session: Session, principal: Principal) -> dict[str, Any] | None:
     user = session.get(User, principal.id) if principal.kind == "user" and principal.id else None
     if user is None:
         return None
-    names = dict(
-        session.execute(
-            select(Tenant.id, Tenant.name).where(Tenant.id.in_(list(principal.tenant_ids)))
-        ).tuples()
+    rows = session.execute(
+        select(Tenant.id, Tenant.name).where(Tenant.id.in_(list(principal.tenant_ids)))
     )
+    names = {tenant_id: name for tenant_id, name in rows}
     grants = [(t, r, "direct") for t, r in principal.direct.items()]
     grants += [(t, r, "msp") for t, r in principal.via_msp.items()]
     grants.sort(key=lambda g: (names.get(g[0], ""), g[2]))

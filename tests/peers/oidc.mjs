@@ -12,6 +12,8 @@ import Provider from 'oidc-provider';
 const config = JSON.parse(process.env.DOCKYARD_TEST_OIDC);
 const { port, client, accounts } = config;
 const issuer = `http://127.0.0.1:${port}`;
+// The provider's account id is the token's `sub`; people type their login on the form.
+const bySub = Object.fromEntries(Object.values(accounts).map((a) => [a.sub, a]));
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signing = { ...privateKey.export({ format: 'jwk' }), kid: 'test-rs256', alg: 'RS256', use: 'sig' };
@@ -31,11 +33,13 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'email', 'profile'],
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
   features: { devInteractions: { enabled: true } },
+  // email and name in the ID token itself, as company IdPs send them, not only at userinfo.
+  conformIdTokenClaims: false,
   ttl: {
     AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600, Session: 3600, Grant: 3600,
   },
   async findAccount(_ctx, id) {
-    const account = accounts[id];
+    const account = bySub[id];
     if (!account) return undefined;
     return {
       accountId: id,
@@ -61,7 +65,8 @@ const provider = new Provider(issuer, {
 });
 
 // The development login form posts to /interaction/:uid; its login must name a listed
-// account and its password must be that account's, or the form answers 401.
+// account and its password must be that account's, or the form answers 401. The login is
+// then replaced by the account's subject, which the dev pages take as the account id.
 provider.use(async (ctx, next) => {
   if (ctx.method === 'POST' && /^\/interaction\/[^/]+$/.test(ctx.path)) {
     const chunks = [];
@@ -75,6 +80,7 @@ provider.use(async (ctx, next) => {
         ctx.body = 'wrong login or password';
         return;
       }
+      form.login = account.sub;
     }
     ctx.req.body = form;
   }
