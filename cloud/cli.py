@@ -45,7 +45,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dockyard.cloud.server import serve
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    serve(Settings(**overrides), migrate_first=not args.no_migrate)
+    settings = Settings(**overrides)
+    if settings.oidc_enabled:
+        try:
+            settings.oidc_client_secret()
+        except ValueError as e:
+            print(f"dockyard: {e}", file=sys.stderr)
+            return 2
+    serve(settings, migrate_first=not args.no_migrate)
     return 0
 
 

@@ -123,7 +123,15 @@ class Settings(BaseSettings):
     def oidc_client_secret(self) -> str:
         if self.oidc_client_secret_file is None:
             raise ValueError("DOCKYARD_OIDC_CLIENT_SECRET_FILE must name the client secret's file")
-        return self.oidc_client_secret_file.read_text().strip()
+        try:
+            secret = self.oidc_client_secret_file.read_text().strip()
+        except OSError as e:
+            raise ValueError(f"DOCKYARD_OIDC_CLIENT_SECRET_FILE cannot be read: {e}") from None
+        if not secret:
+            raise ValueError(
+                f"DOCKYARD_OIDC_CLIENT_SECRET_FILE {self.oidc_client_secret_file} is empty"
+            )
+        return secret
 
     @property
     def secure_cookies(self) -> bool:

@@ -8,6 +8,7 @@ Hashes are scrypt (the standard library's, no new dependency) with a random salt
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -52,16 +53,18 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got, expected)
 
 
-# Checked against when the e-mail is unknown, so a wrong address costs as long as a wrong
-# password and the answer's timing does not tell which users exist.
-_DUMMY = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy() -> str:
+    """Checked against when the e-mail is unknown, so a wrong address costs as long as a
+    wrong password and the answer's timing does not tell which users exist."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def check_login(session: Session, email: str, password: str) -> uuid.UUID | None:
     """The user whose e-mail and password these are, or None."""
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None or user.password_hash is None:
-        verify_password(password, _DUMMY)
+        verify_password(password, _dummy())
         return None
     return user.id if verify_password(password, user.password_hash) else None
 

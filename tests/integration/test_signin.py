@@ -27,6 +27,7 @@ from dockyard.cloud.auth.oidc import OidcClient, SignInRefused
 from dockyard.cloud.cli import set_password
 from dockyard.cloud.domain import admin
 from dockyard.cloud.domain.clock import ManualClock
+from dockyard.cloud.domain.errors import DomainError
 from dockyard.cloud.domain.principal import Role
 from dockyard.cloud.settings import Settings
 from dockyard.cloud.store.db import Database
@@ -380,6 +381,10 @@ def test_passwords_are_for_the_embedded_default_only(portal: Portal, tmp_path: P
     assert r.status_code == 404
     assert "embedded default" in r.json()["error"]
     assert httpx.get(f"{portal.url}/auth/config").json() == {"oidc": True, "password": False}
+
+    on_pg = Settings(database_url=portal.db.url, data_dir=tmp_path)
+    with pytest.raises(DomainError, match="only for the embedded default"):
+        set_password(on_pg, ALICE.email, tmp_path / "unread")
 
     settings = Settings(data_dir=tmp_path, public_url=f"http://127.0.0.1:{free_port()}")
     db = Database(settings.resolved_database_url())
