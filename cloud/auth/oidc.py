@@ -191,7 +191,32 @@ class OidcClient:
         id_token = token.get("id_token")
         if not isinstance(id_token, str):
             raise SignInRefused("the identity provider sent no ID token", 502)
-        return await self.validate(id_token, login.nonce)
+        identity = await self.validate(id_token, login.nonce)
+        if identity.email or not meta.get("userinfo_endpoint"):
+            return identity
+        return await self._userinfo(identity, meta["userinfo_endpoint"], token)
+
+    async def _userinfo(self, identity: Identity, url: str, token: dict[str, Any]) -> Identity:
+        """The e-mail and name from the userinfo endpoint, for a provider that keeps them
+        out of the ID token (as the OpenID spec's strict reading does); its `sub` must be
+        the ID token's."""
+        try:
+            async with self._client() as client:
+                client.token = token
+                response = await client.get(url)
+                response.raise_for_status()
+                info = response.json()
+        except (AuthlibBaseError, httpx.HTTPError, ValueError) as e:
+            raise SignInRefused(f"the identity provider's userinfo did not answer: {e}", 502) from e
+        if not isinstance(info, dict) or info.get("sub") != identity.subject:
+            raise SignInRefused("the identity provider's userinfo is about someone else", 403)
+        return Identity(
+            issuer=identity.issuer,
+            subject=identity.subject,
+            email=str(info.get("email") or "").strip().lower(),
+            email_verified=info.get("email_verified") is True,
+            name=identity.name or str(info.get("name") or ""),
+        )
 
     async def validate(self, id_token: str, nonce: str) -> Identity:
         """The ID token's identity once its signature and claims hold; refused otherwise."""

@@ -16,9 +16,9 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.cloud.domain.clock import Clock
@@ -63,14 +63,19 @@ class Active:
 
 
 def start(
-    session: Session, clock: Clock, user_id: uuid.UUID, replacing: str | None = None
+    session: Session,
+    clock: Clock,
+    user_id: uuid.UUID,
+    lifetimes: Lifetimes,
+    replacing: str | None = None,
 ) -> Issued:
     """A new session for the user; the browser's previous one, if any, ends here."""
     if replacing:
         end(session, clock, replacing)
+    now = clock.now()
+    _purge(session, user_id, now - lifetimes.absolute)
     secret = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
-    now = clock.now()
     session.add(
         UserSession(
             user_id=user_id,
@@ -101,6 +106,17 @@ def resolve(session: Session, clock: Clock, secret: str, lifetimes: Lifetimes) -
     if now - row.last_seen_at >= TOUCH_EVERY:
         row.last_seen_at = now
     return Active(row.id, row.user_id, row.csrf_token, principal_for_user(session, row.user_id))
+
+
+def _purge(session: Session, user_id: uuid.UUID, born_before: datetime) -> None:
+    """The user's sessions past their absolute lifetime are deleted at its next sign-in,
+    ended or not, so the table holds at most the sessions still alive and those ended
+    within one lifetime."""
+    session.execute(
+        delete(UserSession).where(
+            UserSession.user_id == user_id, UserSession.created_at < born_before
+        )
+    )
 
 
 def end(session: Session, clock: Clock, secret: str) -> bool:

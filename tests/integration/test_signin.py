@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +40,10 @@ from ..peers.oidc import Account, OidcProvider
 from ..procs import SECRET, free_port
 
 TAG = uuid.uuid4().hex[:8]
-ALICE = Account("alice", "alice-password-1", f"sub-alice-{TAG}", f"alice-{TAG}@example.com", "Al")
+ALICE = Account(
+    "alice", "alice-password-1", f"sub-alice-{TAG}", f"alice-{TAG}@example.com", "alice"
+)
+BOB = Account("bob", "bob-password-12", f"sub-bob-{TAG}", f"bob-{TAG}@example.com", "bob")
 MALLORY = Account("mallory", "mallory-pass-1", f"sub-mal-{TAG}", f"mal-{TAG}@example.com", "M")
 IDLE, ABSOLUTE = timedelta(minutes=10), timedelta(hours=1)
 CREATE_SITE = """mutation($t: ID!, $n: String!) { createSite(tenantId: $t, name: $n) {
@@ -79,17 +83,22 @@ class Portal:
     db: Database
 
 
-@pytest.fixture(scope="module")
-def portal(pg_url: str, pg: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
-    tmp = tmp_path_factory.mktemp("signin")
+@contextmanager
+def open_portal(
+    pg_url: str, pg: Database, tmp: Path, invited: Account, *, conform: bool = False
+) -> Iterator[Portal]:
+    """A provider knowing `invited` and Mallory, and a cloud where `invited` is invited (a
+    users row with a membership, no subject yet) and Mallory is not."""
     port = free_port()
-    idp = OidcProvider([f"http://127.0.0.1:{port}/auth/callback"], [ALICE, MALLORY])
+    idp = OidcProvider(
+        [f"http://127.0.0.1:{port}/auth/callback"], [invited, MALLORY], conform=conform
+    )
     idp.start(tmp / "oidc.log")
     secret_file = tmp / "client-secret"
     secret_file.write_text(idp.client_secret + "\n")
     world = make_world(pg)
-    with pg.transaction() as session:  # Alice is invited: a users row, no subject yet
-        user = admin.ensure_user(session, ManualClock(), ALICE.email, "Alice")
+    with pg.transaction() as session:
+        user = admin.ensure_user(session, ManualClock(), invited.email, invited.name.title())
         admin.ensure_membership(session, ManualClock(), world.tenant_id, user.id, Role.ADMIN)
     clock = ManualClock(datetime.now(UTC))
     settings = Settings(
@@ -111,6 +120,12 @@ def portal(pg_url: str, pg: Database, tmp_path_factory: pytest.TempPathFactory) 
         served.stop()
         app.state.services.db.dispose()
         idp.stop()
+
+
+@pytest.fixture(scope="module")
+def portal(pg_url: str, pg: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    with open_portal(pg_url, pg, tmp_path_factory.mktemp("signin"), ALICE) as opened:
+        yield opened
 
 
 def browser() -> httpx.Client:
@@ -398,7 +413,8 @@ def test_passwords_are_for_the_embedded_default_only(portal: Portal, tmp_path: P
     password_file.write_text("another password entirely\n")
     assert set_password(settings, "pat@example.com", password_file) == "kept"
 
-    app = create_app(settings)
+    clock = ManualClock(datetime.now(UTC))
+    app = create_app(settings, clock)
     served = Served(app, int(settings.public_url.rsplit(":", 1)[1])).start()
     try:
         client = browser()
@@ -413,6 +429,36 @@ def test_passwords_are_for_the_embedded_default_only(portal: Portal, tmp_path: P
         assert r.status_code == 200, r.text
         assert client.get(f"{served.url}/auth/me").json()["email"] == "pat@example.com"
         assert client.get(f"{served.url}/auth/login").status_code == 404
+        # Sessions past their absolute lifetime go at the user's next sign-in.
+        good = {"email": "pat@example.com", "password": "correct horse battery"}
+        assert browser().post(url, json=good).status_code == 200
+        assert _session_count(settings, "pat@example.com") == 2
+        clock.advance(timedelta(seconds=settings.session_absolute_s + 1))
+        assert client.get(f"{served.url}/auth/me").status_code == 401
+        assert browser().post(url, json=good).status_code == 200
+        assert _session_count(settings, "pat@example.com") == 1
     finally:
         served.stop()
         app.state.services.db.dispose()
+
+
+def _session_count(settings: Settings, email: str) -> int:
+    db = Database(settings.resolved_database_url())
+    try:
+        with db.transaction() as session:
+            user = session.scalars(select(User).where(User.email == email)).one()
+            return len(
+                session.scalars(select(UserSession).where(UserSession.user_id == user.id)).all()
+            )
+    finally:
+        db.dispose()
+
+
+def test_a_provider_that_keeps_email_out_of_the_id_token_is_asked_at_userinfo(
+    pg_url: str, pg: Database, tmp_path: Path
+) -> None:
+    with open_portal(pg_url, pg, tmp_path, BOB, conform=True) as strict:
+        client = browser()
+        assert sign_in(strict, client, BOB).status_code == 303
+        assert client.get(f"{strict.url}/auth/me").json()["email"] == BOB.email
+        assert sign_in(strict, browser(), MALLORY).status_code == 403

@@ -33,8 +33,9 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'email', 'profile'],
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
   features: { devInteractions: { enabled: true } },
-  // email and name in the ID token itself, as company IdPs send them, not only at userinfo.
-  conformIdTokenClaims: false,
+  // By default email and name ride in the ID token itself, as most company IdPs send them;
+  // with `conform` they are only at userinfo, as the spec's strict reading has it.
+  conformIdTokenClaims: Boolean(config.conform),
   ttl: {
     AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600, Session: 3600, Grant: 3600,
   },

@@ -42,6 +42,8 @@ class OidcProvider:
     accounts: list[Account]
     client_id: str = "dockyard-portal"
     client_secret: str = "dockyard-portal-test-secret"
+    conform: bool = False
+    """Keep email and name out of the ID token (only at userinfo)."""
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -53,6 +55,7 @@ class OidcProvider:
         folder = install()
         config = {
             "port": self.port,
+            "conform": self.conform,
             "client": {
                 "id": self.client_id,
                 "secret": self.client_secret,

@@ -36,7 +36,7 @@ from dockyard.cloud.domain.principal import Principal
 from dockyard.cloud.services import Services
 
 from . import pages
-from .edge import Refusal, authenticate
+from .edge import Refusal, authenticate, lifetimes
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class AuthRoutes:
         settings = svc.settings
         self.secure = settings.secure_cookies
         self.sealer = LoginSealer(settings.signing_secret(), svc.clock)
+        self.lifetimes = lifetimes(settings)
         self.oidc: OidcClient | None = None
         if settings.oidc_enabled:
             self.oidc = OidcClient(
@@ -124,12 +125,16 @@ class AuthRoutes:
 
     def _start(self, user_id: uuid.UUID, replacing: str | None) -> sessions.Issued:
         with self.svc.db.transaction() as session:
-            return sessions.start(session, self.svc.clock, user_id, replacing)
+            issued = sessions.start(session, self.svc.clock, user_id, self.lifetimes, replacing)
+        log.info("signed in with a password", extra={"user_id": str(user_id)})
+        return issued
 
     def _bind_and_start(self, identity: Identity, replacing: str | None) -> sessions.Issued:
         with self.svc.db.transaction() as session:
             user_id = bind_user(session, identity)
-            return sessions.start(session, self.svc.clock, user_id, replacing)
+            issued = sessions.start(session, self.svc.clock, user_id, self.lifetimes, replacing)
+        log.info("signed in through the identity provider", extra={"user_id": str(user_id)})
+        return issued
 
     # -- routes
 
