@@ -10,6 +10,7 @@ before anything runs. Bearer requests need no CSRF token: no browser attaches th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from starlette.requests import Request
 
@@ -46,8 +47,6 @@ class Refusal:
 
 
 def lifetimes(settings: Settings) -> sessions.Lifetimes:
-    from datetime import timedelta
-
     return sessions.Lifetimes(
         timedelta(seconds=settings.session_idle_s), timedelta(seconds=settings.session_absolute_s)
     )
