@@ -110,24 +110,27 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     from dockyard.cloud.server import migrate_database
 
     settings = Settings()
+    password = None
+    if args.password_file:  # checked before anything is made, so a refusal leaves nothing
+        try:
+            password = read_password(settings, Path(args.password_file))
+        except (OSError, DomainError) as e:
+            print(f"dockyard: the password was not set: {e}", file=sys.stderr)
+            return 2
     migrate_database(settings)
     ids = bootstrap(
         settings, args.msp, args.tenant, args.email, flow=FlowMode(args.flow_mode), plan=args.plan
     )
     ids["api_token"] = issue_token(settings, ids["user_id"])
-    if args.password_file:
-        try:
-            ids["password"] = set_password(settings, args.email, Path(args.password_file))
-        except (OSError, DomainError) as e:
-            print(f"dockyard: the password was not set: {e}", file=sys.stderr)
-            return 2
+    if password is not None:
+        ids["password"] = set_password(settings, args.email, password)
     print(json.dumps(ids, indent=2))
     return 0
 
 
-def set_password(settings: Settings, email: str, path: Path) -> str:
-    """A first local password for the user, read from a file ("-": standard input) so it
-    never shows in a process list; "kept" when the user already has one."""
+def read_password(settings: Settings, path: Path) -> str:
+    """A first password from a file ("-": standard input), so it never shows in a process
+    list; refused off the embedded default or when too short."""
     from dockyard.cloud.auth import passwords
 
     if not settings.embedded:
@@ -136,10 +139,19 @@ def set_password(settings: Settings, email: str, path: Path) -> str:
             " set, users sign in through DOCKYARD_OIDC_ISSUER"
         )
     text = sys.stdin.readline() if str(path) == "-" else path.read_text()
+    password = text.strip("\r\n")
+    passwords.check_strength(password)
+    return password
+
+
+def set_password(settings: Settings, email: str, password: str) -> str:
+    """Give the user its first local password: "set", or "kept" when it has one."""
+    from dockyard.cloud.auth import passwords
+
     db = Database(settings.resolved_database_url())
     try:
         with db.transaction() as session:
-            passwords.set_first_password(session, email, text.strip("\r\n"))
+            passwords.set_first_password(session, email, password)
         return "set"
     except Conflict:
         return "kept"

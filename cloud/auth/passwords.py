@@ -69,10 +69,14 @@ def check_login(session: Session, email: str, password: str) -> uuid.UUID | None
     return user.id if verify_password(password, user.password_hash) else None
 
 
-def set_first_password(session: Session, email: str, password: str) -> uuid.UUID:
-    """Give a user its first password; one it already has is changed only by the user."""
+def check_strength(password: str) -> None:
     if len(password) < MIN_LENGTH:
         raise Invalid(f"a password has at least {MIN_LENGTH} characters")
+
+
+def set_first_password(session: Session, email: str, password: str) -> uuid.UUID:
+    """Give a user its first password; one it already has is changed only by the user."""
+    check_strength(password)
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None:
         raise NotFound("user")

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from dockyard.cloud.app import create_app
 from dockyard.cloud.auth.oidc import OidcClient, SignInRefused
-from dockyard.cloud.cli import set_password
+from dockyard.cloud.cli import read_password, set_password
 from dockyard.cloud.domain import admin
 from dockyard.cloud.domain.clock import ManualClock
 from dockyard.cloud.domain.errors import DomainError
@@ -399,7 +399,7 @@ def test_passwords_are_for_the_embedded_default_only(portal: Portal, tmp_path: P
 
     on_pg = Settings(database_url=portal.db.url, data_dir=tmp_path)
     with pytest.raises(DomainError, match="only for the embedded default"):
-        set_password(on_pg, ALICE.email, tmp_path / "unread")
+        read_password(on_pg, tmp_path / "unread")
 
     settings = Settings(data_dir=tmp_path, public_url=f"http://127.0.0.1:{free_port()}")
     db = Database(settings.resolved_database_url())
@@ -408,10 +408,14 @@ def test_passwords_are_for_the_embedded_default_only(portal: Portal, tmp_path: P
         admin.ensure_user(session, ManualClock(), "pat@example.com", "Pat")
     db.dispose()
     password_file = tmp_path / "password"
+    password_file.write_text("too short\n")
+    with pytest.raises(DomainError, match="at least 12"):
+        read_password(settings, password_file)
     password_file.write_text("correct horse battery\n")
-    assert set_password(settings, "pat@example.com", password_file) == "set"
-    password_file.write_text("another password entirely\n")
-    assert set_password(settings, "pat@example.com", password_file) == "kept"
+    assert (
+        set_password(settings, "pat@example.com", read_password(settings, password_file)) == "set"
+    )
+    assert set_password(settings, "pat@example.com", "another password entirely") == "kept"
 
     clock = ManualClock(datetime.now(UTC))
     app = create_app(settings, clock)
