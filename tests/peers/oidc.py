@@ -100,6 +100,9 @@ class OidcProvider:
 def install() -> Path:
     """`build/peers/oidc/` with oidc-provider installed from the lockfile and `oidc.mjs`
     beside it (so its import resolves there); `npm ci` runs again only when the lock changes."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"the OpenID provider peer needs {tool} (Node.js 20 or later)")
     lock = (SOURCE / "package-lock.json").read_bytes()
     stamp = CACHE / ".installed"
     digest = hashlib.sha256(lock).hexdigest()
