@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dockyard.agent.modules.vm.archive import Archiver
+from dockyard.agent.modules.vm.archive import ArchiveFailed, Archiver
 from dockyard.agent.modules.vm.drivers import open_driver
 from dockyard.agent.modules.vm.drivers.libvirt import LibvirtDriver
 from dockyard.agent.modules.vm.store import VmStore
@@ -100,6 +100,12 @@ def test_a_qcow2_domain_is_archived_its_backing_file_kept_and_restored_and_start
     assert not dom.autostart()
     with pytest.raises(Exception, match=r"top\.qcow2|No such file"):
         dom.create()  # nothing left it can boot from
+
+    with pytest.raises(ArchiveFailed, match="another datastore is not built") as elsewhere:
+        archiver.restore("kvm", vm, files, open_repo, place="other-pool")
+    assert elsewhere.value.code == "not_supported"
+    assert files.read_stub(vm) is not None  # refused before anything was written
+    assert not top.exists()
 
     archiver.restore("kvm", vm, files, open_repo)
     assert top.read_bytes() == top_bytes

@@ -935,7 +935,8 @@ class Archiver:
             moves = _moves(manifest, relocated)
             if isinstance(archived.get("disks"), list):
                 archived["disks"] = sorted(
-                    [moves.get(str(d[0]), str(d[0])), *d[1:]] for d in archived["disks"]
+                    [moves.get(x, x) if isinstance(x, str) else x for x in d]
+                    for d in archived["disks"]
                 )
             if isinstance(archived.get("datastores"), list):
                 went = {v[1:].split("]", 1)[0] for v in relocated.values() if v.startswith("[")}
