@@ -1,6 +1,6 @@
 """The archive engine in a process of its own, for the kill -9 test (test_archive_crash.py).
 
-`python -m tests.vm.archive_child archive|restore CONFIG_JSON VM_ID REPO STATE_DIR` runs one
+`python -m tests.vm.archive_child archive|restore|restore-elsewhere CONFIG_JSON VM_ID REPO STATE_DIR` runs one
 archive or restore of a vcsim VM; `DOCKYARD_CRASH_AT` makes it die at that point.
 """
 
@@ -37,8 +37,10 @@ def main(argv: list[str]) -> int:
     try:
         if mode == "archive":
             archiver.archive("vc", vm, files, ArchiveRules(), open_repo)
-        else:
+        elif mode == "restore":
             archiver.restore("vc", vm, files, open_repo)
+        else:  # restore-elsewhere: the disks to the second datastore
+            archiver.restore("vc", vm, files, open_repo, place="LocalDS_1")
     except ArchiveFailed as e:
         print(f"{e.code}: {e}", file=sys.stderr)
         return 1

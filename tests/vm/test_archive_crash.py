@@ -35,12 +35,18 @@ from ..peers.vsphere_sim import Vcsim
 from ..vault.conftest import FAST, PASS, SMALL, vm_like
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = [("archive", p) for p in ARCHIVE_POINTS] + [("restore", p) for p in RESTORE_POINTS]
+CASES = (
+    [("archive", p) for p in ARCHIVE_POINTS]
+    + [("restore", p) for p in RESTORE_POINTS]
+    + [("restore-elsewhere", p) for p in RESTORE_POINTS]
+)
+ELSEWHERE = "LocalDS_1"
+"""Where the restore-elsewhere cases write the disks (vcsim's second datastore)."""
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Vcsim]:
-    server = Vcsim(host=1, vm=len(CASES), ds=1).start()
+    server = Vcsim(host=1, vm=len(CASES), ds=2).start()
     try:
         yield server
     finally:
@@ -122,7 +128,7 @@ def test_a_kill_at_every_step_leaves_the_vm_whole_and_the_next_run_finishes(
     state = tmp_path / "state"
     state.mkdir()
 
-    if mode == "restore":
+    if mode.startswith("restore"):
         assert _child("archive", sim, vm, repo, state, None) == 0
     assert _child(mode, sim, vm, repo, state, point) == -signal.SIGKILL, f"{point} not reached"
 
@@ -140,8 +146,21 @@ def test_a_kill_at_every_step_leaves_the_vm_whole_and_the_next_run_finishes(
         assert restored is not None
         assert all(restored[k] == v for k, v in before.items())
         assert stub.snapshot in Repository.open(LocalBackend(repo), passphrase=PASS).pins()
-    else:
+    elif mode == "restore":
         assert _contents(files, vm, names) == before
+        assert files.read_stub(vm) is None
+        assert not files.fenced(vm)
+    else:  # every disk on the other datastore, every byte back, nothing left half-written
+        now = {f.name.rsplit("/", 1)[-1]: f.source for f in files.files(vm)[0]}
+        assert _contents(files, vm, now) == before
+        disks = [f for f in files.files(vm)[0] if f.role == "disk"]
+        assert disks
+        assert all(f.source.startswith(f"[{ELSEWHERE}] ") for f in disks)
+        assert all(
+            _contents(files, vm, {f.name: names[n]})[f.name] is None
+            for f in disks
+            for n in [f.name.rsplit("/", 1)[-1]]
+        )
         assert files.read_stub(vm) is None
         assert not files.fenced(vm)
     files.close()
