@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import threading
 import uuid
 from collections import Counter
@@ -37,14 +36,15 @@ from ...protocol.vm import (
     VmRecord,
 )
 from ..base import BackgroundModule, CommandFailed, Handler, ModuleContext, Outcome
-from . import notices, placement
+from . import placement
 from .archiving import FEATURE as FEATURE_ARCHIVE
 from .archiving import ArchiveService
-from .drivers import open_driver
 from .drivers.base import Driver, DriverError, Inventory, Sample, VmInfo
 from .endpoints import Endpoints
 from .life import LifeBook
-from .lifecycle import Lifecycle, RunReport, new_link_key, owner_of
+from .lifecycle import Lifecycle, RunReport, owner_of
+from .pool import DriverPool
+from .settings import Settings
 from .store import HOST_PREFIX, StoredVm, VmStore, is_host
 
 BATCH_RECORDS = 1000
@@ -88,96 +88,46 @@ class VmModule(BackgroundModule):
         self.clock = ctx.clock
         self.store = VmStore(ctx.state_dir / "vm.sqlite")
         self.endpoints = Endpoints(ctx.state_dir / "endpoints.json")
-        self._drivers: dict[str, tuple[str, Driver]] = {}
-        self._drivers_lock = threading.Lock()
+        self.config = Settings(ctx.state_dir, self.endpoints)
+        self.drivers = DriverPool(self.endpoints)
         self._work_lock = threading.Lock()
-        self.docked_policy: VmLifecyclePolicy | None = None
         self.pace = Pace()
         self.lifecycle = Lifecycle(
             self.store,
             self.driver,
             lambda: [n for n in sorted(self.endpoints.all()) if self.local_policy().covers(n)],
-            self._link_key(),
-            self._link_base,
-            self._smtp,
-            self._bmc,
+            self.config.link_key(),
+            self.config.link_base,
+            self.config.smtp,
+            self.config.bmc,
         )
         self.answers: Any = None
         self.archives = ArchiveService(self)
 
-    # --- configuration -------------------------------------------------------------------
-
-    def _link_key(self) -> bytes:
-        path = self.ctx.state_dir / "link.key"
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(new_link_key())
-        return path.read_bytes()
-
-    @property
-    def settings_path(self) -> Path:
-        return self.ctx.state_dir / "settings.json"
+    # --- configuration (settings.py) ---------------------------------------------------
 
     def settings(self) -> dict[str, Any]:
-        if not self.settings_path.exists():
-            return {}
-        data: dict[str, Any] = json.loads(self.settings_path.read_text())
-        return data
+        return self.config.settings()
 
     def update_settings(self, **values: Any) -> None:
-        data = self.settings()
-        data.update(values)
-        tmp = self.settings_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-        os.replace(tmp, self.settings_path)
-
-    def _smtp(self) -> notices.SmtpConfig | None:
-        smtp = self.settings().get("smtp")
-        return notices.SmtpConfig.from_dict(smtp) if smtp else None
-
-    def _bmc(self, endpoint: str, host: StoredVm) -> dict[str, Any] | None:
-        """The Redfish configuration the endpoint maps this physical host to, if any."""
-        bmcs = self.endpoints.get(endpoint).get("bmcs") or {}
-        found = bmcs.get(host.vm.native_id.removeprefix(HOST_PREFIX)) or bmcs.get(host.vm.name)
-        return dict(found) if found else None
-
-    def _link_base(self) -> str:
-        links = self.settings().get("links", {})
-        base = links.get("base_url") or f"http://{links.get('listen', '127.0.0.1:8790')}"
-        return str(base)
-
-    @property
-    def local_policy_path(self) -> Path:
-        return self.ctx.state_dir / "policy.json"
+        self.config.update_settings(**values)
 
     def policy(self) -> VmLifecyclePolicy:
-        """The cloud's policy when docked and assigned (its budget no larger than the local
-        policy's, or the default's: the cloud cannot raise the agent's cap), else the local
-        one, else defaults."""
-        local = self.local_policy()
-        if self.docked_policy is not None:
-            return self.docked_policy.within(local)
-        return local
+        return self.config.policy()
 
     def local_policy(self) -> VmLifecyclePolicy:
-        """The agent's own policy, or defaults: docked, the ceiling of the cloud's (its
-        budget and its scope)."""
-        if not self.local_policy_path.exists():
-            return VmLifecyclePolicy()
-        return VmLifecyclePolicy.model_validate_json(self.local_policy_path.read_text())
+        return self.config.local_policy()
 
     def set_local_policy(self, document: dict[str, Any]) -> VmLifecyclePolicy:
-        policy = VmLifecyclePolicy.model_validate(document)
-        self.local_policy_path.write_text(policy.model_dump_json(indent=2))
-        return policy
+        return self.config.set_local_policy(document)
+
+    def _link_base(self) -> str:
+        return self.config.link_base()
 
     def on_policy(
         self, kind: str, name: str, version: int, document: dict[str, Any] | None
     ) -> None:
-        self.docked_policy = (
+        self.config.docked = (
             None if document is None else VmLifecyclePolicy.model_validate(document)
         )
         self.log.info(
@@ -185,26 +135,13 @@ class VmModule(BackgroundModule):
         )
 
     def driver(self, endpoint: str) -> Driver:
-        config = self.endpoints.get(endpoint)
-        fingerprint = json.dumps(config, sort_keys=True)
-        with self._drivers_lock:
-            cached = self._drivers.get(endpoint)
-            if cached is not None and cached[0] == fingerprint:
-                return cached[1]
-            if cached is not None:
-                cached[1].close()
-            driver = open_driver(endpoint, config)
-            self._drivers[endpoint] = (fingerprint, driver)
-            return driver
+        return self.drivers.driver(endpoint)
 
     def close(self) -> None:
         self.stop_worker()
         if self.answers is not None:
             self.answers.shutdown()
-        with self._drivers_lock:
-            for _, driver in self._drivers.values():
-                driver.close()
-            self._drivers.clear()
+        self.drivers.close()
         self.store.close()
 
     # --- the work ------------------------------------------------------------------------
