@@ -12,10 +12,7 @@ holds up the agent's poll, and a held poll never delays a sample.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,32 +21,21 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ...errors import FlowModeForbids
-from ...protocol import CommandEntry, FlowMode, MetadataBatch, vocabulary
-from ...protocol.vm import (
-    POLICY_KIND,
-    ArchiveRecord,
-    Identifiers,
-    LifeState,
-    PowerAction,
-    Signal,
-    VmLifecyclePolicy,
-    VmRecord,
-)
+from ...protocol import CommandEntry, FlowMode, MetadataBatch
+from ...protocol.vm import POLICY_KIND, PowerAction, Signal, VmLifecyclePolicy
 from ..base import BackgroundModule, CommandFailed, Handler, ModuleContext, Outcome
 from . import placement
 from .archiving import FEATURE as FEATURE_ARCHIVE
 from .archiving import ArchiveService
-from .drivers.base import Driver, DriverError, Inventory, Sample, VmInfo
+from .drivers.base import Driver, DriverError, Sample
 from .endpoints import Endpoints
-from .life import LifeBook
-from .lifecycle import Lifecycle, RunReport, owner_of
+from .lifecycle import Lifecycle, RunReport
 from .pool import DriverPool
+from .reports import Reports, host_rows
 from .settings import Settings
-from .store import HOST_PREFIX, StoredVm, VmStore, is_host
+from .store import HOST_PREFIX, VmStore
 
-BATCH_RECORDS = 1000
 WORKER_PAUSE_S = 5.0
-FULL_REPORT_EVERY = timedelta(days=1)
 
 
 @dataclass
@@ -90,6 +76,7 @@ class VmModule(BackgroundModule):
         self.endpoints = Endpoints(ctx.state_dir / "endpoints.json")
         self.config = Settings(ctx.state_dir, self.endpoints)
         self.drivers = DriverPool(self.endpoints)
+        self.reports = Reports(self.store, ctx, self.policy, self.log)
         self._work_lock = threading.Lock()
         self.pace = Pace()
         self.lifecycle = Lifecycle(
@@ -223,7 +210,9 @@ class VmModule(BackgroundModule):
             # again, and the cloud drops the ones it has (same decision ids).
             pending = self.store.with_outcome("proposed")
             if pending:
-                self._upload("vm.decision", [d.model_dump(mode="json") for d in pending], now)
+                self.reports.upload(
+                    "vm.decision", [d.model_dump(mode="json") for d in pending], now
+                )
         self.pace.evaluated = now
         return report
 
@@ -276,109 +265,16 @@ class VmModule(BackgroundModule):
         now = self.clock()
         return self.lifecycle.answer(token, now, self.reference_now(now))
 
-    # --- going up ------------------------------------------------------------------------
+    # --- going up (reports.py) ---------------------------------------------------------
 
     def records(self, now: datetime, include_gone: bool = False) -> list[dict[str, Any]]:
-        policy = self.policy()
-        stored_vms = self.store.vms(kind="all", include_gone=include_gone)
-        clones = possible_clones(stored_vms)
-        lives = LifeBook(self.store)
-        return [
-            record_of(
-                stored,
-                owner_of(stored, policy),
-                stored.evaluation or {},
-                now,
-                clones.get((stored.endpoint, stored.vm.native_id), []),
-                lives.of(
-                    stored.endpoint,
-                    stored.vm.native_id,
-                    stored.vm.power_state,
-                    stored.evaluation,
-                ),
-            )
-            for stored in stored_vms
-        ]
+        return self.reports.records(now, include_gone)
 
     def upload_inventory(self, now: datetime, full: bool = False) -> int:
-        """Sends what changed since the last report; a full report the first time, once a
-        day, or when asked (`full`, the cloud's `vm.report`). Returns records sent."""
-        mode = self.ctx.flow_mode()
-        if mode is None or not mode.allows(FlowMode.METADATA):
-            return 0
-        last_full = self.store.mark("full_report_at")
-        sent = self.store.sent_digests()
-        full = (
-            full
-            or not sent
-            or last_full is None
-            or now - datetime.fromisoformat(last_full) >= FULL_REPORT_EVERY
-        )
-        records, digests = [], {}
-        for record in self.records(now, include_gone=True):
-            key = (record["endpoint"], record["native_id"])
-            digest = record_digest(record)
-            if full or sent.get(key) != digest:
-                records.append(record)
-                digests[key] = digest
-        count = self._upload("vm.inventory", records, now)
-        if count == len(records):
-            self.store.set_sent_digests(digests, full)
-            if full:
-                self.store.set_mark("full_report_at", now.isoformat())
-        return count
-
-    def install_id(self) -> str:
-        """A random id of this module's store, so two agents' audit batches never collide."""
-        found = self.store.mark("install_id")
-        if found is None:
-            found = str(uuid.uuid4())
-            self.store.set_mark("install_id", found)
-        return found
+        return self.reports.upload_inventory(now, full)
 
     def upload_audit(self) -> int:
-        """The audit trail goes up to the cloud's audit log when docked: whole from
-        `metadata` up, reduced to codes, closed words and counts in `config` mode (the
-        cloud then learns that a shutdown was refused and why, never which VM)."""
-        mode = self.ctx.flow_mode()
-        if mode is None:
-            return 0
-        entries = self.store.audits(unsent_only=True, limit=BATCH_RECORDS)
-        if not entries:
-            return 0
-        if not mode.allows(FlowMode.METADATA):
-            entries = [vocabulary.audit_codes_only(e, "vm") for e in entries]
-        sent = self._upload("vm.audit", entries, self.clock())
-        if sent == len(entries):
-            self.store.mark_audits_sent([int(e["id"]) for e in entries])
-        return sent
-
-    def _upload(self, kind: str, records: list[dict[str, Any]], now: datetime) -> int:
-        sent = 0
-        for start in range(0, len(records), BATCH_RECORDS):
-            chunk = records[start : start + BATCH_RECORDS]
-            # Decisions and audit entries are sent once each: the same ones give the same
-            # batch id, so a resend is a duplicate. An inventory is a new report every time.
-            if kind == "vm.decision":
-                ids = sorted(str(r.get("decision_id", "")) for r in chunk)
-                batch_id = uuid.uuid5(uuid.NAMESPACE_URL, "vm-decisions:" + ",".join(ids))
-            elif kind == "vm.audit":
-                ids = sorted(str(r.get("id", "")) for r in chunk)
-                name = f"vm-audit:{self.install_id()}:" + ",".join(ids)
-                batch_id = uuid.uuid5(uuid.NAMESPACE_URL, name)
-            else:
-                batch_id = uuid.uuid4()
-            try:
-                self.ctx.upload(
-                    MetadataBatch(batch_id=batch_id, module="vm", kind=kind, records=chunk)
-                )
-            except FlowModeForbids:
-                return sent
-            except Exception as e:  # the link retries on the next round
-                self.log.warning("could not send %s: %s", kind, e)
-                return sent
-            sent += len(chunk)
-        return sent
+        return self.reports.upload_audit()
 
     # --- commands ------------------------------------------------------------------------
 
@@ -526,86 +422,6 @@ class VmModule(BackgroundModule):
             return None
         want = "on" if command.args.get("action") == PowerAction.POWER_ON else "off"
         return any(v.native_id == stored.vm.native_id and v.power_state == want for v in fresh.vms)
-
-
-def host_rows(inventory: Inventory) -> list[VmInfo]:
-    """Each hypervisor host as a row beside the VMs, so it shares their history, notices
-    and safety net."""
-    return [
-        VmInfo(
-            native_id=f"{HOST_PREFIX}{h.native_id}",
-            name=h.name,
-            power_state="on" if h.connected else "off",
-            host=None,
-            datastores=(),
-            cpus=h.cpus,
-            memory_mb=h.memory_mb,
-            identifiers=Identifiers(),
-            tags={"kind": "host", **({"maintenance": "yes"} if h.maintenance else {})},
-        )
-        for h in inventory.hosts
-    ]
-
-
-def possible_clones(stored: list[StoredVm]) -> dict[tuple[str, str], list[str]]:
-    """VMs sharing a BIOS UUID while their other identifiers differ (a clone, or a copy
-    registered twice): each gets the others' `endpoint/native-id`. They stay separate VMs,
-    and a command still reaches only the one it addresses."""
-    by_bios: dict[str, list[StoredVm]] = {}
-    for s in stored:
-        bios = (s.vm.identifiers.bios_uuid or "").lower()
-        if bios and not is_host(s.vm.native_id):
-            by_bios.setdefault(bios, []).append(s)
-    out: dict[tuple[str, str], list[str]] = {}
-    for group in by_bios.values():
-        for s in group:
-            others = sorted(
-                f"{o.endpoint}/{o.vm.native_id}"
-                for o in group
-                if o is not s and s.vm.identifiers.possible_clone_of(o.vm.identifiers)
-            )
-            if others:
-                out[(s.endpoint, s.vm.native_id)] = others
-    return out
-
-
-def record_digest(record: dict[str, Any]) -> str:
-    """What a record says, without when it was seen: a change of this is worth sending."""
-    body = {k: v for k, v in record.items() if k != "seen_at"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def record_of(
-    stored: StoredVm,
-    owner: str | None,
-    evaluation: dict[str, Any],
-    now: datetime,
-    clone_of: list[str] | None = None,
-    life: tuple[LifeState, str | None, ArchiveRecord | None] | None = None,
-) -> dict[str, Any]:
-    vm = stored.vm
-    life_state, life_reason, archived = life or (LifeState.RUNNING, None, None)
-    return VmRecord(
-        endpoint=stored.endpoint,
-        native_id=vm.native_id,
-        name=vm.name,
-        kind="host" if is_host(vm.native_id) else "vm",
-        power_state=vm.power_state if stored.gone_at is None else "gone",
-        host=vm.host,
-        datastores=list(vm.datastores),
-        cpus=vm.cpus,
-        memory_mb=vm.memory_mb,
-        identifiers=vm.identifiers,
-        owner=owner,
-        tags={k: v for k, v in vm.tags.items() if k != "annotation"},
-        last_active_at=stored.last_active_at,
-        idle_state=evaluation.get("state", "unknown"),
-        seen_at=stored.last_seen,
-        possible_clone_of=clone_of or [],
-        life_state=life_state,
-        life_reason=life_reason,
-        archive=archived,
-    ).model_dump(mode="json")
 
 
 def module_at(
