@@ -12,42 +12,28 @@ holds up the agent's poll, and a held poll never delays a sample.
 from __future__ import annotations
 
 import argparse
-import threading
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ...errors import FlowModeForbids
-from ...protocol import CommandEntry, FlowMode, MetadataBatch
-from ...protocol.vm import POLICY_KIND, PowerAction, Signal, VmLifecyclePolicy
-from ..base import BackgroundModule, CommandFailed, Handler, ModuleContext, Outcome
+from ...protocol import CommandEntry, MetadataBatch
+from ...protocol.vm import POLICY_KIND, PowerAction, VmLifecyclePolicy
+from ..base import CommandFailed, Handler, ModuleContext, Outcome
 from . import placement
-from .archiving import FEATURE as FEATURE_ARCHIVE
 from .archiving import ArchiveService
-from .drivers.base import Driver, DriverError, Sample
+from .drivers.base import Driver, DriverError
 from .endpoints import Endpoints
-from .lifecycle import Lifecycle, RunReport
+from .lifecycle import Lifecycle
 from .pool import DriverPool
-from .reports import Reports, host_rows
+from .reports import Reports
 from .settings import Settings
-from .store import HOST_PREFIX, VmStore
-
-WORKER_PAUSE_S = 5.0
-
-
-@dataclass
-class Pace:
-    """When each kind of work last ran, by the module's clock."""
-
-    discovered: datetime | None = None
-    sampled: datetime | None = None
-    evaluated: datetime | None = None
+from .store import VmStore
+from .worker import Rounds
 
 
-class VmModule(BackgroundModule):
+class VmModule(Rounds):
     name: ClassVar[str] = "vm"
     version: ClassVar[str] = "0.1.0"
     standalone_features: ClassVar[frozenset[str]] = frozenset(
@@ -77,8 +63,6 @@ class VmModule(BackgroundModule):
         self.config = Settings(ctx.state_dir, self.endpoints)
         self.drivers = DriverPool(self.endpoints)
         self.reports = Reports(self.store, ctx, self.policy, self.log)
-        self._work_lock = threading.Lock()
-        self.pace = Pace()
         self.lifecycle = Lifecycle(
             self.store,
             self.driver,
@@ -88,7 +72,6 @@ class VmModule(BackgroundModule):
             self.config.smtp,
             self.config.bmc,
         )
-        self.answers: Any = None
         self.archives = ArchiveService(self)
 
     # --- configuration (settings.py) ---------------------------------------------------
@@ -130,140 +113,6 @@ class VmModule(BackgroundModule):
             self.answers.shutdown()
         self.drivers.close()
         self.store.close()
-
-    # --- the work ------------------------------------------------------------------------
-
-    def reference_now(self, now: datetime | None = None) -> datetime:
-        """The time notices are stated in and judged by: docked, the cloud's (as this agent
-        estimates it from the measured skew), so an agent whose clock runs days ahead or
-        behind still acts at the time the notice states; standalone, the module's clock."""
-        return self.ctx.cloud_time() or now or self.clock()
-
-    def notify_here(self) -> bool:
-        """Standalone, or docked in config mode: notices and actions stay on this agent."""
-        mode = self.ctx.flow_mode()
-        return mode is None or not mode.allows(FlowMode.METADATA)
-
-    def discover(self, now: datetime, endpoints: list[str] | None = None) -> dict[str, str]:
-        """Reads every endpoint; one that fails is reported and the others go on."""
-        results: dict[str, str] = {}
-        for name in endpoints or sorted(self.endpoints.all()):
-            try:
-                driver = self.driver(name)
-                inventory = driver.discover()
-            except DriverError as e:
-                results[name] = f"error {e.code}: {e}"
-                self.log.warning("discovery of %s failed: %s", name, e)
-                continue
-            hosts = host_rows(inventory) if driver.kind != "ec2" else []
-            seen, gone = self.store.record_inventory(
-                replace(inventory, vms=inventory.vms + tuple(hosts)), now
-            )
-            seen -= len(hosts)
-            running = Counter(v.host for v in inventory.vms if v.power_state == "on")
-            self.store.add_samples(
-                name,
-                [
-                    Sample(
-                        h.native_id,
-                        now,
-                        {Signal.VMS: float(running[h.native_id[len(HOST_PREFIX) :]])},
-                    )
-                    for h in hosts
-                    if h.power_state == "on"
-                ],
-            )
-            results[name] = f"{seen} VMs, {len(inventory.hosts)} hosts, " + (
-                f"{len(inventory.datastores)} datastores" + (f", {gone} gone" if gone else "")
-            )
-        self.pace.discovered = now
-        self.upload_inventory(now)
-        return results
-
-    def collect(self, now: datetime) -> dict[str, int]:
-        window = timedelta(seconds=self.policy().sample_interval_s)
-        counts: dict[str, int] = {}
-        for name in sorted(self.endpoints.all()):
-            vms = [s.vm for s in self.store.vms(name) if s.vm.power_state == "on"]
-            try:
-                samples = self.driver(name).sample(vms, now, window)
-            except DriverError as e:
-                self.log.warning("sampling %s failed: %s", name, e)
-                counts[name] = 0
-                continue
-            self.store.add_samples(name, samples)
-            counts[name] = len(samples)
-        self.pace.sampled = now
-        return counts
-
-    def run_lifecycle(self, now: datetime) -> RunReport:
-        policy = self.policy()
-        here = self.notify_here()
-        stated = self.reference_now(now)
-        report = self.lifecycle.propose(policy, now, notify_here=here, stated_now=stated)
-        if here:
-            acted = self.lifecycle.act_due(policy, now, stated)
-            report.acted, report.held = acted.acted, acted.held
-            report.errors += acted.errors
-        else:
-            # Every proposal still open goes up each run: one that failed to send is sent
-            # again, and the cloud drops the ones it has (same decision ids).
-            pending = self.store.with_outcome("proposed")
-            if pending:
-                self.reports.upload(
-                    "vm.decision", [d.model_dump(mode="json") for d in pending], now
-                )
-        self.pace.evaluated = now
-        return report
-
-    def step(self, now: datetime | None = None) -> None:
-        """One round of whatever is due; the worker calls it every few seconds."""
-        now = now or self.clock()
-        policy = self.policy()
-        every = float(self.settings().get("discover_every_s", 900))
-        with self._work_lock:
-            if not self.endpoints.all():
-                return
-            if self.pace.discovered is None or now - self.pace.discovered >= timedelta(
-                seconds=every
-            ):
-                self.discover(now)
-            if self.pace.sampled is None or now - self.pace.sampled >= timedelta(
-                seconds=policy.sample_interval_s
-            ):
-                self.collect(now)
-            if self.pace.evaluated is None or now - self.pace.evaluated >= timedelta(hours=1):
-                self.run_lifecycle(now)
-            elif self.notify_here():
-                self.lifecycle.act_due(policy, now, self.reference_now(now))
-            if FEATURE_ARCHIVE in self.features:
-                for line in self.archives.run_due(now):
-                    self.log.info("archive: %s", line)
-            self.upload_audit()
-
-    def tick(self) -> None:
-        super().tick()
-        self._serve_answers()
-
-    def round(self) -> None:
-        self.step()
-
-    def pause_s(self) -> float:
-        return float(self.settings().get("worker_pause_s", WORKER_PAUSE_S))
-
-    def _serve_answers(self) -> None:
-        listen = self.settings().get("links", {}).get("listen")
-        if not listen or self.answers is not None:
-            return
-        from .answers import AnswerServer
-
-        host, _, port = str(listen).rpartition(":")
-        self.answers = AnswerServer(host or "127.0.0.1", int(port), self.answer)
-        self.answers.start()
-
-    def answer(self, token: str) -> str:
-        now = self.clock()
-        return self.lifecycle.answer(token, now, self.reference_now(now))
 
     # --- going up (reports.py) ---------------------------------------------------------
 
