@@ -3,7 +3,7 @@
 budget approvals the shell shares with them, and after a crash mid-command, whether its
 effect happened (`reconcile`), so the journal never runs a power change twice.
 
-A mixin of `VmModule`: each command reaches a different part of the module,
+A mixin of `VmModule` (module.py): each command reaches a different part of the module,
 so a collaborator would need the whole module anyway.
 """
 
@@ -26,7 +26,7 @@ from .settings import Settings
 from .store import VmStore
 
 if TYPE_CHECKING:
-    from . import VmModule
+    from .module import VmModule
 
 
 class Commands:
@@ -144,6 +144,7 @@ class Commands:
         except (KeyError, ValueError) as e:
             raise CommandFailed("bad_args", f"vm.create: {e}") from e
         try:
+            # Placement takes the whole module, which this mixin is only ever part of.
             vm, host, datastore = placement.create(
                 cast("VmModule", self), endpoint, spec, self.clock()
             )

@@ -4,7 +4,7 @@ module's clock, in rounds on the module's thread (`BackgroundModule`), so a slow
 never holds up the agent's poll, and a held poll never delays a sample. The answer links'
 server starts on the runner's tick once the settings name where it listens.
 
-A mixin of `VmModule`: a round reaches nearly every part of the module, so it
+A mixin of `VmModule` (module.py): a round reaches nearly every part of the module, so it
 works on the module's parts directly rather than through a collaborator holding them all.
 """
 
