@@ -7,8 +7,9 @@ without one and cross tenants on purpose.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from dockyard.agent.protocol import FlowMode
@@ -88,29 +89,71 @@ def ensure_membership(
         return membership
 
 
-def issue_api_token(session: Session, clock: Clock, user_id: uuid.UUID, name: str) -> str:
+def issue_api_token(
+    session: Session,
+    clock: Clock,
+    user_id: uuid.UUID,
+    name: str,
+    *,
+    expires_at: datetime | None = None,
+) -> str:
     """A new bearer token for a user; the secret is returned once and kept only hashed."""
     secret = new_secret("dy_pat")
     session.add(
-        ApiToken(user_id=user_id, token_hash=hash_secret(secret), name=name, created_at=clock.now())
+        ApiToken(
+            user_id=user_id,
+            token_hash=hash_secret(secret),
+            name=name,
+            created_at=clock.now(),
+            expires_at=expires_at,
+        )
     )
     session.flush()
     return secret
 
 
-def principal_for_api_token(session: Session, secret: str) -> Principal | None:
-    """The principal a bearer token stands for, or None for an unknown or revoked one.
-    The token, its user's memberships and the children of those tenants come in one
-    statement (a row per membership and child): this runs before every GraphQL request."""
+USE_GRANULARITY = timedelta(minutes=1)
+"""How stale a token's `last_used_at` may get: it is written when older than this, so a
+script's burst of requests costs one write, not one per request."""
+
+
+def principal_for_api_token(session: Session, clock: Clock, secret: str) -> Principal | None:
+    """The principal a bearer token stands for, or None for an unknown, revoked or expired
+    one. The token, its user's memberships and the children of those tenants come in one
+    statement (a row per membership and child): this runs before every GraphQL request. A
+    token limited to a tenant (made in the portal) keeps only its user's grants there."""
     parent, child = aliased(Tenant), aliased(Tenant)
+    now = clock.now()
     with unscoped(session, "a token's user's own memberships across tenants"):
         rows = session.execute(
-            select(ApiToken.user_id, *grant_columns(parent, child))
+            select(ApiToken.id, ApiToken.tenant_id, ApiToken.last_used_at, ApiToken.user_id)
+            .add_columns(*grant_columns(parent, child))
             .outerjoin(Membership, Membership.user_id == ApiToken.user_id)
             .outerjoin(parent, parent.id == Membership.tenant_id)
             .outerjoin(child, child.parent_id == Membership.tenant_id)
-            .where(ApiToken.token_hash == hash_secret(secret), ApiToken.revoked_at.is_(None))
+            .where(
+                ApiToken.token_hash == hash_secret(secret),
+                ApiToken.revoked_at.is_(None),
+                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+            )
         ).all()
-    if not rows:
-        return None
-    return principal_from(rows[0][0], [GrantRow(*r[1:]) for r in rows])
+        if not rows:
+            return None
+        token_id, limit, last_used, user_id = rows[0][:4]
+        if last_used is None or now - last_used >= USE_GRANULARITY:
+            session.execute(
+                update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+            )
+    grants = [GrantRow(*r[4:]) for r in rows]
+    principal = principal_from(user_id, grants)
+    return principal if limit is None else limited(principal, grants, limit)
+
+
+def limited(principal: Principal, grants: list[GrantRow], tenant_id: uuid.UUID) -> Principal:
+    """The principal's grants in one tenant only: a direct membership of it (which, for an
+    MSP, also grants in its children) and an MSP's grant in it."""
+    children = {g.child_id for g in grants if g.tenant_id == tenant_id and g.child_id}
+    direct = {t: r for t, r in principal.direct.items() if t == tenant_id}
+    via_msp = {t: r for t, r in principal.via_msp.items() if t == tenant_id or t in children}
+    seen = frozenset(direct) | frozenset(via_msp)
+    return Principal(principal.kind, principal.id, direct, via_msp, principal.archived & seen)

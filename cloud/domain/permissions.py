@@ -40,6 +40,11 @@ class Permission(enum.StrEnum):
     TENANT_PLAN = "tenant:plan"
     MEMBER_ADD = "member:add"
     MEMBER_ADD_OWNER = "member:add-owner"
+    MEMBER_READ = "member:read"
+    MEMBER_CHANGE = "member:change"
+    MEMBER_CHANGE_OWNER = "member:change-owner"
+    API_TOKEN_READ = "api-token:read"  # noqa: S105 - a permission, not a secret
+    API_TOKEN_WRITE = "api-token:write"  # noqa: S105 - a permission, not a secret
     SITE_READ = "site:read"
     SITE_WRITE = "site:write"
     ENROLMENT_READ = "enrolment:read"
@@ -94,6 +99,13 @@ TABLE: dict[Permission, Rule] = {
     P.TENANT_PLAN: Rule(W, W, "change the tenant's plan"),
     P.MEMBER_ADD: Rule(A, A, "add a member below owner"),
     P.MEMBER_ADD_OWNER: Rule(W, W, "add an owner"),
+    P.MEMBER_READ: Rule(V, V, "see the tenant's members, their roles and who is still invited"),
+    P.MEMBER_CHANGE: Rule(A, A, "change a member's role or remove a member, below owner"),
+    P.MEMBER_CHANGE_OWNER: Rule(W, W, "make an owner, or change or remove one"),
+    P.API_TOKEN_READ: Rule(A, A, "list the API tokens limited to this tenant"),
+    P.API_TOKEN_WRITE: Rule(
+        A, A, "create an API token limited to this tenant (your own grants there), or revoke one"
+    ),
     P.SITE_READ: Rule(V, V, "list sites"),
     P.SITE_WRITE: Rule(A, A, "create a site or change its flow ceiling"),
     P.ENROLMENT_READ: Rule(A, A, "list enrolment tokens"),

@@ -166,9 +166,15 @@ def assign(
     return assignment
 
 
-def unassign(ctx: Ctx, policy_id: uuid.UUID, target_kind: str, target_id: uuid.UUID) -> None:
+def unassign(
+    ctx: Ctx, policy_id: uuid.UUID, target_kind: str, target_id: uuid.UUID
+) -> PolicyAssignment:
+    """Ends an assignment; the agents it reached and no other assignment still reaches are
+    told (`assigned: false`). Returns the assignment that was removed."""
     policy = get(ctx, policy_id)
     ctx.principal.require(policy.tenant_id, P.POLICY_ASSIGN, "policy")
+    if target_kind not in TARGET_KINDS:
+        raise Invalid(f"a policy is assigned to one of: {', '.join(TARGET_KINDS)}")
     assignment = ctx.session.scalar(
         select(PolicyAssignment).where(
             PolicyAssignment.policy_id == policy_id,
@@ -191,6 +197,7 @@ def unassign(ctx: Ctx, policy_id: uuid.UUID, target_kind: str, target_id: uuid.U
     document = current_document(ctx, policy)
     for agent_id in before - _agents_reached(ctx, policy):
         _push(ctx, policy, agent_id, document, assigned=False)
+    return assignment
 
 
 def push_all_to_new_agent(ctx: Ctx, agent: Agent) -> None:

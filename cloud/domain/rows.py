@@ -4,6 +4,7 @@ tables stay the domain's business (the import contract of `cloud.api`)."""
 
 from dockyard.cloud.store.models import (
     Agent,
+    ApiToken,
     AuditRecord,
     CatalogVm,
     Command,
@@ -22,6 +23,7 @@ from dockyard.cloud.store.models import (
 
 __all__ = [
     "Agent",
+    "ApiToken",
     "AuditRecord",
     "CatalogVm",
     "Command",

@@ -114,6 +114,16 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    """Past it the token is refused at the edge; None: it never expires (bootstrap's)."""
+    last_used_at: Mapped[datetime | None]
+    """Written at most once a minute per token (`admin.USE_GRANULARITY`)."""
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    """The tenant a token made in the portal is limited to (its user's grants there, and
+    through it in its children when it is an MSP); None: every membership of its user.
+    Not `TenantOwned`: a token is resolved before any tenant is known."""
 
 
 class Membership(TenantOwned, Base):

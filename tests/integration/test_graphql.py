@@ -45,6 +45,7 @@ ALLOWED_LISTS = {
     ("VmDecision", "reasons"),
     ("ModuleInfo", "standaloneFeatures"),
     ("IssuedCommands", "commands"),  # what the mutation just made, whole
+    ("VmDashboard", "byState"),  # one per life state: a closed, short set
 }
 
 

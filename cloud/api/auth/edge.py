@@ -57,7 +57,7 @@ def bearer_principal(svc: Services, authorization: str) -> Principal | None:
     if scheme.lower() != "bearer" or not secret.strip():
         return None
     with svc.db.reader() as session:
-        return admin.principal_for_api_token(session, secret.strip())
+        return admin.principal_for_api_token(session, svc.clock, secret.strip())
 
 
 def session_for(svc: Services, secret: str) -> sessions.Active | None:
@@ -71,7 +71,10 @@ async def authenticate(svc: Services, request: Request, *, unsafe: bool) -> Call
         principal = await svc.run_db(bearer_principal, svc, header)
         if principal is None:
             return Refusal(
-                401, UNAUTHENTICATED, "an unknown or revoked token", {"WWW-Authenticate": "Bearer"}
+                401,
+                UNAUTHENTICATED,
+                "an unknown, revoked or expired token",
+                {"WWW-Authenticate": "Bearer"},
             )
         return Caller(principal)
     cookie = request.cookies.get(sessions.COOKIE, "")

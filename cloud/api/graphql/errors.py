@@ -68,6 +68,23 @@ class VmSightingNotFound(Error):
     pass
 
 
+@strawberry.type(
+    description="No such member of this tenant (a grant through its MSP is changed there)."
+)
+class MemberNotFound(Error):
+    pass
+
+
+@strawberry.type(description="No such API token, or another tenant's.")
+class ApiTokenNotFound(Error):
+    pass
+
+
+@strawberry.type(description="The policy is not assigned to that target.")
+class PolicyAssignmentNotFound(Error):
+    pass
+
+
 @strawberry.type(description="Your grants in this tenant do not allow it; the refusal is audited.")
 class PermissionDenied(Error):
     pass
@@ -102,6 +119,9 @@ MATCHES: dict[type[Error], Callable[[e.DomainError], bool]] = {
     CommandNotFound: _not_found("command"),
     JobNotFound: _not_found("job"),
     VmSightingNotFound: _not_found("sighting"),
+    MemberNotFound: _not_found("member"),
+    ApiTokenNotFound: _not_found("API token"),
+    PolicyAssignmentNotFound: _not_found("policy assignment"),
     PermissionDenied: lambda err: isinstance(err, e.Forbidden | e.FlowModeForbids),
     TenantArchived: lambda err: isinstance(err, e.Archived),
     AgentRevoked: lambda err: isinstance(err, e.Revoked),

@@ -19,6 +19,7 @@ from .errors import (
     InvalidInput,
     NameTaken,
     PermissionDenied,
+    PolicyAssignmentNotFound,
     PolicyNotFound,
     SiteNotFound,
     TenantArchived,
@@ -121,6 +122,15 @@ AssignPolicyResult = Annotated[
     | InvalidInput,
     strawberry.union("AssignPolicyResult"),
 ]
+UnassignPolicyResult = Annotated[
+    PolicyAssignment
+    | PolicyNotFound
+    | PolicyAssignmentNotFound
+    | PermissionDenied
+    | TenantArchived
+    | InvalidInput,
+    strawberry.union("UnassignPolicyResult"),
+]
 
 
 @strawberry.type
@@ -191,5 +201,21 @@ class PolicyMutation:
         pid, target = parse_id(policy_id, "policyId"), parse_id(target_id, "targetId")
         row = await info.context.write(
             lambda ctx: policies.assign(ctx, pid, target_kind.value, target)
+        )
+        return PolicyAssignment.of(row)
+
+    @mutation(UnassignPolicyResult, P.POLICY_ASSIGN)
+    async def unassign_policy(
+        self,
+        info: Info[Context, None],
+        policy_id: strawberry.ID,
+        target_kind: PolicyTarget,
+        target_id: strawberry.ID,
+    ) -> PolicyAssignment:
+        """Ends an assignment; agents it alone reached are told the policy no longer applies.
+        Answers the assignment as it was."""
+        pid, target = parse_id(policy_id, "policyId"), parse_id(target_id, "targetId")
+        row = await info.context.write(
+            lambda ctx: policies.unassign(ctx, pid, target_kind.value, target)
         )
         return PolicyAssignment.of(row)

@@ -4,8 +4,6 @@ each list below. A module's (`cloud/modules/<name>/graphql.py`) come from the re
 after the concepts. Every field sits behind `Authenticated` and every mutation declares its
 permissions, or the schema refuses to build."""
 
-from importlib import import_module
-
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
@@ -14,41 +12,50 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from strawberry.utils.str_converters import to_camel_case
 
-from dockyard.cloud.domain import modules
 from dockyard.cloud.domain.permissions import Permission as P
 
-from . import agents, audit, commands, enrolment, limits, policies, tenants
+from . import (
+    agents,
+    api_tokens,
+    audit,
+    commands,
+    dashboard,
+    enrolment,
+    limits,
+    members,
+    policies,
+    tenants,
+)
 from .extensions import MaskUnexpected, RequestSession, log_errors
 from .fields import NEEDS, mutation, query
-
-
-def _modules(part: str) -> tuple[type, ...]:
-    """Each module's `Query` or `Mutation`, in registry order (`CloudModule.graphql`)."""
-    found = (getattr(import_module(m.graphql), part, None) for m in modules.registry() if m.graphql)
-    return tuple(t for t in found if t is not None)
-
+from .module_parts import module_parts
 
 Query = merge_types(
     "Query",
     (
         tenants.TenantQuery,
+        members.MemberQuery,
+        api_tokens.ApiTokenQuery,
+        dashboard.DashboardQuery,
         agents.AgentQuery,
         enrolment.EnrolmentQuery,
         policies.PolicyQuery,
         commands.CommandQuery,
         audit.AuditQuery,
-        *_modules("Query"),
+        *module_parts("Query"),
     ),
 )
 Mutation = merge_types(
     "Mutation",
     (
         tenants.TenantMutation,
+        members.MemberMutation,
+        api_tokens.ApiTokenMutation,
         agents.AgentMutation,
         enrolment.EnrolmentMutation,
         policies.PolicyMutation,
         commands.CommandMutation,
-        *_modules("Mutation"),
+        *module_parts("Mutation"),
     ),
 )
 

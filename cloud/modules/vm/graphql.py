@@ -25,11 +25,12 @@ from dockyard.cloud.api.graphql.errors import (
     VmSightingNotFound,
 )
 from dockyard.cloud.api.graphql.fields import mutation, parse_id, query
+from dockyard.cloud.api.graphql.module_parts import DashboardRoot
 from dockyard.cloud.domain import rows as r
 from dockyard.cloud.domain.errors import NotFound
 from dockyard.cloud.domain.permissions import Permission as P
 
-from . import archive, catalog, notices
+from . import archive, catalog, dashboard, notices
 
 strawberry.enum(PowerAction, description="What a power command does to a VM.")
 strawberry.enum(IdleState, description="What the agent's idleness rule found.")
@@ -487,3 +488,51 @@ class VmMutation:
 # What the schema merges (`cloud/api/graphql/schema.py`, through the module's registry entry).
 Query = VmQuery
 Mutation = VmMutation
+
+
+@strawberry.type(description="How many of the tenant's VMs are in one life state.")
+class VmStateCount:
+    state: LifeState
+    count: int
+
+
+@strawberry.type(description="The VM catalog's figures for the dashboard.")
+class VmDashboard:
+    by_state: list[VmStateCount] = strawberry.field(
+        description="Every life state, in the module's order, each VM counted once "
+        "(as its newest sighting reports it)."
+    )
+    stored_bytes: float = strawberry.field(
+        description="What the archived VMs' archives hold in their repositories."
+    )
+    saved_bytes: float = strawberry.field(
+        description="What dedup and compression saved: the archived VMs' size before, "
+        "less what their archives hold."
+    )
+    vcpus_reclaimed: int = strawberry.field(description="vCPUs of VMs shut down or archived.")
+    memory_mb_reclaimed: float = strawberry.field(
+        description="Memory (MiB) of VMs shut down or archived."
+    )
+    disk_bytes_reclaimed: float = strawberry.field(
+        description="Datastore bytes archived VMs gave back (a VM merely off keeps its disks)."
+    )
+
+
+@strawberry.type(name="VmDashboardPart")
+class Dashboard:
+    """The VM module's part of `Dashboard` (merged by `cloud/api/graphql/dashboard.py`)."""
+
+    @strawberry.field
+    async def vms(
+        self, info: Info[Context, None], parent: strawberry.Parent[DashboardRoot]
+    ) -> VmDashboard:
+        tid = parse_id(parent.tenant_id, "tenantId")
+        f = await info.context.read(lambda ctx: dashboard.figures(ctx, tid))
+        return VmDashboard(
+            by_state=[VmStateCount(state=s, count=n) for s, n in f.by_state.items()],
+            stored_bytes=float(f.stored_bytes),
+            saved_bytes=float(f.saved_bytes),
+            vcpus_reclaimed=f.vcpus_reclaimed,
+            memory_mb_reclaimed=float(f.memory_mb_reclaimed),
+            disk_bytes_reclaimed=float(f.disk_bytes_reclaimed),
+        )

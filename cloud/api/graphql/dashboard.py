@@ -1,0 +1,79 @@
+"""The dashboard: a tenant's figures at a glance. The core gives agents and jobs; each
+module's GraphQL part may add a `Dashboard` class whose fields are merged in (the VM module
+adds `vms`). Each field is its own aggregate read, run only when asked for."""
+
+from typing import Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from dockyard.cloud.domain import dashboard
+
+from .context import Context
+from .errors import InvalidInput, PermissionDenied, TenantNotFound
+from .fields import parse_id, query
+from .module_parts import module_parts
+
+
+@strawberry.type(description="The tenant's agents by how recently they were heard from.")
+class AgentCounts:
+    online: int = strawberry.field(description="Heard from within the last 10 minutes.")
+    quiet: int = strawberry.field(
+        description="Not revoked, but silent for longer (or never heard from since docking)."
+    )
+    revoked: int
+
+
+@strawberry.type(
+    description="The tenant's jobs: open ones now, finished ones in the last 24 hours."
+)
+class JobCounts:
+    pending: int
+    running: int
+    succeeded_last_24h: int
+    failed_last_24h: int = strawberry.field(
+        description="Failed, timed out, rejected or expired in the last 24 hours."
+    )
+
+
+@strawberry.type
+class CoreDashboard:
+    tenant_id: strawberry.ID
+
+    @strawberry.field
+    async def agents(self, info: Info[Context, None]) -> AgentCounts:
+        tid = parse_id(self.tenant_id, "tenantId")
+        n = await info.context.read(lambda ctx: dashboard.agents(ctx, tid))
+        return AgentCounts(online=n.online, quiet=n.quiet, revoked=n.revoked)
+
+    @strawberry.field
+    async def jobs(self, info: Info[Context, None]) -> JobCounts:
+        tid = parse_id(self.tenant_id, "tenantId")
+        n = await info.context.read(lambda ctx: dashboard.jobs(ctx, tid))
+        return JobCounts(
+            pending=n.pending,
+            running=n.running,
+            succeeded_last_24h=n.succeeded_recently,
+            failed_last_24h=n.failed_recently,
+        )
+
+
+Dashboard = strawberry.type(
+    type("Dashboard", (CoreDashboard, *module_parts("Dashboard")), {}),
+    description="A tenant's figures at a glance; each field is read only when asked for.",
+)
+
+DashboardResult = Annotated[
+    Dashboard | TenantNotFound | PermissionDenied | InvalidInput,  # type: ignore[valid-type]
+    strawberry.union("DashboardResult"),
+]
+
+
+@strawberry.type
+class DashboardQuery:
+    @query(DashboardResult)
+    async def dashboard(self, info: Info[Context, None], tenant_id: strawberry.ID) -> CoreDashboard:
+        tid = parse_id(tenant_id, "tenantId")
+        await info.context.read(lambda ctx: dashboard.check(ctx, tid))
+        made: CoreDashboard = Dashboard(tenant_id=strawberry.ID(str(tid)))
+        return made

@@ -1,0 +1,77 @@
+"""The figures the portal's dashboard opens with: agents by state and jobs by outcome.
+Each is one aggregate statement over the tenant's rows; a module adds its own (the VM
+module its catalog's, `cloud/modules/vm/dashboard.py`)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from dockyard.cloud.store.models import Agent, Job
+
+from .context import Ctx
+from .permissions import Permission as P
+from .states import JobState
+
+QUIET_AFTER = timedelta(minutes=10)
+"""An agent not heard from for longer is quiet: its polls stopped, or never began."""
+RECENT = timedelta(hours=24)
+"""How far back finished jobs are counted."""
+
+FAILED = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.REJECTED, JobState.EXPIRED})
+
+
+@dataclass(frozen=True)
+class AgentCounts:
+    online: int
+    """Not revoked, heard from within `QUIET_AFTER`."""
+    quiet: int
+    """Not revoked, silent for longer (or never heard from since docking)."""
+    revoked: int
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    pending: int
+    running: int
+    succeeded_recently: int
+    failed_recently: int
+    """Failed, timed out, rejected or expired within `RECENT`."""
+
+
+def check(ctx: Ctx, tenant_id: uuid.UUID) -> None:
+    """The dashboard is seen by whoever sees the tenant; its parts check their own reads."""
+    ctx.principal.require(tenant_id, P.TENANT_READ)
+
+
+def agents(ctx: Ctx, tenant_id: uuid.UUID) -> AgentCounts:
+    ctx.principal.require(tenant_id, P.AGENT_READ)
+    live = Agent.revoked_at.is_(None)
+    recent = Agent.last_seen_at >= ctx.now() - QUIET_AFTER
+    online, quiet, revoked = ctx.session.execute(
+        select(
+            func.count().filter(live, recent),
+            func.count().filter(live, ~recent | Agent.last_seen_at.is_(None)),
+            func.count().filter(~live),
+        ).where(Agent.tenant_id == tenant_id)
+    ).one()
+    return AgentCounts(int(online), int(quiet), int(revoked))
+
+
+def jobs(ctx: Ctx, tenant_id: uuid.UUID) -> JobCounts:
+    ctx.principal.require(tenant_id, P.JOB_READ)
+    since = ctx.now() - RECENT
+    recent = Job.updated_at >= since
+    failed = Job.state.in_([s.value for s in FAILED])
+    row = ctx.session.execute(
+        select(
+            func.count().filter(Job.state == JobState.PENDING.value),
+            func.count().filter(Job.state == JobState.RUNNING.value),
+            func.count().filter(Job.state == JobState.SUCCEEDED.value, recent),
+            func.count().filter(failed, recent),
+        ).where(Job.tenant_id == tenant_id)
+    ).one()
+    return JobCounts(*(int(n) for n in row))

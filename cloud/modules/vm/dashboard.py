@@ -1,0 +1,70 @@
+"""The VM module's dashboard figures, from the catalog: VMs by life state, what the archive
+stores and what it saved, and the capacity given back by VMs shut down or archived.
+
+A VM counts once, in the state its newest sighting reports (as `Vm.lifeState` shows it);
+its vCPUs and memory are its record's. Disk is given back only by an archive (the stub
+replaces the VM's files); a VM that is merely off still holds its disks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from dockyard.agent.protocol.vm import LifeState
+from dockyard.cloud.domain.context import Ctx
+from dockyard.cloud.domain.permissions import Permission as P
+from dockyard.cloud.store.models import VmSighting
+
+RECLAIMING = frozenset({LifeState.OFF, LifeState.ARCHIVED})
+"""The states in which a VM no longer takes its vCPUs and memory from its host."""
+
+
+@dataclass(frozen=True)
+class VmFigures:
+    by_state: dict[LifeState, int]
+    stored_bytes: int
+    """What the archives of archived VMs added to their repositories."""
+    saved_bytes: int
+    """What dedup and compression saved: the archived VMs' size before, less what was stored."""
+    vcpus_reclaimed: int
+    memory_mb_reclaimed: int
+    disk_bytes_reclaimed: int
+
+
+def figures(ctx: Ctx, tenant_id: uuid.UUID) -> VmFigures:
+    ctx.principal.require(tenant_id, P.VM_READ)
+    rows = ctx.session.execute(
+        select(
+            VmSighting.vm_id,
+            VmSighting.seen_at,
+            VmSighting.life_state,
+            VmSighting.record,
+            VmSighting.size_before,
+            VmSighting.stored_bytes,
+        ).where(VmSighting.tenant_id == tenant_id)
+    ).all()
+    newest: dict[uuid.UUID, tuple[datetime, LifeState, dict[str, object], int, int]] = {}
+    for vm_id, seen_at, state, record, before, stored in rows:
+        if vm_id not in newest or seen_at > newest[vm_id][0]:
+            newest[vm_id] = (seen_at, LifeState(state), record, before or 0, stored or 0)
+    by_state: Counter[LifeState] = Counter()
+    stored = saved = vcpus = memory = disk = 0
+    for _, state, record, before, kept in newest.values():
+        by_state[state] += 1
+        if state in RECLAIMING:
+            vcpus += _int(record.get("cpus"))
+            memory += _int(record.get("memory_mb"))
+        if state is LifeState.ARCHIVED:
+            stored += kept
+            saved += max(before - kept, 0)
+            disk += before
+    return VmFigures({s: by_state.get(s, 0) for s in LifeState}, stored, saved, vcpus, memory, disk)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
