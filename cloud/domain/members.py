@@ -146,15 +146,18 @@ def remove(ctx: Ctx, tenant_id: uuid.UUID, user_id: uuid.UUID) -> Member:
     return Member(_user(ctx, user_id), role, True, None)
 
 
-def _for_change(ctx: Ctx, tenant_id: uuid.UUID, user_id: uuid.UUID, new: Role | None) -> Membership:
+def _for_change(
+    ctx: Ctx, tenant_id: uuid.UUID, user_id: uuid.UUID, new: Role | None
+) -> Membership:
     """The direct membership to change, its permission checked: an owner's, or making one,
-    needs the owner's permission. A grant through the MSP is changed in the MSP."""
-    ctx.principal.require(tenant_id, P.MEMBER_CHANGE)
+    needs the owner's permission (which the rank order makes enough on its own). A grant
+    through the MSP is changed in the MSP."""
+    ctx.principal.require(tenant_id, P.MEMBER_READ)
     membership = _membership(ctx, tenant_id, user_id)
     if membership is None:
         raise NotFound("member")
-    if Role.OWNER in (Role(membership.role), new):
-        ctx.principal.require(tenant_id, P.MEMBER_CHANGE_OWNER)
+    owner = Role.OWNER in (Role(membership.role), new)
+    ctx.principal.require(tenant_id, P.MEMBER_CHANGE_OWNER if owner else P.MEMBER_CHANGE)
     return membership
 
 

@@ -26,7 +26,7 @@ from dockyard.cloud.api.graphql.context import Context
 from dockyard.cloud.api.graphql.permissions_doc import DOC_FILE, document
 from dockyard.cloud.api.graphql.schema import build_schema, mutation_needs
 from dockyard.cloud.app import build_services
-from dockyard.cloud.domain import admin, enrolment, policies, tenants
+from dockyard.cloud.domain import admin, enrolment, members, policies, tenants
 from dockyard.cloud.domain.clock import SystemClock
 from dockyard.cloud.domain.permissions import TABLE, Permission
 from dockyard.cloud.domain.principal import Principal, Role
@@ -35,9 +35,11 @@ from dockyard.cloud.settings import Settings
 from dockyard.cloud.store.db import Database
 from dockyard.cloud.store.models import (
     Agent,
+    ApiToken,
     AuditRecord,
     CatalogVm,
     EnrolmentToken,
+    Membership,
     PolicyAssignment,
     Tenant,
     VmSighting,
@@ -70,6 +72,8 @@ class Fixture:
     token_id: uuid.UUID
     sighting_id: uuid.UUID
     vm_id: uuid.UUID
+    member_id: uuid.UUID | None = None
+    api_token_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -112,8 +116,37 @@ def _reset_token(f: Fixture) -> None:
 
 def _reset_assignment(f: Fixture) -> None:
     with system(f.world.db, f.world.tenant_id) as ctx:
-        for row in ctx.session.scalars(select(PolicyAssignment)):
+        for row in ctx.session.scalars(
+            select(PolicyAssignment).where(PolicyAssignment.target_kind == "tenant")
+        ):
             ctx.session.delete(row)
+
+
+def _reassign(f: Fixture) -> None:
+    with system(f.world.db, f.world.tenant_id) as ctx:
+        policies.assign(ctx, f.policy_id, "site", f.world.site_id)
+
+
+def _reset_member(f: Fixture) -> None:
+    """The fixture's member back as a viewer (after a role change or a removal)."""
+    with system(f.world.db, f.world.tenant_id) as ctx:
+        found = ctx.session.scalar(select(Membership).where(Membership.user_id == f.member_id))
+        if found is None:
+            ctx.session.add(
+                Membership(
+                    tenant_id=f.world.tenant_id,
+                    user_id=f.member_id,
+                    role="viewer",
+                    created_at=datetime.now(UTC),
+                )
+            )
+        else:
+            found.role = "viewer"
+
+
+def _reset_api_token(f: Fixture) -> None:
+    with f.world.db.transaction() as session:
+        session.execute(update(ApiToken).values(revoked_at=None))
 
 
 def _reset_split(f: Fixture) -> None:
@@ -191,6 +224,55 @@ CASES = [
         reset=_reset_assignment,
     ),
     Case(
+        "unassignPolicy",
+        lambda f, i: {
+            "policyId": str(f.policy_id),
+            "targetKind": "SITE",
+            "targetId": str(f.world.site_id),
+        },
+        Permission.POLICY_ASSIGN,
+        reset=_reassign,
+    ),
+    Case(
+        "inviteMember",
+        lambda f, i: {"tenantId": _tid(f), "email": f"i{i}@example.com", "role": "OPERATOR"},
+        Permission.MEMBER_ADD,
+    ),
+    Case(
+        "inviteMember",
+        lambda f, i: {"tenantId": _tid(f), "email": f"o{i}@example.com", "role": "OWNER"},
+        Permission.MEMBER_ADD_OWNER,
+    ),
+    Case(
+        "changeMemberRole",
+        lambda f, i: {"tenantId": _tid(f), "userId": str(f.member_id), "role": "ADMIN"},
+        Permission.MEMBER_CHANGE,
+        reset=_reset_member,
+    ),
+    Case(
+        "changeMemberRole",
+        lambda f, i: {"tenantId": _tid(f), "userId": str(f.member_id), "role": "OWNER"},
+        Permission.MEMBER_CHANGE_OWNER,
+        reset=_reset_member,
+    ),
+    Case(
+        "removeMember",
+        lambda f, i: {"tenantId": _tid(f), "userId": str(f.member_id)},
+        Permission.MEMBER_CHANGE,
+        reset=_reset_member,
+    ),
+    Case(
+        "createApiToken",
+        lambda f, i: {"tenantId": _tid(f), "name": f"t{i}"},
+        Permission.API_TOKEN_WRITE,
+    ),
+    Case(
+        "revokeApiToken",
+        lambda f, i: {"id": str(f.api_token_id)},
+        Permission.API_TOKEN_WRITE,
+        reset=_reset_api_token,
+    ),
+    Case(
         "issueCommand",
         lambda f, i: {"agentId": str(f.agent_id), "name": "noop.echo"},
         Permission.COMMAND_ISSUE,
@@ -250,7 +332,24 @@ def _fixture(pg: Database, tmp_path: Path) -> Fixture:
         )
         ctx.session.add(sighting)
         ctx.session.flush()
-        return Fixture(world, agent_id, policy.id, token.id, sighting.id, vm.id)
+        policies.assign(ctx, policy.id, "site", world.site_id)
+        member = members.invite(
+            ctx, world.tenant_id, f"m-{uuid.uuid4().hex[:8]}@example.com", Role.VIEWER
+        )
+        fixture = Fixture(world, agent_id, policy.id, token.id, sighting.id, vm.id)
+        fixture.member_id = member.user.id
+    with pg.transaction() as session:  # a user's row, not the tenant's: no scope
+        api_token = ApiToken(
+            user_id=world.user_id,
+            tenant_id=world.tenant_id,
+            token_hash=uuid.uuid4().bytes * 2,
+            name="fixture",
+            created_at=datetime.now(UTC),
+        )
+        session.add(api_token)
+        session.flush()
+        fixture.api_token_id = api_token.id
+    return fixture
 
 
 def _principal(pg: Database, f: Fixture, direct: Role | None, msp: Role | None) -> Principal:
@@ -275,6 +374,8 @@ def _text(case: Case) -> str:
         "agentId": "ID!",
         "sightingId": "ID!",
         "vmId": "ID!",
+        "userId": "ID!",
+        "role": "Role!",
         "agentIds": "[ID!]!",
         "document": "JSON!",
         "count": "Int!",
@@ -357,7 +458,7 @@ def test_every_mutation_for_every_grant_matches_the_table(
 
     calls = asyncio.run(walk())
     assert mismatches == [], mismatches
-    assert calls == len(CASES) * len(GRANTS) == 20 * 20
+    assert calls == len(CASES) * len(GRANTS) == 28 * 20
     # Each refusal was written in a transaction of its own, outliving the rolled-back call.
     written = _refusals(pg, fixture)
     assert {k: sorted(v) for k, v in refused.items() if v} == written
