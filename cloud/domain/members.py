@@ -146,9 +146,7 @@ def remove(ctx: Ctx, tenant_id: uuid.UUID, user_id: uuid.UUID) -> Member:
     return Member(_user(ctx, user_id), role, True, None)
 
 
-def _for_change(
-    ctx: Ctx, tenant_id: uuid.UUID, user_id: uuid.UUID, new: Role | None
-) -> Membership:
+def _for_change(ctx: Ctx, tenant_id: uuid.UUID, user_id: uuid.UUID, new: Role | None) -> Membership:
     """The direct membership to change, its permission checked: an owner's, or making one,
     needs the owner's permission (which the rank order makes enough on its own). A grant
     through the MSP is changed in the MSP."""
