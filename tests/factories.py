@@ -136,3 +136,25 @@ class Gql:
         """The nodes of the one connection `query` selects (its first page)."""
         (answer,) = self.data(query, **variables).values()
         return [e["node"] for e in answer["edges"]]
+
+
+AUDIT_LOG = """query($t: ID!) { auditLog(tenantId: $t, first: 500) { __typename
+  ... on AuditRecordConnection { edges { node { action actorId target outcome detail } } } } }"""
+
+
+def audit_log(gql: Gql, tenant_id: uuid.UUID | str) -> list[dict[str, Any]]:
+    """The tenant's audit records as `gql`'s principal reads them, oldest first."""
+    log = gql.data(AUDIT_LOG, t=str(tenant_id))["auditLog"]
+    assert log["__typename"] == "AuditRecordConnection", log
+    return [e["node"] for e in log["edges"]]
+
+
+def answers_as_missing(
+    gql: Gql, query: str, name: str, other_tenants_id: uuid.UUID | str, **variables: Any
+) -> dict[str, Any]:
+    """`query` with variable `name` set to another tenant's id, asserted to answer exactly
+    as with an id that names nothing; returns that answer."""
+    theirs = gql.raw(query, **{**variables, name: str(other_tenants_id)})
+    missing = gql.raw(query, **{**variables, name: str(uuid.uuid4())})
+    assert theirs == missing, (theirs, missing)
+    return theirs

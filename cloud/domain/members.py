@@ -101,7 +101,8 @@ def invite(ctx: Ctx, tenant_id: uuid.UUID, email: str, role: Role) -> Member:
     user = ctx.session.scalar(select(User).where(User.email == address))
     new_user = user is None
     if user is None:
-        user = User(email=address, name=address.split("@")[0][:200], created_at=ctx.now())
+        # No name yet: the first sign-in takes the one the identity provider gives.
+        user = User(email=address, name="", created_at=ctx.now())
         ctx.session.add(user)
         ctx.session.flush()
     elif _membership(ctx, tenant_id, user.id) is not None:
