@@ -149,6 +149,13 @@ def audit_log(gql: Gql, tenant_id: uuid.UUID | str) -> list[dict[str, Any]]:
     return [e["node"] for e in log["edges"]]
 
 
+def refusals(gql: Gql, tenant_id: uuid.UUID | str) -> list[tuple[str, str]]:
+    """(permission, actor id) of each refused act in the tenant's audit log, oldest first."""
+    return [
+        (a["action"], a["actorId"]) for a in audit_log(gql, tenant_id) if a["outcome"] == "refused"
+    ]
+
+
 def answers_as_missing(
     gql: Gql, query: str, name: str, other_tenants_id: uuid.UUID | str, **variables: Any
 ) -> dict[str, Any]:
