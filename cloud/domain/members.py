@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from dockyard.cloud.store.models import Membership, Tenant, User
 from dockyard.cloud.store.tenancy import unscoped
@@ -100,17 +101,24 @@ def invite(ctx: Ctx, tenant_id: uuid.UUID, email: str, role: Role) -> Member:
     address = email_address(email)
     user = ctx.session.scalar(select(User).where(User.email == address))
     new_user = user is None
-    if user is None:
-        # No name yet: the first sign-in takes the one the identity provider gives.
-        user = User(email=address, name="", created_at=ctx.now())
-        ctx.session.add(user)
-        ctx.session.flush()
-    elif _membership(ctx, tenant_id, user.id) is not None:
-        raise AlreadyMember(f"{address} is a member of this tenant already; change the role")
-    ctx.session.add(
-        Membership(tenant_id=tenant_id, user_id=user.id, role=role.value, created_at=ctx.now())
-    )
-    ctx.session.flush()
+    already = AlreadyMember(f"{address} is a member of this tenant already; change the role")
+    if user is not None and _membership(ctx, tenant_id, user.id) is not None:
+        raise already
+    try:
+        # The same person invited twice at once: the unique e-mail or membership decides.
+        with ctx.session.begin_nested():
+            if user is None:
+                # No name yet: the first sign-in takes the one the identity provider gives.
+                user = User(email=address, name="", created_at=ctx.now())
+                ctx.session.add(user)
+                ctx.session.flush()
+            ctx.session.add(
+                Membership(
+                    tenant_id=tenant_id, user_id=user.id, role=role.value, created_at=ctx.now()
+                )
+            )
+    except IntegrityError:
+        raise already from None
     audit.record(
         ctx,
         tenant_id,
