@@ -101,9 +101,9 @@ def test_a_qcow2_domain_is_archived_its_backing_file_kept_and_restored_and_start
     with pytest.raises(Exception, match=r"top\.qcow2|No such file"):
         dom.create()  # nothing left it can boot from
 
-    with pytest.raises(ArchiveFailed, match="another datastore is not built") as elsewhere:
-        archiver.restore("kvm", vm, files, open_repo, place="other-pool")
-    assert elsewhere.value.code == "not_supported"
+    with pytest.raises(ArchiveFailed, match="no datastore|no other datastore") as elsewhere:
+        archiver.restore("kvm", vm, files, open_repo, place="no-such-pool")
+    assert elsewhere.value.code == "datastore_not_found"
     assert files.read_stub(vm) is not None  # refused before anything was written
     assert not top.exists()
 
@@ -115,3 +115,51 @@ def test_a_qcow2_domain_is_archived_its_backing_file_kept_and_restored_and_start
     files.power_on(vm)
     assert dom.isActive()
     driver.close()
+
+
+def test_a_restore_to_another_storage_pool_moves_the_disk_and_its_stub_and_boots(
+    domain: tuple[Any, Path, Path], tmp_path: Path
+) -> None:
+    """The top image goes to a second directory pool of the host, the domain is redefined
+    to name it there (its backing file stays where it is, named by its absolute path), and
+    the domain starts from it."""
+    dom, top, _base = domain
+    top_bytes = top.read_bytes()
+    other = top.parent.parent / f"{top.parent.name}-other"
+    other.mkdir()
+    pool = dom.connect().storagePoolCreateXML(
+        f"<pool type='dir'><name>{other.name}</name><target><path>{other}</path></target></pool>"
+    )
+    driver = open_driver("kvm", {"kind": "libvirt", "hosts": [{"name": "local", "uri": URI}]})
+    assert isinstance(driver, LibvirtDriver)
+    try:
+        vm = next(v for v in driver.discover().vms if v.native_id == dom.UUIDString())
+        files = LibvirtFiles(driver)
+        repo = tmp_path / "repo"
+        Repository.init(LocalBackend(repo), PASS, params=SMALL, pack_bytes=1 << 20, cost=FAST)
+        Repository.open(LocalBackend(repo), passphrase=PASS).add_recovery_key()
+
+        def open_repo() -> Repository:
+            return Repository.open(LocalBackend(repo), passphrase=PASS)
+
+        archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+        archiver.archive("kvm", vm, files, ArchiveRules(), open_repo)
+        assert not top.exists()
+        assert other.name in files.places(vm)
+
+        archiver.restore("kvm", vm, files, open_repo, place=other.name)
+        moved = other / top.name
+        assert moved.read_bytes() == top_bytes
+        assert not top.exists()
+        assert [f.source for f in files.files(vm)[0] if f.role == "disk"] == [str(moved)]
+        assert files.read_stub(vm) is None
+        assert not list(other.glob("*stub*"))
+        assert not list(top.parent.glob("*stub*"))
+        assert not files.fenced(vm)
+        files.power_on(vm)
+        assert dom.isActive()
+        dom.destroy()
+    finally:
+        driver.close()
+        pool.destroy()
+        subprocess.run(["rm", "-rf", str(other)], check=False)

@@ -816,11 +816,18 @@ class Archiver:
             if FileRole(f.role) == FileRole.DISK and not f.name.startswith("external/")
         ]
         moving = sum(f.size for f in disks)
-        room = files.places(vm)
+        try:
+            room = files.places(vm)
+        except DriverError as e:
+            if e.code != "not_supported":
+                raise
+            raise ArchiveFailed(
+                "not_supported", str(e) + (f"; {_say(short[0])}" if short else "")
+            ) from None
         if not room:
             raise ArchiveFailed(
-                "not_supported",
-                f"{files.hypervisor}: restoring to another datastore is not built"
+                "datastore_not_found" if place else "datastore_full",
+                f"{vm.name}'s host has no other datastore or storage pool to restore to"
                 + (f"; {_say(short[0])}" if short else ""),
             )
         if place is None:

@@ -113,7 +113,9 @@ class VmFiles(abc.ABC):
 
     def places(self, vm: VmInfo) -> dict[str, int]:
         """Where the VM's disks could go back instead, with the bytes free in each."""
-        return {}
+        raise DriverError(
+            "not_supported", f"{self.hypervisor}: restoring disks to another place is not built"
+        )
 
     def relocate(self, f: VmFile, place: str) -> VmFile:
         """The file as it would be written in `place` (same folder and name there)."""
