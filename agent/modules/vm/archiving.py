@@ -22,7 +22,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,6 +46,8 @@ from ...vault.repository import Repository
 from ..base import CommandFailed, Handler, ModuleContext, Outcome
 from .archive import ArchiveFailed, Archiver, Report
 from .drivers.base import Driver, DriverError
+from .ec2archive import Ec2Archiver
+from .ec2files import Ec2Files
 from .lifecycle import exclusion
 from .store import StoredVm, VmStore
 from .vmfiles import VmFiles
@@ -88,6 +90,11 @@ def files_of(driver: Driver) -> VmFiles:
 
         assert isinstance(driver, VsphereDriver)
         return VsphereFiles(driver)
+    if driver.kind == "ec2":
+        from .drivers.ec2 import Ec2Driver
+
+        assert isinstance(driver, Ec2Driver)
+        return Ec2Files(driver)
     raise DriverError("not_supported", f"archiving VMs of {driver.kind} endpoints is not built yet")
 
 
@@ -109,6 +116,7 @@ class ArchiveService:
     def __init__(self, host: ArchiveHost) -> None:
         self.host = host
         self.archiver = Archiver(host.store, host.ctx.state_dir, host.clock)
+        self.ec2 = Ec2Archiver(self.archiver)
 
     # --- the repository ----------------------------------------------------------------
 
@@ -199,9 +207,8 @@ class ArchiveService:
         files = files_of(self.host.driver(endpoint))
         try:
             self._check_size(stored, files, policy.archive)
-            return self.archiver.archive(
-                endpoint, stored.vm, files, policy.archive, open_repo, report
-            )
+            engine = self.ec2 if isinstance(files, Ec2Files) else self.archiver
+            return engine.archive(endpoint, stored.vm, files, policy.archive, open_repo, report)
         finally:
             files.close()
 
@@ -301,16 +308,29 @@ class ArchiveService:
         open_repo = self.opener(policy.archive.storage)
         files = files_of(self.host.driver(endpoint))
         try:
-            self.archiver.restore(
-                endpoint,
-                stored.vm,
-                files,
-                open_repo,
-                report,
-                requested_by,
-                datastore,
-                policy.archive.restore_to,
-            )
+            if isinstance(files, Ec2Files):  # EC2 launches it again under a new id
+                if datastore:
+                    raise ArchiveFailed(
+                        "not_supported",
+                        "an EC2 instance comes back where its AMI's snapshots are; it has no "
+                        "datastore to choose",
+                    )
+                on = any(a.kind == PostRestoreKind.POWER_ON for a in policy.archive.post_restore)
+                vm = self.ec2.restore(
+                    endpoint, stored.vm, files, open_repo, report, requested_by, leave_on=on
+                )
+                stored = replace(stored, vm=vm)
+            else:
+                self.archiver.restore(
+                    endpoint,
+                    stored.vm,
+                    files,
+                    open_repo,
+                    report,
+                    requested_by,
+                    datastore,
+                    policy.archive.restore_to,
+                )
             return self._after(stored, files, policy.archive, requested_by)
         finally:
             files.close()

@@ -87,6 +87,11 @@ AUTH_CODES = {
     "UnauthorizedOperation",
 }
 QUERIES_PER_CALL = 500
+ARCHIVE_TAG = "dockyard:archive"
+"""Set by the archive (`ec2archive.py`): on an instance being archived, `archiving`; on its
+AMI, `archived` once the instance is terminated and the AMI's tags are its stub."""
+ARCHIVED_INSTANCE_TAG = "dockyard:archived-instance"
+STUB_NAME_TAG = "dockyard:stub:vm_name"
 
 
 class Ec2Driver(Driver):
@@ -164,6 +169,8 @@ class Ec2Driver(Driver):
             token = page.get("NextToken")
             if not token:
                 break
+        live = {v.native_id for v in vms}
+        vms += [v for v in self.archived() if v.native_id not in live]
         events = self.scheduled_events() if vms else {}
         vms = [
             replace(v, tags={**v.tags, SCHEDULED_EVENT_TAG: events[v.native_id]})
@@ -172,6 +179,34 @@ class Ec2Driver(Driver):
             for v in vms
         ]
         return Inventory(self.name, hosts, (), tuple(vms))
+
+    def archived(self) -> list[VmInfo]:
+        """Archived instances, from the AMIs that stand for them: terminated on EC2, they
+        stay in the inventory (off, no volumes) as a vSphere VM stays registered with its
+        stub, so they can be restored, and are reported archived."""
+        answer = self._call(
+            self.ec2.describe_images,
+            Owners=["self"],
+            Filters=[{"Name": f"tag:{ARCHIVE_TAG}", "Values": ["archived"]}],
+        )
+        out = []
+        for image in answer.get("Images", []):
+            tags = {t["Key"]: t.get("Value", "") for t in image.get("Tags", [])}
+            native_id = tags.get(ARCHIVED_INSTANCE_TAG)
+            if native_id:
+                out.append(
+                    VmInfo(
+                        native_id=native_id,
+                        name=tags.get(STUB_NAME_TAG) or native_id,
+                        power_state="off",
+                        host=None,
+                        datastores=(),
+                        cpus=0,
+                        memory_mb=0,
+                        identifiers=Identifiers(ec2_instance_id=native_id),
+                    )
+                )
+        return out
 
     def _vm(self, instance: dict[str, Any]) -> VmInfo:
         tags = {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
