@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -334,19 +333,23 @@ def _child(mode: str, lab: Lab, native_id: str, state: Path, crash: str | None) 
 def test_a_kill_at_every_step_leaves_the_instance_whole_and_the_next_run_finishes(
     lab: Lab, tmp_path: Path, mode: str, point: str
 ) -> None:
+    """The killed run is a process of its own; the run after it, here, finds the journal
+    it left in the same state directory, as a restarted agent would."""
     vm = lab.launch()
     state = tmp_path / "state"
-    state.mkdir()
+    engine = lab.engine(state)
     if mode == "restore":
-        assert _child("archive", lab, vm.native_id, state, None) == 0
+        engine.archive("aws", vm, lab.files, ArchiveRules(), lab.open_repo)
     assert _child(mode, lab, vm.native_id, state, point) == -signal.SIGKILL, f"{point} not reached"
+    job = engine.journal.job("aws", vm.native_id)
+    assert job is not None
+    assert job.kind == mode  # the journal knows where it stopped
 
     if mode == "archive":
-        whole_here = (
-            lab.live(vm.native_id) and lab.files.must(vm.native_id)["State"]["Name"] == "stopped"
-        )
+        here = lab.files.instance(vm.native_id)
+        whole_here = here is not None and here["State"]["Name"] == "stopped"
         assert whole_here or _archived_whole(lab, vm.native_id), f"{point}: whole nowhere"
-        assert _child(mode, lab, vm.native_id, state, None) == 0
+        engine.archive("aws", vm, lab.files, ArchiveRules(), lab.open_repo)
         assert not lab.live(vm.native_id)
         image = lab.image(vm.native_id)
         assert image is not None
@@ -355,10 +358,11 @@ def test_a_kill_at_every_step_leaves_the_instance_whole_and_the_next_run_finishe
         assert len(lab.files.images_of(vm.native_id)) == 1  # a resumed run made no second AMI
     else:
         assert _archived_whole(lab, vm.native_id), f"{point}: the archive is not whole"
-        assert _child(mode, lab, vm.native_id, state, None) == 0
+        engine.restore("aws", vm, lab.files, lab.open_repo)
         restored = lab.files.tagged(RESTORED_FROM_TAG, vm.native_id)
         assert len(restored) == 1  # never a second instance
         assert restored[0]["State"]["Name"] == "stopped"
         image = lab.image(vm.native_id)
         assert image is not None
         assert tags_of(image)[FENCE_TAG] == "restored"
+    assert engine.journal.job("aws", vm.native_id) is None

@@ -73,7 +73,7 @@ from .ec2files import (
     tags_of,
 )
 from .manifest import MANIFEST_NAME, ArchiveMismatch, Manifest
-from .stub import Stub, StubOrphaned, StubTampered, stub_key
+from .stub import Stub, StubTampered, stub_key
 from .vmfiles import VmFiles
 
 ARCHIVE_POINTS = (
@@ -513,30 +513,14 @@ class Ec2Archiver:
         return ec2.info(ec2.must(new_id))
 
     def _open_stub(self, vm: VmInfo, ec2: Ec2Files, repo: Repository) -> tuple[Stub, Manifest, str]:
+        """The file engine's checks of a stub (MAC, repository, snapshot, manifest hash),
+        then that the manifest names the AMI the stub is on."""
+        stub, manifest = self.files_engine._open_stub(vm, ec2, repo)
         image = ec2.stub_image(vm.native_id)
-        raw = None if image is None else stub_from_tags(tags_of(image))
-        if image is None or raw is None:
-            raise ArchiveFailed("not_archived", f"{vm.name} has no archive AMI: it is not archived")
-        stub = Stub.loads(raw)
-        stub.verify(stub_key(repo.keys.master), repo.id)
-        try:
-            repo.snapshot(stub.snapshot)
-        except VaultError:
-            raise StubOrphaned(
-                f"the AMI's stub names snapshot {stub.snapshot[:12]}, which the repository no "
-                "longer holds (pruned or deleted); the instance cannot be restored from it"
-            ) from None
-        sink = io.BytesIO()
-        try:
-            repo.restore_stream(stub.snapshot, MANIFEST_NAME, sink)
-        except VaultError as e:
-            raise ArchiveFailed("archive_damaged", f"the archive's manifest: {e}") from None
-        if hashlib.sha256(sink.getvalue()).hexdigest() != stub.manifest_sha256:
-            raise StubTampered("the archive's manifest does not match the stub's hash")
-        manifest = Manifest.from_bytes(sink.getvalue())
-        if manifest.hardware.get("image", {}).get("ami") != image["ImageId"]:
-            raise StubTampered(f"the stub on {image['ImageId']} belongs to another AMI")
-        return stub, manifest, str(image["ImageId"])
+        ami = manifest.hardware.get("image", {}).get("ami")
+        if image is None or ami != image["ImageId"]:
+            raise StubTampered(f"the stub of {vm.name} is on an AMI its archive does not name")
+        return stub, manifest, str(ami)
 
     def _launch(self, job: Job, vm: VmInfo, ec2: Ec2Files, report: Report) -> None:
         assert job.manifest
