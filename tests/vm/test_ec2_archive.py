@@ -366,3 +366,43 @@ def test_a_kill_at_every_step_leaves_the_instance_whole_and_the_next_run_finishe
         assert image is not None
         assert tags_of(image)[FENCE_TAG] == "restored"
     assert engine.journal.job("aws", vm.native_id) is None
+
+
+def test_the_vm_module_archives_and_restores_an_instance_through_its_service(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The module's archive feature picks the EC2 engine for an EC2 endpoint; the archived
+    instance stays in its inventory (from the AMI) and comes back started, as the policy's
+    post-restore power-on says, with its life row under its new id."""
+    from dockyard.agent.clock import ManualClock
+    from dockyard.agent.modules.vm import module_at
+
+    vm = lab.launch()
+    secret = tmp_path / "archive.pass"
+    secret.write_text(PASS + "\n")
+    module = module_at(tmp_path / "vm", ManualClock(datetime(2026, 6, 1, 12, tzinfo=UTC)))
+    module.endpoints.add("aws", lab.moto.config())
+    module.set_local_policy({"archive": {"storage": {"kind": "directory", "path": str(lab.repo)}}})
+    module.update_settings(archive_passphrase_file=str(secret))
+    module.set_features(frozenset({"archive"}))
+    module.discover(module.clock())
+
+    record = module.archives.archive("aws", vm.native_id)
+    assert record.size_before == 8 << 30
+    assert not lab.live(vm.native_id)
+    module.discover(module.clock())
+    stored = module.store.vm("aws", vm.native_id)
+    assert stored is not None
+    assert stored.gone_at is None  # the AMI stands for it
+    life = module.archives.archiver.journal.life("aws", vm.native_id)
+    assert life is not None
+    assert life[0] == LifeState.ARCHIVED
+
+    done = module.archives.restore("aws", vm.native_id)
+    assert done == ["powered on"]
+    (back,) = lab.files.tagged(RESTORED_FROM_TAG, vm.native_id)
+    assert back["State"]["Name"] == "running"
+    moved = module.archives.archiver.journal.life("aws", back["InstanceId"])
+    assert moved is not None
+    assert moved[0] == LifeState.RUNNING
+    module.close()

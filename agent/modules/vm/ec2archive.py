@@ -174,6 +174,13 @@ class Ec2Archiver:
                 "invalid_power_state",
                 f"{vm.name} is {state}; only a stopped instance is archived",
             )
+        interfaces = ec2.must(vm.native_id).get("NetworkInterfaces", [])
+        if len(interfaces) > 1:
+            raise ArchiveFailed(
+                "not_supported",
+                f"{vm.name} has {len(interfaces)} network interfaces; only instances with one "
+                "are archived (a restore would not bring the others back)",
+            )
         self.journal.set_life(job.endpoint, vm.native_id, LifeState.ARCHIVING, self.clock())
         placement = ec2.fence(vm)
         self.journal.step(job, "fenced", self.clock(), placement=placement)

@@ -49,6 +49,9 @@ STUB_PREFIX = "dockyard:stub:"
 assert f"{STUB_PREFIX}vm_name" == STUB_NAME_TAG  # discovery reads the stub's name
 OUR_TAGS = "dockyard:"
 """Tags with this prefix are ours: never recorded as the instance's, never compared."""
+AWS_TAGS = "aws:"
+"""Tags AWS sets itself (CloudFormation's, Auto Scaling's); nobody may set them, so they
+are neither recorded nor compared."""
 MAX_TAG_VALUE = 256
 GIB = 1 << 30
 
@@ -158,7 +161,7 @@ class Ec2Files(VmFiles):
             "tags": {
                 t["Key"]: t.get("Value", "")
                 for t in instance.get("Tags", [])
-                if not t["Key"].startswith(OUR_TAGS)
+                if not t["Key"].startswith((OUR_TAGS, AWS_TAGS))
             },
             "volumes": [{k: v for k, v in vol.items() if k != "volume"} for vol in volumes],
         }
