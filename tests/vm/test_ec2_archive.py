@@ -299,6 +299,24 @@ def test_a_running_instance_is_refused_and_left_untouched(lab: Lab, tmp_path: Pa
     assert lab.files.protected(vm.native_id)  # the owner's protection stays as it was
 
 
+def test_a_repository_with_one_key_slot_refuses_before_the_fence(lab: Lab, tmp_path: Path) -> None:
+    single = tmp_path / "single"
+    Repository.init(LocalBackend(single), PASS, params=SMALL, pack_bytes=1 << 20, cost=FAST)
+    vm = lab.launch()
+    with pytest.raises(ArchiveFailed) as failed:
+        lab.engine(tmp_path / "s").archive(
+            "aws",
+            vm,
+            lab.files,
+            ArchiveRules(),
+            lambda: Repository.open(LocalBackend(single), passphrase=PASS),
+        )
+    assert failed.value.code == "single_key_slot"
+    assert not lab.files.fenced(vm)
+    assert FENCE_TAG not in tags_of(lab.files.must(vm.native_id))
+    assert lab.image(vm.native_id) is None
+
+
 # --- kill -9 at every step -----------------------------------------------------------------
 
 CASES = [("archive", p) for p in ARCHIVE_POINTS] + [("restore", p) for p in RESTORE_POINTS]

@@ -191,8 +191,12 @@ class Ec2Archiver:
         if ec2.power_state(vm) != "off" or not ec2.fenced(vm):
             raise ArchiveFailed("vm_changed", f"{vm.name} was started or unfenced; not archived")
         left = [i for i in ec2.images_of(vm.native_id) if tags_of(i).get(FENCE_TAG) == "archiving"]
-        if left and left[0].get("State") in ("pending", "available"):
-            ami = str(left[0]["ImageId"])  # a crashed run's image, made of the same stopped VM
+        usable = [i for i in left if i.get("State") in ("pending", "available")]
+        for image in left:
+            if image not in usable[:1]:
+                self._drop_image(ec2, image)  # a crashed run's failed or second image
+        if usable:
+            ami = str(usable[0]["ImageId"])  # a crashed run's image, made of the same stopped VM
         else:
             made = ec2.call(
                 ec2.ec2.create_image,
@@ -247,10 +251,14 @@ class Ec2Archiver:
             time.sleep(self.waits.poll_s)
 
     def _image_of(self, ec2: Ec2Files, ami: str) -> dict[str, Any] | None:
+        """The AMI as EC2 describes it; None when EC2 says there is no such AMI (any other
+        failure, an endpoint unreachable, is raised as it is)."""
         try:
             answer = ec2.call(ec2.ec2.describe_images, ImageIds=[ami])
-        except DriverError:
-            return None
+        except DriverError as e:
+            if "InvalidAMIID" in str(e):
+                return None
+            raise
         images = answer.get("Images", [])
         return dict(images[0]) if images else None
 
@@ -352,6 +360,14 @@ class Ec2Archiver:
                     "snapshot_incomplete",
                     f"{device}'s snapshot {snap['snapshot']} is {sizes.get(snap['snapshot'])}, "
                     f"not completed at {snap['size_gib']} GiB; nothing is deleted",
+                )
+        for volume in manifest.hardware["volumes"]:
+            snap = recorded["snapshots"].get(volume["device"])
+            if not volume["shared"] and (snap is None or snap["size_gib"] < volume["size_gib"]):
+                raise ArchiveFailed(
+                    "snapshot_incomplete",
+                    f"{volume['device']} is {volume['size_gib']} GiB, its snapshot "
+                    f"{snap['size_gib'] if snap else 'missing'}; nothing is deleted",
                 )
         raw = stub_from_tags(tags_of(image))
         if raw is None:
