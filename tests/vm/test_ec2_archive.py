@@ -41,6 +41,7 @@ from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.repository import Repository
 
 from ..peers.aws import Moto
+from ..procs import free_port
 from ..vault.conftest import FAST, PASS, SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -315,6 +316,47 @@ def test_a_repository_with_one_key_slot_refuses_before_the_fence(lab: Lab, tmp_p
     assert not lab.files.fenced(vm)
     assert FENCE_TAG not in tags_of(lab.files.must(vm.native_id))
     assert lab.image(vm.native_id) is None
+
+
+def test_ec2_silent_at_the_roll_back_leaves_the_fence_journalled_and_settle_lifts_it(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """EC2 stops answering after the verify (a dead port, the real connection refused):
+    the recheck fails, the roll back cannot lift the fence, the job stays at `unfencing`
+    and the file engine's `settle` lifts it through `Ec2Files.unfence` once EC2 answers."""
+    vm = lab.launch()
+    engine = lab.engine(tmp_path / "state")
+    files = Ec2Files(lab.files.driver)
+    dead = open_driver(
+        "aws",
+        {**lab.moto.config(), "endpoint_url": f"http://127.0.0.1:{free_port()}", "timeout_s": 1},
+    )
+    assert isinstance(dead, Ec2Driver)
+    live = files.ec2
+
+    def cut(fraction: float, detail: str) -> None:
+        if "verified" in detail:
+            files.ec2 = dead.ec2
+
+    with pytest.raises(ArchiveFailed) as failed:
+        engine.archive("aws", vm, files, ArchiveRules(), lab.open_repo, cut)
+    assert failed.value.code == "endpoint_unreachable"
+    assert lab.live(vm.native_id)  # nothing terminated
+    assert lab.files.fenced(vm)  # and, EC2 being silent, still fenced
+    (job,) = engine.files_engine.unsettled()
+    life = engine.journal.life("aws", vm.native_id)
+    assert life is not None
+    assert "still fenced" in (life[1] or "")
+
+    files.ec2 = live
+    engine.files_engine.settle(vm, files, job)
+    assert not lab.files.fenced(vm)
+    assert not lab.files.protected(vm.native_id)
+    assert engine.journal.job("aws", vm.native_id) is None
+    (stale,) = lab.files.images_of(vm.native_id)  # the AMI EC2 was too silent to drop
+    engine.archive("aws", vm, files, ArchiveRules(), lab.open_repo)
+    (image,) = lab.files.images_of(vm.native_id)
+    assert image["ImageId"] != stale["ImageId"]  # an archive is never an earlier job's AMI
 
 
 # --- kill -9 at every step -----------------------------------------------------------------

@@ -13,6 +13,7 @@ configuration back and restores.
 The same rules as the file engine (`archive.py`), step by step in `archive_jobs`:
 
     archive: begun -> fenced -> imaged -> recorded -> verified -> terminating -> (done)
+             (a roll back EC2 does not answer: -> unfencing -> (done), as in archive.py)
     restore: begun -> launching -> launched -> compared -> (done)
 
 The instance is fenced for the whole archive (`Ec2Files.fence` says what EC2 allows). Before
@@ -132,6 +133,10 @@ class Ec2Archiver:
         self, endpoint: str, vm: VmInfo, ec2: Ec2Files, open_repo: OpenRepository, report: Report
     ) -> ArchiveRecord:
         job = self.journal.claim(endpoint, vm.native_id, "archive", self.clock())
+        if job.step == "unfencing":
+            # A roll back that could not reach EC2: finish it, then start afresh.
+            self.files_engine._settle(job, vm, ec2)
+            job = self.journal.claim(endpoint, vm.native_id, "archive", self.clock())
         try:
             repo = open_repo()
             if job.step in ("begun", "fenced", "imaged"):
@@ -181,6 +186,11 @@ class Ec2Archiver:
                 f"{vm.name} has {len(interfaces)} network interfaces; only instances with one "
                 "are archived (a restore would not bring the others back)",
             )
+        for image in ec2.images_of(vm.native_id):
+            if tags_of(image).get(FENCE_TAG) == "archiving":
+                # An earlier job's, that its roll back could not drop: of the instance as it
+                # was then, never to be taken for this archive's.
+                self._drop_image(ec2, image)
         self.journal.set_life(job.endpoint, vm.native_id, LifeState.ARCHIVING, self.clock())
         placement = ec2.fence(vm)
         self.journal.step(job, "fenced", self.clock(), placement=placement)
@@ -437,13 +447,18 @@ class Ec2Archiver:
         self, job: Job, vm: VmInfo, ec2: Ec2Files, open_repo: OpenRepository, error: Exception
     ) -> None:
         """Before the terminate: the instance goes back as it was, the archive is let go
-        (every AMI an archive of it left, with its snapshots; the vault snapshot's pin)."""
+        (every AMI an archive of it left, with its snapshots; the vault snapshot's pin). A
+        fence that cannot be lifted now (EC2 does not answer) stays journalled at
+        `unfencing`, as the file engine's does, for `Archiver.settle` to lift later."""
+        stuck: DriverError | None = None
         if isinstance(error, ArchiveFailed) and error.code in ("already_archived", "busy"):
             state = LifeState.ARCHIVED if error.code == "already_archived" else LifeState.OFF
         else:
             state = LifeState.ARCHIVE_FAILED
-            with contextlib.suppress(DriverError):  # the failure is reported; fenced is safe
+            try:
                 ec2.unfence(vm, job.placement)
+            except DriverError as e:  # the failure is reported; fenced is safe
+                stuck = e
             with contextlib.suppress(DriverError):  # an AMI left costs, never loses
                 for image in ec2.images_of(vm.native_id):
                     if tags_of(image).get(FENCE_TAG) == "archiving":
@@ -451,8 +466,17 @@ class Ec2Archiver:
         if job.snapshot:
             with contextlib.suppress(VaultError, ArchiveFailed):  # a pin left keeps bytes
                 open_repo().release(job.snapshot)
-        self.journal.set_life(job.endpoint, vm.native_id, state, self.clock(), _reason(error))
-        self.journal.end(job)
+        reason = _reason(error)
+        if stuck is not None:
+            reason += (
+                f"; the instance is whole but still fenced ({stuck}): the fence is lifted "
+                "when EC2 answers again"
+            )
+        self.journal.set_life(job.endpoint, vm.native_id, state, self.clock(), reason)
+        if stuck is not None:
+            self.journal.step(job, "unfencing", self.clock(), snapshot=None)
+        else:
+            self.journal.end(job)
 
     def _drop_image(self, ec2: Ec2Files, image: dict[str, Any]) -> None:
         ec2.call(ec2.ec2.deregister_image, ImageId=image["ImageId"])
