@@ -536,7 +536,18 @@ class Ec2Archiver:
             self._undo_restore(job, vm, ec2, failure)
             raise failure from None
         # The point of no return: the instance is back and compared; the stub goes last.
+        try:
+            return self._restored(job, vm, ec2, report)
+        except Exception as e:  # the journal stays at `compared`: the next run finishes
+            self.journal.set_life(
+                endpoint, vm.native_id, LifeState.RESTORING, self.clock(), _reason(e)
+            )
+            raise self.files_engine._failure(e) from None
+
+    def _restored(self, job: Job, vm: VmInfo, ec2: Ec2Files, report: Report) -> VmInfo:
+        """The stub's tags off the AMI (marked `restored`, kept), the life row to the new id."""
         assert job.placement
+        endpoint = job.endpoint
         new_id = job.placement["instance"]
         image = self._image_of(ec2, job.placement["image"])
         if image is not None:

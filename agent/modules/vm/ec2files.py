@@ -27,7 +27,8 @@ from typing import Any, BinaryIO
 
 from ...protocol.vm import FileRole, PowerAction
 from .drivers.base import VmGone, VmInfo
-from .drivers.ec2 import ARCHIVE_TAG, ARCHIVED_INSTANCE_TAG, STATES, STUB_NAME_TAG, Ec2Driver
+from .drivers.ec2 import ARCHIVE_TAG, ARCHIVED_INSTANCE_TAG, STATES, Ec2Driver
+from .drivers.ec2 import STUB_PREFIX as STUB_PREFIX  # the engine and tests take it from here
 from .stub import Stub, StubTampered
 from .vmfiles import ExternalFile, VmFile, VmFiles
 from .vmfiles.base import VmFilesError
@@ -45,8 +46,6 @@ RESTORED_AS_TAG = "dockyard:restored-as"
 WAS_PROTECTED_TAG = "dockyard:was-termination-protected"
 """On a fenced instance: whether it had termination protection before the fence, written
 before the fence turns it on, so a crash between the two loses nothing to put back."""
-STUB_PREFIX = "dockyard:stub:"
-assert f"{STUB_PREFIX}vm_name" == STUB_NAME_TAG  # discovery reads the stub's name
 OUR_TAGS = "dockyard:"
 """Tags with this prefix are ours: never recorded as the instance's, never compared."""
 AWS_TAGS = "aws:"

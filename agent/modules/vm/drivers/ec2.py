@@ -91,7 +91,9 @@ ARCHIVE_TAG = "dockyard:archive"
 """Set by the archive (`ec2archive.py`): on an instance being archived, `archiving`; on its
 AMI, `archived` once the instance is terminated and the AMI's tags are its stub."""
 ARCHIVED_INSTANCE_TAG = "dockyard:archived-instance"
-STUB_NAME_TAG = "dockyard:stub:vm_name"
+STUB_PREFIX = "dockyard:stub:"
+"""The stub's fields are the AMI's tags under this prefix, one a field (`ec2files.py`)."""
+STUB_NAME_TAG = f"{STUB_PREFIX}vm_name"
 
 
 class Ec2Driver(Driver):
