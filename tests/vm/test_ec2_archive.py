@@ -8,6 +8,7 @@ that is what proves the completeness check (an instance with a second volume is 
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import signal
@@ -145,7 +146,7 @@ def _archived_whole(lab: Lab, native_id: str) -> bool:
 
 
 def test_archive_then_restore_started_with_its_configuration(lab: Lab, tmp_path: Path) -> None:
-    vm = lab.launch("10.8.1.20")
+    vm = lab.launch("10.8.1.20", UserData="#!/bin/sh\necho batch > /etc/role\n")
     engine = lab.engine(tmp_path / "state")
     steps: list[str] = []
     record = engine.archive(
@@ -181,6 +182,9 @@ def test_archive_then_restore_started_with_its_configuration(lab: Lab, tmp_path:
     assert lab.files.config(instance)["security_groups"] == [lab.group]
     assert instance["KeyName"] == "ops"
     assert instance["PrivateIpAddress"] == "10.8.1.20"
+    assert base64.b64decode(lab.files.user_data(back.native_id) or "") == (
+        b"#!/bin/sh\necho batch > /etc/role\n"
+    )
     assert {k: v for k, v in tags_of(instance).items() if k in TAGS} == TAGS
     after = lab.image(vm.native_id)
     assert after is not None

@@ -19,6 +19,7 @@ before anything is deleted, and the archive rolls back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -157,6 +158,7 @@ class Ec2Files(VmFiles):
             "ebs_optimized": bool(instance.get("EbsOptimized", False)),
             "monitoring": instance.get("Monitoring", {}).get("State") == "enabled",
             "root_device": instance.get("RootDeviceName"),
+            "user_data_sha256": self.user_data_hash(instance["InstanceId"]),
             "tags": {
                 t["Key"]: t.get("Value", "")
                 for t in instance.get("Tags", [])
@@ -164,6 +166,19 @@ class Ec2Files(VmFiles):
             },
             "volumes": [{k: v for k, v in vol.items() if k != "volume"} for vol in volumes],
         }
+
+    def user_data(self, native_id: str) -> str | None:
+        """Its user data, base64 as EC2 keeps it (the restore gives it back; it may hold
+        secrets, so it goes only into the encrypted archive, never into a tag)."""
+        answer = self.call(
+            self.ec2.describe_instance_attribute, InstanceId=native_id, Attribute="userData"
+        )
+        value = (answer.get("UserData") or {}).get("Value")
+        return str(value) if value else None
+
+    def user_data_hash(self, native_id: str) -> str | None:
+        data = self.user_data(native_id)
+        return None if data is None else hashlib.sha256(data.encode()).hexdigest()
 
     def volumes(self, instance: dict[str, Any]) -> list[dict[str, Any]]:
         """Its EBS volumes by device, with what EC2 says of each."""
