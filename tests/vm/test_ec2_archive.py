@@ -25,7 +25,13 @@ from dockyard.agent.modules.vm.archive import ArchiveFailed, Archiver
 from dockyard.agent.modules.vm.drivers import open_driver
 from dockyard.agent.modules.vm.drivers.base import VmInfo
 from dockyard.agent.modules.vm.drivers.ec2 import Ec2Driver
-from dockyard.agent.modules.vm.ec2archive import ARCHIVE_POINTS, RESTORE_POINTS, Ec2Archiver, Waits
+from dockyard.agent.modules.vm.ec2archive import (
+    ARCHIVE_POINTS,
+    RESTORE_POINTS,
+    USER_DATA_NAME,
+    Ec2Archiver,
+    Waits,
+)
 from dockyard.agent.modules.vm.ec2files import (
     FENCE_TAG,
     RESTORED_FROM_TAG,
@@ -48,6 +54,7 @@ from ..vault.conftest import FAST, PASS, SMALL
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "ami-12c6146b"
 """Any id does: moto checks AMIs only when told to (and listing its own takes seconds)."""
+USER_DATA = b"#!/bin/sh\necho batch > /etc/role\n"
 TAGS = {"Name": "batch", "owner": "data@example.com"}
 
 
@@ -146,7 +153,7 @@ def _archived_whole(lab: Lab, native_id: str) -> bool:
 
 
 def test_archive_then_restore_started_with_its_configuration(lab: Lab, tmp_path: Path) -> None:
-    vm = lab.launch("10.8.1.20", UserData="#!/bin/sh\necho batch > /etc/role\n")
+    vm = lab.launch("10.8.1.20", UserData=USER_DATA.decode())
     engine = lab.engine(tmp_path / "state")
     steps: list[str] = []
     record = engine.archive(
@@ -164,6 +171,11 @@ def test_archive_then_restore_started_with_its_configuration(lab: Lab, tmp_path:
     assert stub.snapshot == record.snapshot
     assert stub.snapshot in repo.pins()
     assert _archived_whole(lab, vm.native_id)
+    held = {f.path for f in repo.snapshot(stub.snapshot).files}
+    assert held == {MANIFEST_NAME, USER_DATA_NAME}  # user data beside the manifest, not in it
+    manifest = io.BytesIO()
+    repo.restore_stream(stub.snapshot, MANIFEST_NAME, manifest)
+    assert base64.b64encode(USER_DATA) not in manifest.getvalue()  # nor in the journal's copy
     life = engine.journal.life("aws", vm.native_id)
     assert life is not None
     assert life[0] == LifeState.ARCHIVED
@@ -182,9 +194,7 @@ def test_archive_then_restore_started_with_its_configuration(lab: Lab, tmp_path:
     assert lab.files.config(instance)["security_groups"] == [lab.group]
     assert instance["KeyName"] == "ops"
     assert instance["PrivateIpAddress"] == "10.8.1.20"
-    assert base64.b64decode(lab.files.user_data(back.native_id) or "") == (
-        b"#!/bin/sh\necho batch > /etc/role\n"
-    )
+    assert base64.b64decode(lab.files.user_data(back.native_id) or "") == USER_DATA
     assert {k: v for k, v in tags_of(instance).items() if k in TAGS} == TAGS
     after = lab.image(vm.native_id)
     assert after is not None

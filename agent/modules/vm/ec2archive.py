@@ -90,6 +90,9 @@ ARCHIVE_POINTS = (
     "ec2_mid_terminate",
 )
 RESTORE_POINTS = ("ec2_after_launch", "ec2_after_compare")
+USER_DATA_NAME = ".dockyard/ec2-user-data"
+"""The instance's user data in the archive's snapshot (base64, as EC2 gives it)."""
+_EMPTY = hashlib.sha256(b"").hexdigest()
 NOT_COMPARED = ("image", "placement")
 """Manifest fields that are the archive's, not the instance's."""
 
@@ -305,7 +308,6 @@ class Ec2Archiver:
                 **config,
                 "image": {
                     "ami": ami,
-                    "user_data": ec2.user_data(vm.native_id),
                     "snapshots": snapshots,
                     "volume_ids": {v["device"]: v["volume"] for v in volumes},
                 },
@@ -313,8 +315,14 @@ class Ec2Archiver:
             },
         )
         body = manifest.to_bytes()
+        sources = [Source(MANIFEST_NAME, lambda: _opened(body), len(body))]
+        user_data = (ec2.user_data(vm.native_id) or "").encode()
+        if hashlib.sha256(user_data).hexdigest() != (config["user_data_sha256"] or _EMPTY):
+            raise ArchiveFailed("vm_changed", f"{vm.name}'s user data changed while recorded")
+        if user_data:  # beside the manifest, not in it: the journal never holds it
+            sources.append(Source(USER_DATA_NAME, lambda: _opened(user_data), len(user_data)))
         snapshot, stats = repo.store(
-            [Source(MANIFEST_NAME, lambda: _opened(body), len(body))],
+            sources,
             name=f"vm-archive {vm.name}",
             tags=["vm-archive"],
             meta={"vm": vm.native_id, "endpoint": job.endpoint, "kind": "vm-archive"},
@@ -359,6 +367,7 @@ class Ec2Archiver:
             raise ArchiveMismatch(f"the recorded configuration: {e}; nothing is deleted") from None
         if sink.getvalue() != manifest.to_bytes():
             raise ArchiveMismatch("the configuration read back differs; nothing is deleted")
+        self._user_data(fresh, job)  # read back and hashed too
         recorded = manifest.hardware["image"]
         image = self._image_of(ec2, recorded["ami"])
         if image is None or image.get("State") != "available":
@@ -534,7 +543,7 @@ class Ec2Archiver:
                     placement={"image": ami},
                 )
             if job.step == "launching":
-                self._launch(job, vm, ec2, report)
+                self._launch(job, vm, ec2, repo, report)
             if job.step == "launched":
                 self._compare(job, ec2, leave_on, report)
         except Exception as e:  # the stub still stands: any failure undoes
@@ -586,7 +595,26 @@ class Ec2Archiver:
             raise StubTampered(f"the stub of {vm.name} is on an AMI its archive does not name")
         return stub, manifest, str(ami)
 
-    def _launch(self, job: Job, vm: VmInfo, ec2: Ec2Files, report: Report) -> None:
+    def _user_data(self, repo: Repository, job: Job) -> bytes | None:
+        """The instance's user data from the archive, checked against the manifest's hash
+        (base64, as EC2 describes it); None when it had none."""
+        assert job.manifest
+        assert job.snapshot
+        want = job.manifest.hardware["user_data_sha256"]
+        if want is None:
+            return None
+        sink = io.BytesIO()
+        try:
+            repo.restore_stream(job.snapshot, USER_DATA_NAME, sink)
+        except VaultError as e:
+            raise ArchiveMismatch(f"the archived user data: {e}") from None
+        if hashlib.sha256(sink.getvalue()).hexdigest() != want:
+            raise ArchiveMismatch("the archived user data does not match the manifest's hash")
+        return sink.getvalue()
+
+    def _launch(
+        self, job: Job, vm: VmInfo, ec2: Ec2Files, repo: Repository, report: Report
+    ) -> None:
         assert job.manifest
         assert job.placement
         assert job.snapshot
@@ -638,8 +666,9 @@ class Ec2Archiver:
                 args["KeyName"] = hw["key_name"]
             if hw["iam_profile"]:
                 args["IamInstanceProfile"] = {"Arn": hw["iam_profile"]}
-            if hw["image"].get("user_data"):
-                args["UserData"] = base64.b64decode(hw["image"]["user_data"])  # boto3 encodes
+            user_data = self._user_data(repo, job)
+            if user_data:
+                args["UserData"] = base64.b64decode(user_data)  # boto3 encodes it again
             answer = ec2.call(ec2.ec2.run_instances, **args)
             new_id = str(answer["Instances"][0]["InstanceId"])
         self.journal.step(
