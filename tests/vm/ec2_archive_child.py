@@ -1,12 +1,13 @@
 """The EC2 archive engine in a process of its own, for the kill -9 cases of test_ec2_archive.
 
-`python -m tests.vm.ec2_archive_child archive|restore MOTO_URL INSTANCE REPO STATE_DIR` runs
+`python -m tests.vm.ec2_archive_child archive|restore CONFIG_JSON INSTANCE REPO STATE_DIR` runs
 one archive or restore of an instance on moto's server (which outlives this process, as AWS
 outlives an agent); `DOCKYARD_CRASH_AT` makes it die at that point.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,20 +23,12 @@ from dockyard.agent.protocol.vm import ArchiveRules, Identifiers
 from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.repository import Repository
 
-from ..peers.aws import KEYS, REGION
 from ..vault.conftest import PASS
 
 
 def main(argv: list[str]) -> int:
-    mode, url, vm_id, repo, state = argv
-    config = {
-        "kind": "ec2",
-        "endpoint_url": url,
-        "region": REGION,
-        "access_key_id": KEYS["aws_access_key_id"],
-        "secret_access_key": KEYS["aws_secret_access_key"],
-    }
-    driver = open_driver("aws", config)
+    mode, config, vm_id, repo, state = argv
+    driver = open_driver("aws", json.loads(config))
     assert isinstance(driver, Ec2Driver)
     files = Ec2Files(driver)
     live = files.instance(vm_id)

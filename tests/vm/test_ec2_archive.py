@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import signal
 import subprocess
@@ -388,7 +389,7 @@ def _child(mode: str, lab: Lab, native_id: str, state: Path, crash: str | None) 
             "-m",
             "tests.vm.ec2_archive_child",
             mode,
-            lab.moto.url,
+            json.dumps(lab.moto.config()),
             native_id,
             str(lab.repo),
             str(state),
