@@ -473,6 +473,9 @@ def test_the_vm_module_archives_and_restores_an_instance_through_its_service(
     assert life is not None
     assert life[0] == LifeState.ARCHIVED
 
+    with pytest.raises(ArchiveFailed) as elsewhere:
+        module.archives.restore("aws", vm.native_id, datastore="gp3-pool")
+    assert elsewhere.value.code == "not_supported"  # EC2 has no datastore to choose
     done = module.archives.restore("aws", vm.native_id)
     assert done == ["powered on"]
     (back,) = lab.files.tagged(RESTORED_FROM_TAG, vm.native_id)
