@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # GraphiQL's files, pinned in cloud/api/graphql/assets.py, from the npm registry.
 ASSETS := cloud/api/graphql/static/vendor/.fetched
 
-.PHONY: demo test lint typecheck imports unscoped pytest venv clean
+.PHONY: demo test lint typecheck imports unscoped pytest venv web clean
 
 $(STAMP): pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) is required"; exit 2; }
@@ -27,9 +27,28 @@ $(ASSETS): $(STAMP) cloud/api/graphql/assets.py
 	$(BIN)/python -m dockyard.cloud.api.graphql.assets
 	touch $(ASSETS)
 
-venv: $(STAMP) $(ASSETS) $(CDC)
+# The tenant portal (web/): npm ci when the lockfile changes, then codegen from the committed
+# SDL, tsc, the component tests and the build into cloud/portal/static/ (shipped in the
+# package, never committed), again whenever a source or the schema changes.
+NODE_STAMP := web/node_modules/.installed
+PORTAL     := cloud/portal/static/index.html
+WEB_SRC    := $(shell find web/src web/public -type f -not -path 'web/src/gql/*' 2>/dev/null) \
+              web/index.html web/vite.config.ts web/codegen.ts web/tsconfig.json
 
-demo: $(STAMP) $(ASSETS) $(CDC)
+$(NODE_STAMP): web/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make: Node.js 20.19+ and npm are needed to build the portal"; exit 2; }
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+$(PORTAL): $(NODE_STAMP) $(WEB_SRC) cloud/api/graphql/schema.graphql
+	cd web && npm run --silent codegen && npm run --silent typecheck && npm test --silent && npm run --silent build
+	touch $(PORTAL)
+
+web: $(PORTAL)
+
+venv: $(STAMP) $(ASSETS) $(CDC) $(PORTAL)
+
+demo: $(STAMP) $(ASSETS) $(CDC) $(PORTAL)
 	$(BIN)/dockyard demo --data .demo
 
 # The type checker sees the installed names (dockyard.cloud, dockyard.agent) through a tree
@@ -54,10 +73,10 @@ unscoped:
 	@echo "Uses of the tenancy escape hatch, unscoped(reason):"
 	@grep -rn --include='*.py' 'unscoped(' cloud | grep -v 'def unscoped' || true
 
-pytest: $(STAMP) $(ASSETS) $(CDC)
+pytest: $(STAMP) $(ASSETS) $(CDC) $(PORTAL)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck imports unscoped pytest
 
 clean:
-	rm -rf build .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build .demo .pytest_cache .mypy_cache .ruff_cache cloud/portal/static

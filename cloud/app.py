@@ -22,6 +22,7 @@ from dockyard.cloud.api.agent.routes import routes as agent_routes
 from dockyard.cloud.api.auth.routes import routes as auth_routes
 from dockyard.cloud.api.blob_urls import routes as blob_routes
 from dockyard.cloud.api.health import routes as health_routes
+from dockyard.cloud.api.portal import routes as portal_routes
 from dockyard.cloud.api.request_ids import RequestIds
 from dockyard.cloud.auth.agent_tokens import AgentTokens
 from dockyard.cloud.blobs import BlobStore, LocalBlobs, S3Blobs
@@ -140,6 +141,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             *auth_routes(svc),
             *module_routes(),
             *graphiql.routes(),
+            *portal_routes(),
             Route("/graphql", graphql_app(svc), methods=["GET", "POST"]),
         ],
         middleware=[Middleware(RequestIds)],

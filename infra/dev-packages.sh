@@ -5,8 +5,10 @@
 #   haproxy                                        two cloud replicas behind a proxy (scale-out test)
 #   libvirt-daemon-system + qemu-system-x86 + qemu-utils (without recommends)
 #                                                  real QEMU domains (TCG) for libvirt kill -9 tests
+#   chromium                                       the portal's browser tests (Playwright drives
+#                                                  /usr/bin/chromium; it never downloads one)
 set -euo pipefail
-needed=(golang-go golang-github-vmware-govmomi-dev libvirt-dev pkg-config haproxy)
+needed=(golang-go golang-github-vmware-govmomi-dev libvirt-dev pkg-config haproxy chromium)
 bare=(libvirt-daemon-system qemu-system-x86 qemu-utils)
 missing() {
     local out=()
@@ -24,5 +26,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing system packages: ${with[*]} ${without[*]}"
 export DEBIAN_FRONTEND=noninteractive
-[ ${#with[@]} -eq 0 ] || apt-get install -y -q "${with[@]}" >/dev/null
-[ ${#without[@]} -eq 0 ] || apt-get install -y -q --no-install-recommends "${without[@]}" >/dev/null
+# A fresh machine's package lists may be stale or empty: read them once, then install.
+apt_install() { apt-get install -y -q "$@" >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }; }
+[ ${#with[@]} -eq 0 ] || apt_install "${with[@]}"
+[ ${#without[@]} -eq 0 ] || apt_install --no-install-recommends "${without[@]}"

@@ -1,0 +1,131 @@
+/** The VM's action menu: opened by its row's "Actions" button (Enter, Space, ArrowDown) or a
+ * right-click on the row, and driven by the keyboard like a desktop menu (arrows, Home, End,
+ * Escape back to the button). It lists only what the VM's life state allows. */
+import { useEffect, useId, useRef, useState, type KeyboardEvent } from "react";
+import type { VmLifeState } from "../gql/graphql";
+import { noActionReason, vmActions, type VmAction } from "./vmActions";
+
+export interface ActionMenuProps {
+  vmName: string;
+  lifeState: VmLifeState;
+  onPick: (action: VmAction) => void;
+  /** Set by a right-click on the row: the menu opens at the pointer. */
+  openAt?: { x: number; y: number } | null;
+  onClose?: () => void;
+}
+
+export function ActionMenu({ vmName, lifeState, onPick, openAt = null, onClose }: ActionMenuProps) {
+  const [open, setOpen] = useState(false);
+  const [active, setActive] = useState(0);
+  const button = useRef<HTMLButtonElement>(null);
+  const items = useRef<(HTMLButtonElement | null)[]>([]);
+  const menuId = useId();
+  const actions = vmActions(lifeState);
+  const isOpen = open || openAt !== null;
+
+  useEffect(() => {
+    if (isOpen && actions.length > 0) items.current[active]?.focus();
+  }, [isOpen, active, actions.length]);
+
+  function show(first: number) {
+    setActive(first);
+    setOpen(true);
+  }
+
+  function close(refocus: boolean) {
+    setOpen(false);
+    onClose?.();
+    if (refocus) button.current?.focus();
+  }
+
+  function onButtonKey(e: KeyboardEvent<HTMLButtonElement>) {
+    if (e.key === "ArrowDown" || e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      show(0);
+    } else if (e.key === "ArrowUp") {
+      e.preventDefault();
+      show(Math.max(0, actions.length - 1));
+    }
+  }
+
+  function onMenuKey(e: KeyboardEvent<HTMLDivElement>) {
+    const n = actions.length;
+    if (e.key === "Escape") {
+      e.preventDefault();
+      close(true);
+    } else if (e.key === "Tab") {
+      close(false);
+    } else if (n > 0 && e.key === "ArrowDown") {
+      e.preventDefault();
+      setActive((i) => (i + 1) % n);
+    } else if (n > 0 && e.key === "ArrowUp") {
+      e.preventDefault();
+      setActive((i) => (i - 1 + n) % n);
+    } else if (n > 0 && e.key === "Home") {
+      e.preventDefault();
+      setActive(0);
+    } else if (n > 0 && e.key === "End") {
+      e.preventDefault();
+      setActive(n - 1);
+    }
+  }
+
+  // A pointer-opened menu sits at the pointer; CSSOM styles, which the CSP allows.
+  const placed = openAt ? { position: "fixed" as const, left: openAt.x, top: openAt.y } : undefined;
+
+  return (
+    <div className="action-menu">
+      <button
+        ref={button}
+        type="button"
+        aria-haspopup="menu"
+        aria-expanded={isOpen}
+        aria-controls={isOpen ? menuId : undefined}
+        aria-label={`Actions for ${vmName}`}
+        onClick={() => (isOpen ? close(false) : show(0))}
+        onKeyDown={onButtonKey}
+      >
+        Actions ▾
+      </button>
+      {isOpen ? (
+        <div
+          id={menuId}
+          role="menu"
+          aria-label={`Actions for ${vmName}`}
+          className="menu"
+          style={placed}
+          onKeyDown={onMenuKey}
+          onBlur={(e) => {
+            if (!e.currentTarget.contains(e.relatedTarget as Node | null)) close(false);
+          }}
+          tabIndex={-1}
+        >
+          {actions.length === 0 ? (
+            <p className="menu-empty" role="none">
+              {noActionReason(lifeState)}
+            </p>
+          ) : (
+            actions.map((action, i) => (
+              <button
+                key={action.label}
+                ref={(el) => {
+                  items.current[i] = el;
+                }}
+                type="button"
+                role="menuitem"
+                tabIndex={i === active ? 0 : -1}
+                className={action.danger ? "danger" : undefined}
+                onClick={() => {
+                  close(true);
+                  onPick(action);
+                }}
+              >
+                {action.label}
+              </button>
+            ))
+          )}
+        </div>
+      ) : null}
+    </div>
+  );
+}
