@@ -23,6 +23,8 @@ type AgentsResult = Extract<PortalAgentsQuery["agents"], { __typename: "AgentCon
 type AgentRow = AgentsResult["edges"][number]["node"];
 
 const column = createColumnHelper<AgentRow>();
+// The table's data must keep its identity between renders (a new [] each time loops).
+const NONE: AgentRow[] = [];
 
 export function AgentsPage() {
   const { tenantId = "" } = useParams();
@@ -94,7 +96,7 @@ export function AgentsPage() {
     [agents.dataUpdatedAt],
   );
   const table = useReactTable({
-    data: agents.data ?? [],
+    data: agents.data ?? NONE,
     columns,
     getCoreRowModel: getCoreRowModel(),
   });
@@ -149,7 +151,7 @@ export function AgentsPage() {
             <figcaption>Agents by state</figcaption>
             <ResponsiveContainer width="100%" height={180}>
               <BarChart data={chart}>
-                <XAxis dataKey="state" />
+                <XAxis dataKey="state" interval={0} fontSize={11} />
                 <YAxis allowDecimals={false} width={30} />
                 <Tooltip />
                 <Bar dataKey="agents" fill="#1f5fa8" />

@@ -141,8 +141,11 @@ export function VmsPage() {
     ],
     [],
   );
+  // One array per answer: a new one each render makes the table reset itself, render again,
+  // and so on for ever (the page froze when a menu opened).
+  const data = useMemo(() => vms.data?.edges.map((e) => e.node) ?? [], [vms.data]);
   const table = useReactTable({
-    data: vms.data?.edges.map((e) => e.node) ?? [],
+    data,
     columns,
     state: { sorting },
     onSortingChange: setSorting,

@@ -1,0 +1,172 @@
+"""The portal in a real browser (Debian's Chromium under Playwright) against a real cloud on
+PostgreSQL: it loads with no console error and no request off 127.0.0.1, under the strict
+CSP; the sign-in page shows whatever the cloud's /auth routes offer (a plain sentence while
+they are not there); axe-core finds no serious or critical issue; every page is
+photographed at 1280 px and 390 px into build/screenshots/ (DOCKYARD_SCREENSHOTS).
+
+The signed-in pages stand on one fake until the cloud's session sign-in (issue 18, point 1)
+lands: `/auth/me` is answered in the browser with the test's own user, and GraphQL goes with
+that user's real API token as a bearer header. Everything else, GraphQL, the agents, the
+VMs and the enrolment token, is the real cloud's."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dockyard.agent import protocol as p
+from dockyard.cloud.store.db import Database
+
+from ..factories import enrol_agent, make_world
+from ..integration.test_vault_brokered import docked_link
+from ..procs import Cloud
+from ..vm.test_cloud_archive import figures, send, vm
+from .browser import Watch, browser, shoot
+from .test_portal_routes import assert_strict, built
+
+__all__ = ["browser"]  # the fixture, used by name
+
+pytestmark = pytest.mark.slow
+# A locator that waits longer than this has found a broken page, not a slow one.
+TIMEOUT_MS = 10_000
+
+
+def test_sign_in_page_loads_offline_clean_and_accessible(cloud: Cloud, browser: Any) -> None:
+    built()
+    config = httpx.get(cloud.url + "/auth/config", timeout=10)
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    watch = Watch()
+    watch.attach(page)
+    answer = page.goto(cloud.url + "/portal/")
+    assert answer is not None
+    assert answer.status == 200
+    assert_strict(answer.headers["content-security-policy"])
+    page.get_by_role("heading", name="Sign in to Dockyard").wait_for()
+    if config.status_code == 404:
+        alert = page.get_by_role("alert")
+        alert.wait_for()
+        assert "offers no sign-in for the portal yet" in alert.inner_text()
+    else:
+        offered = config.json()
+        if offered["oidc"]:
+            link = page.get_by_role("link", name=re.compile("identity provider"))
+            assert link.get_attribute("href") == "/auth/login?return_to=%2Fportal%2F"
+        if offered["password"]:
+            page.get_by_label("Password").wait_for()
+    findings = shoot(page, "sign-in")
+    # Keyboard: the first Tab reaches something on the page, and it shows it has focus.
+    page.keyboard.press("Tab")
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), "the focused element shows no outline"
+    context.close()
+    assert findings == {"desktop": [], "phone": []}
+    assert watch.errors == [] or all("/auth/" in e for e in watch.errors), watch.errors
+    assert watch.foreign == []
+
+
+def signed_in(browser: Any, cloud: Cloud, world: Any, watch: Watch) -> Any:
+    """A page whose /auth/me answers the world's owner (the one fake, see the docstring)."""
+    context = browser.new_context(extra_http_headers={"Authorization": f"Bearer {world.token}"})
+    me = {
+        "id": str(world.user_id),
+        "email": "owner@example.com",
+        "name": "Owner",
+        "memberships": [
+            {"tenantId": str(world.tenant_id), "tenantName": "Acme", "role": "OWNER"},
+            {"tenantId": str(world.msp_id), "tenantName": "The MSP", "role": "OWNER"},
+        ],
+    }
+    context.route(
+        cloud.url + "/auth/me",
+        lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(me)
+        ),
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    watch.attach(page)
+    return page
+
+
+def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path: Path) -> None:
+    built()
+    world = make_world(pg, flow=p.FlowMode.METADATA, plan="standard")
+    enrol_agent(world, tmp_path, modules=("noop", "vm"))
+    link = docked_link(cloud, world, tmp_path, p.FlowMode.METADATA)
+    send(
+        link,
+        [
+            vm("web-01", "running", power_state="poweredOn"),
+            vm("old-db", "archived", figures(8 << 30, 3 << 30)),
+        ],
+    )
+    watch = Watch()
+    page = signed_in(browser, cloud, world, watch)
+
+    # The start page goes to the first tenant's agents.
+    page.goto(cloud.url + "/portal/")
+    page.wait_for_url(f"**/portal/t/{world.tenant_id}/agents")
+    page.get_by_role("heading", name="Agents").wait_for()
+    rows = page.locator("table tbody tr")
+    rows.first.wait_for()
+    assert rows.count() == 2  # the two docked agents
+    assert "noop 1" in rows.first.inner_text() or "noop 1" in rows.nth(1).inner_text()
+    assert page.get_by_role("combobox", name="Tenant").input_value() == str(world.tenant_id)
+
+    page.get_by_role("button", name="Create enrolment token").click()
+    command = page.get_by_label("Dock command")
+    command.wait_for()
+    line = command.input_value()
+    assert f"dockyard-agent dock '{cloud.url}' --token-file dockyard-enrol.token" in line
+    secret = re.search(r"printf '%s' '([^']+)'", line)
+    assert secret is not None
+    assert len(secret.group(1)) >= 16
+    agents = shoot(page, "agents")
+
+    # VMs: the archived one carries its icon, and its menu opens from the keyboard.
+    page.get_by_role("link", name="VMs").click()
+    page.get_by_role("heading", name="VMs").wait_for()
+    archived = page.locator("tr", has_text="old-db")
+    archived.wait_for()
+    assert archived.get_by_role("img", name="Archived").count() == 1
+    assert page.locator("tr", has_text="web-01").get_by_role("img", name="Archived").count() == 0
+    menu_button = page.get_by_role("button", name="Actions for old-db")
+    menu_button.focus()
+    page.keyboard.press("Enter")
+    item = page.get_by_role("menuitem", name="Restore and restart")
+    item.wait_for()
+    assert item.evaluate("e => e === document.activeElement")
+    assert page.get_by_role("menuitem").count() == 1
+    vms = shoot(page, "vms-menu")
+    page.keyboard.press("Escape")
+    assert menu_button.evaluate("e => e === document.activeElement")
+
+    # A right-click on the running VM's row offers power actions, not a restore.
+    page.locator("tr", has_text="web-01").click(button="right")
+    labels = page.get_by_role("menuitem").all_inner_texts()
+    assert labels == ["Shut down", "Power off", "Suspend"]
+    page.keyboard.press("Escape")
+
+    # Sorting by name, descending, puts web-01 first.
+    page.get_by_role("button", name="Name").click()
+    page.get_by_role("button", name="Name").click()
+    assert page.locator("th", has_text="Name").get_attribute("aria-sort") == "descending"
+    assert "web-01" in page.locator("table tbody tr").first.inner_text()
+
+    # A filter that matches nothing says so, and what to do.
+    page.get_by_label("Owner").fill("nobody-at-all")
+    page.get_by_role("button", name="Apply filters").click()
+    page.get_by_role("heading", name="No VM matches these filters").wait_for()
+    empty = shoot(page, "vms-empty-filter")
+
+    page.context.close()
+    assert agents == vms == empty == {"desktop": [], "phone": []}
+    assert watch.errors == []
+    assert watch.foreign == []
