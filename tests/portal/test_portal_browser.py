@@ -67,7 +67,13 @@ def test_sign_in_page_loads_offline_clean_and_accessible(cloud: Cloud, browser: 
     assert outline not in ("none", ""), "the focused element shows no outline"
     context.close()
     assert findings == {"desktop": [], "phone": []}
-    assert watch.errors == [] or all("/auth/" in e for e in watch.errors), watch.errors
+    # Chromium logs every 4xx as a console error; a signed-out /auth/me (401, or 404 while the
+    # routes are not on this cloud) and an absent /auth/config are answers the page expects.
+    expected = re.compile(
+        r"console: Failed to load resource: the server responded with a status of 40[14] "
+        rf"\(\w[\w ]*\) \({re.escape(cloud.url)}/auth/(me|config)\)"
+    )
+    assert [e for e in watch.errors if not expected.fullmatch(e)] == []
     assert watch.foreign == []
 
 
@@ -144,9 +150,12 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     item.wait_for()
     assert item.evaluate("e => e === document.activeElement")
     assert page.get_by_role("menuitem").count() == 1
-    vms = shoot(page, "vms-menu")
     page.keyboard.press("Escape")
     assert menu_button.evaluate("e => e === document.activeElement")
+    assert page.get_by_role("menu").count() == 0
+    page.keyboard.press("ArrowDown")
+    item.wait_for()
+    vms = shoot(page, "vms-menu")  # the resize to a phone's width closes the menu
 
     # A right-click on the running VM's row offers power actions, not a restore.
     page.locator("tr", has_text="web-01").click(button="right")

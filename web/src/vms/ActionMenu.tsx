@@ -5,6 +5,11 @@ import { useEffect, useId, useRef, useState, type KeyboardEvent } from "react";
 import type { VmLifeState } from "../gql/graphql";
 import { noActionReason, vmActions, type VmAction } from "./vmActions";
 
+const MENU_WIDTH = 200;
+const ITEM_HEIGHT = 36;
+
+type Place = { top: number; left?: number; right?: number };
+
 export interface ActionMenuProps {
   vmName: string;
   lifeState: VmLifeState;
@@ -15,25 +20,43 @@ export interface ActionMenuProps {
 }
 
 export function ActionMenu({ vmName, lifeState, onPick, openAt = null, onClose }: ActionMenuProps) {
-  const [open, setOpen] = useState(false);
+  const [open, setOpen] = useState<Place | null>(null);
   const [active, setActive] = useState(0);
   const button = useRef<HTMLButtonElement>(null);
   const items = useRef<(HTMLButtonElement | null)[]>([]);
   const menuId = useId();
   const actions = vmActions(lifeState);
-  const isOpen = open || openAt !== null;
+  const isOpen = open !== null || openAt !== null;
 
   useEffect(() => {
-    if (isOpen && actions.length > 0) items.current[active]?.focus();
+    if (isOpen && actions.length > 0) items.current[active]?.focus({ preventScroll: true });
   }, [isOpen, active, actions.length]);
+
+  // A fixed menu would float away from its row on a scroll: it closes instead.
+  useEffect(() => {
+    if (!isOpen) return;
+    const onScroll = () => close(false);
+    window.addEventListener("scroll", onScroll, { capture: true, once: true });
+    return () => window.removeEventListener("scroll", onScroll, { capture: true });
+    // close() reads only refs and setters.
+  }, [isOpen]);
 
   function show(first: number) {
     setActive(first);
-    setOpen(true);
+    const r = button.current?.getBoundingClientRect();
+    if (!r) return setOpen({ top: 8, right: 8 });
+    const right = Math.max(8, window.innerWidth - r.right);
+    // Below the button, or above it when the menu would run off the bottom of the screen.
+    const tall = Math.max(1, actions.length) * ITEM_HEIGHT + 8;
+    setOpen(
+      r.bottom + 4 + tall > window.innerHeight
+        ? { top: Math.max(8, r.top - 4 - tall), right }
+        : { top: r.bottom + 4, right },
+    );
   }
 
   function close(refocus: boolean) {
-    setOpen(false);
+    setOpen(null);
     onClose?.();
     if (refocus) button.current?.focus();
   }
@@ -70,8 +93,11 @@ export function ActionMenu({ vmName, lifeState, onPick, openAt = null, onClose }
     }
   }
 
-  // A pointer-opened menu sits at the pointer; CSSOM styles, which the CSP allows.
-  const placed = openAt ? { position: "fixed" as const, left: openAt.x, top: openAt.y } : undefined;
+  // Fixed, so no scrolling table clips it: under its button, or at the pointer (kept on
+  // screen). React sets these through the CSSOM, which the CSP allows.
+  const placed: Place | null = openAt
+    ? { top: openAt.y, left: Math.max(8, Math.min(openAt.x, window.innerWidth - MENU_WIDTH - 8)) }
+    : open;
 
   return (
     <div className="action-menu">
@@ -93,7 +119,7 @@ export function ActionMenu({ vmName, lifeState, onPick, openAt = null, onClose }
           role="menu"
           aria-label={`Actions for ${vmName}`}
           className="menu"
-          style={placed}
+          style={placed ? { position: "fixed", ...placed } : undefined}
           onKeyDown={onMenuKey}
           onBlur={(e) => {
             if (!e.currentTarget.contains(e.relatedTarget as Node | null)) close(false);
