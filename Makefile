@@ -73,8 +73,11 @@ unscoped:
 	@echo "Uses of the tenancy escape hatch, unscoped(reason):"
 	@grep -rn --include='*.py' 'unscoped(' cloud | grep -v 'def unscoped' || true
 
+# The portal's browser tests photograph every page here (artifacts, not committed).
+SCREENSHOTS ?= build/screenshots
+
 pytest: $(STAMP) $(ASSETS) $(CDC) $(PORTAL)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	DOCKYARD_SCREENSHOTS=$(abspath $(SCREENSHOTS)) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck imports unscoped pytest
 

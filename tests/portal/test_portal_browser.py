@@ -34,6 +34,7 @@ __all__ = ["browser"]  # the fixture, used by name
 pytestmark = pytest.mark.slow
 # A locator that waits longer than this has found a broken page, not a slow one.
 TIMEOUT_MS = 10_000
+CSRF = "csrf-token-of-this-session"
 
 
 def test_sign_in_page_loads_offline_clean_and_accessible(cloud: Cloud, browser: Any) -> None:
@@ -95,6 +96,8 @@ def signed_in(browser: Any, cloud: Cloud, world: Any, watch: Watch) -> Any:
             status=200, content_type="application/json", body=json.dumps(me)
         ),
     )
+    # The readable CSRF cookie the cloud's sign-in sets; the portal must echo it.
+    context.add_cookies([{"name": "dockyard_csrf", "value": CSRF, "url": cloud.url}])
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     watch.attach(page)
@@ -115,6 +118,11 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     )
     watch = Watch()
     page = signed_in(browser, cloud, world, watch)
+    posts: list[dict[str, str]] = []
+    page.on(
+        "request",
+        lambda r: posts.append(r.headers) if r.method == "POST" and "/graphql" in r.url else None,
+    )
 
     # The start page goes to the first tenant's agents.
     page.goto(cloud.url + "/portal/")
@@ -135,6 +143,15 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     assert secret is not None
     assert len(secret.group(1)) >= 16
     agents = shoot(page, "agents")
+
+    # Revoking asks first, then the row says so (the agent with no VMs: the other one still
+    # takes the restore below).
+    spare = page.locator("tr", has_text="noop 1")
+    spare.get_by_role("button", name="Revoke h").click()
+    dialog = page.get_by_role("dialog", name="Revoke h?")
+    dialog.get_by_role("button", name="Revoke agent").click()
+    spare.get_by_text("Revoked").wait_for()
+    assert spare.get_by_role("button", name="Revoke h").count() == 0
 
     # VMs: the archived one carries its icon, and its menu opens from the keyboard.
     page.get_by_role("link", name="VMs").click()
@@ -157,6 +174,14 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     item.wait_for()
     vms = shoot(page, "vms-menu")  # the resize to a phone's width closes the menu
 
+    # "Restore and restart" reaches the real restoreVm: its command is queued.
+    menu_button.focus()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Enter")
+    done = page.get_by_role("status").filter(has_text="Restore and restart of old-db")
+    done.wait_for()
+    assert "is on its way (command " in done.inner_text()
+
     # A right-click on the running VM's row offers power actions, not a restore.
     page.locator("tr", has_text="web-01").click(button="right")
     labels = page.get_by_role("menuitem").all_inner_texts()
@@ -175,7 +200,16 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     page.get_by_role("heading", name="No VM matches these filters").wait_for()
     empty = shoot(page, "vms-empty-filter")
 
+    # The tenant switcher goes to the other tenant's page; it has no agent, and says what to do.
+    page.get_by_role("link", name="Agents").click()
+    page.get_by_role("combobox", name="Tenant").select_option(str(world.msp_id))
+    page.wait_for_url(f"**/portal/t/{world.msp_id}/agents")
+    page.get_by_role("heading", name="No agent has docked yet").wait_for()
+    none = shoot(page, "agents-empty")
+
     page.context.close()
-    assert agents == vms == empty == {"desktop": [], "phone": []}
+    assert posts, "the portal sent no GraphQL POST"
+    assert all(h.get("x-csrf-token") == CSRF for h in posts), posts
+    assert agents == vms == empty == none == {"desktop": [], "phone": []}
     assert watch.errors == []
     assert watch.foreign == []

@@ -7,9 +7,8 @@ import {
   getCoreRowModel,
   useReactTable,
 } from "@tanstack/react-table";
-import { useMemo, useState } from "react";
+import { Suspense, lazy, useMemo, useState } from "react";
 import { useParams } from "react-router";
-import { Bar, BarChart, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
 import { pick } from "../api/errors";
 import { request } from "../api/graphql";
 import type { PortalAgentsQuery } from "../gql/graphql";
@@ -23,6 +22,7 @@ type AgentsResult = Extract<PortalAgentsQuery["agents"], { __typename: "AgentCon
 type AgentRow = AgentsResult["edges"][number]["node"];
 
 const column = createColumnHelper<AgentRow>();
+const AgentsChart = lazy(() => import("./AgentsChart"));
 // The table's data must keep its identity between renders (a new [] each time loops).
 const NONE: AgentRow[] = [];
 
@@ -149,14 +149,9 @@ export function AgentsPage() {
           </div>
           <figure className="chart" aria-label="Agents by state">
             <figcaption>Agents by state</figcaption>
-            <ResponsiveContainer width="100%" height={180}>
-              <BarChart data={chart}>
-                <XAxis dataKey="state" interval={0} fontSize={11} />
-                <YAxis allowDecimals={false} width={30} />
-                <Tooltip />
-                <Bar dataKey="agents" fill="#1f5fa8" />
-              </BarChart>
-            </ResponsiveContainer>
+            <Suspense fallback={<Loading what="the chart" />}>
+              <AgentsChart data={chart} />
+            </Suspense>
           </figure>
         </div>
       ) : null}
