@@ -6,13 +6,10 @@ leaves 127.0.0.1, axe-core served from the portal's own node_modules, and screen
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,20 +51,6 @@ class Watch:
             return
         if parts.hostname not in LOCAL_HOSTS:
             self.foreign.append(request.url)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent: infra/dev-packages.sh installs Debian's chromium")
-    if not AXE.is_file():
-        pytest.fail(f"{AXE} is missing: run `make web` (npm ci installs axe-core)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield chromium
-        chromium.close()
 
 
 def axe_violations(page: Any) -> list[dict[str, Any]]:

@@ -26,10 +26,8 @@ from ..factories import enrol_agent, make_world
 from ..integration.test_vault_brokered import docked_link
 from ..procs import Cloud
 from ..vm.test_cloud_archive import figures, send, vm
-from .browser import Watch, browser, shoot
+from .browser import Watch, shoot
 from .test_portal_routes import assert_strict, built
-
-__all__ = ["browser"]  # the fixture, used by name
 
 pytestmark = pytest.mark.slow
 # A locator that waits longer than this has found a broken page, not a slow one.
@@ -206,6 +204,11 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     page.wait_for_url(f"**/portal/t/{world.msp_id}/agents")
     page.get_by_role("heading", name="No agent has docked yet").wait_for()
     none = shoot(page, "agents-empty")
+    # It has no site either: naming one brings the enrolment form.
+    page.get_by_label("Site name").fill("Branch office")
+    page.get_by_role("button", name="Create site").click()
+    page.get_by_role("button", name="Create enrolment token").wait_for()
+    assert page.get_by_label("Site").input_value() != ""
 
     page.context.close()
     assert posts, "the portal sent no GraphQL POST"
