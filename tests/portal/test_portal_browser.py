@@ -48,6 +48,7 @@ def test_sign_in_page_loads_offline_clean_and_accessible(cloud: Cloud, browser: 
     assert answer.status == 200
     assert_strict(answer.headers["content-security-policy"])
     page.get_by_role("heading", name="Sign in to Dockyard").wait_for()
+    assert page.title() == "Sign in · Dockyard"
     if config.status_code == 404:
         alert = page.get_by_role("alert")
         alert.wait_for()
@@ -126,6 +127,7 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     page.goto(cloud.url + "/portal/")
     page.wait_for_url(f"**/portal/t/{world.tenant_id}/agents")
     page.get_by_role("heading", name="Agents").wait_for()
+    assert page.title() == "Agents · Dockyard"
     rows = page.locator("table tbody tr")
     rows.first.wait_for()
     assert rows.count() == 2  # the two docked agents

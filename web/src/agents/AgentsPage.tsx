@@ -13,6 +13,7 @@ import { pick } from "../api/errors";
 import { request } from "../api/graphql";
 import type { PortalAgentsQuery } from "../gql/graphql";
 import { ConfirmDialog } from "../ui/ConfirmDialog";
+import { useTitle } from "../ui/title";
 import { EmptyState, ErrorNote, Loading } from "../ui/Notice";
 import { EnrolPanel } from "./EnrolPanel";
 import { STATE_LABEL, agentState, ago, countByState } from "./agentState";
@@ -29,6 +30,7 @@ const NONE: AgentRow[] = [];
 export function AgentsPage() {
   const { tenantId = "" } = useParams();
   const client = useQueryClient();
+  useTitle("Agents");
   const [revoking, setRevoking] = useState<AgentRow | null>(null);
   const agents = useQuery({
     queryKey: ["agents", tenantId],

@@ -5,9 +5,11 @@ import { useState, type FormEvent } from "react";
 import { fetchConfig, loginUrl, passwordSignIn } from "../api/auth";
 import { describe } from "../api/errors";
 import { ErrorNote, Loading } from "../ui/Notice";
+import { useTitle } from "../ui/title";
 import { useSessionReset } from "./session";
 
 export function SignIn({ returnTo }: { returnTo: string }) {
+  useTitle("Sign in");
   const config = useQuery({ queryKey: ["auth", "config"], queryFn: fetchConfig });
   return (
     <main className="signin" aria-labelledby="signin-title">

@@ -62,7 +62,9 @@ export function ActionMenu({ vmName, lifeState, onPick, openAt = null, onClose }
   }
 
   function onButtonKey(e: KeyboardEvent<HTMLButtonElement>) {
-    if (e.key === "ArrowDown" || e.key === "Enter" || e.key === " ") {
+    // The keyboard's own context-menu key, and Shift+F10, open it as a right-click would.
+    const contextKey = e.key === "ContextMenu" || (e.shiftKey && e.key === "F10");
+    if (e.key === "ArrowDown" || e.key === "Enter" || e.key === " " || contextKey) {
       e.preventDefault();
       show(0);
     } else if (e.key === "ArrowUp") {

@@ -16,6 +16,7 @@ import { ApiError, pick } from "../api/errors";
 import { request } from "../api/graphql";
 import type { IdleState, PortalVmsQuery } from "../gql/graphql";
 import { ConfirmDialog } from "../ui/ConfirmDialog";
+import { useTitle } from "../ui/title";
 import { EmptyState, ErrorNote, Loading } from "../ui/Notice";
 import { ActionMenu } from "./ActionMenu";
 import { ArchiveVmMutation, PowerVmMutation, RestoreVmMutation, VmsQuery } from "./queries";
@@ -45,6 +46,7 @@ const column = createColumnHelper<VmRow>();
 export function VmsPage() {
   const { tenantId = "" } = useParams();
   const client = useQueryClient();
+  useTitle("VMs");
   const [filters, setFilters] = useState<VmFilters>(NO_FILTERS);
   const [pageSize, setPageSize] = useState(50);
   // The cursor each page after the first starts from; the last one is the page shown.

@@ -55,6 +55,17 @@ describe("ActionMenu", () => {
     expect(button).toHaveFocus();
   });
 
+  it("opens with Shift+F10, the keyboard's right-click", async () => {
+    const user = userEvent.setup();
+    render(<ActionMenu vmName="off-1" lifeState="OFF" onPick={() => {}} />);
+    screen.getByRole("button", { name: "Actions for off-1" }).focus();
+    await user.keyboard("{Shift>}{F10}{/Shift}");
+    expect(screen.getAllByRole("menuitem").map((i) => i.textContent)).toEqual([
+      "Power on",
+      "Archive",
+    ]);
+  });
+
   it("says why there is nothing to do while archiving", async () => {
     const user = userEvent.setup();
     render(<ActionMenu vmName="x" lifeState="ARCHIVING" onPick={() => {}} />);
