@@ -9,7 +9,7 @@ export default function AgentsChart({ data }: { data: { state: string; agents: n
         <XAxis dataKey="state" interval={0} fontSize={11} />
         <YAxis allowDecimals={false} width={30} />
         <Tooltip />
-        <Bar dataKey="agents" fill="#1f5fa8" />
+        <Bar dataKey="agents" fill="#1f5fa8" isAnimationActive={false} />
       </BarChart>
     </ResponsiveContainer>
   );
