@@ -113,6 +113,8 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
         [
             vm("web-01", "running", power_state="poweredOn"),
             vm("old-db", "archived", figures(8 << 30, 3 << 30)),
+            # Enough for a second page of 25, all after those two by name.
+            *(vm(f"z-bulk-{i:02}", "off") for i in range(30)),
         ],
     )
     watch = Watch()
@@ -158,7 +160,9 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     page.get_by_role("heading", name="VMs").wait_for()
     archived = page.locator("tr", has_text="old-db")
     archived.wait_for()
-    assert archived.get_by_role("img", name="Archived").count() == 1
+    icon = archived.get_by_role("img", name="Archived")
+    assert icon.count() == 1
+    assert "8.0 GiB freed on the datastore, 3.0 GiB stored" in (icon.get_attribute("title") or "")
     assert page.locator("tr", has_text="web-01").get_by_role("img", name="Archived").count() == 0
     menu_button = page.get_by_role("button", name="Actions for old-db")
     menu_button.focus()
@@ -188,11 +192,27 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     assert labels == ["Shut down", "Power off", "Suspend"]
     page.keyboard.press("Escape")
 
-    # Sorting by name, descending, puts web-01 first.
+    # Pages of 25 over the connection's cursor: 32 VMs are 25 and 7.
+    body = page.locator("table tbody tr")
+    assert body.count() == 32
+    page.get_by_label("Rows per page").select_option("25")
+    page.get_by_text("z-bulk-24").wait_for(state="detached")
+    assert body.count() == 25
+    page.get_by_role("button", name="Next page").click()
+    page.get_by_text("Page 2").wait_for()
+    page.get_by_text("z-bulk-29").wait_for()
+    assert body.count() == 7
+    assert page.get_by_role("button", name="Next page").is_disabled()
+    page.get_by_role("button", name="Previous page").click()
+    page.locator("tr", has_text="old-db").wait_for()
+    assert body.count() == 25
+
+    # Sorting by name within the page: descending puts the page's last name first.
+    assert "old-db" in body.first.inner_text()
     page.get_by_role("button", name="Name").click()
     page.get_by_role("button", name="Name").click()
     assert page.locator("th", has_text="Name").get_attribute("aria-sort") == "descending"
-    assert "web-01" in page.locator("table tbody tr").first.inner_text()
+    assert "z-bulk-22" in body.first.inner_text()
 
     # A filter that matches nothing says so, and what to do.
     page.get_by_label("Owner").fill("nobody-at-all")

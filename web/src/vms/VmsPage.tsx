@@ -19,6 +19,7 @@ import { ConfirmDialog } from "../ui/ConfirmDialog";
 import { useTitle } from "../ui/title";
 import { EmptyState, ErrorNote, Loading } from "../ui/Notice";
 import { ActionMenu } from "./ActionMenu";
+import { archiveSummary } from "./bytes";
 import { ArchiveVmMutation, PowerVmMutation, RestoreVmMutation, VmsQuery } from "./queries";
 import { LIFE_LABEL, type VmAction } from "./vmActions";
 
@@ -111,7 +112,12 @@ export function VmsPage() {
         cell: (c) => (
           <span className="vm-name">
             {c.row.original.lifeState === "ARCHIVED" ? (
-              <span className="icon-archived" role="img" aria-label="Archived" title="Archived">
+              <span
+                className="icon-archived"
+                role="img"
+                aria-label="Archived"
+                title={c.row.original.archive ? archiveSummary(c.row.original.archive) : "Archived"}
+              >
                 ▣
               </span>
             ) : null}
