@@ -616,23 +616,10 @@ class Archiver:
                 files.unfence(vm, job.placement)
             except DriverError as e:  # the failure is reported; fenced is safe
                 stuck = e
-        if job.snapshot:
-            with contextlib.suppress(VaultError, ArchiveFailed):  # a pin left loses nothing
-                open_repo().release(job.snapshot)
         state = LifeState.ARCHIVE_FAILED
         if isinstance(error, ArchiveFailed) and error.code in ("already_archived", "busy"):
             state = LifeState.ARCHIVED if error.code == "already_archived" else LifeState.OFF
-        reason = _reason(error)
-        if stuck is not None:
-            reason += (
-                f"; the VM is whole but still kept from powering on ({stuck}): the fence "
-                "is lifted when the endpoint answers again"
-            )
-        self.journal.set_life(job.endpoint, vm.native_id, state, self.clock(), reason)
-        if stuck is not None:
-            self.journal.step(job, "unfencing", self.clock(), snapshot=None)
-        else:
-            self.journal.end(job)
+        let_go(self.journal, job, open_repo, error, stuck, state, self.clock())
 
     def unsettled(self) -> list[Job]:
         """Roll backs that still owe a VM its fence lifted."""
@@ -990,6 +977,32 @@ def _reopened(repo: Repository) -> Repository:
     return Repository(
         repo.backend, read_config(repo.backend), repo.keys.master, workers=repo.workers
     )
+
+
+def let_go(
+    journal: Journal,
+    job: Job,
+    open_repo: OpenRepository,
+    error: Exception,
+    stuck: DriverError | None,
+    state: LifeState,
+    now: datetime,
+    what: str = "the VM is whole but still kept from powering on",
+) -> None:
+    """How every engine's roll back ends: the archive's pin released (prune may take it),
+    the VM's state and reason written, and the job ended, or kept at `unfencing` when the
+    fence could not be lifted (`stuck`), for `Archiver.settle` to lift later."""
+    if job.snapshot:
+        with contextlib.suppress(VaultError, ArchiveFailed):  # a pin left loses nothing
+            open_repo().release(job.snapshot)
+    reason = _reason(error)
+    if stuck is not None:
+        reason += f"; {what} ({stuck}): the fence is lifted when the endpoint answers again"
+    journal.set_life(job.endpoint, job.native_id, state, now, reason)
+    if stuck is not None:
+        journal.step(job, "unfencing", now, snapshot=None)
+    else:
+        journal.end(job)
 
 
 def _vm_file(f: ArchivedFile, relocated: dict[str, str] | None = None) -> VmFile:

@@ -64,6 +64,7 @@ from .archive import (
     _opened,
     _reason,
     _reopened,
+    let_go,
 )
 from .drivers.base import DriverError, VmInfo
 from .ec2files import (
@@ -478,20 +479,16 @@ class Ec2Archiver:
                 for image in ec2.images_of(vm.native_id):
                     if tags_of(image).get(FENCE_TAG) == "archiving":
                         self._drop_image(ec2, image)
-        if job.snapshot:
-            with contextlib.suppress(VaultError, ArchiveFailed):  # a pin left keeps bytes
-                open_repo().release(job.snapshot)
-        reason = _reason(error)
-        if stuck is not None:
-            reason += (
-                f"; the instance is whole but still fenced ({stuck}): the fence is lifted "
-                "when EC2 answers again"
-            )
-        self.journal.set_life(job.endpoint, vm.native_id, state, self.clock(), reason)
-        if stuck is not None:
-            self.journal.step(job, "unfencing", self.clock(), snapshot=None)
-        else:
-            self.journal.end(job)
+        let_go(
+            self.journal,
+            job,
+            open_repo,
+            error,
+            stuck,
+            state,
+            self.clock(),
+            "the instance is whole but still fenced",
+        )
 
     def _drop_image(self, ec2: Ec2Files, image: dict[str, Any]) -> None:
         ec2.call(ec2.ec2.deregister_image, ImageId=image["ImageId"])
