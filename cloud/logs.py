@@ -38,6 +38,14 @@ def configure(fmt: logs.LogFormat, level: str, stream: TextIO | None = None) -> 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # uvicorn's own loggers through this handler too, whatever configured them before (a
+    # uvicorn.Config with its default log_config gives them handlers and stops propagation).
+    for name in ("uvicorn", "uvicorn.error", ACCESS_LOGGER):
+        named = logging.getLogger(name)
+        named.handlers[:] = []
+        named.propagate = True
+        named.disabled = False
+        named.setLevel(logging.NOTSET)
     # alembic names each of its plugins at INFO on every start.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     logging.captureWarnings(True)
