@@ -1,17 +1,15 @@
 """The portal in a real browser (Debian's Chromium under Playwright) against a real cloud on
 PostgreSQL: it loads with no console error and no request off 127.0.0.1, under the strict
-CSP; the sign-in page shows whatever the cloud's /auth routes offer (a plain sentence while
-they are not there); axe-core finds no serious or critical issue; every page is
-photographed at 1280 px and 390 px into build/screenshots/ (DOCKYARD_SCREENSHOTS).
+CSP; the sign-in page offers the cloud's identity provider; axe-core finds no serious or
+critical issue; every page is photographed at 1280 px and 390 px into build/screenshots/
+(DOCKYARD_SCREENSHOTS).
 
-The signed-in pages stand on one fake until the cloud's session sign-in (issue 18, point 1)
-lands: `/auth/me` is answered in the browser with the test's own user, and GraphQL goes with
-that user's real API token as a bearer header. Everything else, GraphQL, the agents, the
-VMs and the enrolment token, is the real cloud's."""
+The signed-in pages are reached by signing in for real (signin.py): the portal's button, the
+OpenID provider's login form, and back with the cloud's HttpOnly session cookie, on which
+every GraphQL POST then goes with the CSRF header. Nothing is stood in for."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import httpx
 import pytest
 
 from dockyard.agent import protocol as p
+from dockyard.cloud.domain.principal import Role
 from dockyard.cloud.store.db import Database
 
 from ..factories import enrol_agent, make_world
@@ -27,17 +26,16 @@ from ..integration.test_vault_brokered import docked_link
 from ..procs import Cloud
 from ..vm.test_cloud_archive import figures, send, vm
 from .browser import Watch, shoot
+from .signin import CSRF_COOKIE, PAT, SESSION_COOKIE, TIMEOUT_MS, cookies, invite, sign_in
 from .test_portal_routes import assert_strict, built
 
 pytestmark = pytest.mark.slow
-# A locator that waits longer than this has found a broken page, not a slow one.
-TIMEOUT_MS = 10_000
-CSRF = "csrf-token-of-this-session"
 
 
 def test_sign_in_page_loads_offline_clean_and_accessible(cloud: Cloud, browser: Any) -> None:
     built()
     config = httpx.get(cloud.url + "/auth/config", timeout=10)
+    assert config.json() == {"oidc": True, "password": False}
     context = browser.new_context()
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
@@ -49,17 +47,9 @@ def test_sign_in_page_loads_offline_clean_and_accessible(cloud: Cloud, browser: 
     assert_strict(answer.headers["content-security-policy"])
     page.get_by_role("heading", name="Sign in to Dockyard").wait_for()
     assert page.title() == "Sign in · Dockyard"
-    if config.status_code == 404:
-        alert = page.get_by_role("alert")
-        alert.wait_for()
-        assert "offers no sign-in for the portal yet" in alert.inner_text()
-    else:
-        offered = config.json()
-        if offered["oidc"]:
-            link = page.get_by_role("link", name=re.compile("identity provider"))
-            assert link.get_attribute("href") == "/auth/login?return_to=%2Fportal%2F"
-        if offered["password"]:
-            page.get_by_label("Password").wait_for()
+    link = page.get_by_role("link", name=re.compile("identity provider"))
+    assert link.get_attribute("href") == "/auth/login?return_to=%2Fportal%2F"
+    assert page.get_by_label("Password").count() == 0
     findings = shoot(page, "sign-in")
     # Keyboard: the first Tab reaches something on the page, and it shows it has focus.
     page.keyboard.press("Tab")
@@ -67,40 +57,14 @@ def test_sign_in_page_loads_offline_clean_and_accessible(cloud: Cloud, browser: 
     assert outline not in ("none", ""), "the focused element shows no outline"
     context.close()
     assert findings == {"desktop": [], "phone": []}
-    # Chromium logs every 4xx as a console error; a signed-out /auth/me (401, or 404 while the
-    # routes are not on this cloud) and an absent /auth/config are answers the page expects.
+    # Chromium logs every 4xx as a console error; a signed-out /auth/me (401) is an answer
+    # the page expects.
     expected = re.compile(
-        r"console: Failed to load resource: the server responded with a status of 40[14] "
-        rf"\(\w[\w ]*\) \({re.escape(cloud.url)}/auth/(me|config)\)"
+        r"console: Failed to load resource: the server responded with a status of 401 "
+        rf"\(Unauthorized\) \({re.escape(cloud.url)}/auth/me\)"
     )
     assert [e for e in watch.errors if not expected.fullmatch(e)] == []
     assert watch.foreign == []
-
-
-def signed_in(browser: Any, cloud: Cloud, world: Any, watch: Watch) -> Any:
-    """A page whose /auth/me answers the world's owner (the one fake, see the docstring)."""
-    context = browser.new_context(extra_http_headers={"Authorization": f"Bearer {world.token}"})
-    me = {
-        "id": str(world.user_id),
-        "email": "owner@example.com",
-        "name": "Owner",
-        "memberships": [
-            {"tenantId": str(world.tenant_id), "tenantName": "Acme", "role": "OWNER"},
-            {"tenantId": str(world.msp_id), "tenantName": "The MSP", "role": "OWNER"},
-        ],
-    }
-    context.route(
-        cloud.url + "/auth/me",
-        lambda route: route.fulfill(
-            status=200, content_type="application/json", body=json.dumps(me)
-        ),
-    )
-    # The readable CSRF cookie the cloud's sign-in sets; the portal must echo it.
-    context.add_cookies([{"name": "dockyard_csrf", "value": CSRF, "url": cloud.url}])
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    watch.attach(page)
-    return page
 
 
 def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path: Path) -> None:
@@ -117,16 +81,24 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
             *(vm(f"z-bulk-{i:02}", "off") for i in range(30)),
         ],
     )
+    invite(pg, PAT, (world.tenant_id, world.msp_id), Role.OWNER)
     watch = Watch()
-    page = signed_in(browser, cloud, world, watch)
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
     posts: list[dict[str, str]] = []
     page.on(
         "request",
         lambda r: posts.append(r.headers) if r.method == "POST" and "/graphql" in r.url else None,
     )
 
-    # The start page goes to the first tenant's agents.
-    page.goto(cloud.url + "/portal/")
+    # A deep link signs in through the provider and comes back to the page it named.
+    sign_in(page, cloud, PAT, f"/portal/t/{world.tenant_id}/agents")
+    watch.attach(page)  # from here on: the provider's own pages are not the portal's
+    jar = cookies(context, cloud)
+    assert jar[SESSION_COOKIE]["httpOnly"]
+    assert not jar[CSRF_COOKIE]["httpOnly"], "the portal's script echoes it"
+    assert jar[SESSION_COOKIE]["sameSite"] == "Lax"
     page.wait_for_url(f"**/portal/t/{world.tenant_id}/agents")
     page.get_by_role("heading", name="Agents").wait_for()
     assert page.title() == "Agents · Dockyard"
@@ -232,9 +204,11 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     page.get_by_role("button", name="Create enrolment token").wait_for()
     assert page.get_by_label("Site").input_value() != ""
 
-    page.context.close()
+    context.close()
     assert posts, "the portal sent no GraphQL POST"
-    assert all(h.get("x-csrf-token") == CSRF for h in posts), posts
+    csrf = jar[CSRF_COOKIE]["value"]
+    assert all(h.get("x-csrf-token") == csrf for h in posts), posts
+    assert not any("authorization" in h for h in posts), "a bearer token: not the cookie session"
     assert agents == vms == empty == none == {"desktop": [], "phone": []}
     assert watch.errors == []
     assert watch.foreign == []

@@ -11,10 +11,14 @@ export interface AuthConfig {
 /** What the portal shows when the cloud has no sign-in routes at all. */
 export type ConfigAnswer = { kind: "ok"; config: AuthConfig } | { kind: "absent" };
 
+/** One grant as /auth/me lists it: a tenant may come twice, once `direct` and once
+ * through its MSP (`via` "msp"), each with its own role. */
 export interface Membership {
   tenantId: string;
   tenantName: string;
   role: string;
+  via?: "direct" | "msp";
+  archived?: boolean;
 }
 
 export interface User {
@@ -50,8 +54,8 @@ export async function fetchMe(): Promise<User | null> {
 export async function passwordSignIn(email: string, password: string): Promise<void> {
   const response = await call("/auth/password", {
     method: "POST",
-    headers: postHeaders({ "Content-Type": "application/x-www-form-urlencoded" }),
-    body: new URLSearchParams({ email, password }).toString(),
+    headers: postHeaders({ "Content-Type": "application/json", Accept: "application/json" }),
+    body: JSON.stringify({ email, password }),
   });
   if (response.status === 401 || response.status === 400) {
     throw new ApiError("That email and password do not match an account: check both and try again.");

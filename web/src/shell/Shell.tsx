@@ -5,6 +5,7 @@ import { NavLink, Outlet, useNavigate, useParams } from "react-router";
 import { signOut, type User } from "../api/auth";
 import { describe } from "../api/errors";
 import { useSessionReset } from "../auth/session";
+import { tenantChoices } from "./tenants";
 
 export function Shell({ user }: { user: User }) {
   const { tenantId = "" } = useParams();
@@ -47,9 +48,9 @@ export function Shell({ user }: { user: User }) {
         <div className="account">
           <label htmlFor="tenant-switcher">Tenant</label>
           <select id="tenant-switcher" value={tenantId} onChange={switchTenant}>
-            {user.memberships.map((m) => (
-              <option key={m.tenantId} value={m.tenantId}>
-                {m.tenantName} ({m.role.toLowerCase()})
+            {tenantChoices(user.memberships).map((c) => (
+              <option key={c.tenantId} value={c.tenantId}>
+                {c.label}
               </option>
             ))}
           </select>
