@@ -93,3 +93,10 @@ def sign_in(page: Any, cloud: Cloud, person: Account, path: str = "/portal/") ->
 def cookies(context: Any, cloud: Cloud) -> dict[str, dict[str, Any]]:
     """The browser's cookies for the cloud, by name, with their flags."""
     return {c["name"]: c for c in context.cookies(cloud.url)}
+
+
+def new_page(browser: Any) -> Any:
+    """A page in a fresh context (no cookie yet); close it with `page.context.close()`."""
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    return context.new_page()

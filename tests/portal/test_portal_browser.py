@@ -17,17 +17,15 @@ from typing import Any
 import httpx
 import pytest
 
-from dockyard.agent import protocol as p
 from dockyard.cloud.domain.principal import Role
 from dockyard.cloud.store.db import Database
 
-from ..factories import enrol_agent, make_world
-from ..integration.test_vault_brokered import docked_link
 from ..procs import Cloud
-from ..vm.test_cloud_archive import figures, send, vm
+from ..vm.test_cloud_archive import vm
 from .browser import Watch, shoot
-from .signin import CSRF_COOKIE, PAT, SESSION_COOKIE, TIMEOUT_MS, cookies, invite, sign_in
+from .signin import CSRF_COOKIE, PAT, SESSION_COOKIE, cookies, invite, new_page, sign_in
 from .test_portal_routes import assert_strict, built
+from .worlds import stocked
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +34,8 @@ def test_sign_in_page_loads_offline_clean_and_accessible(cloud: Cloud, browser: 
     built()
     config = httpx.get(cloud.url + "/auth/config", timeout=10)
     assert config.json() == {"oidc": True, "password": False}
-    context = browser.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
+    page = new_page(browser)
+    context = page.context
     watch = Watch()
     watch.attach(page)
     answer = page.goto(cloud.url + "/portal/")
@@ -69,23 +66,12 @@ def test_sign_in_page_loads_offline_clean_and_accessible(cloud: Cloud, browser: 
 
 def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path: Path) -> None:
     built()
-    world = make_world(pg, flow=p.FlowMode.METADATA, plan="standard")
-    enrol_agent(world, tmp_path, modules=("noop", "vm"))
-    link = docked_link(cloud, world, tmp_path, p.FlowMode.METADATA)
-    send(
-        link,
-        [
-            vm("web-01", "running", power_state="poweredOn"),
-            vm("old-db", "archived", figures(8 << 30, 3 << 30)),
-            # Enough for a second page of 25, all after those two by name.
-            *(vm(f"z-bulk-{i:02}", "off") for i in range(30)),
-        ],
-    )
+    # Enough for a second page of 25, all after web-01 and old-db by name.
+    world = stocked(cloud, pg, tmp_path, *(vm(f"z-bulk-{i:02}", "off") for i in range(30)))
     invite(pg, PAT, (world.tenant_id, world.msp_id), Role.OWNER)
     watch = Watch()
-    context = browser.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
+    page = new_page(browser)
+    context = page.context
     posts: list[dict[str, str]] = []
     page.on(
         "request",

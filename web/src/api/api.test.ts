@@ -1,7 +1,7 @@
-import { describe as group, expect, it } from "vitest";
+import { afterEach, describe as group, expect, it, vi } from "vitest";
 import { readCookie } from "./cookies";
 import { ApiError, httpError, pick } from "./errors";
-import { loginUrl } from "./auth";
+import { loginUrl, passwordSignIn } from "./auth";
 
 group("readCookie", () => {
   it("finds the CSRF cookie among others and decodes it", () => {
@@ -44,5 +44,21 @@ group("loginUrl", () => {
   it("never sends the user back to another site", () => {
     expect(loginUrl("https://evil.example/")).toBe("/auth/login?return_to=%2Fportal%2F");
     expect(loginUrl("//evil.example/portal/")).toBe("/auth/login?return_to=%2Fportal%2F");
+  });
+});
+
+group("passwordSignIn", () => {
+  afterEach(() => vi.unstubAllGlobals());
+  it("posts JSON, the only body the cloud's /auth/password takes (else 415)", async () => {
+    const fetch = vi.fn(async () => new Response("{}", { status: 200 }));
+    vi.stubGlobal("fetch", fetch);
+    await passwordSignIn("pat@example.com", "correct horse battery");
+    const [path, init] = fetch.mock.calls[0] as unknown as [string, RequestInit];
+    expect(path).toBe("/auth/password");
+    expect((init.headers as Record<string, string>)["Content-Type"]).toBe("application/json");
+    expect(JSON.parse(String(init.body))).toEqual({
+      email: "pat@example.com",
+      password: "correct horse battery",
+    });
   });
 });
