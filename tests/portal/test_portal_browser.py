@@ -92,7 +92,13 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     rows.first.wait_for()
     assert rows.count() == 2  # the two docked agents
     assert "noop 1" in rows.first.inner_text() or "noop 1" in rows.nth(1).inner_text()
-    assert page.get_by_role("combobox", name="Tenant").input_value() == str(world.tenant_id)
+    switcher = page.get_by_role("combobox", name="Tenant")
+    assert switcher.input_value() == str(world.tenant_id)
+    # /auth/me lists the customer tenant twice (owner there, and owner of its MSP): the
+    # switcher shows it once, naming both.
+    options = switcher.locator("option")
+    assert options.count() == 2
+    assert options.all_inner_texts()[1].endswith("(owner, owner via MSP)")
 
     page.get_by_role("button", name="Create enrolment token").click()
     command = page.get_by_label("Dock command")
