@@ -56,8 +56,13 @@ class Batcher(Generic[Q, R]):
         run_db: Callable[..., Awaitable[Any]],
         work: Work[Q],
         lanes: int = LANES,
+        *,
+        one_statement: bool = False,
     ) -> None:
         self.db, self.clock, self.run_db, self.work, self.lanes = db, clock, run_db, work, lanes
+        self.one_statement = one_statement and db.is_postgres
+        """`work` runs one statement on PostgreSQL (atomic on its own), so it runs outside
+        a transaction: a BEGIN and a COMMIT fewer on every batch."""
         self._queue: list[_Pending[Q, R]] = []
         self._running = 0
         self.batches = 0
@@ -108,21 +113,25 @@ class Batcher(Generic[Q, R]):
 
     def _run(self, batch: list[_Pending[Q, R]]) -> Mapping[uuid.UUID, Any]:
         tenants = frozenset(b.tenant_id for b in batch)
-        with self.db.transaction(tenants) as session:
-            ctx = Ctx(session, Principal.system(tenants), self.clock)
-            return self.work(
-                ctx,
-                {b.agent_id: b.request for b in batch},
-                {b.agent_id: b.tenant_id for b in batch},
-            )
+        wanted = {b.agent_id: b.request for b in batch}
+        named = {b.agent_id: b.tenant_id for b in batch}
+        if not self.one_statement:
+            with self.db.transaction(tenants) as session:
+                return self.work(Ctx(session, Principal.system(tenants), self.clock), wanted, named)
+        with self.db.session(tenants) as session:
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            results = self.work(Ctx(session, Principal.system(tenants), self.clock), wanted, named)
+            session.commit()  # nothing to send: the statement committed as it ran
+            return results
 
 
 def poll_reader(
     db: Database, clock: Clock, run_db: Callable[..., Awaitable[Any]]
 ) -> Batcher[int, delivery.PollView]:
     """Polls that must read the database: a first poll, a wake-up, a quiet answer grown
-    old. The request is the sequence number the agent has (`after`)."""
-    return Batcher(db, clock, run_db, delivery.poll_views)
+    old. The request is the sequence number the agent has (`after`). On PostgreSQL a
+    batch is one statement (`store.delivery.poll_read`)."""
+    return Batcher(db, clock, run_db, delivery.poll_views, one_statement=True)
 
 
 def ack_writer(

@@ -33,10 +33,10 @@ from .states import moves
 
 POLL_BATCH = 200
 
-# The moves a poll and an ack make in bulk, checked against the one table (states.py).
-DELIVERY_MOVES = moves(
-    (CS.QUEUED, CS.SENT), (CS.QUEUED, CS.EXPIRED), (CS.SENT, CS.ACKED), (CS.SENT, CS.REJECTED)
-)
+# The moves a poll (hand out, lapse) and an ack (accept, reject) make in bulk, checked
+# against the one table (states.py).
+POLL_MOVES = moves((CS.QUEUED, CS.SENT), (CS.QUEUED, CS.EXPIRED))
+ACK_MOVES = moves((CS.SENT, CS.ACKED), (CS.SENT, CS.REJECTED))
 
 
 @dataclass
@@ -99,42 +99,39 @@ def poll_views(
     """`poll_view` for many agents in one transaction: a burst of wake-ups is answered with
     a few statements instead of a few per agent. A revoked agent gets its error back.
 
-    One statement reads only the columns an answer needs, as plain rows: each agent with
-    its tenant's and site's settings, outer-joined to the entries (and their commands) in
-    its window. Loading whole rows as ORM objects (and their JSON columns), in three
-    statements, took most of the time of a 200-agent read."""
+    One statement reads only the columns an answer needs: each agent with its tenant's and
+    site's settings, outer-joined to the entries (and their commands) in its window
+    (loading whole rows as ORM objects, in three statements, took most of the time of a
+    200-agent read). On PostgreSQL the same statement hands out the queued commands it
+    reads and lapses those past their deadline, by the rule `_entries` answers with; on
+    SQLite `_Marks` moves them after the read. Either way a move is made only from
+    `queued`, so a command cancelled meanwhile stays cancelled."""
     now = ctx.now()
-    rows = store.poll_rows(ctx.session, wanted, POLL_BATCH)
-    found: dict[uuid.UUID, Any] = {}
-    rows_by_agent: dict[uuid.UUID, list[Any]] = {}
-    for each in rows:
-        found.setdefault(each[0], each)
-        if each.seq is not None:
-            rows_by_agent.setdefault(each[0], []).append(each[store.POLL_AGENT_COLUMNS :])
+    read = store.poll_read(ctx.session, wanted, expect_tenant, POLL_BATCH, now, *POLL_MOVES)
     out: dict[uuid.UUID, PollView | Unauthenticated] = {}
-    live: dict[uuid.UUID, Any] = {}
-    for agent_id in wanted:
-        row = _caller(found.get(agent_id), agent_id, expect_tenant)
-        if row is None:
-            out[agent_id] = Unauthenticated("this agent was revoked; enrol it again")
-        else:
-            live[agent_id] = row
     known: dict[tuple[Any, ...], tuple[FlowMode, dict[str, list[str]]]] = {}
     marks = _Marks()
-    for agent_id, row in live.items():
+    for agent_id, after in wanted.items():
+        row = _caller(read.agents.get(agent_id), agent_id, expect_tenant)
+        if row is None:
+            out[agent_id] = Unauthenticated("this agent was revoked; enrol it again")
+            continue
         # Worked out once per distinct (tenant, site, ceiling, modules) in the batch.
-        _, _, last_seq, _, agent_flow, modules, tenant_flow, plan, site_flow = row[:9]
-        key = (tenant_flow, plan, site_flow, agent_flow, tuple(m["name"] for m in modules))
+        key = (row.tenant_flow, row.plan, row.site_flow, row.max_flow)
+        key += tuple(m["name"] for m in row.modules)
         settings = known.get(key)
         if settings is None:
-            settings = known[key] = settings_of(tenant_flow, plan, site_flow, agent_flow, modules)
-        entries = _entries(rows_by_agent.get(agent_id, []), now, marks)
+            settings = known[key] = settings_of(
+                row.tenant_flow, row.plan, row.site_flow, row.max_flow, row.modules
+            )
+        entries = _entries(read.entries.get(agent_id, []), now, marks)
         # A sequence is numbered without gaps, so the next POLL_BATCH numbers are at most
         # POLL_BATCH rows, whatever was skipped (expired, cancelled) among them.
-        limit = wanted[agent_id] + POLL_BATCH
-        more = last_seq > limit
-        out[agent_id] = PollView(entries, limit if more else last_seq, *settings, more)
-    marks.apply(ctx.session, now)
+        limit = after + POLL_BATCH
+        more = row.last_seq > limit
+        out[agent_id] = PollView(entries, limit if more else row.last_seq, *settings, more)
+    if not read.marked:
+        marks.apply(ctx.session, now)
     return out
 
 
@@ -150,35 +147,37 @@ class _Marks:
     """Handed-out commands by their timeout in seconds (their result is due then)."""
 
     def apply(self, session: Session, now: datetime) -> None:
+        send, lapse = POLL_MOVES
         if self.expired:
-            store.mark_expired(session, self.expired, now, (CS.QUEUED, CS.EXPIRED))
+            store.mark_expired(session, self.expired, now, lapse)
         for timeout_s, ids in self.sent.items():
-            due = now + timedelta(seconds=timeout_s)
-            store.mark_sent(session, ids, now, due, (CS.QUEUED, CS.SENT))
+            store.mark_sent(session, ids, now, now + timedelta(seconds=timeout_s), send)
 
 
-def _entries(rows: list[Any], now: datetime, marks: _Marks) -> list[Entry]:
-    """The answer's entries from `poll_views`' rows (an entry's columns, then its
-    command's, all None for an entry that is not a command)."""
+def _entries(rows: list[store.PollEntry], now: datetime, marks: _Marks) -> list[Entry]:
+    """The answer's entries from an agent's window: a command is handed out unless it
+    was cancelled, expired, or is still queued past its delivery deadline (then it is
+    lapsed); a queued one handed out is marked sent. The states are those the read found
+    (before its own moves, on PostgreSQL)."""
     out: list[Entry] = []
-    for seq, kind, payload, command_id, job_id, name, args, state, expires_at, timeout_s in rows:
-        if command_id is not None:
-            if state == CS.QUEUED and expires_at <= now:
-                marks.expired.append(command_id)
+    for seq, kind, payload, command in rows:
+        if command is not None:
+            if command.state == CS.QUEUED and command.expires_at <= now:
+                marks.expired.append(command.id)
                 continue
-            if state in (CS.EXPIRED, CS.CANCELLED):
+            if command.state in (CS.EXPIRED, CS.CANCELLED):
                 continue
-            if state == CS.QUEUED:
-                marks.sent.setdefault(timeout_s, []).append(command_id)
+            if command.state == CS.QUEUED:
+                marks.sent.setdefault(command.timeout_s, []).append(command.id)
             out.append(
                 CommandEntry(
                     seq=seq,
-                    command_id=command_id,
-                    job_id=job_id,
-                    name=name,
-                    args=args,
-                    expires_at=expires_at,
-                    timeout_s=timeout_s,
+                    command_id=command.id,
+                    job_id=command.job_id,
+                    name=command.name,
+                    args=command.args,
+                    expires_at=command.expires_at,
+                    timeout_s=command.timeout_s,
                 )
             )
         elif kind == "policy":
@@ -242,9 +241,9 @@ def ack_many(
         else:
             accepted.append(command_id)
     if accepted:
-        store.mark_acked(ctx.session, now, accepted, (CS.SENT, CS.ACKED), None)
+        store.mark_acked(ctx.session, now, accepted, ACK_MOVES[0], None)
     for code, ids in rejected.items():
-        store.mark_acked(ctx.session, now, ids, (CS.SENT, CS.REJECTED), code)
+        store.mark_acked(ctx.session, now, ids, ACK_MOVES[1], code)
     heads: dict[uuid.UUID, int] = {}
     for agent_id, by_seq in by_agent.items():
         agent = found[agent_id]

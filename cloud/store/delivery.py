@@ -1,61 +1,240 @@
 """The statements delivery runs (`cloud/domain/delivery.py` states the rules over them).
 
-Each reads only the columns it needs, as plain rows, and moves commands in bulk UPDATEs
-whose conditions the database checks, so a command another transaction moved meanwhile
-keeps that state. Every statement runs through the session, so the tenancy wall
-(`tenancy.py`) applies to each."""
+Each reads only the columns it needs and hands them back as typed rows (`PollAgent`,
+`PollEntry`, `AckCaller`, `EntryCommand`), and moves commands in bulk UPDATEs whose
+conditions the database checks, so a command another transaction moved meanwhile keeps
+that state. Every statement runs through the session, so the tenancy wall (`tenancy.py`)
+applies to each."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, case, func, or_, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    Select,
+    Uuid,
+    and_,
+    any_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from .db import outerjoin_windows
 from .models import Agent, AgentEntry, Command, Site, Tenant
 
-POLL_AGENT_COLUMNS = 9
-"""A poll row's first columns are the agent's; the rest are one entry's (or NULLs)."""
+
+class PollAgent(NamedTuple):
+    """What a poll reads of the calling agent, its tenant and its site."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    last_seq: int
+    revoked_at: datetime | None
+    max_flow: str
+    modules: list[Any]
+    tenant_flow: str
+    plan: str
+    site_flow: str | None
 
 
-def poll_rows(session: Session, wanted: dict[uuid.UUID, int], batch: int) -> Sequence[Row[Any]]:
-    """Each agent with its tenant's and site's settings, outer-joined to the entries (and
-    their commands) in its window after `wanted[agent]`, at most `batch` each, in one
-    statement ordered by agent and sequence."""
-    stmt = (
-        select(
-            Agent.id,
-            Agent.tenant_id,
-            Agent.last_seq,
-            Agent.revoked_at,
-            Agent.max_flow,
-            Agent.modules,
-            Tenant.flow_mode,
-            Tenant.plan,
-            Site.max_flow,
-            AgentEntry.seq,
-            AgentEntry.kind,
-            AgentEntry.payload,
-            Command.id,
-            Command.job_id,
-            Command.name,
-            Command.args,
-            Command.state,
-            Command.expires_at,
-            Command.timeout_s,
+class PollCommand(NamedTuple):
+    """The command an entry carries; `state` as the read found it."""
+
+    id: uuid.UUID
+    job_id: uuid.UUID
+    name: str
+    args: dict[str, Any]
+    state: str
+    expires_at: datetime
+    timeout_s: int
+
+
+class PollEntry(NamedTuple):
+    """One entry in a poll's window, and its command if it carries one."""
+
+    seq: int
+    kind: str
+    payload: dict[str, Any]
+    command: PollCommand | None
+
+
+@dataclass
+class PollRead:
+    """A batch of polls' rows: each agent found, and the entries in its window in order."""
+
+    agents: dict[uuid.UUID, PollAgent] = field(default_factory=dict)
+    entries: dict[uuid.UUID, list[PollEntry]] = field(default_factory=dict)
+    marked: bool = False
+    """Whether the read also moved the window's queued commands (on PostgreSQL, in the
+    same statement); if not, the caller moves them (`mark_sent`, `mark_expired`)."""
+
+
+class AckCaller(NamedTuple):
+    """What an ack reads of the calling agent."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    revoked_at: datetime | None
+    last_seq: int
+    acked_seq: int
+
+
+class EntryCommand(NamedTuple):
+    """An acknowledged entry that carries a command."""
+
+    agent_id: uuid.UUID
+    seq: int
+    command_id: uuid.UUID
+
+
+_AGENT_COLUMNS = (
+    Agent.id,
+    Agent.tenant_id,
+    Agent.last_seq,
+    Agent.revoked_at,
+    Agent.max_flow,
+    Agent.modules,
+    Tenant.flow_mode,
+    Tenant.plan,
+    Site.max_flow,
+)
+_ENTRY_COLUMNS = (
+    AgentEntry.seq,
+    AgentEntry.kind,
+    AgentEntry.payload,
+    Command.id,
+    Command.job_id,
+    Command.name,
+    Command.args,
+    Command.state,
+    Command.expires_at,
+    Command.timeout_s,
+)
+_N_AGENT = len(_AGENT_COLUMNS)
+_N_ALL = _N_AGENT + len(_ENTRY_COLUMNS)
+
+
+def _grouped(rows: Sequence[Any], marked: bool) -> PollRead:
+    read = PollRead(marked=marked)
+    for row in rows:
+        agent_id = row[0]
+        if agent_id not in read.agents:
+            read.agents[agent_id] = PollAgent(*row[:_N_AGENT])
+            read.entries[agent_id] = []
+        if row[_N_AGENT] is not None:
+            seq, kind, payload, command_id = row[_N_AGENT : _N_AGENT + 4]
+            command = None if command_id is None else PollCommand(*row[_N_AGENT + 3 : _N_ALL])
+            read.entries[agent_id].append(PollEntry(seq, kind, payload, command))
+    return read
+
+
+def poll_read(
+    session: Session,
+    wanted: dict[uuid.UUID, int],
+    tenants: dict[uuid.UUID, uuid.UUID] | None,
+    batch: int,
+    now: datetime,
+    send: tuple[str, str],
+    lapse: tuple[str, str],
+) -> PollRead:
+    """Each agent named in `wanted` with its tenant's and site's settings and the entries
+    (and their commands) after `wanted[agent]`, at most `batch` each.
+
+    On PostgreSQL the same statement also moves the window's queued commands of each
+    caller that is live (not revoked, of the tenant `tenants` names for it, if it names one): `send`
+    (queued to sent, the result due `timeout_s` later) if its delivery deadline is still
+    ahead, `lapse` (queued to expired) if it has passed. One statement, so the poll needs
+    no transaction of its own: the read and the moves were four round trips (BEGIN, the
+    read, the UPDATE, COMMIT) on the path of every delivery. The read sees the states as
+    they were before the moves. Elsewhere (SQLite) only the read runs: `marked` is False."""
+    if session.get_bind().dialect.name != "postgresql":
+        return _grouped(session.execute(_sqlite_read(wanted, batch)).all(), marked=False)
+    ids = bindparam("poll_agents", list(wanted), type_=ARRAY(Uuid()))
+    starts = bindparam("poll_starts", list(wanted.values()), type_=ARRAY(BigInteger()))
+    tenant_of = tenants or {}
+    named = bindparam("poll_tenants", [tenant_of.get(a) for a in wanted], type_=ARRAY(Uuid()))
+    windows = (
+        func.unnest(ids, starts, named).table_valued("agent_id", "after", "tenant").render_derived()
+    )
+    of_tenant = or_(windows.c.tenant.is_(None), Agent.tenant_id == windows.c.tenant)
+    live = and_(Agent.revoked_at.is_(None), of_tenant)
+    within = and_(
+        AgentEntry.agent_id == Agent.id,
+        AgentEntry.seq > windows.c.after,
+        AgentEntry.seq <= windows.c.after + batch,
+    )
+    labelled = [c.label(f"c{i}") for i, c in enumerate((*_AGENT_COLUMNS, *_ENTRY_COLUMNS))]
+    rows = (
+        select(*labelled, live.label("live"))
+        .select_from(Agent)
+        .join(windows, Agent.id == windows.c.agent_id)
+        .join(Tenant, Tenant.id == Agent.tenant_id)
+        .join(Site, Site.id == Agent.site_id)
+        .outerjoin(AgentEntry, within)
+        .outerjoin(Command, Command.id == AgentEntry.command_id)
+        # The agents also by `= ANY(ids)`, so they are found by their key whatever the
+        # planner thinks of the tenant's size.
+        .where(Agent.id == any_(ids))
+        .cte("poll_rows")
+    )
+    at: BindParameter[datetime] = bindparam("poll_now", now, type_=Command.expires_at.type)
+    command_id, state, expires_at = (rows.c[f"c{_N_AGENT + i}"] for i in (3, 7, 8))
+    queued = and_(rows.c.live, state == send[0])
+    to_send = select(command_id).where(queued, expires_at > at)
+    to_lapse = select(command_id).where(queued, expires_at <= at)
+    sent = (
+        update(Command)
+        .where(Command.id.in_(to_send), Command.state == send[0])
+        .values(
+            state=send[1],
+            sent_at=at,
+            result_due_at=at + func.make_interval(0, 0, 0, 0, 0, 0, Command.timeout_s),
         )
+        .returning(Command.id)
+        .cte("poll_sent")
+    )
+    lapsed = (
+        update(Command)
+        .where(Command.id.in_(to_lapse), Command.state == lapse[0])
+        .values(state=lapse[1], finished_at=at)
+        .returning(Command.id)
+        .cte("poll_lapsed")
+    )
+    names = [rows.c[f"c{i}"] for i in range(len(labelled))]
+    stmt = select(*names).add_cte(sent, lapsed).order_by(rows.c.c0, rows.c[f"c{_N_AGENT}"])
+    return _grouped(session.execute(stmt).all(), marked=True)
+
+
+def _sqlite_read(wanted: dict[uuid.UUID, int], batch: int) -> Select[Any]:
+    """The read alone, its windows an IN list and an OR of ranges (SQLite has no arrays)."""
+    within = or_(
+        *(
+            and_(Agent.id == a, AgentEntry.seq > n, AgentEntry.seq <= n + batch)
+            for a, n in wanted.items()
+        )
+    )
+    return (
+        select(*_AGENT_COLUMNS, *_ENTRY_COLUMNS)
         .select_from(Agent)
         .join(Tenant, Tenant.id == Agent.tenant_id)
         .join(Site, Site.id == Agent.site_id)
+        .outerjoin(AgentEntry, and_(AgentEntry.agent_id == Agent.id, within))
+        .outerjoin(Command, Command.id == AgentEntry.command_id)
+        .where(Agent.id.in_(list(wanted)))
+        .order_by(Agent.id, AgentEntry.seq)
     )
-    stmt = outerjoin_windows(
-        session, stmt, Agent.id, AgentEntry, AgentEntry.agent_id, AgentEntry.seq, wanted, batch
-    ).outerjoin(Command, Command.id == AgentEntry.command_id)
-    return session.execute(stmt.order_by(Agent.id, AgentEntry.seq)).all()
 
 
 def mark_expired(
@@ -87,19 +266,18 @@ def mark_sent(
     )
 
 
-def ack_callers(session: Session, agent_ids: list[uuid.UUID]) -> Sequence[Row[Any]]:
-    """id, tenant_id, revoked_at, last_seq, acked_seq of each agent named."""
-    return session.execute(
+def ack_callers(session: Session, agent_ids: list[uuid.UUID]) -> list[AckCaller]:
+    """Each agent named, as far as an ack needs it."""
+    rows = session.execute(
         select(Agent.id, Agent.tenant_id, Agent.revoked_at, Agent.last_seq, Agent.acked_seq).where(
             Agent.id.in_(agent_ids)
         )
     ).all()
+    return [AckCaller(*row) for row in rows]
 
 
-def entry_commands(
-    session: Session, entries: list[tuple[uuid.UUID, int]]
-) -> list[tuple[uuid.UUID, int, uuid.UUID]]:
-    """(agent, seq, command) of the entries named that carry a command."""
+def entry_commands(session: Session, entries: list[tuple[uuid.UUID, int]]) -> list[EntryCommand]:
+    """The entries named that carry a command."""
     rows = session.execute(
         select(AgentEntry.agent_id, AgentEntry.seq, AgentEntry.command_id).where(
             # One expanding parameter, so the statement compiles once for every batch
@@ -108,7 +286,7 @@ def entry_commands(
             AgentEntry.command_id.is_not(None),
         )
     ).all()
-    return [(a, seq, c) for a, seq, c in rows]
+    return [EntryCommand(*row) for row in rows]
 
 
 def mark_acked(
