@@ -137,5 +137,6 @@ def poll_reader(
 def ack_writer(
     db: Database, clock: Clock, run_db: Callable[..., Awaitable[Any]]
 ) -> Batcher[list[p.Ack], int]:
-    """`POST /acks`: the request is the agent's acks; the result its acknowledged head."""
-    return Batcher(db, clock, run_db, delivery.ack_many)
+    """`POST /acks`: the request is the agent's acks; the result its acknowledged head.
+    On PostgreSQL a batch is one statement (`store.delivery.ack`)."""
+    return Batcher(db, clock, run_db, delivery.ack_many, one_statement=True)

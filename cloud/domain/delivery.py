@@ -212,23 +212,44 @@ def ack_many(
     `acked` (or `rejected`) only from `sent`, so a job event that moved it on meanwhile
     is never undone."""
     now = ctx.now()
-    callers = store.ack_callers(ctx.session, list(wanted))
-    found = {row.id: row for row in callers}
     out: dict[uuid.UUID, int | DomainError] = {}
-    by_agent: dict[uuid.UUID, dict[int, Ack]] = {}
+    asked: dict[uuid.UUID, dict[int, Ack]] = {}
     for agent_id, acks in wanted.items():
+        if acks:
+            asked[agent_id] = {a.seq: a for a in acks}
+        else:
+            out[agent_id] = Invalid("an ack names at least one entry")
+    if not asked:
+        return out
+    codes = {
+        (agent_id, seq): (a.code or "rejected") if a.outcome is AckOutcome.REJECTED else None
+        for agent_id, by_seq in asked.items()
+        for seq, a in by_seq.items()
+    }
+    callers, applied = store.ack(ctx.session, codes, expect_tenant, now, *ACK_MOVES)
+    found = {row.id: row for row in callers}
+    valid: dict[uuid.UUID, int] = {}
+    for agent_id, by_seq in asked.items():
         agent = _caller(found.get(agent_id), agent_id, expect_tenant)
-        by_seq = {a.seq: a for a in acks}
+        top = max(by_seq)
         if agent is None:
             out[agent_id] = Unauthenticated("this agent was revoked; enrol it again")
-        elif not by_seq:
-            out[agent_id] = Invalid("an ack names at least one entry")
-        elif max(by_seq) > agent.last_seq:
+        elif top > agent.last_seq:
             out[agent_id] = NotFound("sequence entry")
         else:
-            by_agent[agent_id] = by_seq
-    if not by_agent:
-        return out
+            valid[agent_id] = out[agent_id] = max(agent.acked_seq, top)
+    if not applied and valid:
+        _apply_acks(ctx, now, {a: asked[a] for a in valid}, found)
+    return out
+
+
+def _apply_acks(
+    ctx: Ctx,
+    now: datetime,
+    by_agent: dict[uuid.UUID, dict[int, Ack]],
+    found: dict[uuid.UUID, store.AckCaller],
+) -> None:
+    """The writes of valid acks where `store.ack` did not make them in its statement."""
     rows = store.entry_commands(
         ctx.session, [(a, seq) for a, by_seq in by_agent.items() for seq in by_seq]
     )
@@ -244,12 +265,10 @@ def ack_many(
         store.mark_acked(ctx.session, now, accepted, ACK_MOVES[0], None)
     for code, ids in rejected.items():
         store.mark_acked(ctx.session, now, ids, ACK_MOVES[1], code)
-    heads: dict[uuid.UUID, int] = {}
-    for agent_id, by_seq in by_agent.items():
-        agent = found[agent_id]
-        out[agent_id] = head = max(agent.acked_seq, max(by_seq))
-        if head != agent.acked_seq:
-            heads[agent_id] = head
+    heads = {
+        agent_id: max(by_seq)
+        for agent_id, by_seq in by_agent.items()
+        if max(by_seq) > found[agent_id].acked_seq
+    }
     if heads:
         store.set_acked_heads(ctx.session, heads)
-    return out

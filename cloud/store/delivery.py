@@ -266,6 +266,104 @@ def mark_sent(
     )
 
 
+def ack(
+    session: Session,
+    acks: dict[tuple[uuid.UUID, int], str | None],
+    tenants: dict[uuid.UUID, uuid.UUID] | None,
+    now: datetime,
+    accept: tuple[str, str],
+    reject: tuple[str, str],
+) -> tuple[list[AckCaller], bool]:
+    """The callers of a batch of acks (each agent acking, as it was before the acks), and
+    whether their acks were applied in the same statement (on PostgreSQL; elsewhere the
+    caller applies them with `entry_commands`, `mark_acked` and `set_acked_heads`).
+
+    `acks` maps (agent, seq) to None (accepted) or the code of a rejection. Applied only
+    for each caller that is live (not revoked, of the tenant `tenants` names, if any) and
+    whose highest ack lies within its sequence: every command of an acked entry gets its
+    first acknowledgement time and, from `sent`, moves to `accept`'s or `reject`'s state
+    (a rejection with its code and an end); the agent's acknowledged head moves up to its
+    highest ack, never down. One statement instead of a transaction of six round trips."""
+    agent_ids = list(dict.fromkeys(a for a, _ in acks))
+    if session.get_bind().dialect.name != "postgresql":
+        return ack_callers(session, agent_ids), False
+    tenant_of = tenants or {}
+    rows = (
+        func.unnest(
+            bindparam("ack_agents", [a for a, _ in acks], type_=ARRAY(Uuid())),
+            bindparam("ack_seqs", [n for _, n in acks], type_=ARRAY(BigInteger())),
+            bindparam("ack_codes", list(acks.values()), type_=ARRAY(Command.result_code.type)),
+        )
+        .table_valued("agent_id", "seq", "code")
+        .render_derived()
+    )
+    given = select(rows.c.agent_id, rows.c.seq, rows.c.code).cte("ack_given")
+    top = (
+        select(given.c.agent_id, func.max(given.c.seq).label("top"))
+        .group_by(given.c.agent_id)
+        .subquery("ack_top")
+    )
+    ids = bindparam("ack_callers", agent_ids, type_=ARRAY(Uuid()))
+    named = bindparam("ack_tenants", [tenant_of.get(a) for a in agent_ids], type_=ARRAY(Uuid()))
+    windows = func.unnest(ids, named).table_valued("agent_id", "tenant").render_derived()
+    ok = and_(
+        Agent.revoked_at.is_(None),
+        or_(windows.c.tenant.is_(None), Agent.tenant_id == windows.c.tenant),
+        top.c.top <= Agent.last_seq,
+    )
+    callers = (
+        select(
+            Agent.id,
+            Agent.tenant_id,
+            Agent.revoked_at,
+            Agent.last_seq,
+            Agent.acked_seq,
+            top.c.top,
+            ok.label("ok"),
+        )
+        .join(windows, Agent.id == windows.c.agent_id)
+        .join(top, top.c.agent_id == Agent.id)
+        .where(Agent.id == any_(ids))
+        .cte("ack_callers")
+    )
+    targets = (
+        select(AgentEntry.command_id, given.c.code)
+        .select_from(given)
+        .join(callers, and_(callers.c.id == given.c.agent_id, callers.c.ok))
+        .join(
+            AgentEntry, and_(AgentEntry.agent_id == given.c.agent_id, AgentEntry.seq == given.c.seq)
+        )
+        .where(AgentEntry.command_id.is_not(None))
+        .cte("ack_targets")
+    )
+    at: BindParameter[datetime] = bindparam("ack_now", now, type_=Command.acked_at.type)
+    sent = Command.state == accept[0]
+    rejecting = and_(Command.state == reject[0], targets.c.code.is_not(None))
+    moved = (
+        update(Command)
+        .where(Command.id == targets.c.command_id, or_(sent, Command.acked_at.is_(None)))
+        .values(
+            acked_at=func.coalesce(Command.acked_at, at),
+            state=case((rejecting, reject[1]), (sent, accept[1]), else_=Command.state),
+            result_code=case((rejecting, targets.c.code), else_=Command.result_code),
+            finished_at=case((rejecting, at), else_=Command.finished_at),
+        )
+        .returning(Command.id)
+        .cte("ack_moved")
+    )
+    heads = (
+        update(Agent)
+        .where(Agent.id == callers.c.id, callers.c.ok, Agent.acked_seq < callers.c.top)
+        .values(acked_seq=callers.c.top)
+        .returning(Agent.id)
+        .cte("ack_heads")
+    )
+    found = session.execute(
+        select(*(callers.c[k] for k in AckCaller._fields)).add_cte(moved, heads)
+    ).all()
+    return [AckCaller(*row) for row in found], True
+
+
 def ack_callers(session: Session, agent_ids: list[uuid.UUID]) -> list[AckCaller]:
     """Each agent named, as far as an ack needs it."""
     rows = session.execute(

@@ -20,7 +20,7 @@ from dockyard.agent.protocol import Ack, AckOutcome, CommandEntry
 from dockyard.cloud.batching import Batcher, ack_writer, poll_reader
 from dockyard.cloud.domain import agents, commands, delivery
 from dockyard.cloud.domain.clock import ManualClock, SystemClock
-from dockyard.cloud.domain.errors import Unauthenticated
+from dockyard.cloud.domain.errors import NotFound, Unauthenticated
 from dockyard.cloud.store.db import Database
 from dockyard.cloud.store.models import Agent, Command
 
@@ -196,3 +196,43 @@ def test_acks_move_commands_once_and_never_back(
     assert asyncio.run(writer.submit(agent_id, world.tenant_id, [Ack(seq=first.seq)])) == head
     with system(db, world.tenant_id, clock=clock) as ctx:
         assert agents.get(ctx, agent_id).acked_seq == second.seq
+
+
+def test_acks_of_a_revoked_agent_or_beyond_the_sequence_apply_nothing(
+    db: Database, tmp_path: Path, clock: ManualClock
+) -> None:
+    world = make_world(db, clock=clock)
+    good, revoked, ahead = (enrol_agent(world, tmp_path) for _ in range(3))
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        issued = {a: commands.issue(ctx, a, "noop.echo", {}) for a in (good, revoked, ahead)}
+        delivery.poll_views(ctx, {a: 0 for a in issued})
+        ctx.session.execute(update(Agent).where(Agent.id == revoked).values(revoked_at=clock.now()))
+    acks = {
+        good: [Ack(seq=issued[good].seq)],
+        revoked: [Ack(seq=issued[revoked].seq)],
+        ahead: [Ack(seq=issued[ahead].seq), Ack(seq=issued[ahead].seq + 1)],
+    }
+    with system(db, world.tenant_id, clock=clock) as ctx:
+        out = delivery.ack_many(ctx, acks, {a: world.tenant_id for a in acks})
+    assert out[good] == issued[good].seq
+    assert isinstance(out[revoked], Unauthenticated)
+    assert isinstance(out[ahead], NotFound)
+    assert _state(db, world.tenant_id, issued[good].id).state == "acked"
+    for agent_id in (revoked, ahead):
+        assert _state(db, world.tenant_id, issued[agent_id].id).state == "sent"
+        with system(db, world.tenant_id, clock=clock) as ctx:
+            assert agents.get(ctx, agent_id).acked_seq == 0
+
+
+def test_on_postgresql_an_ack_batch_is_one_statement_outside_a_transaction(
+    pg: Database, tmp_path: Path, clock: ManualClock
+) -> None:
+    world = make_world(pg, clock=clock)
+    agent_id = enrol_agent(world, tmp_path)
+    with system(pg, world.tenant_id, clock=clock) as ctx:
+        seq = commands.issue(ctx, agent_id, "noop.echo", {}).seq
+        delivery.poll_views(ctx, {agent_id: 0})
+    writer: Batcher[list[Ack], int] = ack_writer(pg, clock, _in_thread)
+    with _statements(pg) as seen:
+        assert asyncio.run(writer.submit(agent_id, world.tenant_id, [Ack(seq=seq)])) == seq
+    assert seen == ["WITH"]
