@@ -8,6 +8,7 @@ applies to each."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -161,10 +162,23 @@ def poll_read(
     they were before the moves. Elsewhere (SQLite) only the read runs: `marked` is False."""
     if session.get_bind().dialect.name != "postgresql":
         return _grouped(session.execute(_sqlite_read(wanted, batch)).all(), marked=False)
-    ids = bindparam("poll_agents", list(wanted), type_=ARRAY(Uuid()))
-    starts = bindparam("poll_starts", list(wanted.values()), type_=ARRAY(BigInteger()))
     tenant_of = tenants or {}
-    named = bindparam("poll_tenants", [tenant_of.get(a) for a in wanted], type_=ARRAY(Uuid()))
+    params = {
+        "poll_agents": list(wanted),
+        "poll_starts": list(wanted.values()),
+        "poll_tenants": [tenant_of.get(a) for a in wanted],
+        "poll_now": now,
+    }
+    return _grouped(session.execute(_poll_statement(batch, send, lapse), params).all(), True)
+
+
+@functools.lru_cache(maxsize=8)
+def _poll_statement(batch: int, send: tuple[str, str], lapse: tuple[str, str]) -> Select[Any]:
+    """`poll_read`'s statement on PostgreSQL, built once: its values are parameters
+    (constructing it anew cost more of the interpreter than the rest of a poll read)."""
+    ids = bindparam("poll_agents", type_=ARRAY(Uuid()))
+    starts = bindparam("poll_starts", type_=ARRAY(BigInteger()))
+    named = bindparam("poll_tenants", type_=ARRAY(Uuid()))
     windows = (
         func.unnest(ids, starts, named).table_valued("agent_id", "after", "tenant").render_derived()
     )
@@ -189,7 +203,7 @@ def poll_read(
         .where(Agent.id == any_(ids))
         .cte("poll_rows")
     )
-    at: BindParameter[datetime] = bindparam("poll_now", now, type_=Command.expires_at.type)
+    at: BindParameter[datetime] = bindparam("poll_now", type_=Command.expires_at.type)
     command_id, state, expires_at = (rows.c[f"c{_N_AGENT + i}"] for i in (3, 7, 8))
     queued = and_(rows.c.live, state == send[0])
     to_send = select(command_id).where(queued, expires_at > at)
@@ -213,8 +227,7 @@ def poll_read(
         .cte("poll_lapsed")
     )
     names = [rows.c[f"c{i}"] for i in range(len(labelled))]
-    stmt = select(*names).add_cte(sent, lapsed).order_by(rows.c.c0, rows.c[f"c{_N_AGENT}"])
-    return _grouped(session.execute(stmt).all(), marked=True)
+    return select(*names).add_cte(sent, lapsed).order_by(rows.c.c0, rows.c[f"c{_N_AGENT}"])
 
 
 def _sqlite_read(wanted: dict[uuid.UUID, int], batch: int) -> Select[Any]:
@@ -288,11 +301,26 @@ def ack(
     if session.get_bind().dialect.name != "postgresql":
         return ack_callers(session, agent_ids), False
     tenant_of = tenants or {}
+    params = {
+        "ack_agents": [a for a, _ in acks],
+        "ack_seqs": [n for _, n in acks],
+        "ack_codes": list(acks.values()),
+        "ack_callers": agent_ids,
+        "ack_tenants": [tenant_of.get(a) for a in agent_ids],
+        "ack_now": now,
+    }
+    found = session.execute(_ack_statement(accept, reject), params).all()
+    return [AckCaller(*row) for row in found], True
+
+
+@functools.lru_cache(maxsize=4)
+def _ack_statement(accept: tuple[str, str], reject: tuple[str, str]) -> Select[Any]:
+    """`ack`'s statement on PostgreSQL, built once; its values are parameters."""
     rows = (
         func.unnest(
-            bindparam("ack_agents", [a for a, _ in acks], type_=ARRAY(Uuid())),
-            bindparam("ack_seqs", [n for _, n in acks], type_=ARRAY(BigInteger())),
-            bindparam("ack_codes", list(acks.values()), type_=ARRAY(Command.result_code.type)),
+            bindparam("ack_agents", type_=ARRAY(Uuid())),
+            bindparam("ack_seqs", type_=ARRAY(BigInteger())),
+            bindparam("ack_codes", type_=ARRAY(Command.result_code.type)),
         )
         .table_valued("agent_id", "seq", "code")
         .render_derived()
@@ -303,8 +331,8 @@ def ack(
         .group_by(given.c.agent_id)
         .subquery("ack_top")
     )
-    ids = bindparam("ack_callers", agent_ids, type_=ARRAY(Uuid()))
-    named = bindparam("ack_tenants", [tenant_of.get(a) for a in agent_ids], type_=ARRAY(Uuid()))
+    ids = bindparam("ack_callers", type_=ARRAY(Uuid()))
+    named = bindparam("ack_tenants", type_=ARRAY(Uuid()))
     windows = func.unnest(ids, named).table_valued("agent_id", "tenant").render_derived()
     ok = and_(
         Agent.revoked_at.is_(None),
@@ -336,7 +364,7 @@ def ack(
         .where(AgentEntry.command_id.is_not(None))
         .cte("ack_targets")
     )
-    at: BindParameter[datetime] = bindparam("ack_now", now, type_=Command.acked_at.type)
+    at: BindParameter[datetime] = bindparam("ack_now", type_=Command.acked_at.type)
     sent = Command.state == accept[0]
     rejecting = and_(Command.state == reject[0], targets.c.code.is_not(None))
     moved = (
@@ -358,10 +386,7 @@ def ack(
         .returning(Agent.id)
         .cte("ack_heads")
     )
-    found = session.execute(
-        select(*(callers.c[k] for k in AckCaller._fields)).add_cte(moved, heads)
-    ).all()
-    return [AckCaller(*row) for row in found], True
+    return select(*(callers.c[k] for k in AckCaller._fields)).add_cte(moved, heads)
 
 
 def ack_callers(session: Session, agent_ids: list[uuid.UUID]) -> list[AckCaller]:
