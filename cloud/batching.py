@@ -3,8 +3,9 @@
 A burst of deliveries (one command to each of hundreds of agents) wakes as many polls, and
 each woken agent acks what it got. Taken one by one that is two transactions per agent;
 here, while a batch is running the next requests queue, and the next batch answers all of
-them in one transaction (`delivery.poll_views`, `delivery.ack_many`). A quiet moment costs what
-it would alone: a lone request is run at once. At most LANES batches of one kind run at a
+them in one transaction (`delivery.poll_views`, `delivery.ack_many`); on PostgreSQL each of
+those is one statement, run with no transaction around it (`one_statement`). A quiet moment
+costs what it would alone: a lone request is run at once. At most LANES batches of one kind run at a
 time, leaving the rest of the pool to job events and GraphQL.
 
 Each request of a batch gets its own result or its own error (a revoked agent's ack fails,
