@@ -21,6 +21,7 @@ from dockyard.agent.protocol import (
     Entry,
     FlowMode,
     PolicyEntry,
+    settings_tag,
     vocabulary,
 )
 from dockyard.cloud.store import delivery as store
@@ -46,6 +47,9 @@ class PollView:
     """How far this answer covers the agent's sequence (its head, unless `more`)."""
     mode: FlowMode
     features: dict[str, list[str]]
+    tag: str
+    """`settings_tag` of `mode` and `features`, worked out once per distinct settings in a
+    batch (hashing them for each of a burst's 200 answers cost a quarter of answering)."""
     more: bool = False
     """Entries beyond `last_seq` wait for the next poll (at most POLL_BATCH per answer)."""
 
@@ -109,7 +113,7 @@ def poll_views(
     now = ctx.now()
     read = store.poll_read(ctx.session, wanted, expect_tenant, POLL_BATCH, now, *POLL_MOVES)
     out: dict[uuid.UUID, PollView | Unauthenticated] = {}
-    known: dict[tuple[Any, ...], tuple[FlowMode, dict[str, list[str]]]] = {}
+    known: dict[tuple[Any, ...], tuple[FlowMode, dict[str, list[str]], str]] = {}
     marks = _Marks()
     for agent_id, after in wanted.items():
         row = _caller(read.agents.get(agent_id), agent_id, expect_tenant)
@@ -121,9 +125,10 @@ def poll_views(
         key += tuple(m["name"] for m in row.modules)
         settings = known.get(key)
         if settings is None:
-            settings = known[key] = settings_of(
+            mode, features = settings_of(
                 row.tenant_flow, row.plan, row.site_flow, row.max_flow, row.modules
             )
+            settings = known[key] = (mode, features, settings_tag(mode, features))
         entries = _entries(read.entries.get(agent_id, []), now, marks)
         # A sequence is numbered without gaps, so the next POLL_BATCH numbers are at most
         # POLL_BATCH rows, whatever was skipped (expired, cancelled) among them.

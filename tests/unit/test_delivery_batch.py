@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, update
 
-from dockyard.agent.protocol import Ack, AckOutcome, CommandEntry
+from dockyard.agent.protocol import Ack, AckOutcome, CommandEntry, settings_tag
 from dockyard.cloud.batching import Batcher, ack_writer, poll_reader
 from dockyard.cloud.domain import agents, commands, delivery
 from dockyard.cloud.domain.clock import ManualClock, SystemClock
@@ -98,6 +98,7 @@ def test_a_batch_hands_out_lapses_and_skips_by_the_rules(
         )
 
     view_a, view_b = asyncio.run(both())
+    assert view_a.tag == view_b.tag == settings_tag(view_a.mode, view_a.features)
     assert [e.seq for e in view_a.entries] == [kept.seq]
     assert view_a.last_seq == dropped.seq
     [entry] = view_a.entries
