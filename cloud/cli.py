@@ -369,8 +369,18 @@ JSON
                     proc.kill()
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("dockyard")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dockyard", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"dockyard {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the control plane (settings from DOCKYARD_*)")
     serve.add_argument("--host")
