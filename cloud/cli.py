@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -286,6 +287,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w") as f:
             f.write(secret)
     api_token = api_token_file.read_text().strip()
+    # The portal's sign-in on the embedded default: a local password, made once, kept
+    # beside the API token (0600).
+    password_file = data / "portal-password"
+    if not password_file.exists():
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(12))
+    portal_password = password_file.read_text().strip()
+    set_password(settings, "demo@example.com", portal_password)
 
     bindir = Path(sys.executable).parent
     cloud = subprocess.Popen([str(bindir / "dockyard"), "serve", "--no-migrate"], env=env)
@@ -338,6 +348,9 @@ day passes in a minute; its inventory goes up in metadata mode. The VM catalog:
             f"""
 Dockyard demo is running (data in {data}; Ctrl-C stops it).
 
+  portal:             {url}/portal/
+                      sign in as demo@example.com, password {portal_password}
+                      (kept in {password_file})
   GraphQL / GraphiQL: {url}/graphql
   agent protocol:     {url}/agent/v1/openapi.json
   API token:          {api_token}
