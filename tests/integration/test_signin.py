@@ -441,6 +441,19 @@ def test_passwords_are_for_the_embedded_default_only(portal: Portal, tmp_path: P
         assert client.get(f"{served.url}/auth/me").status_code == 401
         assert browser().post(url, json=good).status_code == 200
         assert _session_count(settings, "pat@example.com") == 1
+        # Five failures for one e-mail within 15 minutes: the sixth attempt is refused,
+        # the right password too, until the first failure leaves the window.
+        for _ in range(5):
+            wrong = {"email": "Pat@Example.com", "password": "guess"}
+            assert browser().post(url, json=wrong).status_code == 401
+        r = browser().post(url, json=good)
+        assert r.status_code == 429
+        assert 0 < int(r.headers["Retry-After"]) <= 15 * 60 + 1
+        assert "too many failed sign-ins" in r.json()["error"]
+        other = browser().post(url, json={"email": "nobody@example.com", "password": "x"})
+        assert other.status_code == 401  # another e-mail is not held up
+        clock.advance(timedelta(minutes=15, seconds=1))
+        assert browser().post(url, json=good).status_code == 200
     finally:
         served.stop()
         app.state.services.db.dispose()

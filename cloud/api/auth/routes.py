@@ -32,6 +32,7 @@ from dockyard.cloud.auth.oidc import (
     bind_user,
 )
 from dockyard.cloud.auth.profile import profile
+from dockyard.cloud.auth.throttle import FailedSignIns
 from dockyard.cloud.domain.principal import Principal
 from dockyard.cloud.services import Services
 
@@ -71,6 +72,7 @@ class AuthRoutes:
         self.secure = settings.secure_cookies
         self.sealer = LoginSealer(settings.signing_secret(), svc.clock)
         self.lifetimes = lifetimes(settings)
+        self.failures = FailedSignIns()
         self.oidc: OidcClient | None = None
         if settings.oidc_enabled:
             self.oidc = OidcClient(
@@ -216,9 +218,19 @@ class AuthRoutes:
         email, secret = (body or {}).get("email"), (body or {}).get("password")
         if not isinstance(email, str) or not isinstance(secret, str):
             return pages.error('send {"email": ..., "password": ...} as strings', 400)
+        wait = self.failures.wait(email, self.svc.clock.now())
+        if wait:
+            refused = pages.error(
+                f"too many failed sign-ins for this e-mail; try again in {wait} s", 429
+            )
+            refused.headers["Retry-After"] = str(wait)
+            log.warning("password sign-in throttled", extra={"retry_after_s": wait})
+            return refused
         user_id = await self.svc.run_db(self._check_password, email, secret)
         if user_id is None:
+            self.failures.failed(email, self.svc.clock.now())
             return pages.error("wrong e-mail or password", 401)
+        self.failures.succeeded(email)
         old = request.cookies.get(sessions.COOKIE) or None
         issued = await self.svc.run_db(self._start, user_id, old)
         return self._set_session(pages.answer({"userId": str(user_id)}), issued)
