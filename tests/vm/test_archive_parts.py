@@ -19,10 +19,10 @@ from dockyard.agent.modules.vm.drivers.base import DriverError
 from dockyard.agent.modules.vm.manifest import (
     ArchivedFile,
     ArchiveMismatch,
-    HashingReader,
     Manifest,
     verify_readback,
 )
+from dockyard.agent.modules.vm.readahead import ReadAhead
 from dockyard.agent.modules.vm.stub import (
     Stub,
     StubError,
@@ -133,13 +133,13 @@ def repo(tmp_path: Path) -> Repository:
 
 
 def _archive(repo: Repository, blobs: dict[str, bytes]) -> tuple[str, list[ArchivedFile]]:
-    readers: dict[str, HashingReader] = {}
+    readers: dict[str, ReadAhead] = {}
 
     def opener(name: str, data: bytes):  # type: ignore[no-untyped-def]
         @contextmanager
         def open_() -> Iterator[BinaryIO]:
-            readers[name] = HashingReader(io.BytesIO(data))  # type: ignore[arg-type]
-            yield io.BufferedReader(readers[name])  # type: ignore[misc]
+            with ReadAhead(io.BytesIO(data)) as readers[name]:
+                yield io.BufferedReader(readers[name])
 
         return open_
 
@@ -192,13 +192,13 @@ def test_a_disk_streams_from_the_datastore_into_the_vault_and_back(
     original = vm_like(6_000_000, 3)  # vcsim's disks are empty placeholders
     files.write(disk, dc, io.BytesIO(original), len(original))  # type: ignore[arg-type]
     assert files.size(disk, dc) == len(original)
-    readers: list[HashingReader] = []
+    readers: list[ReadAhead] = []
 
     @contextmanager
     def from_datastore() -> Iterator[BinaryIO]:
-        with files.reader(disk, dc) as stream:
-            readers.append(HashingReader(stream))
-            yield io.BufferedReader(readers[-1])  # type: ignore[misc]
+        with files.reader(disk, dc) as stream, ReadAhead(stream) as ahead:
+            readers.append(ahead)
+            yield io.BufferedReader(ahead)
 
     snap, _ = repo.store([Source("disk1-flat.vmdk", from_datastore, len(original))], name="vm")
     (hashed,) = readers

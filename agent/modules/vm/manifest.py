@@ -3,7 +3,7 @@
 The manifest is written into the archive's snapshot beside the files, and its hash goes
 into the stub, so a restore can compare the VM it brings back with the VM that left,
 field by field. Each file's SHA-256 is taken from the bytes as the vault read them from the
-hypervisor (`HashingReader`), not from a second read, and `verify_readback` reads the
+hypervisor (`readahead.ReadAhead`), not from a second read, and `verify_readback` reads the
 snapshot back from the repository's storage and compares. Only an archive that passes it
 may replace the VM's files with a stub: the one rule of the archive step that nothing may
 bend.
@@ -16,7 +16,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 from ...vault.errors import VaultError
 from ...vault.repository import Repository
@@ -83,31 +83,6 @@ class Manifest:
             if was != now:
                 out.append(f"{key}: archived {was!r}, now {now!r}")
         return out
-
-
-class HashingReader(io.RawIOBase):
-    """A stream that hashes what is read through it, for the manifest."""
-
-    def __init__(self, inner: BinaryIO) -> None:
-        self.inner = inner
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        readinto = getattr(self.inner, "readinto", None)
-        if readinto is not None:
-            n = int(readinto(view) or 0)
-        else:
-            data = self.inner.read(len(view))
-            n = len(data)
-            view[:n] = data
-        self.hash.update(view[:n])
-        self.size += n
-        return n
 
 
 class _HashSink(io.RawIOBase):

@@ -329,9 +329,10 @@ class LibvirtFiles(VmFiles):
                 os.replace(partial, new_stub)
             dom.connect().defineXML(ET.tostring(root, encoding="unicode"))
         # The stub where the disks were before (this run's or a crashed run's) goes.
+        current = self._stub_path(vm)
         for before in moved:
             stale = Path(before).parent / old_stub.name
-            if stale != self._stub_path(vm):
+            if stale != current:
                 stale.unlink(missing_ok=True)
 
     def free_bytes(self, f: VmFile) -> int | None:

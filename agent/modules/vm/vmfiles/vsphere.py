@@ -123,6 +123,7 @@ class VsphereFiles(VmFiles):
         external: list[ExternalFile] = []
         seen: set[str] = set()
         vmx = str(self.driver._call(lambda: ref.config.files.vmPathName))
+        places: list[DatastorePath] = []  # read once, on the first file named without one
         for name, kind in [(vmx, "config"), *self._layout(ref)]:
             where = DatastorePath.parse(name)
             stat = self._stat(where, dc)
@@ -130,7 +131,8 @@ class VsphereFiles(VmFiles):
                 # vcsim names some of a VM's files without their folder: they are in it,
                 # or (a disk restored to another datastore) beside the disk's descriptor.
                 bare = where.path
-                for place in [folder, *self._disk_folders(ref)]:
+                places = places or [folder, *self._disk_folders(ref)]
+                for place in places:
                     where = DatastorePath(place.datastore, f"{place.path}/{bare}")
                     stat = self._stat(where, dc)
                     if stat is not None:
