@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .commandline import completion, finish
 from .crashpoints import ROTATION_POINT, crashpoint
 from .errors import EXIT_PIPE, AgentError, AlreadyDocked, BadInput, NotDocked, StateDamaged
-from .settings import AgentSettings
+from .settings import AgentSettings, reference
 from .vault import cli as vault_cli
 
 if TYPE_CHECKING:
@@ -124,8 +125,11 @@ def cmd_dock(args: argparse.Namespace) -> int:
                 for n, c in registry().items()
             ],
             max_flow=p.FlowMode(args.max_flow),
+            name=(args.name or "").strip(),
         )
     except ValidationError as e:
+        if any(err["loc"] == ("name",) for err in e.errors()):
+            raise BadInput("--name is at most 64 characters, with no control characters") from e
         if any(err["loc"] == ("token",) for err in e.errors()):
             raise BadInput(
                 f"the enrolment token is malformed ({len(token)} characters, a token has "
@@ -366,10 +370,28 @@ def version() -> str:
         return "unknown"
 
 
-EPILOG = """exit codes: 0 done; 1 the command could not do its work; 2 bad input; 3 the cloud no
+EPILOG = f"""exit codes: 0 done; 1 the command could not do its work; 2 bad input; 3 the cloud no
 longer accepts this agent; 4 wrong vault key; 5 the local state needs a hand (damaged
 agent.db: `dockyard-agent repair`; key file); 6 the cloud (or, for `vm discover`, an
-endpoint) could not be reached; 141 the reader of the output went away."""
+endpoint) could not be reached; 141 the reader of the output went away.
+
+environment (options on the command line win):
+{reference()}"""
+
+EXAMPLES = {
+    "dock": "dockyard-agent dock https://dockyard.example.com --token-file ./enrol.token "
+    "--name lab-agent-1",
+    "run": "dockyard-agent run",
+    "status": "dockyard-agent status --json",
+    "rotate-key": "dockyard-agent rotate-key",
+    "undock": "dockyard-agent undock",
+    "repair": "dockyard-agent repair",
+    "completion": "dockyard-agent completion bash > /etc/bash_completion.d/dockyard-agent",
+}
+"""One example per command, shown under its --help (`commandline.finish`); a test parses
+each with the real parser, so none can go stale."""
+
+SHELLS = ("bash", "zsh", "tcsh")
 
 
 def parser(vault_only: bool = False) -> argparse.ArgumentParser:
@@ -382,7 +404,12 @@ def parser(vault_only: bool = False) -> argparse.ArgumentParser:
     )
     ap.add_argument("--version", action="version", version=f"dockyard-agent {version()}")
     settings = AgentSettings.from_env()
-    ap.add_argument("--state", type=Path, default=settings.state_dir, help="state directory")
+    ap.add_argument(
+        "--state",
+        type=Path,
+        default=settings.state_dir,
+        help=f"state directory (default: {settings.state_dir}; $DOCKYARD_AGENT_STATE)",
+    )
     ap.add_argument("--link", default="default", help=argparse.SUPPRESS)
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument(
@@ -398,7 +425,7 @@ def parser(vault_only: bool = False) -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     vault_cli.add_parser(sub).set_defaults(run=_vault)
     if vault_only:
-        return ap
+        return finish(ap, vault_cli.EXAMPLES)
     from . import protocol as p
     from .modules import registry
 
@@ -414,11 +441,13 @@ def parser(vault_only: bool = False) -> argparse.ArgumentParser:
     dock.add_argument(
         "--ca-bundle", help="CA certificates to trust (e.g. a TLS-inspecting proxy's)"
     )
+    dock.add_argument(
+        "--name", help="the name the portal shows for this agent (default: the host's name)"
+    )
     dock.set_defaults(run=cmd_dock)
     run = sub.add_parser("run", help="run the modules; long-poll the cloud when docked")
     run.set_defaults(run=_with_state(cmd_run, create=True), quiet_http=False)
     st = sub.add_parser("status", help="what this agent is docked with and what it has")
-    st.add_argument("--json", action="store_true")
     st.set_defaults(run=cmd_status)
     rotate = sub.add_parser("rotate-key", help="replace the agent's key without enrolling again")
     rotate.set_defaults(run=_with_state(cmd_rotate_key))
@@ -428,11 +457,21 @@ def parser(vault_only: bool = False) -> argparse.ArgumentParser:
         "repair", help="set a damaged agent.db aside and keep what can still be read from it"
     )
     repair.set_defaults(run=cmd_repair)
+    examples = {**EXAMPLES, **vault_cli.EXAMPLES}
     for module in registry().values():  # each module's own commands, if it has any
         commands = module.add_cli(sub)
         if commands is not None:
             commands.set_defaults(run=functools.partial(_module_command, module))
-    return ap
+            examples.update(module.cli_examples())
+    comp = sub.add_parser("completion", help="print the shell's completion script")
+    comp.add_argument("shell", choices=SHELLS)
+    comp.set_defaults(run=lambda args: _completion(ap, args.shell))
+    return finish(ap, examples)
+
+
+def _completion(ap: argparse.ArgumentParser, shell: str) -> int:
+    print(completion(ap, shell))
+    return 0
 
 
 def _command(argv: list[str]) -> str | None:

@@ -176,7 +176,7 @@ class Link:
         response = self._send(
             "POST",
             "/enroll",
-            content=request.model_dump_json(),
+            content=request.model_dump_json(exclude={"name"} if not request.name else None),
             headers={"Content-Type": "application/json"},
         )
         if response.status_code >= 400:

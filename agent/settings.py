@@ -4,8 +4,8 @@ They used to be read where they were used, one at import time (the state directo
 test or a service manager that set a variable after the first import was not heard and a
 newcomer had to grep for `os.environ` to learn what can be set. Command-line options still
 win over these (`--state`, `--log-format`). The vault, which also runs as a tool of its
-own, reads its own variables (`DOCKYARD_VAULT_WORKERS`, `DOCKYARD_VAULT_CACHE`,
-`DOCKYARD_S3_ENDPOINT`: see agent/vault/README.md).
+own, reads its own variables where it uses them; they are listed here too, so `VARIABLES`
+is the one reference of everything the agent reads.
 """
 
 from __future__ import annotations
@@ -18,9 +18,19 @@ from pathlib import Path
 VARIABLES = {
     "DOCKYARD_AGENT_STATE": "the state directory (default /var/lib/dockyard-agent)",
     "DOCKYARD_AGENT_MACHINE_ID": "the machine id sent when docking (default /etc/machine-id)",
-    "DOCKYARD_CLOCK": "system, file:/path or scale:N (tests and simulations)",
+    "DOCKYARD_CLOCK": "system (default), file:/path or scale:N (tests, demos)",
     "DOCKYARD_AGENT_LOG_FORMAT": "text (default) or json",
+    "DOCKYARD_VAULT_PASSPHRASE": "vault: the repository's passphrase when no file is named",
+    "DOCKYARD_VAULT_NEW_PASSPHRASE": "vault: the passphrase `key add-passphrase` adds",
+    "DOCKYARD_VAULT_WORKERS": "vault: threads that store and restore (default: the cores, 2 to 8)",
+    "DOCKYARD_VAULT_CACHE": "vault: the files cache (default $XDG_CACHE_HOME/dockyard-vault)",
+    "DOCKYARD_S3_ENDPOINT": "vault: an S3 endpoint other than AWS's (keys: boto3's AWS_ variables)",
+    "DOCKYARD_CRASH_AT": "tests only: the agent's crash point to kill itself at",
+    "DOCKYARD_VAULT_CRASH_AT": "tests only: the vault's crash point to kill itself at",
 }
+"""Every variable the agent reads, in one place: `--help` prints it and
+docs/agent-environment.md is written from it (a test keeps both, and the code, in step)."""
+
 LOG_FORMATS = ("text", "json")
 
 
@@ -44,3 +54,24 @@ class AgentSettings:
             clock=env.get("DOCKYARD_CLOCK", "system"),
             log_format=log_format if log_format in LOG_FORMATS else "text",
         )
+
+
+def reference() -> str:
+    """The environment reference, as `--help` and docs/agent-environment.md show it."""
+    width = max(len(name) for name in VARIABLES)
+    return "\n".join(f"  {name.ljust(width)}  {text}" for name, text in VARIABLES.items())
+
+
+def document() -> str:
+    """docs/agent-environment.md, written by `python -m dockyard.agent.settings`."""
+    return (
+        "# The agent's environment\n\n"
+        "Every variable `dockyard-agent` reads, written from `agent/settings.py` "
+        "(`python -m dockyard.agent.settings > docs/agent-environment.md`); `--help` prints "
+        "the same list. Options on the command line win over these.\n\n"
+        f"```\n{reference()}\n```\n"
+    )
+
+
+if __name__ == "__main__":
+    print(document(), end="")

@@ -85,6 +85,12 @@ class Module:
         return None
 
     @classmethod
+    def cli_examples(cls) -> dict[str, str]:
+        """An example line per command `add_cli` added, keyed by its path (`"vm ls"`), shown
+        under the command's --help; a test checks every command has one and that it parses."""
+        return {}
+
+    @classmethod
     def run_cli(
         cls, args: argparse.Namespace, state_dir: Path, policies: list[dict[str, Any]]
     ) -> int:

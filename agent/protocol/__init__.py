@@ -91,6 +91,9 @@ class EnrollRequest(Message):
     modules: Annotated[list[ModuleInfo], Field(max_length=32)] = []
     max_flow: FlowMode = FlowMode.CONFIG
     standalone_summary: Counts = {}
+    name: Annotated[str, StringConstraints(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
+    """What the portal calls the agent (`dock --name`); the host's name when empty. Sent only
+    when given, so a cloud that predates it still enrols an agent docked without one."""
 
 
 class EnrollResponse(Message):

@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..commandline import table
 from . import files_cache
 from .backends import Backend, open_backend
 from .errors import (
@@ -293,9 +294,20 @@ def _ls(args: argparse.Namespace, repo: Repository) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        for r in rows:
-            pin = " pinned" if r["pinned"] else ""
-            print(f"{r['id'][:8]}  {r['time'][:19]}  {r['size']:>14}  {r['name']}{pin}")
+        table(
+            ["id", "time", "size", "files", "pinned", "name"],
+            [
+                [
+                    r["id"][:8],
+                    r["time"][:19],
+                    r["size"],
+                    r["files"],
+                    "yes" if r["pinned"] else "",
+                    r["name"],
+                ]
+                for r in rows
+            ],
+        )
     return 0
 
 
@@ -351,7 +363,10 @@ def _release(args: argparse.Namespace, repo: Repository) -> int:
 
 def _key_list(args: argparse.Namespace, repo: Repository) -> int:
     slots = repo.slots()
-    _print(args, {"slots": slots}, "\n".join(f"{s['id']}  {s['kind']}" for s in slots))
+    if args.json:
+        _print(args, {"slots": slots}, "")
+    else:
+        table(["id", "kind"], [[s["id"], s["kind"]] for s in slots])
     return 0
 
 
@@ -521,3 +536,23 @@ def _exit_code(e: VaultError) -> int:
         (NotARepository, EXIT_NO_REPOSITORY),
     ]
     return next((code for kind, code in codes if isinstance(e, kind)), EXIT_FAILED)
+
+
+EXAMPLES = {
+    "vault init": "dockyard-agent vault --repo /srv/vault --passphrase-file ~/.vault.pass init",
+    "vault store": "dockyard-agent vault --repo s3://backups/vms store /var/lib/images "
+    "--name images --tag weekly",
+    "vault restore": "dockyard-agent vault --repo /srv/vault restore 3f2a9c1e --target /tmp/back",
+    "vault ls": "dockyard-agent vault --repo /srv/vault ls --json",
+    "vault verify": "dockyard-agent vault --repo /srv/vault verify",
+    "vault prune": "dockyard-agent vault --repo /srv/vault prune --keep-daily 7 "
+    "--keep-weekly 4 --dry-run",
+    "vault check": "dockyard-agent vault --repo /srv/vault check --read-data",
+    "vault repair": "dockyard-agent vault --repo /srv/vault repair index",
+    "vault pin": "dockyard-agent vault --repo /srv/vault pin 3f2a9c1e --reason 'legal hold'",
+    "vault release": "dockyard-agent vault --repo /srv/vault release 3f2a9c1e",
+    "vault key list": "dockyard-agent vault --repo /srv/vault key list",
+    "vault key add-recovery": "dockyard-agent vault --repo /srv/vault key add-recovery",
+    "vault key add-passphrase": "dockyard-agent vault --repo /srv/vault key add-passphrase",
+}
+"""One example per command, shown under its --help (`commandline.finish`)."""

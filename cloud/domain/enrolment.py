@@ -117,7 +117,7 @@ def enroll(ctx: Ctx, request: EnrollRequest) -> Agent:
         id=agent_id,
         tenant_id=tenant_id,
         site_id=site_id,
-        name=facts.hostname or str(agent_id),
+        name=request.name or facts.hostname or str(agent_id),
         public_key=request.public_key,
         host_facts=facts.model_dump(),
         modules=[m.model_dump() for m in request.modules],

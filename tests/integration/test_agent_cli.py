@@ -128,3 +128,40 @@ def test_without_any_cloud_the_modules_run_standalone(tmp_path: Path) -> None:
         assert json.loads(beat.read_text())["features"] == ["status"]
     finally:
         assert agent.stop() == 0
+
+
+def test_dock_name_is_what_the_cloud_calls_the_agent(
+    cloud: Cloud, pg: Database, tmp_path: Path
+) -> None:
+    from sqlalchemy import select
+
+    from dockyard.cloud.store.models import Agent as AgentRow
+
+    world = make_world(pg)
+    named = Agent(tmp_path / "named")
+    named.dock(cloud.url, enrolment_secret(world), "--name", "  lab agent 1 ")
+    plain = Agent(tmp_path / "plain")
+    plain.dock(cloud.url, enrolment_secret(world))
+    with system(pg, world.tenant_id) as ctx:
+        names = {row.id: row.name for row in ctx.session.scalars(select(AgentRow))}
+    assert names[_agent_id(named)] == "lab agent 1"
+    assert names[_agent_id(plain)] not in ("", "lab agent 1")  # the host's name, as before
+
+
+def test_a_bad_dock_name_is_one_line_and_writes_nothing(
+    cloud: Cloud, pg: Database, tmp_path: Path
+) -> None:
+    agent = Agent(tmp_path / "agent")
+    result = agent.cli(
+        "dock",
+        cloud.url,
+        "--name",
+        "x" * 65,
+        input=enrolment_secret(make_world(pg)) + "\n",
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "dockyard-agent: --name is at most 64 characters, with no control characters"
+    )
+    assert not agent.state.exists() or not any(agent.state.iterdir())

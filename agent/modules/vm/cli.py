@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from ...clock import Skew
 from ...clock import from_env as clock_from_env
+from ...commandline import emit, table
 from ...errors import EXIT_FAILED, EXIT_UNREACHABLE
 from ...protocol.links import BadLink
 from ...protocol.vm import PowerAction
@@ -260,16 +261,23 @@ def _ls(args: argparse.Namespace, module: Any) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    for r in rows:
-        clone = (
-            "\tpossible clone of " + ", ".join(r["possible_clone_of"])
-            if r.get("possible_clone_of")
-            else ""
-        )
-        print(
-            f"{r['endpoint']}/{r['native_id']}\t{r['name']}\t{r['power_state']}\t"
-            f"{r['idle_state']}\t{r.get('life_state', 'running')}\t{r.get('owner') or '-'}{clone}"
-        )
+    table(
+        ["vm", "name", "power", "idle", "life", "owner", "note"],
+        [
+            [
+                f"{r['endpoint']}/{r['native_id']}",
+                r["name"],
+                r["power_state"],
+                r["idle_state"],
+                r.get("life_state", "running"),
+                r.get("owner"),
+                "possible clone of " + ", ".join(r["possible_clone_of"])
+                if r.get("possible_clone_of")
+                else "",
+            ]
+            for r in rows
+        ],
+    )
     return 0
 
 
@@ -327,12 +335,21 @@ def _archived(args: argparse.Namespace, module: Any) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    for r in rows:
-        print(
-            f"{r['endpoint']}/{r['native_id']}\t{r['state']}\t{r.get('archived_at', '-')}\t"
-            f"{r.get('size_before', 0)} B before\t{r.get('stored_bytes', 0)} B stored\t"
-            f"restored {r.get('restore_count', 0)}x" + (f"\t{r['reason']}" if r["reason"] else "")
-        )
+    table(
+        ["vm", "state", "archived at", "size before", "stored", "restores", "reason"],
+        [
+            [
+                f"{r['endpoint']}/{r['native_id']}",
+                r["state"],
+                str(r.get("archived_at") or "")[:19],
+                r.get("size_before", 0),
+                r.get("stored_bytes", 0),
+                r.get("restore_count", 0),
+                r["reason"],
+            ]
+            for r in rows
+        ],
+    )
     return 0
 
 
@@ -418,6 +435,19 @@ def _budget(args: argparse.Namespace, module: Any) -> int:
     policy = module.policy()
     budget, in_scope, used = module.lifecycle.budget(policy, module.clock())
     held = json.loads(module.store.mark("held") or "{}")
+    if args.json:
+        emit(
+            {
+                "budget": budget,
+                "window_hours": policy.budget_window_hours,
+                "share": policy.budget_share,
+                "in_scope": in_scope,
+                "used": used,
+                "approved_extra": int(module.store.mark("approved_extra") or 0),
+                "held": held,
+            }
+        )
+        return 0
     print(
         f"budget {budget} per {policy.budget_window_hours:g} h "
         f"({policy.budget_share:.0%} of {in_scope} VMs in scope), used {used}, "
@@ -429,12 +459,23 @@ def _budget(args: argparse.Namespace, module: Any) -> int:
 
 
 def _audit(args: argparse.Namespace, module: Any) -> int:
-    for entry in module.store.audits(limit=10_000)[-max(1, args.limit) :]:
-        detail = " ".join(f"{k}={v}" for k, v in sorted(entry["detail"].items()) if v)
-        print(
-            f"{entry['at'][:19]}\t{entry['action']}\t{entry['outcome']}\t"
-            f"{entry['target'] or '-'}\t{detail}"
-        )
+    entries = module.store.audits(limit=10_000)[-max(1, args.limit) :]
+    if args.json:
+        emit(entries)
+        return 0
+    table(
+        ["at", "action", "outcome", "target", "detail"],
+        [
+            [
+                e["at"][:19],
+                e["action"],
+                e["outcome"],
+                e["target"],
+                " ".join(f"{k}={v}" for k, v in sorted(e["detail"].items()) if v),
+            ]
+            for e in entries
+        ],
+    )
     return 0
 
 
@@ -468,9 +509,20 @@ def _answer(args: argparse.Namespace, module: Any) -> int:
 
 
 def _endpoint_list(args: argparse.Namespace, module: Any) -> int:
-    for name, stored in module.endpoints.all().items():
-        shown = {k: v for k, v in stored.items() if "password" not in k and "secret" not in k}
-        print(f"{name}: {json.dumps(shown, sort_keys=True)}")
+    shown = {
+        name: {k: v for k, v in stored.items() if "password" not in k and "secret" not in k}
+        for name, stored in module.endpoints.all().items()
+    }
+    if args.json:
+        emit(shown)
+        return 0
+    table(
+        ["name", "kind", "settings"],
+        [
+            [name, s.get("kind"), json.dumps({k: v for k, v in s.items() if k != "kind"})]
+            for name, s in shown.items()
+        ],
+    )
     return 0
 
 
@@ -501,8 +553,14 @@ def _endpoint_add(args: argparse.Namespace, module: Any) -> int:
 
 
 def _never_act_list(args: argparse.Namespace, module: Any) -> int:
-    for (endpoint, vm), reason in sorted(module.store.never_act().items()):
-        print(f"{endpoint}/{vm}\t{reason}")
+    rows = [
+        {"vm": f"{endpoint}/{vm}", "reason": reason}
+        for (endpoint, vm), reason in sorted(module.store.never_act().items())
+    ]
+    if args.json:
+        emit(rows)
+        return 0
+    table(["vm", "reason"], [[r["vm"], r["reason"]] for r in rows])
     return 0
 
 
@@ -583,3 +641,37 @@ def _explain(args: argparse.Namespace, module: Any) -> int:
             f"-> {outcome or 'open'} (owner {decision.owner or 'none'})"
         )
     return 0
+
+
+EXAMPLES = {
+    "vm endpoint add": "dockyard-agent vm endpoint add lab --kind vsphere --host vc.lab "
+    "--user ops@vsphere.local --password-file /etc/dockyard/vc.pass",
+    "vm endpoint list": "dockyard-agent vm endpoint list --json",
+    "vm endpoint remove": "dockyard-agent vm endpoint remove lab",
+    "vm discover": "dockyard-agent vm discover",
+    "vm ls": "dockyard-agent vm ls --json | jq '.[] | select(.idle_state == \"idle\")'",
+    "vm collect": "dockyard-agent vm collect",
+    "vm run": "dockyard-agent vm run",
+    "vm explain": "dockyard-agent vm explain lab/vm-42",
+    "vm policy set": "dockyard-agent vm policy set ./vm-lifecycle.json",
+    "vm policy show": "dockyard-agent vm policy show",
+    "vm never-act add": "dockyard-agent vm never-act add 'lab/db-primary' --reason 'payroll'",
+    "vm never-act remove": "dockyard-agent vm never-act remove lab/db-primary",
+    "vm never-act list": "dockyard-agent vm never-act list",
+    "vm power": "dockyard-agent vm power lab/vm-42 shutdown",
+    "vm create": "dockyard-agent vm create --endpoint lab --name build-7 --cpus 2 "
+    "--memory-mb 4096 --disk-gb 40 --tag owner=ana@example.com",
+    "vm approve": "dockyard-agent vm approve 5",
+    "vm budget": "dockyard-agent vm budget",
+    "vm audit": "dockyard-agent vm audit --limit 20",
+    "vm smtp": "dockyard-agent vm smtp --host mail.example.com --port 587 "
+    "--sender dockyard@example.com --starttls",
+    "vm links": "dockyard-agent vm links --listen 0.0.0.0:8443 "
+    "--base-url https://dockyard.example.com:8443",
+    "vm restore": "dockyard-agent vm restore lab/vm-42 --datastore datastore2",
+    "vm archive-key": "dockyard-agent vm archive-key --passphrase-file /etc/dockyard/archive.pass",
+    "vm archived": "dockyard-agent vm archived --json",
+    "vm answer": "dockyard-agent vm answer 'eyJhbGciOi...'",
+}
+"""One example per command, shown under its --help (`commandline.finish`); a test parses
+each with the real parser, so none can go stale."""

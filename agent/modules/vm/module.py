@@ -44,6 +44,12 @@ class VmModule(Commands, Rounds):
         return cli.add_parser(sub)
 
     @classmethod
+    def cli_examples(cls) -> dict[str, str]:
+        from . import cli
+
+        return cli.EXAMPLES
+
+    @classmethod
     def run_cli(
         cls, args: argparse.Namespace, state_dir: Path, policies: list[dict[str, Any]]
     ) -> int:
