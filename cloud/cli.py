@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - exercised by the agent-only install te
 import httpx
 from pydantic import ValidationError
 
+from dockyard.agent.commandline import completion, finish
 from dockyard.agent.protocol import FlowMode
 from dockyard.cloud import logs
 from dockyard.cloud.domain import admin, enrolment, tenants
@@ -391,8 +392,26 @@ def _version() -> str:
         return "unknown"
 
 
+EXAMPLES = {
+    "serve": "DOCKYARD_DATABASE_URL=postgresql+psycopg://dockyard@db/dockyard dockyard serve "
+    "--host 0.0.0.0 --port 8443",
+    "migrate": "dockyard migrate",
+    "bootstrap": "dockyard bootstrap --msp 'Acme IT' --tenant 'Example School' "
+    "--email admin@example.com --flow-mode metadata",
+    "demo": "dockyard demo --data .demo --port 8080",
+    "completion": "dockyard completion bash > /etc/bash_completion.d/dockyard",
+}
+"""One example per command, shown under its --help (`commandline.finish`); a test parses
+each with the real parser."""
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="dockyard", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="dockyard",
+        description=__doc__,
+        epilog="settings: DOCKYARD_* variables or a .env file (infra/cloud.env.example, "
+        "docs/operations.md)",
+    )
     ap.add_argument("--version", action="version", version=f"dockyard {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the control plane (settings from DOCKYARD_*)")
@@ -415,7 +434,14 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the embedded default with a docked agent")
     demo.add_argument("--data", default=".demo")
     demo.add_argument("--port", type=int, default=8080)
-    return ap
+    comp = sub.add_parser("completion", help="print the shell's completion script")
+    comp.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+    return finish(ap, EXAMPLES)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    print(completion(parser(), args.shell))
+    return 0
 
 
 COMMANDS = {
@@ -423,6 +449,7 @@ COMMANDS = {
     "migrate": cmd_migrate,
     "bootstrap": cmd_bootstrap,
     "demo": cmd_demo,
+    "completion": cmd_completion,
 }
 
 
@@ -435,7 +462,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_format, settings.log_level)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:  # `dockyard completion bash | head`: end as a writer whose reader left
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     except KeyboardInterrupt:  # uvicorn raises it again once it has stopped on Ctrl-C
         return 130
 

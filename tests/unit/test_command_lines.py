@@ -6,38 +6,45 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from dockyard.agent import cli, settings
 from dockyard.agent.commandline import commands, table
+from dockyard.cloud import cli as cloud_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _leaves() -> list[tuple[str, argparse.ArgumentParser]]:
-    return [(" ".join(path), p) for path, p, leaf in commands(cli.parser()) if leaf and path]
+def _leaves(ap: argparse.ArgumentParser | None = None) -> list[tuple[str, argparse.ArgumentParser]]:
+    tree = ap or cli.parser()
+    return [(" ".join(path), p) for path, p, leaf in commands(tree) if leaf and path]
 
 
-def test_every_command_has_an_example_that_the_parser_takes() -> None:
-    ap = cli.parser()
-    missing = [path for path, p in _leaves() if not p.epilog or "example:" not in p.epilog]
+@pytest.mark.parametrize("program", ["dockyard-agent", "dockyard"])
+def test_every_command_has_an_example_that_the_parser_takes(program: str) -> None:
+    ap = cli.parser() if program == "dockyard-agent" else cloud_cli.parser()
+    missing = [path for path, p in _leaves(ap) if not p.epilog or "example:" not in p.epilog]
     assert missing == []
-    for path, p in _leaves():
+    for path, p in _leaves(ap):
         assert p.epilog is not None
         line = p.epilog.split("example:\n", 1)[1].strip()
         words = shlex.split(line)
-        assert words[0] == "dockyard-agent", line
+        while "=" in words[0]:  # an environment variable set for the example
+            words.pop(0)
+        assert words[0] == program, line
         # What follows a pipe or a redirection is the shell's, not ours.
         cut = next((i for i, w in enumerate(words) if w in ("|", ">")), len(words))
         args = ap.parse_args(words[1:cut])
         rest = iter(words[1:cut])  # the example runs this command: its words, in order
         assert all(name in rest for name in path.split()), (path, line)
-        assert callable(args.run)
+        assert program == "dockyard" or callable(args.run)
 
 
 @pytest.mark.parametrize(
@@ -143,3 +150,19 @@ def test_the_environment_docs_are_the_reference() -> None:
         "run: python -m dockyard.agent.settings > docs/agent-environment.md"
     )
     assert settings.reference() in cli.parser().format_help()
+
+
+def test_the_cloud_cli_ends_quietly_when_its_reader_has_left() -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader left before the first byte: every write is refused
+    try:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "dockyard"), "completion", "bash"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141
+    assert done.stderr == ""
