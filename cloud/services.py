@@ -19,6 +19,7 @@ from dockyard.cloud.domain import delivery
 from dockyard.cloud.domain.clock import Clock
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.principal import Principal
+from dockyard.cloud.meter import Meter
 from dockyard.cloud.settings import Settings
 from dockyard.cloud.store.db import Database
 
@@ -33,6 +34,7 @@ class Services:
     clock: Clock
     agent_tokens: AgentTokens
     blobs: BlobStore
+    meter: Meter = field(init=False, default_factory=Meter)
     db_slots: anyio.CapacityLimiter = field(init=False)
     poll_reader: Batcher[int, delivery.PollView] = field(init=False)
     ack_writer: Batcher[list[p.Ack], int] = field(init=False)

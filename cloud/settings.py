@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # Full garbage collections run on this timer only (see cloud/collector.py).
     gc_full_interval_s: float = Field(default=600.0, ge=10)
     db_pool_size: int = Field(default=10, ge=1)
+    # /metrics reads the fleet's aggregates (jobs, agents, archives) at most this often.
+    metrics_fleet_every_s: float = Field(default=15.0, ge=0.1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # "production" turns off what only helps a developer (GraphQL introspection, unless
     # graphql_introspection says otherwise).

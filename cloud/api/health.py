@@ -8,35 +8,79 @@
   503 with the reasons otherwise, so a proxy's health check moves agents elsewhere.
 - `/metrics`: the Prometheus text format, read at scrape time from the live objects
   (prometheus_client, a custom collector per app: two apps in one test process never share
-  figures). `/healthz` stays as it was for scripts that count held polls.
+  figures): held polls, the work slots, batches, what this replica's poll answers delivered
+  and how long those polls took (`cloud/meter.py`), metadata taken in by kind; and figures
+  across every tenant (`domain/fleet.py`: jobs and agents by state, what archives hold),
+  read at most every `metrics_fleet_every_s` on a connection of the scrape's own, so a
+  scraper cannot turn /metrics into load. `/healthz` stays as it was for scripts that
+  count held polls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dockyard.cloud.domain import fleet
+from dockyard.cloud.meter import Meter
 from dockyard.cloud.services import Services
+
+log = logging.getLogger(__name__)
 
 READY_DB_TIMEOUT_S = 2.0
 
 
+class _Fleet:
+    """The last read of the fleet's figures, and when; a failed read keeps the last good
+    one and says so (`dockyard_fleet_read_ok 0`) rather than failing the whole scrape."""
+
+    def __init__(self, engine: Engine, svc: Services) -> None:
+        self.engine, self.svc = engine, svc
+        self.every_s = svc.settings.metrics_fleet_every_s
+        self.gauges: list[fleet.Gauge] = []
+        self.read_at = -self.every_s
+        self.ok = True
+
+    def refresh(self) -> None:
+        if time.monotonic() - self.read_at < self.every_s:
+            return
+        try:
+            with Session(self.engine) as session:
+                self.gauges = fleet.gauges(session, self.svc.clock.now())
+            self.ok = True
+        except Exception:  # the database's trouble is /readyz's to report, not a 500 here
+            log.warning("the fleet's figures could not be read", exc_info=True)
+            self.ok = False
+        self.read_at = time.monotonic()
+
+
 class _Figures(Collector):
-    def __init__(self, svc: Services) -> None:
+    def __init__(self, svc: Services, fleet_figures: _Fleet) -> None:
         self.svc = svc
+        self.fleet = fleet_figures
 
     def collect(self) -> Iterator[Metric]:
         svc = self.svc
+        yield from self._meter(svc.meter)
+        yield from self._fleet()
         yield GaugeMetricFamily(
             "dockyard_held_polls", "Agent polls held open on this replica", value=svc.bus.waiting
         )
@@ -67,6 +111,51 @@ class _Figures(Collector):
         yield batches
         yield requests
 
+    def _meter(self, meter: Meter) -> Iterator[Metric]:
+        delivered = CounterMetricFamily(
+            "dockyard_delivered_entries",
+            "Entries this replica's poll answers handed to agents, by kind",
+            labels=["kind"],
+        )
+        for kind in ("command", "policy"):
+            delivered.add_metric([kind], meter.delivered[kind])
+        yield delivered
+        took = HistogramMetricFamily(
+            "dockyard_delivering_poll_seconds",
+            "From a poll's arrival to its answer, for answers that carried entries",
+        )
+        took.add_metric([], meter.delivering.cumulative(), meter.delivering.total)
+        yield took
+        size = CounterMetricFamily(
+            "dockyard_metadata_bytes",
+            "Request bytes of metadata batches taken in, by module and kind",
+            labels=["module", "kind"],
+        )
+        records = CounterMetricFamily(
+            "dockyard_metadata_records",
+            "Records of metadata batches taken in, by module and kind",
+            labels=["module", "kind"],
+        )
+        for (module, kind), n in sorted(meter.metadata_bytes.items()):
+            size.add_metric([module, kind], n)
+            records.add_metric([module, kind], meter.metadata_records[module, kind])
+        yield size
+        yield records
+
+    def _fleet(self) -> Iterator[Metric]:
+        self.fleet.refresh()
+        yield GaugeMetricFamily(
+            "dockyard_fleet_read_ok",
+            "1 when the last read of the fleet's figures worked",
+            value=int(self.fleet.ok),
+        )
+        families: dict[str, GaugeMetricFamily] = {}
+        for g in self.fleet.gauges:
+            names = [k for k, _ in g.labels]
+            family = families.setdefault(g.name, GaugeMetricFamily(g.name, g.help, labels=names))
+            family.add_metric([v for _, v in g.labels], g.value)
+        yield from families.values()
+
 
 def _ping(engine: Engine) -> None:
     with engine.connect() as conn:
@@ -74,12 +163,13 @@ def _ping(engine: Engine) -> None:
 
 
 def routes(svc: Services) -> list[Route]:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Figures(svc))
     # The readiness ping has a connection of its own, outside the work pool and its slots:
     # queued behind a burst of work it timed out, and the proxy took every busy replica
-    # out at once (seen with 300 agents enrolling through HAProxy).
+    # out at once (seen with 300 agents enrolling through HAProxy). The fleet's figures use
+    # the same engine, for the same reason.
     pinger = create_engine(svc.db.url, poolclass=NullPool)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Figures(svc, _Fleet(pinger, svc)))
 
     async def livez(request: Request) -> Response:
         return JSONResponse({"live": True})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -22,6 +22,11 @@ from dockyard.cloud.store.models import Agent
 
 from .clock import Clock
 from .context import Ctx
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .fleet import Gauge
 
 Ingest = Callable[[Ctx, Agent, list[dict[str, Any]]], object]
 """Feeds one accepted metadata batch's records into the module's own tables, in the batch's
@@ -75,6 +80,9 @@ class CloudModule:
     """The dotted name of the module's GraphQL part: a Python module whose `Query` and
     `Mutation` (either may be absent) the schema merges. By name, so the domain's imports
     never reach the transport."""
+    fleet: Callable[[Session], list[Gauge]] | None = None
+    """The module's figures across every tenant for the operator's /metrics (counts and
+    sums only: `fleet.py` says why this may look past the tenancy wall)."""
     routes: str | None = None
     """The dotted name of the module's HTTP part: a Python module whose `routes()` gives the
     starlette routes the app mounts (pages outside GraphQL and the agent API). By name, as

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -224,3 +225,30 @@ def test_config_mode_refusal_is_audited_and_stores_nothing(
             select(AuditRecord).where(AuditRecord.outcome == "refused")
         ).all()
         assert [(a.action, a.detail["count"]) for a in refused] == [("upload.metadata", 1)]
+
+
+def test_metadata_taken_in_is_counted_by_kind_once_per_batch(
+    cloud: Cloud, pg: Database, tmp_path: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def figures() -> dict[tuple[str, str], float]:
+        text = httpx.get(f"{cloud.url}/metrics").text
+        return {
+            (s.name, s.labels.get("kind", "")): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith("dockyard_metadata_") and s.labels.get("module") == "noop"
+        }
+
+    agent = Enrolled(cloud, pg, tmp_path)
+    auth = H | {"Authorization": f"Bearer {agent.access()}"}
+    kind = f"counted-{uuid.uuid4().hex[:8]}"  # a kind of this test's own: the cloud is shared
+    batch = {"batch_id": str(uuid.uuid4()), "module": "noop", "kind": kind, "records": [{}, {}]}
+    body = json.dumps(batch).encode()
+    for _ in range(2):  # the second is the same batch again: stored once, counted once
+        r = httpx.post(f"{cloud.url}/agent/v1/metadata", content=body, headers=auth)
+        assert r.status_code == 200, r.text
+    after = figures()
+    assert after[("dockyard_metadata_bytes_total", kind)] == len(body)
+    assert after[("dockyard_metadata_records_total", kind)] == 2

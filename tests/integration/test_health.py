@@ -4,17 +4,20 @@ agents away, and a real Prometheus scrapes the figures."""
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from dockyard.cloud.app import create_app
+from dockyard.cloud.domain import commands
 from dockyard.cloud.settings import Settings
 from dockyard.cloud.store.db import Database
 from dockyard.cloud.store.migrate import upgrade
 
-from ..factories import enrolment_secret, make_world
+from ..factories import enrolment_secret, make_world, system
 from ..peers.prometheus import Prometheus
 from ..procs import SECRET, Agent, Cloud, eventually
 
@@ -56,19 +59,29 @@ def test_ready_until_draining_and_not_ready_without_its_database(tmp_path: Path)
     asyncio.run(scenario())
 
 
-def test_prometheus_scrapes_held_polls_and_batches(
+def test_prometheus_scrapes_held_polls_batches_deliveries_and_the_fleet(
     pg_url: str, pg: Database, tmp_path: Path
 ) -> None:
     """A real agent holds a poll; Prometheus, scraping every 200 ms, sees it and the
-    batched poll reads that served it."""
-    cloud = Cloud(pg_url, tmp_path / "cloud").start()
+    batched poll reads that served it; a command delivered to it shows in this replica's
+    delivery figures, and its job and the agent in the fleet's."""
+    cloud = Cloud(pg_url, tmp_path / "cloud", env={"DOCKYARD_METRICS_FLEET_EVERY_S": "0.2"})
+    cloud.start()
     prometheus = Prometheus([f"127.0.0.1:{cloud.port}"]).start()
     agent = Agent(tmp_path / "agent")
     try:
         text = httpx.get(f"{cloud.url}/metrics").text
         names = {f.name for f in text_string_to_metric_families(text)}
-        assert {"dockyard_held_polls", "dockyard_db_slots", "dockyard_batches"} <= names
-        agent.dock(cloud.url, enrolment_secret(make_world(pg)))
+        assert {
+            "dockyard_held_polls",
+            "dockyard_db_slots",
+            "dockyard_batches",
+            "dockyard_delivered_entries",
+            "dockyard_delivering_poll_seconds",
+            "dockyard_fleet_read_ok",
+        } <= names
+        world = make_world(pg)
+        agent.dock(cloud.url, enrolment_secret(world))
         agent.start()
 
         def scraped(expr: str) -> float | None:
@@ -80,6 +93,21 @@ def test_prometheus_scrapes_held_polls_and_batches(
         assert batches is not None
         assert batches >= 1
         assert scraped("dockyard_bus_listening") == 1
+        assert scraped('dockyard_delivered_entries_total{kind="command"}') == 0
+
+        agent_id = uuid.UUID(
+            json.loads(agent.cli("status", "--json").stdout)["links"][0]["agent_id"]
+        )
+        with system(pg, world.tenant_id) as ctx:
+            commands.issue(ctx, agent_id, "noop.append", {"text": "scraped"})
+        eventually(
+            lambda: scraped('dockyard_jobs{state="succeeded"}') == 1, timeout=30, what="the job"
+        )
+        assert scraped('dockyard_delivered_entries_total{kind="command"}') == 1
+        assert scraped("dockyard_delivering_poll_seconds_count") == 1
+        assert scraped('dockyard_delivering_poll_seconds_bucket{le="+Inf"}') == 1
+        assert scraped('dockyard_agents{state="online"}') == 1
+        assert scraped("dockyard_fleet_read_ok") == 1
     finally:
         if agent.proc is not None:
             agent.stop()

@@ -98,12 +98,27 @@ def finish(link: Link, command: dict[str, Any], kind: p.JobEventKind, code: str)
     )
 
 
+def _fleet(pg: Database) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from sqlalchemy.orm import Session
+
+    from dockyard.cloud.domain import fleet
+    from dockyard.cloud.modules.vm import dashboard
+
+    with Session(pg.engine) as session:
+        return {(g.name, g.labels): g.value for g in dashboard.fleet(session)} | {
+            (g.name, g.labels): g.value
+            for g in fleet.gauges(session, datetime.now(UTC))
+            if g.name == "dockyard_vms_archived"
+        }
+
+
 def test_life_states_archive_records_and_the_report(
     cloud: Cloud, pg: Database, tmp_path: Path
 ) -> None:
     world = make_world(pg, plan="standard")
     gql = Gql(cloud.url, world.token)
     link = docked_link(cloud, world, tmp_path, p.FlowMode.METADATA)
+    fleet_before = _fleet(pg)
     send(
         link,
         [
@@ -123,6 +138,11 @@ def test_life_states_archive_records_and_the_report(
     assert got["broken"]["lifeReason"] == "vm_changed: a disk was added"
     assert got["broken"]["archive"] is None
     assert got["live"]["lifeState"] == "RUNNING"
+    fleet_after = _fleet(pg)  # the operator's /metrics: the same figures, every tenant
+    grew = {k: fleet_after[k] - fleet_before.get(k, 0) for k in fleet_after}
+    assert grew[("dockyard_vms_archived", ())] == 2
+    assert grew[("dockyard_vault_bytes", (("kind", "before"),))] == (8 << 30) + (1 << 30)
+    assert grew[("dockyard_vault_bytes", (("kind", "stored"),))] == (3 << 30) + (200 << 20)
 
     report = gql.data(REPORT, t=str(world.tenant_id))
     page = report["archivedVms"]

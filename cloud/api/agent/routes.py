@@ -4,6 +4,7 @@ domain function in a worker thread; the held poll waits on the bus with no conne
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -329,11 +330,17 @@ async def poll(request: Request) -> Response:
         view = await svc.poll_reader.submit(agent_id, tenant_id, after)
         return answer_of(view), not view.more
 
+    arrived = time.monotonic()
     found = await holding.answer(bus, agent_id, after, known_tag, wait, fetch)
     if found is None:
         return come_back()
     if isinstance(found, holding.Quiet):
         return Response(found.body, media_type="application/json")
+    if found.entries:
+        meter = svc.meter
+        meter.delivering.observe(time.monotonic() - arrived)
+        for entry in found.entries:
+            meter.delivered[entry.kind] += 1
     return ok(found)
 
 
@@ -390,6 +397,9 @@ async def upload_metadata(request: Request) -> Response:
         return await refuse_upload(
             svc, principal, tenant_id, "metadata", len(body.records), size, e
         )
+    if not accepted.duplicate:
+        svc.meter.metadata_bytes[body.module, body.kind] += size
+        svc.meter.metadata_records[body.module, body.kind] += len(body.records)
     return ok(p.MetadataResponse(batch_id=accepted.batch_id, duplicate=accepted.duplicate))
 
 

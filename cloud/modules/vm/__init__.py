@@ -8,7 +8,7 @@ from __future__ import annotations
 from dockyard.agent.protocol.vm import POLICY_KIND, VmLifecyclePolicy
 from dockyard.cloud.domain.modules import CloudModule, Timer
 
-from . import archive, catalog, timers
+from . import archive, catalog, dashboard, timers
 
 MODULE = CloudModule(
     name="vm",
@@ -30,6 +30,7 @@ MODULE = CloudModule(
             {"catalog", "schedules", "reports", "archive", "dedup", "encryption"}
         ),
     },
+    fleet=dashboard.fleet,
     graphql=f"{__name__}.graphql",
     routes=f"{__name__}.routes",
 )

@@ -13,10 +13,12 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from dockyard.agent.protocol.vm import LifeState
 from dockyard.cloud.domain.context import Ctx
+from dockyard.cloud.domain.fleet import Gauge
 from dockyard.cloud.domain.permissions import Permission as P
 from dockyard.cloud.store.models import VmSighting
 
@@ -68,3 +70,35 @@ def figures(ctx: Ctx, tenant_id: uuid.UUID) -> VmFigures:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def fleet(session: Session) -> list[Gauge]:
+    """Archived VMs across every tenant and what their archives hold: a VM two agents report
+    counts once (its largest figures)."""
+    per_vm = (
+        select(
+            func.max(VmSighting.size_before).label("before"),
+            func.max(VmSighting.stored_bytes).label("stored"),
+        )
+        .where(VmSighting.life_state == LifeState.ARCHIVED.value)
+        .group_by(VmSighting.vm_id)
+        .subquery()
+    )
+    count, before, stored = session.execute(
+        select(func.count(), func.sum(per_vm.c.before), func.sum(per_vm.c.stored))
+    ).one()
+    return [
+        Gauge("dockyard_vms_archived", "Archived VMs, every tenant", count or 0),
+        Gauge(
+            "dockyard_vault_bytes",
+            "What archived VMs took before and what their archives store, every tenant",
+            before or 0,
+            (("kind", "before"),),
+        ),
+        Gauge(
+            "dockyard_vault_bytes",
+            "What archived VMs took before and what their archives store, every tenant",
+            stored or 0,
+            (("kind", "stored"),),
+        ),
+    ]
