@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # GraphiQL's files, pinned in cloud/api/graphql/assets.py, from the npm registry.
 ASSETS := cloud/api/graphql/static/vendor/.fetched
 
-.PHONY: demo test lint typecheck imports unscoped pytest venv web clean
+.PHONY: demo test lint typecheck imports unscoped pytest venv web client clean
 
 $(STAMP): pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) is required"; exit 2; }
@@ -50,6 +50,22 @@ venv: $(STAMP) $(ASSETS) $(CDC) $(PORTAL)
 
 demo: $(STAMP) $(ASSETS) $(CDC) $(PORTAL)
 	$(BIN)/dockyard demo --data .demo
+
+# The MSP client (cloud/client/, dockyard.cloud.client), generated from the committed SDL and
+# cloud/client/operations.graphql by ariadne-codegen. The generator runs from a venv of its
+# own, filled by the project venv's pip from pyproject's `codegen` group: its pins clash
+# with strawberry's graphql-core. Stale modules go first, so a dropped operation leaves none.
+# tests/unit/test_client_drift.py makes the generator's venv through the first rule.
+CODEGEN := build/codegen-venv
+
+$(CODEGEN)/bin/ariadne-codegen: pyproject.toml
+	test -x $(CODEGEN)/bin/python || $(PYTHON) -m venv --without-pip $(CODEGEN)
+	$(BIN)/python -m pip --python $(CODEGEN)/bin/python install -q --group codegen
+	touch $@
+
+client: $(STAMP) $(CODEGEN)/bin/ariadne-codegen
+	rm -f cloud/client/*.py
+	$(CODEGEN)/bin/ariadne-codegen client --config pyproject.toml
 
 # The type checker sees the installed names (dockyard.cloud, dockyard.agent) through a tree
 # of links, since mypy cannot follow setuptools' editable import hook.
