@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httpx
+import pydantic
 
 from dockyard.cloud.client import (
     AgentsAgentsAgentConnection,
@@ -196,6 +197,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except GraphQLClientGraphQLMultiError as errors:
         print("; ".join(e.message for e in errors.errors), file=sys.stderr)
+        return 2
+    except pydantic.ValidationError as unknown:
+        # A union the cloud's schema has grown since this client was generated, say.
+        print(
+            "the cloud answered in a shape this client does not know (a newer schema?):"
+            f" upgrade dockyard[client] ({unknown.error_count()} fields did not fit)",
+            file=sys.stderr,
+        )
         return 2
     except (GraphQLClientError, httpx.HTTPError) as failed:
         print(f"could not ask the cloud at {options.url}: {failed}", file=sys.stderr)

@@ -177,7 +177,11 @@ def test_a_real_agent_in_a_child_runs_the_msps_command(
 
 
 def test_a_viewer_of_the_msp_lists_but_each_child_refuses_the_command(
-    cloud: Cloud, pg: Database, estate: dict[str, Any]
+    cloud: Cloud,
+    pg: Database,
+    estate: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     north: World = estate["north"]
     _, token = add_user(pg, north.msp_id, Role.VIEWER)
@@ -189,6 +193,13 @@ def test_a_viewer_of_the_msp_lists_but_each_child_refuses_the_command(
     for tenant_id, agent_ids in estate["live"].items():
         world = replace(north, tenant_id=uuid.UUID(tenant_id))
         assert [_commands_to(pg, world, a) for a in agent_ids] == [[]] * len(agent_ids)
+    # The script says so in its table, one row per child, and exits 1.
+    monkeypatch.setenv("DOCKYARD_TOKEN", token)
+    assert example.main(["noop.echo", "--url", cloud.url, "--msp", str(north.msp_id)]) == 1
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["TENANT", "AGENTS", "ISSUED", "NOTE"]
+    assert len(rows) == 2
+    assert all("PermissionDenied: command:issue needs" in row for row in rows), rows
 
 
 def test_a_bad_token_and_a_bad_command_are_clear_answers(

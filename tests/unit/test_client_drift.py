@@ -43,25 +43,26 @@ def _toml(section: dict[str, Any], prefix: str) -> str:
     return "\n".join([*lines, "", *tables])
 
 
+def _run(command: list[str], failure: str) -> None:
+    """`command` from the root (so the paths the generator writes into each file's header
+    are the committed ones); `failure` and the command's last output when it fails."""
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{failure}:\n{(done.stderr or done.stdout)[-3000:]}"
+
+
 def _regenerate(into: Path) -> Path:
-    subprocess.run(
-        ["make", "-s", str(GENERATOR.relative_to(ROOT))], cwd=ROOT, check=True, timeout=600
+    _run(
+        ["make", "-s", str(GENERATOR.relative_to(ROOT))],
+        "the generator's venv could not be made (it installs pyproject's `codegen` group"
+        " from the package registry)",
     )
     settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ariadne-codegen"]
     config = into / "codegen.toml"
     config.write_text(_toml({**settings, "target_package_path": str(into)}, "tool.ariadne-codegen"))
-    # From the root, so the paths the generator writes into each file's header are the same.
-    made = subprocess.run(
+    _run(
         [str(GENERATOR), "client", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert made.returncode == 0, (
         "the generator refused the committed SDL and operations (a field the operations"
-        " select may be gone: edit cloud/client/operations.graphql, then make client):\n"
-        + (made.stderr or made.stdout)[-3000:]
+        " select may be gone: edit cloud/client/operations.graphql, then make client)",
     )
     return into / str(settings["target_package_name"])
 
