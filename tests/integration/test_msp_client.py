@@ -186,7 +186,8 @@ def test_a_viewer_of_the_msp_lists_but_each_child_refuses_the_command(
     north: World = estate["north"]
     _, token = add_user(pg, north.msp_id, Role.VIEWER)
     with example.connect(cloud.url, token) as client:
-        reports = example.command_children(client, "noop.echo", msp_id=str(north.msp_id))
+        # No --msp: the children of every MSP the token sees (this one alone).
+        reports = example.command_children(client, "noop.echo")
     assert {r.tenant_id: sorted(r.agent_ids) for r in reports} == estate["live"]
     assert [r.command_ids for r in reports] == [[], []]
     assert all((r.refused or "").startswith("PermissionDenied: ") for r in reports), reports
