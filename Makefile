@@ -55,7 +55,7 @@ demo: $(STAMP) $(ASSETS) $(CDC) $(PORTAL)
 # cloud/client/operations.graphql by ariadne-codegen. The generator runs from a venv of its
 # own, filled by the project venv's pip from pyproject's `codegen` group: its pins clash
 # with strawberry's graphql-core. Stale modules go first, so a dropped operation leaves none.
-# tests/unit/test_client_drift.py makes the generator's venv through the first rule.
+# `make test` makes the generator's venv before the tests (the drift test needs it).
 CODEGEN := build/codegen-venv
 
 $(CODEGEN)/bin/ariadne-codegen: pyproject.toml
@@ -92,7 +92,7 @@ unscoped:
 # The portal's browser tests photograph every page here (artifacts, not committed).
 SCREENSHOTS ?= build/screenshots
 
-pytest: $(STAMP) $(ASSETS) $(CDC) $(PORTAL)
+pytest: $(STAMP) $(ASSETS) $(CDC) $(PORTAL) $(CODEGEN)/bin/ariadne-codegen
 	DOCKYARD_SCREENSHOTS=$(abspath $(SCREENSHOTS)) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck imports unscoped pytest
