@@ -95,18 +95,24 @@ def test_prometheus_scrapes_held_polls_batches_deliveries_and_the_fleet(
         assert scraped("dockyard_bus_listening") == 1
         assert scraped('dockyard_delivered_entries_total{kind="command"}') == 0
 
+        # The fleet's figures count every tenant of the database, other tests' too.
+        succeeded = scraped('dockyard_jobs{state="succeeded"}') or 0
         agent_id = uuid.UUID(
             json.loads(agent.cli("status", "--json").stdout)["links"][0]["agent_id"]
         )
         with system(pg, world.tenant_id) as ctx:
             commands.issue(ctx, agent_id, "noop.append", {"text": "scraped"})
         eventually(
-            lambda: scraped('dockyard_jobs{state="succeeded"}') == 1, timeout=30, what="the job"
+            lambda: scraped('dockyard_jobs{state="succeeded"}') == succeeded + 1,
+            timeout=30,
+            what="the job",
         )
         assert scraped('dockyard_delivered_entries_total{kind="command"}') == 1
         assert scraped("dockyard_delivering_poll_seconds_count") == 1
         assert scraped('dockyard_delivering_poll_seconds_bucket{le="+Inf"}') == 1
-        assert scraped('dockyard_agents{state="online"}') == 1
+        online = scraped('dockyard_agents{state="online"}')
+        assert online is not None
+        assert online >= 1
         assert scraped("dockyard_fleet_read_ok") == 1
     finally:
         if agent.proc is not None:
