@@ -48,6 +48,11 @@ class Cutter:
         with self._lock:
             sockets, self._open = list(self._open), set()
         for s in sockets:
+            # close() alone frees nothing while a pipe thread is blocked in recv on the
+            # socket (the kernel keeps it open for that call), so the agent would hang until
+            # its own read timeout (60 s); shutdown wakes the recv and ends the connection.
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 s.setsockopt(
                     socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"

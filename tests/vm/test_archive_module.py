@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from dockyard.agent.protocol.vm import LifeState, PowerAction
 from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.repository import Repository
 
+from ..peers.cutter import Cutter
 from ..peers.vsphere_sim import Vcsim
 from ..procs import Agent
 from ..vault.conftest import FAST, PASS, SMALL, vm_like
@@ -39,7 +41,7 @@ START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Vcsim]:
-    server = Vcsim(host=1, vm=5, ds=1).start()
+    server = Vcsim(host=1, vm=6, ds=1).start()
     try:
         yield server
     finally:
@@ -70,7 +72,11 @@ def hooks() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
         server.shutdown()
 
 
-def _module(tmp_path: Path, sim: Vcsim, policy: dict[str, Any]) -> VmModule:
+def _module(
+    tmp_path: Path, sim: Vcsim, policy: dict[str, Any], port: int | None = None
+) -> VmModule:
+    """The module with a repository, its passphrase and the vcsim endpoint (through
+    `port`, a cutter in front of vcsim, when given)."""
     repo = tmp_path / "repo"
     Repository.init(LocalBackend(repo), PASS, params=SMALL, pack_bytes=1 << 20, cost=FAST)
     Repository.open(LocalBackend(repo), passphrase=PASS).add_recovery_key()
@@ -78,7 +84,8 @@ def _module(tmp_path: Path, sim: Vcsim, policy: dict[str, Any]) -> VmModule:
     secret.write_text(PASS + "\n")
     secret.chmod(0o600)
     module = module_at(tmp_path / "vm", ManualClock(START))
-    module.endpoints.add("vc", {"kind": "vsphere", **sim.config()})
+    config = sim.config(port=port) if port else sim.config()
+    module.endpoints.add("vc", {"kind": "vsphere", **config})
     module.set_local_policy(
         {"archive": {"storage": {"kind": "directory", "path": str(repo)}}, **policy}
     )
@@ -328,6 +335,91 @@ def test_the_running_module_archives_on_its_worker_round_and_reports_the_life_st
     after = {r["native_id"]: r for r in module.records(module.clock())}
     assert after[vm.native_id]["life_state"] == LifeState.RUNNING  # restored and powered on
     module.close()
+
+
+def _wait_for(check: Any, what: str, limit_s: float = 60.0) -> None:
+    """Until `check()` holds; the limit is far past a round's pause, so a loaded machine
+    only waits longer (the test asserts the outcome, never the time it took)."""
+    deadline = time.monotonic() + limit_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not seen within {limit_s} s"
+        time.sleep(0.1)
+
+
+def test_the_worker_round_lifts_a_fence_left_at_unfencing_across_an_agent_restart(
+    sim: Vcsim, tmp_path: Path
+) -> None:
+    """The path as the agent runs it, not `Archiver.settle` called by hand: the module's
+    worker round archives a VM due by the second period through an endpoint that drops
+    mid-download, so the roll back leaves the fence journalled at `unfencing`; the agent
+    stops, and its next life (a new module over the same state directory, nothing kept in
+    memory) rounds while vCenter is still away (still fenced, still journalled), then,
+    vCenter back, its worker thread's own round lifts the fence."""
+    cutter = Cutter(sim.host, sim.port)
+    module = _module(tmp_path, sim, {"off_days": 30}, port=cutter.port)
+    module.update_settings(worker_pause_s=0.2)
+    module.set_features(frozenset({"archive"}))
+    vm = module.driver("vc").discover().vms[5]
+    before = _fill(module, vm.native_id)
+    clock: ManualClock = module.clock  # type: ignore[assignment]
+    module.discover(clock())  # seen off: its second period starts
+    for other in module.store.vms("vc"):  # other tests' VMs, off too, are not this one's
+        if other.vm.native_id != vm.native_id:
+            module.store.add_never_act("vc", other.vm.name, "another test's VM", clock())
+    clock.advance(timedelta(days=31))
+    module.discover(clock())
+    module.collect(clock())
+    module.run_lifecycle(clock())  # what else the round does at this moment is done
+    driver = open_driver("vc", {"kind": "vsphere", **sim.config()})  # around the cutter
+    files = VsphereFiles(driver)  # type: ignore[arg-type]
+    restarted: VmModule | None = None
+    try:
+        cutter.cut_after(1_000_000)  # inside the VM's first 1.5 MB disk
+        module.round()
+        assert cutter.cuts == 1
+        job = module.archives.archiver.journal.job("vc", vm.native_id)
+        assert job is not None
+        assert job.step == "unfencing"
+        life = module.archives.archiver.journal.life("vc", vm.native_id)
+        assert life is not None
+        assert life[0] == LifeState.ARCHIVE_FAILED
+        assert "endpoint_unreachable" in str(life[1])
+        assert files.fenced(vm)
+        assert files.read_stub(vm) is None
+        module.close()  # the agent stops with the fence still owed
+
+        restarted = module_at(tmp_path / "vm", clock)
+        restarted.set_features(frozenset({"archive"}))
+        journal = restarted.archives.archiver.journal
+        clock.advance(timedelta(minutes=5))
+        restarted.round()  # vCenter still away: nothing changes, nothing is forgotten
+        assert files.fenced(vm)
+        job = journal.job("vc", vm.native_id)
+        assert job is not None
+        assert job.step == "unfencing"
+
+        cutter.mend()
+        restarted.tick()  # the runner's tick starts the module's worker thread
+        _wait_for(lambda: journal.job("vc", vm.native_id) is None, "the fence lifted")
+        restarted.stop_worker()
+        assert not files.fenced(vm)
+        assert files.read_stub(vm) is None
+        back = {}
+        for f in files.files(vm)[0]:
+            with files.reader(f) as stream:
+                back[f.name] = stream.read()
+        assert back == before
+        life = journal.life("vc", vm.native_id)
+        assert life is not None
+        assert life[0] == LifeState.ARCHIVE_FAILED  # waits for a person, whole where it was
+        repo = Repository.open(LocalBackend(tmp_path / "repo"), passphrase=PASS)
+        assert not repo.pins()
+    finally:
+        if restarted is not None:
+            restarted.close()
+        cutter.close()
+        files.close()
+        driver.close()
 
 
 def _command(name: str, native_id: str) -> CommandEntry:
