@@ -1,7 +1,10 @@
 """The archive engine in a process of its own, for the kill -9 test (test_archive_crash.py).
 
-`python -m tests.vm.archive_child archive|restore|restore-elsewhere CONFIG_JSON VM_ID REPO STATE_DIR` runs one
-archive or restore of a vcsim VM; `DOCKYARD_CRASH_AT` makes it die at that point.
+`python -m tests.vm.archive_child archive|restore|restore-elsewhere CONFIG_JSON VM_ID REPO
+STATE_DIR` runs one archive or restore of a vcsim VM (CONFIG_JSON: the endpoint's
+configuration), or of a libvirt domain when CONFIG_JSON's `kind` is `libvirt`;
+restore-elsewhere writes the disks to CONFIG_JSON's `place` (vcsim's second datastore by
+default). `DOCKYARD_CRASH_AT` makes it die at that point.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from pathlib import Path
 
 from dockyard.agent.modules.vm.archive import ArchiveFailed, Archiver
 from dockyard.agent.modules.vm.drivers import open_driver
+from dockyard.agent.modules.vm.drivers.libvirt import LibvirtDriver
 from dockyard.agent.modules.vm.drivers.vsphere import VsphereDriver
 from dockyard.agent.modules.vm.store import VmStore
+from dockyard.agent.modules.vm.vmfiles import VmFiles
+from dockyard.agent.modules.vm.vmfiles.libvirt import LibvirtFiles
 from dockyard.agent.modules.vm.vmfiles.vsphere import VsphereFiles
 from dockyard.agent.protocol.vm import ArchiveRules
 from dockyard.agent.vault.backends import LocalBackend
@@ -24,11 +30,18 @@ from ..vault.conftest import PASS
 
 
 def main(argv: list[str]) -> int:
-    mode, config, vm_id, repo, state = argv
-    driver = open_driver("vc", {"kind": "vsphere", **json.loads(config)})
-    assert isinstance(driver, VsphereDriver)
+    mode, raw, vm_id, repo, state = argv
+    config = json.loads(raw)
+    kind, place = config.pop("kind", "vsphere"), config.pop("place", "LocalDS_1")
+    endpoint = "kvm" if kind == "libvirt" else "vc"
+    driver = open_driver(endpoint, {"kind": kind, **config})
+    files: VmFiles
+    if isinstance(driver, LibvirtDriver):
+        files = LibvirtFiles(driver)
+    else:
+        assert isinstance(driver, VsphereDriver)
+        files = VsphereFiles(driver)
     vm = next(v for v in driver.discover().vms if v.native_id == vm_id)
-    files = VsphereFiles(driver)
     archiver = Archiver(VmStore(Path(state) / "vm.sqlite"), Path(state), lambda: datetime.now(UTC))
 
     def open_repo() -> Repository:
@@ -36,11 +49,11 @@ def main(argv: list[str]) -> int:
 
     try:
         if mode == "archive":
-            archiver.archive("vc", vm, files, ArchiveRules(), open_repo)
+            archiver.archive(endpoint, vm, files, ArchiveRules(), open_repo)
         elif mode == "restore":
-            archiver.restore("vc", vm, files, open_repo)
-        else:  # restore-elsewhere: the disks to the second datastore
-            archiver.restore("vc", vm, files, open_repo, place="LocalDS_1")
+            archiver.restore(endpoint, vm, files, open_repo)
+        else:  # restore-elsewhere: the disks to another datastore or storage pool
+            archiver.restore(endpoint, vm, files, open_repo, place=place)
     except ArchiveFailed as e:
         print(f"{e.code}: {e}", file=sys.stderr)
         return 1

@@ -5,9 +5,7 @@ restore brings the top image back byte for byte and starts the domain."""
 
 from __future__ import annotations
 
-import subprocess
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,56 +21,30 @@ from dockyard.agent.protocol.vm import ArchiveRules
 from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.repository import Repository
 
-from ..peers.libvirt_qemu import IMAGES, URI, ensure_daemon
-from ..vault.conftest import FAST, PASS, SMALL, vm_like
+from ..peers.libvirt_qemu import URI
+from ..vault.conftest import FAST, PASS, SMALL
+from .libvirt_domains import other_pool, qcow2_domain
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 
-def _xml(name: str, disk: Path) -> str:
-    return (
-        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
-        "<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>"
-        "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-        f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk>"
-        "<interface type='user'><mac address='52:54:00:aa:bb:01'/></interface>"
-        "</devices></domain>"
-    )
+@pytest.fixture
+def domain() -> Iterator[tuple[Any, Path, Path]]:
+    with qcow2_domain() as made:
+        yield made
 
 
 @pytest.fixture
-def domain() -> Iterator[tuple[Any, Path, Path]]:
-    import libvirt
-
-    ensure_daemon()
-    folder = IMAGES / f"dockyard-archive-{uuid.uuid4().hex[:8]}"
-    folder.mkdir(parents=True)
-    raw = folder / "data.raw"
-    raw.write_bytes(vm_like(4_000_000, 5) + vm_like(2_000_000, 6))
-    base, top = folder / "base.qcow2", folder / "top.qcow2"
-    subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(raw), str(base)], check=True)
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(top)],
-        check=True,
-    )
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 2M", str(top)],
-                   check=True, capture_output=True)  # fmt: skip
-    raw.unlink()
-    conn = libvirt.open(URI)
-    dom = conn.defineXML(_xml(folder.name, top))
-    dom.setAutostart(1)
-    try:
-        yield dom, top, base
-    finally:
-        if dom.isActive():
-            dom.destroy()
-        dom.undefine()
-        conn.close()
-        subprocess.run(["rm", "-rf", str(folder)], check=False)
+def open_repo(tmp_path: Path) -> Callable[[], Repository]:
+    """A new repository with a second key slot (archiving needs one); opens it anew."""
+    repo = tmp_path / "repo"
+    Repository.init(LocalBackend(repo), PASS, params=SMALL, pack_bytes=1 << 20, cost=FAST)
+    Repository.open(LocalBackend(repo), passphrase=PASS).add_recovery_key()
+    return lambda: Repository.open(LocalBackend(repo), passphrase=PASS)
 
 
 def test_a_qcow2_domain_is_archived_its_backing_file_kept_and_restored_and_started(
-    domain: tuple[Any, Path, Path], tmp_path: Path
+    domain: tuple[Any, Path, Path], tmp_path: Path, open_repo: Callable[[], Repository]
 ) -> None:
     dom, top, base = domain
     top_bytes, base_bytes = top.read_bytes(), base.read_bytes()
@@ -83,13 +55,6 @@ def test_a_qcow2_domain_is_archived_its_backing_file_kept_and_restored_and_start
     own, external = files.files(vm)
     assert [f.source for f in own if f.role == "disk"] == [str(top)]
     assert [x.source for x in external] == [str(base)]
-    repo = tmp_path / "repo"
-    Repository.init(LocalBackend(repo), PASS, params=SMALL, pack_bytes=1 << 20, cost=FAST)
-    Repository.open(LocalBackend(repo), passphrase=PASS).add_recovery_key()
-
-    def open_repo() -> Repository:
-        return Repository.open(LocalBackend(repo), passphrase=PASS)
-
     archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
     record = archiver.archive("kvm", vm, files, ArchiveRules(), open_repo)
     assert record.size_before >= len(top_bytes)
@@ -118,48 +83,35 @@ def test_a_qcow2_domain_is_archived_its_backing_file_kept_and_restored_and_start
 
 
 def test_a_restore_to_another_storage_pool_moves_the_disk_and_its_stub_and_boots(
-    domain: tuple[Any, Path, Path], tmp_path: Path
+    domain: tuple[Any, Path, Path], tmp_path: Path, open_repo: Callable[[], Repository]
 ) -> None:
     """The top image goes to a second directory pool of the host, the domain is redefined
     to name it there (its backing file stays where it is, named by its absolute path), and
     the domain starts from it."""
     dom, top, _base = domain
     top_bytes = top.read_bytes()
-    other = top.parent.parent / f"{top.parent.name}-other"
-    other.mkdir()
-    pool = dom.connect().storagePoolCreateXML(
-        f"<pool type='dir'><name>{other.name}</name><target><path>{other}</path></target></pool>"
-    )
     driver = open_driver("kvm", {"kind": "libvirt", "hosts": [{"name": "local", "uri": URI}]})
     assert isinstance(driver, LibvirtDriver)
-    try:
-        vm = next(v for v in driver.discover().vms if v.native_id == dom.UUIDString())
-        files = LibvirtFiles(driver)
-        repo = tmp_path / "repo"
-        Repository.init(LocalBackend(repo), PASS, params=SMALL, pack_bytes=1 << 20, cost=FAST)
-        Repository.open(LocalBackend(repo), passphrase=PASS).add_recovery_key()
+    with other_pool(dom, top) as other:
+        try:
+            vm = next(v for v in driver.discover().vms if v.native_id == dom.UUIDString())
+            files = LibvirtFiles(driver)
+            archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+            archiver.archive("kvm", vm, files, ArchiveRules(), open_repo)
+            assert not top.exists()
+            assert other.name in files.places(vm)
 
-        def open_repo() -> Repository:
-            return Repository.open(LocalBackend(repo), passphrase=PASS)
-
-        archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
-        archiver.archive("kvm", vm, files, ArchiveRules(), open_repo)
-        assert not top.exists()
-        assert other.name in files.places(vm)
-
-        archiver.restore("kvm", vm, files, open_repo, place=other.name)
-        moved = other / top.name
-        assert moved.read_bytes() == top_bytes
-        assert not top.exists()
-        assert [f.source for f in files.files(vm)[0] if f.role == "disk"] == [str(moved)]
-        assert files.read_stub(vm) is None
-        assert not list(other.glob("*stub*"))
-        assert not list(top.parent.glob("*stub*"))
-        assert not files.fenced(vm)
-        files.power_on(vm)
-        assert dom.isActive()
-        dom.destroy()
-    finally:
-        driver.close()
-        pool.destroy()
-        subprocess.run(["rm", "-rf", str(other)], check=False)
+            archiver.restore("kvm", vm, files, open_repo, place=other.name)
+            moved = other / top.name
+            assert moved.read_bytes() == top_bytes
+            assert not top.exists()
+            assert [f.source for f in files.files(vm)[0] if f.role == "disk"] == [str(moved)]
+            assert files.read_stub(vm) is None
+            assert not list(other.glob("*stub*"))
+            assert not list(top.parent.glob("*stub*"))
+            assert not files.fenced(vm)
+            files.power_on(vm)
+            assert dom.isActive()
+            dom.destroy()
+        finally:
+            driver.close()

@@ -71,6 +71,9 @@ RESTORE_POINTS = (
     "restore_after_write",
     "restore_after_register",
 )
+REPOINT_POINT = "restore_mid_repoint"
+"""Inside a restore elsewhere's repoint, where the hypervisor's takes more than one step
+(libvirt: the stub copied beside the moved disk, the domain not yet redefined)."""
 PROGRESS_EVERY_S = 0.5
 """Job events at least once a second while bytes move (twice, so one lost is no gap)."""
 
@@ -697,7 +700,11 @@ class Archiver:
             if job.step == "written":
                 files.unfence(vm, _placement(manifest))
                 if job.relocated:
-                    files.repoint(vm, _moves(manifest, job.relocated))
+                    files.repoint(
+                        vm,
+                        _moves(manifest, job.relocated),
+                        lambda: self._crash(REPOINT_POINT),
+                    )
                 self.journal.step(job, "registered", self.clock())
                 self._crash("restore_after_register")
             if job.step == "registered":

@@ -126,8 +126,12 @@ class VmFiles(abc.ABC):
     def prepare(self, f: VmFile) -> None:  # noqa: B027 - optional
         """Make the folder the (relocated) file goes into."""
 
-    def repoint(self, vm: VmInfo, moved: dict[str, str]) -> None:
-        """Point the VM's disks at their new sources (old source -> new source)."""
+    def repoint(
+        self, vm: VmInfo, moved: dict[str, str], halfway: Callable[[], None] | None = None
+    ) -> None:
+        """Point the VM's disks at their new sources (old source -> new source).
+        `halfway` is called between the steps of a repoint that takes more than one (the
+        kill -9 test's point inside it); a single call to the hypervisor never calls it."""
         raise DriverError(
             "not_supported", f"{self.hypervisor}: restoring disks to another place is not built"
         )

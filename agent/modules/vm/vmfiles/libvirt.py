@@ -305,10 +305,14 @@ class LibvirtFiles(VmFiles):
             raise DriverError("datastore_not_found", f"storage pool {place} is not on this host")
         return VmFile(f.name, str(pools[place] / Path(f.source).name), f.role, f.size, f.modified)
 
-    def repoint(self, vm: VmInfo, moved: dict[str, str]) -> None:
+    def repoint(
+        self, vm: VmInfo, moved: dict[str, str], halfway: Callable[[], None] | None = None
+    ) -> None:
         """The domain redefined with its disks' new sources; the stub, which lives beside
         the first disk, moves with it (written there before the old one goes, so it is
-        always in one place at least; a crash between leaves a copy, removed next time)."""
+        always in one place at least; a crash between leaves a copy, removed next time).
+        `halfway` comes once the stub's new copy is written, before the domain is
+        redefined: the stub in both folders, the domain still naming the old paths."""
         dom, _ = self._dom(vm)
         root = self._xml(dom)
         old_stub = self._stub_path(vm)
@@ -327,6 +331,8 @@ class LibvirtFiles(VmFiles):
                 partial = new_stub.with_name(new_stub.name + ".partial")
                 partial.write_bytes(raw)
                 os.replace(partial, new_stub)
+            if halfway is not None:
+                halfway()
             dom.connect().defineXML(ET.tostring(root, encoding="unicode"))
         # The stub where the disks were before (this run's or a crashed run's) goes.
         current = self._stub_path(vm)

@@ -437,9 +437,12 @@ class VsphereFiles(VmFiles):
                 createParentDirectories=True,
             )
 
-    def repoint(self, vm: VmInfo, moved: dict[str, str]) -> None:
-        """Each virtual disk whose descriptor moved gets its new path (ReconfigVM), the
-        VM staying registered where its configuration is."""
+    def repoint(
+        self, vm: VmInfo, moved: dict[str, str], halfway: Callable[[], None] | None = None
+    ) -> None:
+        """Each virtual disk whose descriptor moved gets its new path (one ReconfigVM, so
+        no step between for `halfway`), the VM staying registered where its
+        configuration is."""
         ref = self._ref(vm)
         changes = []
         for device in self.driver._call(lambda: ref.config.hardware.device) or ():
