@@ -395,6 +395,9 @@ class ArchiveRecord(Message):
     """What the archive added to the repository after dedup and compression."""
     restore_count: int = 0
     restored_at: datetime | None = None
+    restored_from: str | None = None
+    """The VM's native id when it was archived, where its restore gave it a new one (an EC2
+    instance comes back from its AMI under a new instance id); None where it kept its id."""
 
 
 class VmRecord(Message):

@@ -20,10 +20,13 @@ from dockyard.agent.modules.vm.vmfiles.libvirt import LibvirtFiles
 from dockyard.agent.protocol.vm import ArchiveRules
 from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.repository import Repository
+from dockyard.cloud.store.db import Database
 
 from ..peers.libvirt_qemu import URI
+from ..procs import Cloud
 from ..vault.conftest import FAST, PASS, SMALL
 from .libvirt_domains import other_pool, qcow2_domain
+from .reports_check import archive_and_restore_reach_graphql, archiving_module, docked
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -115,3 +118,29 @@ def test_a_restore_to_another_storage_pool_moves_the_disk_and_its_stub_and_boots
             dom.destroy()
         finally:
             driver.close()
+
+
+def test_a_libvirt_domain_s_archive_figures_reach_graphql_through_the_module(
+    domain: tuple[Any, Path, Path], tmp_path: Path, cloud: Cloud, pg: Database
+) -> None:
+    """Issue 17 point 9 on KVM, and the module's archive feature driving libvirt (an
+    endpoint of kind libvirt gets its LibvirtFiles): the date, size before, bytes stored
+    and restore count it sends up are what GraphQL gives, archived and restored."""
+    dom, top, _ = domain
+    top_bytes = top.read_bytes()
+    repo = tmp_path / "repo"
+    Repository.init(LocalBackend(repo), PASS, params=SMALL, pack_bytes=1 << 20, cost=FAST)
+    Repository.open(LocalBackend(repo), passphrase=PASS).add_recovery_key()
+    config = {"kind": "libvirt", "hosts": [{"name": "local", "uri": URI}]}
+    module = archiving_module(tmp_path / "vm", "kvm", config, repo, NOW)
+    gql, tenant = docked(module, cloud, pg, tmp_path)
+    try:
+        back, record = archive_and_restore_reach_graphql(
+            module, gql, tenant, "kvm", dom.UUIDString(), dom.name()
+        )
+        assert record.size_before >= len(top_bytes)
+        assert top.read_bytes() == top_bytes
+        assert dom.isActive()  # powered on after the restore, as the policy says
+        assert [s["nativeId"] for s in back["sightings"]] == [dom.UUIDString()]
+    finally:
+        module.close()

@@ -30,18 +30,20 @@ from dockyard.agent.protocol import CommandEntry, FlowMode, MetadataBatch
 from dockyard.agent.protocol.vm import LifeState, PowerAction
 from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.repository import Repository
+from dockyard.cloud.store.db import Database
 
 from ..peers.cutter import Cutter
 from ..peers.vsphere_sim import Vcsim
-from ..procs import Agent
+from ..procs import Agent, Cloud
 from ..vault.conftest import FAST, PASS, SMALL, vm_like
+from .reports_check import archive_and_restore_reach_graphql, docked
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Vcsim]:
-    server = Vcsim(host=1, vm=6, ds=1).start()
+    server = Vcsim(host=1, vm=7, ds=1).start()
     try:
         yield server
     finally:
@@ -420,6 +422,22 @@ def test_the_worker_round_lifts_a_fence_left_at_unfencing_across_an_agent_restar
         cutter.close()
         files.close()
         driver.close()
+
+
+def test_a_vsphere_vm_s_archive_figures_reach_graphql(
+    sim: Vcsim, cloud: Cloud, pg: Database, tmp_path: Path
+) -> None:
+    """Issue 17 point 9 on vSphere: the date, size before, bytes stored and restore count
+    the module sends up are what GraphQL gives, archived and restored."""
+    module = _module(tmp_path, sim, {})
+    module.set_features(frozenset({"archive"}))
+    vm = module.driver("vc").discover().vms[6]
+    _fill(module, vm.native_id)
+    module.discover(module.clock())
+    gql, tenant = docked(module, cloud, pg, tmp_path)
+    back, _ = archive_and_restore_reach_graphql(module, gql, tenant, "vc", vm.native_id, vm.name)
+    assert [s["nativeId"] for s in back["sightings"]] == [vm.native_id]  # the same VM
+    module.close()
 
 
 def _command(name: str, native_id: str) -> CommandEntry:

@@ -47,10 +47,12 @@ from dockyard.agent.modules.vm.stub import Stub, stub_key
 from dockyard.agent.protocol.vm import ArchiveRules, LifeState
 from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.repository import Repository
+from dockyard.cloud.store.db import Database
 
 from ..peers.aws import Moto
-from ..procs import free_port
+from ..procs import Cloud, free_port
 from ..vault.conftest import FAST, PASS, SMALL
+from .reports_check import archive_and_restore_reach_graphql, archiving_module, docked
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "ami-12c6146b"
@@ -449,18 +451,10 @@ def test_the_vm_module_archives_and_restores_an_instance_through_its_service(
     """The module's archive feature picks the EC2 engine for an EC2 endpoint; the archived
     instance stays in its inventory (from the AMI) and comes back started, as the policy's
     post-restore power-on says, with its life row under its new id."""
-    from dockyard.agent.clock import ManualClock
-    from dockyard.agent.modules.vm import module_at
-
     vm = lab.launch()
-    secret = tmp_path / "archive.pass"
-    secret.write_text(PASS + "\n")
-    module = module_at(tmp_path / "vm", ManualClock(datetime(2026, 6, 1, 12, tzinfo=UTC)))
-    module.endpoints.add("aws", lab.moto.config())
-    module.set_local_policy({"archive": {"storage": {"kind": "directory", "path": str(lab.repo)}}})
-    module.update_settings(archive_passphrase_file=str(secret))
-    module.set_features(frozenset({"archive"}))
-    module.discover(module.clock())
+    module = archiving_module(
+        tmp_path / "vm", "aws", lab.moto.config(), lab.repo, datetime(2026, 6, 1, 12, tzinfo=UTC)
+    )
 
     record = module.archives.archive("aws", vm.native_id)
     assert record.size_before == 8 << 30
@@ -484,3 +478,36 @@ def test_the_vm_module_archives_and_restores_an_instance_through_its_service(
     assert moved is not None
     assert moved[0] == LifeState.RUNNING
     module.close()
+
+
+def test_an_instance_s_archive_figures_reach_graphql_and_its_new_id_is_linked_to_the_old(
+    lab: Lab, tmp_path: Path, cloud: Cloud, pg: Database
+) -> None:
+    """Issue 17 point 9 on EC2, through the module and a real cloud on PostgreSQL: the
+    figures GraphQL gives are the agent's; after the restore the instance runs under a new
+    id, which the agent links to the old (`archive.restored_from`), so GraphQL shows one
+    VM holding both sightings (the old gone, the new running), its figures carried on."""
+    vm = lab.launch()
+    name = f"reported-{vm.native_id}"  # other tests' instances are named batch
+    lab.ec2.create_tags(Resources=[vm.native_id], Tags=[{"Key": "Name", "Value": name}])
+    module = archiving_module(
+        tmp_path / "vm", "aws", lab.moto.config(), lab.repo, datetime(2026, 6, 1, 12, tzinfo=UTC)
+    )
+    gql, tenant = docked(module, cloud, pg, tmp_path)
+    try:
+        back, record = archive_and_restore_reach_graphql(
+            module, gql, tenant, "aws", vm.native_id, name
+        )
+    finally:
+        module.close()
+    assert record.size_before == 8 << 30
+    (new,) = lab.files.tagged(RESTORED_FROM_TAG, vm.native_id)
+    new_id = str(new["InstanceId"])
+    assert new_id != vm.native_id
+    assert back["archive"]["restoredFrom"] == vm.native_id
+    sightings = {s["nativeId"]: s for s in back["sightings"]}
+    assert set(sightings) == {vm.native_id, new_id}
+    assert sightings[new_id]["lifeState"] == "RUNNING"
+    assert sightings[new_id]["archive"]["restoredFrom"] == vm.native_id
+    assert sightings[vm.native_id]["powerState"] == "gone"
+    assert sightings[vm.native_id]["lifeState"] == "OFF"  # no longer archived: it came back

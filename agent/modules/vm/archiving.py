@@ -95,6 +95,12 @@ def files_of(driver: Driver) -> VmFiles:
 
         assert isinstance(driver, Ec2Driver)
         return Ec2Files(driver)
+    if driver.kind == "libvirt":  # where the agent runs on the host (LibvirtFiles says why)
+        from .drivers.libvirt import LibvirtDriver
+        from .vmfiles.libvirt import LibvirtFiles
+
+        assert isinstance(driver, LibvirtDriver)
+        return LibvirtFiles(driver)
     raise DriverError("not_supported", f"archiving VMs of {driver.kind} endpoints is not built yet")
 
 

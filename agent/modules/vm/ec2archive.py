@@ -453,6 +453,7 @@ class Ec2Archiver:
             size_before=sum(int(v["size_gib"]) for v in job.manifest.hardware["volumes"]) * GIB,
             stored_bytes=job.stored_bytes,
             restore_count=before[2].restore_count if before and before[2] else 0,
+            restored_from=before[2].restored_from if before and before[2] else None,
         )
         self.journal.set_life(job.endpoint, vm.native_id, LifeState.ARCHIVED, now, None, record)
         self.journal.end(job)
@@ -571,7 +572,11 @@ class Ec2Archiver:
         record = life[2] if life else None
         if record is not None:
             record = record.model_copy(
-                update={"restore_count": record.restore_count + 1, "restored_at": self.clock()}
+                update={
+                    "restore_count": record.restore_count + 1,
+                    "restored_at": self.clock(),
+                    "restored_from": vm.native_id,  # the link the cloud's catalog follows
+                }
             )
         state = LifeState.RUNNING if ec2.power_state(_ref(new_id)) == "on" else LifeState.OFF
         self.journal.set_life(endpoint, new_id, state, self.clock(), None, record)

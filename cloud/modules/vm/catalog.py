@@ -3,7 +3,10 @@
 Two sightings are the same VM only when at least two identifiers agree (instance UUID, BIOS
 UUID, a MAC address, EC2 instance id). One identifier is not enough: clones share a BIOS
 UUID, and a cloned NIC may keep its MAC. Two sightings by the same agent on the same
-endpoint are different VMs by definition (the hypervisor gave them different ids). A
+endpoint are different VMs by definition (the hypervisor gave them different ids), but for
+one the agent itself links: a VM its restore gave a new id (an EC2 instance launched from
+its archive's AMI) names the id it was archived under (`archive.restored_from`), and joins
+that sighting's VM, so the catalog VM, its history and its archive figures go on. A
 sighting that matches two different VMs is not merged at all: the conflict is written on
 its record for a person to see. A person can split a sighting off (undo a merge); it is then
 never merged automatically again.
@@ -104,6 +107,11 @@ def _merge(ctx: Ctx, sightings: list[VmSighting], changed: set[uuid.UUID], now: 
     for s in sightings:
         if s.id not in changed or s.pinned:
             continue
+        before = _restored_from(sightings, s)
+        if before is not None:  # the agent's own link: the same VM under its new id
+            if before.vm_id != s.vm_id:
+                _move(ctx, s, before.vm_id, now)
+            continue
         mine = identifiers(s.identifiers)
         agreeing: dict[uuid.UUID, int] = defaultdict(int)
         others: dict[uuid.UUID, VmSighting] = {}
@@ -136,6 +144,27 @@ def _merge(ctx: Ctx, sightings: list[VmSighting], changed: set[uuid.UUID], now: 
             ctx.session.flush()
             _move(ctx, s, vm.id, now)
     ctx.session.flush()
+
+
+def _restored_from(sightings: list[VmSighting], s: VmSighting) -> VmSighting | None:
+    """The sighting, by the same agent on the same endpoint, of the id `s` was archived
+    under before its restore gave it a new one; None if there is no such link (or it
+    names `s` itself, or a sighting a person split off)."""
+    archive = (s.record or {}).get("archive") or {}
+    old = archive.get("restored_from")
+    if not isinstance(old, str) or old == s.native_id:
+        return None
+    return next(
+        (
+            o
+            for o in sightings
+            if o.agent_id == s.agent_id
+            and o.endpoint == s.endpoint
+            and o.native_id == old
+            and not o.pinned
+        ),
+        None,
+    )
 
 
 def _shared(sightings: list[VmSighting], s: VmSighting) -> bool:

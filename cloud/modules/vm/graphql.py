@@ -83,11 +83,17 @@ class VmArchive:
     )
     restore_count: int
     restored_at: datetime | None
+    restored_from: str | None = strawberry.field(
+        description="The native id the VM was archived under, where its restore gave it a "
+        "new one (an EC2 instance comes back under a new instance id); that sighting is in "
+        "the same catalog VM."
+    )
 
     @classmethod
     def of(cls, row: r.VmSighting) -> "VmArchive | None":
         if row.archived_at is None or row.archive_snapshot is None:
             return None
+        archive = (row.record or {}).get("archive") or {}
         return cls(
             archived_at=row.archived_at,
             snapshot=row.archive_snapshot,
@@ -95,6 +101,7 @@ class VmArchive:
             stored_bytes=float(row.stored_bytes or 0),
             restore_count=row.restore_count or 0,
             restored_at=row.restored_at,
+            restored_from=str(archive["restored_from"]) if archive.get("restored_from") else None,
         )
 
 
