@@ -5,6 +5,7 @@ restore brings the top image back byte for byte and starts the domain."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from dockyard.agent.modules.vm.drivers import open_driver
 from dockyard.agent.modules.vm.drivers.libvirt import LibvirtDriver
 from dockyard.agent.modules.vm.store import VmStore
 from dockyard.agent.modules.vm.vmfiles.libvirt import LibvirtFiles
-from dockyard.agent.protocol.vm import ArchiveRules
+from dockyard.agent.protocol.vm import ArchiveRules, LifeState
 from dockyard.agent.vault.backends import LocalBackend
 from dockyard.agent.vault.repository import Repository
 from dockyard.cloud.store.db import Database
@@ -144,3 +145,56 @@ def test_a_libvirt_domain_s_archive_figures_reach_graphql_through_the_module(
         assert [s["nativeId"] for s in back["sightings"]] == [dom.UUIDString()]
     finally:
         module.close()
+
+
+def test_a_domain_started_or_given_a_disk_between_read_and_delete_keeps_every_file(
+    domain: tuple[Any, Path, Path], tmp_path: Path, open_repo: Callable[[], Repository]
+) -> None:
+    """Issue 17 point 8 on a real daemon: after the archive is verified and before the
+    first delete, someone starts the domain (libvirt cannot refuse a start; the fence is
+    ours), then, another time, adds a disk to its definition. Each is a clear vm_changed,
+    nothing is deleted, the fence is lifted and the archive's pin released."""
+    import libvirt
+
+    dom, top, _ = domain
+    top_bytes = top.read_bytes()
+    driver = open_driver("kvm", {"kind": "libvirt", "hosts": [{"name": "local", "uri": URI}]})
+    assert isinstance(driver, LibvirtDriver)
+    vm = next(v for v in driver.discover().vms if v.native_id == dom.UUIDString())
+    files = LibvirtFiles(driver)
+    archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+    real_verify = archiver._verify
+    extra = top.with_name("added.qcow2")
+
+    def start(job: Any, opened: Any) -> None:
+        real_verify(job, opened)
+        dom.create()
+
+    def add_disk(job: Any, opened: Any) -> None:
+        real_verify(job, opened)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(extra), "1M"], check=True)
+        dom.attachDeviceFlags(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+            f"<source file='{extra}'/><target dev='vdb' bus='virtio'/></disk>",
+            libvirt.VIR_DOMAIN_AFFECT_CONFIG,
+        )
+
+    try:
+        for change, why in ((start, "is on or was unfenced"), (add_disk, r"added\.qcow2")):
+            archiver._verify = change  # type: ignore[method-assign]
+            with pytest.raises(ArchiveFailed, match=why) as failed:
+                archiver.archive("kvm", vm, files, ArchiveRules(), open_repo)
+            assert failed.value.code == "vm_changed"
+            assert top.read_bytes() == top_bytes  # nothing deleted
+            assert files.read_stub(vm) is None
+            assert not files.fenced(vm)
+            assert dom.autostart()  # the fence's autostart off is undone too
+            assert not open_repo().pins()
+            life = archiver.journal.life("kvm", vm.native_id)
+            assert life is not None
+            assert life[0] == LifeState.ARCHIVE_FAILED
+            if dom.isActive():
+                dom.destroy()
+        assert extra.exists()
+    finally:
+        driver.close()

@@ -203,18 +203,28 @@ class LibvirtFiles(VmFiles):
         self._stub_path(vm).unlink(missing_ok=True)
 
     def _metadata(self, dom: Any) -> str | None:
+        """The element in the domain's persistent definition, where the fence lives: a
+        running domain's live copy is the definition as it was at its start, so reading
+        the current one would still say fenced after an unfence while someone runs it."""
         try:
-            return str(dom.metadata(lv.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, 0))
+            return str(
+                dom.metadata(lv.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, lv.VIR_DOMAIN_AFFECT_CONFIG)
+            )
         except lv.libvirtError:
             return None
 
     def _set_metadata(self, dom: Any, element: str | None) -> None:
+        """Set (or remove) the element in the persistent definition, and in the live one
+        too when the domain runs (a roll back after someone started it mid-archive)."""
+        flags = lv.VIR_DOMAIN_AFFECT_CONFIG
+        if dom.isActive():
+            flags |= lv.VIR_DOMAIN_AFFECT_LIVE
         dom.setMetadata(
             lv.VIR_DOMAIN_METADATA_ELEMENT,
             element,
             "dockyard" if element else None,
             NAMESPACE,
-            lv.VIR_DOMAIN_AFFECT_CONFIG,
+            flags,
         )
 
     def fenced(self, vm: VmInfo) -> bool:
