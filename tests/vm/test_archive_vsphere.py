@@ -8,6 +8,7 @@ with those. One vcsim serves the module; each test takes its own VM.
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from dockyard.agent.modules.vm.store import VmStore
 from dockyard.agent.modules.vm.stub import STUB_NAME, Stub
 from dockyard.agent.modules.vm.vmfiles.vsphere import VsphereFiles
 from dockyard.agent.protocol.vm import ArchiveRules, LifeState, PowerAction, RestorePlace
-from dockyard.agent.vault.backends import LocalBackend
+from dockyard.agent.vault.backends import LocalBackend, S3Backend
 from dockyard.agent.vault.repository import Repository
 
 from ..peers.cutter import Cutter
@@ -431,3 +432,62 @@ def test_a_full_datastore_sends_the_disks_to_one_with_room_unless_the_policy_say
     after = {name.rsplit("/", 1)[-1]: data for name, data in _contents(files, vm).items()}
     assert after == before
     files.close()
+
+
+def test_a_repository_unreachable_mid_archive_and_at_restore_is_a_clear_error(
+    driver: VsphereDriver, vm: VmInfo, seaweed: Any, tmp_path: Path
+) -> None:
+    """Issue 17 point 8: the tenant's S3 repository (SeaweedFS) drops off the network in the
+    middle of the archive's uploads (a real reset through the cutter, then refused), and
+    again when a restore is asked: each is a clear repository_unreachable, the VM whole
+    and unfenced after the archive, still archived (stub and fence) after the restore."""
+    from ..peers.seaweed import ACCESS_KEY, SECRET_KEY
+
+    bucket = f"archive-{uuid.uuid4().hex[:8]}"
+    seaweed.client().create_bucket(Bucket=bucket)
+    host, port = seaweed.endpoint.removeprefix("http://").rsplit(":", 1)
+    cutter = Cutter(host, int(port))
+
+    def backend(endpoint: str) -> S3Backend:
+        return S3Backend(
+            bucket, endpoint_url=endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY
+        )
+
+    far = backend(f"http://127.0.0.1:{cutter.port}")
+    Repository.init(far, PASS, params=SMALL, pack_bytes=1 << 20, cost=FAST)
+    Repository.open(far, passphrase=PASS).add_recovery_key()
+    opened = Repository.open(far, passphrase=PASS)  # the key unlocked before the cut
+    files = VsphereFiles(driver)
+    before = _contents(files, vm)
+    archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+    try:
+        cutter.cut_after(1)  # the first answer S3 gives the archive: a pack's upload
+        with pytest.raises(ArchiveFailed) as failed:
+            archiver.archive("vc", vm, files, ArchiveRules(), lambda: opened)
+        assert failed.value.code == "repository_unreachable", failed.value
+        assert cutter.cuts == 1
+        assert _contents(files, vm) == before
+        assert not files.fenced(vm)
+        assert files.read_stub(vm) is None
+        assert archiver.journal.job("vc", vm.native_id) is None
+
+        cutter.mend()
+        archiver.archive(
+            "vc", vm, files, ArchiveRules(), lambda: Repository.open(far, passphrase=PASS)
+        )
+        assert files.read_stub(vm) is not None
+        cutter.cut_after(1)
+        with pytest.raises(ArchiveFailed) as unreachable:
+            archiver.restore("vc", vm, files, lambda: Repository.open(far, passphrase=PASS))
+        assert unreachable.value.code == "repository_unreachable", unreachable.value
+        assert files.read_stub(vm) is not None  # still archived, nothing written
+        assert files.fenced(vm)
+        life = archiver.journal.life("vc", vm.native_id)
+        assert life is not None
+        assert life[0] == LifeState.RESTORE_FAILED
+        cutter.mend()
+        archiver.restore("vc", vm, files, lambda: Repository.open(far, passphrase=PASS))
+        assert _contents(files, vm) == before
+    finally:
+        cutter.close()
+        files.close()

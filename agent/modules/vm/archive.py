@@ -74,6 +74,13 @@ RESTORE_POINTS = (
 REPOINT_POINT = "restore_mid_repoint"
 """Inside a restore elsewhere's repoint, where the hypervisor's takes more than one step
 (libvirt: the stub copied beside the moved disk, the domain not yet redefined)."""
+try:  # the S3 back end's client: its connection errors are the repository unreachable
+    from botocore.exceptions import ConnectionError as _BotoConnectionError
+    from botocore.exceptions import HTTPClientError as _BotoHttpError
+
+    _S3_UNREACHABLE: tuple[type[Exception], ...] = (_BotoConnectionError, _BotoHttpError)
+except ImportError:  # pragma: no cover - without the s3 extra there is no S3 repository
+    _S3_UNREACHABLE = ()
 PROGRESS_EVERY_S = 0.5
 """Job events at least once a second while bytes move (twice, so one lost is no gap)."""
 
@@ -414,6 +421,8 @@ class Archiver:
         if code is None and isinstance(e, OSError):
             code = "repository_full" if e.errno == errno.ENOSPC else "repository_unreachable"
             return ArchiveFailed(code, f"the archive repository: {e.strerror or e}")
+        if code is None and isinstance(e, _S3_UNREACHABLE):
+            return ArchiveFailed("repository_unreachable", f"the archive repository: {e}")
         return ArchiveFailed(str(code or "vault_error"), str(e))
 
     def _begin(self, job: Job, vm: VmInfo, files: VmFiles) -> None:
