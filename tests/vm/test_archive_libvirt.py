@@ -5,6 +5,7 @@ restore brings the top image back byte for byte and starts the domain."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ import pytest
 
 from dockyard.agent.modules.vm.archive import ArchiveFailed, Archiver
 from dockyard.agent.modules.vm.drivers import open_driver
+from dockyard.agent.modules.vm.drivers.base import VmInfo
 from dockyard.agent.modules.vm.drivers.libvirt import LibvirtDriver
 from dockyard.agent.modules.vm.store import VmStore
 from dockyard.agent.modules.vm.vmfiles.libvirt import LibvirtFiles
@@ -38,6 +40,13 @@ def domain() -> Iterator[tuple[Any, Path, Path]]:
         yield made
 
 
+def _opened(dom: Any) -> tuple[LibvirtDriver, VmInfo]:
+    """The local daemon's driver, and the domain as its discovery sees it."""
+    driver = open_driver("kvm", {"kind": "libvirt", "hosts": [{"name": "local", "uri": URI}]})
+    assert isinstance(driver, LibvirtDriver)
+    return driver, next(v for v in driver.discover().vms if v.native_id == dom.UUIDString())
+
+
 @pytest.fixture
 def open_repo(tmp_path: Path) -> Callable[[], Repository]:
     """A new repository with a second key slot (archiving needs one); opens it anew."""
@@ -52,9 +61,7 @@ def test_a_qcow2_domain_is_archived_its_backing_file_kept_and_restored_and_start
 ) -> None:
     dom, top, base = domain
     top_bytes, base_bytes = top.read_bytes(), base.read_bytes()
-    driver = open_driver("kvm", {"kind": "libvirt", "hosts": [{"name": "local", "uri": URI}]})
-    assert isinstance(driver, LibvirtDriver)
-    vm = next(v for v in driver.discover().vms if v.native_id == dom.UUIDString())
+    driver, vm = _opened(dom)
     files = LibvirtFiles(driver)
     own, external = files.files(vm)
     assert [f.source for f in own if f.role == "disk"] == [str(top)]
@@ -158,9 +165,7 @@ def test_a_domain_started_or_given_a_disk_between_read_and_delete_keeps_every_fi
 
     dom, top, _ = domain
     top_bytes = top.read_bytes()
-    driver = open_driver("kvm", {"kind": "libvirt", "hosts": [{"name": "local", "uri": URI}]})
-    assert isinstance(driver, LibvirtDriver)
-    vm = next(v for v in driver.discover().vms if v.native_id == dom.UUIDString())
+    driver, vm = _opened(dom)
     files = LibvirtFiles(driver)
     archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
     real_verify = archiver._verify
@@ -198,3 +203,56 @@ def test_a_domain_started_or_given_a_disk_between_read_and_delete_keeps_every_fi
         assert extra.exists()
     finally:
         driver.close()
+
+
+class _AnotherWriter(LibvirtFiles):
+    """Another VM's growth on the pool the restore goes to, after the restore's plan found
+    room and before its disk is written: the pool is left 1 MB, so the write itself meets
+    the file system's own ENOSPC part way (only the filler is ours; the fault is the
+    kernel's)."""
+
+    filler: Path | None = None
+
+    def prepare(self, f: Any) -> None:
+        super().prepare(f)
+        if self.filler is not None and not self.filler.exists():
+            room = shutil.disk_usage(self.filler.parent).free
+            self.filler.write_bytes(b"\0" * (room - (1 << 20)))
+
+
+def test_a_pool_that_fills_mid_restore_keeps_the_stub_and_removes_the_partial_copy(
+    domain: tuple[Any, Path, Path], tmp_path: Path, open_repo: Callable[[], Repository]
+) -> None:
+    """Issue 17 point 8 with a real full file system: the restore's target pool is an 8 MB
+    tmpfs that fills while the top image is written. A clear datastore_full; the stub and
+    fence stand, the domain still names the archived path, no partial file is left; once
+    there is room the restore goes through."""
+    dom, top, _ = domain
+    top_bytes = top.read_bytes()
+    driver, vm = _opened(dom)
+    files = _AnotherWriter(driver)
+    archiver = Archiver(VmStore(tmp_path / "vm.sqlite"), tmp_path, lambda: NOW)
+    archiver.archive("kvm", vm, files, ArchiveRules(), open_repo)
+    with other_pool(dom, top) as other:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(other)], check=True)
+        try:
+            files.filler = other / "another-vm.raw"
+            with pytest.raises(ArchiveFailed, match="No space left") as full:
+                archiver.restore("kvm", vm, files, open_repo, place=other.name)
+            assert full.value.code == "datastore_full"
+            assert sorted(p.name for p in other.iterdir()) == ["another-vm.raw"]  # no partial
+            assert files.read_stub(vm) is not None
+            assert files.fenced(vm)
+            assert files.hardware(vm)["disks"] == [("vda", str(top))]  # not repointed
+            life = archiver.journal.life("kvm", vm.native_id)
+            assert life is not None
+            assert life[0] == LifeState.RESTORE_FAILED
+
+            files.filler.unlink()  # room again
+            files.filler = None
+            archiver.restore("kvm", vm, files, open_repo, place=other.name)
+            assert (other / top.name).read_bytes() == top_bytes
+            assert files.read_stub(vm) is None
+        finally:
+            driver.close()
+            subprocess.run(["umount", str(other)], check=False)
