@@ -22,12 +22,14 @@ def test_defaults_and_each_variable() -> None:
     )
     assert given == AgentSettings(Path("/srv/agent"), "m-1", "scale:60", "json")
     assert AgentSettings.from_env({"DOCKYARD_AGENT_LOG_FORMAT": "xml"}).log_format == "text"
-    assert set(settings.VARIABLES) == {
+    # What AgentSettings reads is in the one reference (which also lists the vault's own;
+    # tests/unit/test_command_lines.py ties the whole reference to the code).
+    assert {
         "DOCKYARD_AGENT_STATE",
         "DOCKYARD_AGENT_MACHINE_ID",
         "DOCKYARD_CLOCK",
         "DOCKYARD_AGENT_LOG_FORMAT",
-    }
+    } <= set(settings.VARIABLES)
 
 
 def test_a_variable_set_after_import_is_heard(
