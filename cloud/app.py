@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from dockyard.agent.protocol import BASE_PATH
 from dockyard.cloud import scheduler
@@ -41,6 +41,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     db = Database(settings.resolved_database_url(), pool_size=settings.db_pool_size)
     bus: Bus = PostgresBus(libpq_conninfo(db.url)) if db.is_postgres else Bus()
     db.on_wake = bus.wake
+    bus.attach(db)
     tokens = AgentTokens(
         settings.signing_secret(), settings.token_url, clock, settings.access_token_ttl_s
     )
@@ -110,6 +111,7 @@ def module_routes() -> list[BaseRoute]:
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     from dockyard.cloud.api.graphql import graphiql
     from dockyard.cloud.api.graphql.app import graphql_app
+    from dockyard.cloud.api.graphql.live_app import live_app
 
     svc = build_services(settings, clock)
 
@@ -143,6 +145,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             *graphiql.routes(),
             *portal_routes(),
             Route("/graphql", graphql_app(svc), methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", live_app(svc)),
         ],
         middleware=[Middleware(RequestIds)],
         lifespan=lifespan,

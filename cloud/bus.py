@@ -10,6 +10,12 @@ last quiet answer per agent (nothing new after sequence N, this mode, these feat
 poll that already has it is held without touching the database. Each wake-up bumps the
 agent's version and forgets the answer; an answer read from the database is remembered
 only if no wake-up came while it was being read; a lost listening connection forgets all.
+
+It also carries the portal's live changes (`domain/live.py`: a kind, a tenant and an id,
+never a row) to every replica's `LiveListener`s, for GraphQL subscriptions. Those are not
+sent from the transaction that made them, which a NOTIFY would serialise with every other
+commit: once it has committed, the change joins an outbox that one task per process sends
+on a connection of its own, gathered into one NOTIFY at most every `LIVE_GATHER_S`.
 """
 
 from __future__ import annotations
@@ -19,13 +25,53 @@ import contextlib
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from dockyard.cloud.store.db import NOTIFY_CHANNEL
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
+
+from dockyard.cloud.domain import live
+from dockyard.cloud.domain.live import Change
+from dockyard.cloud.store.db import NOTIFY_CHANNEL, Database, ScopedSession
 
 log = logging.getLogger(__name__)
+
+LIVE_CHANNEL = "dockyard_live"
+# 100 changes of 65 characters and their commas stay under PostgreSQL's 8000-byte payload.
+LIVE_BATCH = 100
+LIVE_GATHER_S = 0.1
+"""The outbox is sent at most this often: a burst of job reports costs a few NOTIFYs."""
+
+
+class LiveListener:
+    """One subscriber's changes not yet taken, from every replica. `lost` is set when some
+    may have been missed (the listening connection dropped): re-read everything watched."""
+
+    def __init__(self) -> None:
+        self.pending: set[Change] = set()
+        self.lost = False
+        self.closed = False
+        """The process is going away: end the subscription (its client reconnects)."""
+        self._arrived = asyncio.Event()
+
+    def add(self, changes: set[Change], *, lost: bool = False) -> None:
+        self.pending |= changes
+        self.lost = self.lost or lost
+        self._arrived.set()
+
+    async def next(self, seconds: float) -> tuple[set[Change], bool]:
+        """The changes that arrived (waiting up to `seconds` for one), and whether some
+        may have been lost; empty and False when the time ran out."""
+        if not self.pending and not self.lost and not self.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), seconds)
+        self._arrived.clear()
+        changes, lost = self.pending, self.lost
+        self.pending, self.lost = set(), False
+        return changes, lost
 
 
 class Waiter:
@@ -71,6 +117,7 @@ class Bus:
         """The clock skew each agent reported with its last poll, seconds ahead of ours."""
         self.waiting = 0
         """Polls waiting for news right now (subscribed ones may still be reading)."""
+        self._listeners: set[LiveListener] = set()
 
     @property
     def listening(self) -> bool:
@@ -141,17 +188,7 @@ class Bus:
                     del self._waiters[agent_id]
 
     def wake(self, agent_ids: set[uuid.UUID]) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._wake_now(agent_ids)
-        else:
-            loop.call_soon_threadsafe(self._wake_now, agent_ids)
+        self._on_loop(self._wake_now, agent_ids)
 
     def _wake_now(self, agent_ids: set[uuid.UUID]) -> None:
         for agent_id in agent_ids:
@@ -161,11 +198,52 @@ class Bus:
             for waiter in self._waiters.get(agent_id, ()):
                 waiter.wake()
 
+    # --- live changes for subscriptions -----------------------------------------------
+
+    def attach(self, db: Database) -> None:
+        """Announce the changes `db`'s sessions commit (`domain/live.py`) on this bus."""
+        _buses[db.engine] = self
+
+    @contextlib.contextmanager
+    def live(self) -> Any:
+        """A `LiveListener` for as long as the block runs (on the event loop)."""
+        listener = LiveListener()
+        self._listeners.add(listener)
+        try:
+            yield listener
+        finally:
+            self._listeners.discard(listener)
+
+    def publish(self, changes: set[Change]) -> None:
+        """Committed changes, from any thread; in-process, straight to the listeners."""
+        self._on_loop(self._deliver, changes)
+
+    def _on_loop(self, fn: Any, *args: Any) -> None:
+        """`fn(*args)` on the bus's loop: now if called on it, else soon (any thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            fn(*args)
+        else:
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _deliver(self, changes: set[Change], *, lost: bool = False) -> None:
+        for listener in self._listeners:
+            listener.add(changes, lost=lost)
+
     def release_all(self) -> None:
         """Answer every held poll at once: the process is going away."""
         self.closing = True
 
         def _release() -> None:
+            for listener in self._listeners:
+                listener.closed = True
+                listener.add(set())
             for waiters in self._waiters.values():
                 for waiter in waiters:
                     waiter.released = True
@@ -182,12 +260,58 @@ class PostgresBus(Bus):
         super().__init__()
         self._conninfo = conninfo
         self._task: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._outbox: set[Change] = set()
+        self._outbox_filled = asyncio.Event()
 
     async def start(self) -> None:
         await super().start()
         self._task = asyncio.create_task(self._listen_forever(), name="dockyard-bus")
+        self._sender = asyncio.create_task(self._send_forever(), name="dockyard-bus-live")
         await asyncio.wait_for(self._ready.wait(), timeout=30)
+
+    def publish(self, changes: set[Change]) -> None:
+        """Into the outbox: every replica's listeners (this one's too) hear it from
+        PostgreSQL, once."""
+        self._on_loop(self._post, changes)
+
+    def _post(self, changes: set[Change]) -> None:
+        self._outbox |= changes
+        self._outbox_filled.set()
+
+    async def _send_forever(self) -> None:
+        import psycopg
+
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as conn:
+                    while True:
+                        await self._outbox_filled.wait()
+                        self._outbox_filled.clear()
+                        batch, self._outbox = sorted(c.encode() for c in self._outbox), set()
+                        for i in range(0, len(batch), LIVE_BATCH):
+                            payload = ",".join(batch[i : i + LIVE_BATCH])
+                            await conn.execute("SELECT pg_notify(%s, %s)", (LIVE_CHANNEL, payload))
+                        await asyncio.sleep(LIVE_GATHER_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # What was being sent is lost: every listener re-reads what it watches.
+                log.warning("bus: live sender's connection lost (%s); reconnecting", e)
+                self._deliver(set(), lost=True)
+                await asyncio.sleep(1.0)
+
+    def _heard(self, channel: str, payload: str) -> None:
+        try:
+            if channel == LIVE_CHANNEL:
+                self._deliver({Change.decode(x) for x in payload.split(",")})
+            else:
+                self._wake_now({uuid.UUID(x) for x in payload.split(",")})
+        except ValueError:
+            log.warning("bus: ignoring a malformed notification on %s", channel)
 
     @property
     def listening(self) -> bool:
@@ -195,10 +319,11 @@ class PostgresBus(Bus):
 
     async def stop(self) -> None:
         await super().stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._sender):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _listen_forever(self) -> None:
         import psycopg
@@ -210,13 +335,11 @@ class PostgresBus(Bus):
                     self._conninfo, autocommit=True
                 ) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await conn.execute(f"LISTEN {LIVE_CHANNEL}")
                     self._ready.set()
                     delay = 0.5
                     async for note in conn.notifies():
-                        try:
-                            self._wake_now({uuid.UUID(x) for x in note.payload.split(",")})
-                        except ValueError:
-                            log.warning("bus: ignoring a malformed notification")
+                        self._heard(note.channel, note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -226,8 +349,32 @@ class PostgresBus(Bus):
                 self._ready.clear()  # not ready until it listens again (/readyz)
                 self.forget_all()
                 self._wake_now(set(self._waiters))
+                self._deliver(set(), lost=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+_buses: weakref.WeakKeyDictionary[Engine, Bus] = weakref.WeakKeyDictionary()
+"""The bus each database's committed changes go to (`Bus.attach`)."""
+
+
+@event.listens_for(ScopedSession, "after_flush")
+def _noticed(session: Session, _flush: Any) -> None:
+    if session.bind in _buses:
+        live.noticed(session)
+
+
+@event.listens_for(ScopedSession, "after_commit")
+def _committed(session: Session) -> None:
+    changes = live.take(session)
+    bus = _buses.get(session.bind)  # type: ignore[arg-type]
+    if changes and bus is not None:
+        bus.publish(changes)
+
+
+@event.listens_for(ScopedSession, "after_rollback")
+def _rolled_back(session: Session) -> None:
+    live.take(session)
 
 
 def libpq_conninfo(sqlalchemy_url: str) -> str:

@@ -72,5 +72,8 @@ def serve(settings: Settings, *, migrate_first: bool = True) -> None:
         timeout_graceful_shutdown=10,
         proxy_headers=False,
         server_header=False,
+        # GraphQL subscriptions (api/graphql/live_app.py); a socket's messages are small.
+        ws="websockets-sansio",
+        ws_max_size=64 * 1024,
     )
     CloudServer(config, app).run()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from dockyard.cloud.auth import sessions
 from dockyard.cloud.domain import admin
@@ -65,7 +65,9 @@ def session_for(svc: Services, secret: str) -> sessions.Active | None:
         return sessions.resolve(session, svc.clock, secret, lifetimes(svc.settings))
 
 
-async def authenticate(svc: Services, request: Request, *, unsafe: bool) -> Caller | Refusal:
+async def authenticate(svc: Services, request: HTTPConnection, *, unsafe: bool) -> Caller | Refusal:
+    """A request's principal, or why not; also a WebSocket's, at its upgrade and again
+    before each thing a subscription sends (`api/graphql/live_context.py`)."""
     header = request.headers.get("authorization", "")
     if header:
         principal = await svc.run_db(bearer_principal, svc, header)

@@ -22,6 +22,7 @@ from . import (
     dashboard,
     enrolment,
     limits,
+    live,
     members,
     policies,
     tenants,
@@ -59,7 +60,17 @@ Mutation = merge_types(
     ),
 )
 
-__all__ = ["Mutation", "Query", "build_schema", "mutation", "mutation_needs", "query"]
+Subscription = merge_types("Subscription", (live.LiveSubscription,))
+
+__all__ = [
+    "Mutation",
+    "Query",
+    "Subscription",
+    "build_schema",
+    "mutation",
+    "mutation_needs",
+    "query",
+]
 
 
 def mutation_needs() -> dict[str, tuple[P, ...]]:
@@ -71,7 +82,7 @@ def mutation_needs() -> dict[str, tuple[P, ...]]:
 
 
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
-    for cls in (Query, Mutation):
+    for cls in (Query, Mutation, Subscription):
         definition = getattr(cls, "__strawberry_definition__")  # noqa: B009 - set by strawberry
         for f in definition.fields:
             if not f.permission_classes:
@@ -94,6 +105,7 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     return DockyardSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             RequestSession,
             MaskUnexpected,

@@ -1,0 +1,111 @@
+"""What the portal sees change live, and how a subscriber reads it again.
+
+A change is a kind, a tenant and an id, nothing more: it crosses replicas on the bus
+(`cloud/bus.py`) and says only *that* something changed. A subscriber re-reads the row
+through the domain with its own principal (`job`, `agent` below), so what it is shown is
+exactly what a query would show it; another tenant's change re-reads as missing.
+
+Changes are noticed on the session as rows are flushed, so every path that changes a job
+or an agent through the ORM is covered without each remembering to announce it: a job's
+progress or state (an agent's report, a lapsed command); an agent enrolled, revoked,
+renamed or its modules changed. The frequent bookkeeping (sequence numbers, acks,
+last-seen times) is written with Core statements or columns not listed here, and
+announces nothing; a path that writes what the portal shows with Core calls `announce`.
+They are announced once the transaction commits (a rolled-back change never is).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import inspect
+from sqlalchemy.orm import Session
+
+from dockyard.cloud.store.models import Agent, Job
+
+from . import agents, jobs
+from .context import Ctx
+from .errors import Forbidden, NotFound
+
+KEY = "dockyard.live"
+"""Where a session keeps the changes it flushed, until its commit announces them."""
+
+AGENT_COLUMNS = ("revoked_at", "name", "modules", "max_flow", "site_id")
+"""An agent's columns whose change the portal shows; the rest is bookkeeping."""
+
+
+class Kind(enum.StrEnum):
+    AGENT = "a"
+    JOB = "j"
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: Kind
+    tenant_id: uuid.UUID
+    id: uuid.UUID
+
+    def encode(self) -> str:
+        return f"{self.kind.value}{self.tenant_id.hex}{self.id.hex}"
+
+    @classmethod
+    def decode(cls, text: str) -> Change:
+        """The inverse of `encode`; ValueError for anything else."""
+        if len(text) != 65:
+            raise ValueError("a live change is 65 characters")
+        return cls(Kind(text[0]), uuid.UUID(hex=text[1:33]), uuid.UUID(hex=text[33:]))
+
+
+def _changed_agent(agent: Agent) -> bool:
+    state: Any = inspect(agent)
+    return any(state.attrs[c].history.has_changes() for c in AGENT_COLUMNS)
+
+
+def noticed(session: Session) -> None:
+    """Remember the jobs and agents a flush wrote: called after it, when their ids are set
+    and the session's new and dirty lists and the attributes' history still show what it
+    wrote."""
+    found: set[Change] = session.info.setdefault(KEY, set())
+    for obj in session.new:
+        if isinstance(obj, Job | Agent) and obj.tenant_id is not None and obj.id is not None:
+            kind = Kind.JOB if isinstance(obj, Job) else Kind.AGENT
+            found.add(Change(kind, obj.tenant_id, obj.id))
+    for obj in session.dirty:
+        if isinstance(obj, Job):
+            found.add(Change(Kind.JOB, obj.tenant_id, obj.id))
+        elif isinstance(obj, Agent) and _changed_agent(obj):
+            found.add(Change(Kind.AGENT, obj.tenant_id, obj.id))
+
+
+def announce(session: Session, changes: set[Change]) -> None:
+    """Announce, at the commit, rows written by Core statements that flushes do not see
+    (a burst of commands writes its jobs with `insert_together`)."""
+    found: set[Change] = session.info.setdefault(KEY, set())
+    found |= changes
+
+
+def take(session: Session) -> set[Change]:
+    """The changes to announce (after the commit) or to forget (after a rollback)."""
+    found: set[Change] = session.info.pop(KEY, set())
+    return found
+
+
+# --- reads for a subscriber ------------------------------------------------------------------
+
+
+def job(ctx: Ctx, job_id: uuid.UUID) -> Job | None:
+    """The job as the subscriber may see it now; None if it may not (or it is gone)."""
+    try:
+        return jobs.get(ctx, job_id)
+    except (NotFound, Forbidden):
+        return None
+
+
+def agent(ctx: Ctx, agent_id: uuid.UUID) -> Agent | None:
+    try:
+        return agents.get(ctx, agent_id)
+    except (NotFound, Forbidden):
+        return None
