@@ -11,6 +11,7 @@ import { Suspense, lazy, useMemo, useState } from "react";
 import { useParams } from "react-router";
 import { pick } from "../api/errors";
 import { request } from "../api/graphql";
+import { staleKeys, useTenantChanges } from "../api/live";
 import type { PortalAgentsQuery } from "../gql/graphql";
 import { ConfirmDialog } from "../ui/ConfirmDialog";
 import { useTitle } from "../ui/title";
@@ -38,7 +39,15 @@ export function AgentsPage() {
       pick((await request(AgentsQuery, { tenantId })).agents, "AgentConnection").edges.map(
         (e) => e.node,
       ),
+    // Also polled: the state moves from online to quiet with the clock alone, and the list
+    // stays current where the live socket cannot be opened.
     refetchInterval: 30_000,
+  });
+  // An agent docking, revoked or changed on any replica shows at once, read again here.
+  useTenantChanges(tenantId, (change) => {
+    for (const queryKey of staleKeys(tenantId, change)) {
+      void client.invalidateQueries({ queryKey });
+    }
   });
   const revoke = useMutation({
     mutationFn: async (id: string) =>
