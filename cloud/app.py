@@ -27,7 +27,7 @@ from dockyard.cloud.api.request_ids import RequestIds
 from dockyard.cloud.auth.agent_tokens import AgentTokens
 from dockyard.cloud.blobs import BlobStore, LocalBlobs, S3Blobs
 from dockyard.cloud.bus import Bus, PostgresBus, libpq_conninfo
-from dockyard.cloud.domain import agents, commands, modules
+from dockyard.cloud.domain import agents, commands, live, modules
 from dockyard.cloud.domain.clock import Clock, SystemClock
 from dockyard.cloud.services import Services
 from dockyard.cloud.settings import Settings
@@ -73,6 +73,7 @@ def _record_seen(
     svc: Services, seen: dict[uuid.UUID, datetime], skews: dict[uuid.UUID, int]
 ) -> set[uuid.UUID]:
     with svc.db.transaction() as session:
+        live.came_online(session, seen)
         return agents.record_seen(session, seen, skews)
 
 

@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, or_, select
 from sqlalchemy.orm import Session
 
 from dockyard.cloud.store.models import Agent, Job
+from dockyard.cloud.store.tenancy import unscoped
 
 from . import agents, jobs
 from .context import Ctx
+from .dashboard import QUIET_AFTER
 from .errors import Forbidden, NotFound
 
 KEY = "dockyard.live"
@@ -85,6 +89,24 @@ def announce(session: Session, changes: set[Change]) -> None:
     (a burst of commands writes its jobs with `insert_together`)."""
     found: set[Change] = session.info.setdefault(KEY, set())
     found |= changes
+
+
+def came_online(session: Session, seen: Mapping[uuid.UUID, datetime]) -> None:
+    """Announce the agents among `seen` (polled since the last sweep) whose stored last-seen
+    time is none or older than `QUIET_AFTER`: they turn online for the portal once the sweep
+    stores their new one, in this transaction. An agent turning quiet needs no event: it is
+    the clock that moves, and the portal reads it from `lastSeenAt`."""
+    if not seen:
+        return
+    quiet_before = max(seen.values()) - QUIET_AFTER
+    with unscoped(session, "which polling agents were quiet, for the portal's live view"):
+        rows = session.execute(
+            select(Agent.id, Agent.tenant_id).where(
+                Agent.id.in_(sorted(seen)),
+                or_(Agent.last_seen_at.is_(None), Agent.last_seen_at < quiet_before),
+            )
+        ).all()
+    announce(session, {Change(Kind.AGENT, tenant_id, agent_id) for agent_id, tenant_id in rows})
 
 
 def take(session: Session) -> set[Change]:

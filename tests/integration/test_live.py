@@ -27,7 +27,8 @@ from ..live import Live, open_socket
 from ..procs import Agent, Cloud
 
 CHANGES = """subscription($t: ID!) { tenantChanges(tenantId: $t) { __typename
-  ... on TenantChange { kind tenantId agent { id name tenantId } job { id agentId state } }
+  ... on TenantChange { kind tenantId agent { id name tenantId lastSeenAt }
+    job { id agentId state } }
   ... on Error { message } } }"""
 PROGRESS = """subscription($j: ID!) { jobProgress(jobId: $j) { __typename
   ... on Job { id state progress } ... on Error { message } } }"""
@@ -73,6 +74,14 @@ def _change(kind: str, key: str, id_: str) -> Any:
     return wanted
 
 
+def _online(agent_id: str) -> Any:
+    def wanted(data: dict[str, Any]) -> bool:
+        agent = data["tenantChanges"]["agent"] or {}
+        return agent.get("id") == agent_id and agent.get("lastSeenAt") is not None
+
+    return wanted
+
+
 def _agent_id(agent: Agent) -> str:
     return str(json.loads(agent.cli("status", "--json").stdout)["links"][0]["agent_id"])
 
@@ -114,8 +123,13 @@ def test_a_subscriber_on_replica_1_sees_an_agent_dock_and_its_job_run_through_re
                 for d in _until(live, "j", lambda d: d["jobProgress"]["state"] == "SUCCEEDED")
             ]
             assert live.message("j")["type"] == "complete"  # a finished job ends its subscription
-            # The tenant's subscription heard the job too, as the agent reported it.
-            job = _until(live, "t", _change("JOB", "job", job_id))[-1]["tenantChanges"]["job"]
+            # The tenant's subscription heard the job too, as the agent reported it, and
+            # the agent turning online once replica 2 stored its first poll.
+            heard: list[dict[str, Any]] = []
+            job_heard, online = _change("JOB", "job", job_id), _online(agent_id)
+            while not (any(map(job_heard, heard)) and any(map(online, heard))):
+                heard.append(live.data("t"))
+            job = next(d for d in heard if job_heard(d))["tenantChanges"]["job"]
             assert job["agentId"] == agent_id
         finally:
             agent.stop()
@@ -188,6 +202,14 @@ def test_the_upgrade_refuses_no_principal_and_other_origins(
     assert _refused(one.url, cookie=cookie, origin=evil) == 403
     assert _refused(one.url, token=world.token, origin=evil) == 403
     assert _refused(one.url, cookie=cookie, origin="null") == 403
+    # A subscription POSTed is a clear 400, not a failed field.
+    posted = httpx.post(
+        f"{one.url}/graphql",
+        json={"query": CHANGES, "variables": {"t": str(world.tenant_id)}},
+        headers={"Authorization": f"Bearer {world.token}"},
+    )
+    assert posted.status_code == 400
+    assert posted.json()["errors"][0]["message"] == "subscriptions are not allowed when using POST"
     # The portal's own page, with the cookie alone, is let in.
     with Live(one.url, cookie=cookie, origin=one.url) as live:
         live.subscribe("t", CHANGES, t=str(world.tenant_id))
@@ -237,3 +259,22 @@ def test_a_revoked_token_or_an_ended_session_closes_the_socket(
         )
         assert signed_out.status_code == 200, signed_out.text
         assert _closed_before_the_next_change(live, owner, world, tmp_path) == 4401
+
+
+def test_on_the_embedded_default_a_change_reaches_a_subscriber_in_process(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """SQLite, one process: no NOTIFY, the bus hands the committed change over itself."""
+    db = Database(sqlite_url)
+    cloud = Cloud(sqlite_url, tmp_path / "cloud").start()
+    try:
+        world = make_world(db)
+        agent_id = enrol_agent(world, tmp_path)
+        with Live(cloud.url, token=world.token) as live:
+            live.subscribe("t", CHANGES, t=str(world.tenant_id))
+            assert live.data("t")["tenantChanges"]["kind"] == "RESYNC"
+            _revoke_agent(Gql(cloud.url, world.token), agent_id)
+            _until(live, "t", _change("AGENT", "agent", str(agent_id)))
+    finally:
+        cloud.stop()
+        db.dispose()
