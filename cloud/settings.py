@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # sign-in whatever happens; both are read against the cloud's clock.
     session_idle_s: int = Field(default=2 * 3600, ge=60)
     session_absolute_s: int = Field(default=12 * 3600, ge=300)
+    # A GraphQL subscription with nothing to send resolves its socket's token or session
+    # again this often (before each thing it sends, always); it closes once that fails.
+    live_recheck_s: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("oidc_issuer")
     @classmethod

@@ -264,17 +264,27 @@ def test_a_revoked_token_or_an_ended_session_closes_the_socket(
 def test_on_the_embedded_default_a_change_reaches_a_subscriber_in_process(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    """SQLite, one process: no NOTIFY, the bus hands the committed change over itself."""
+    """SQLite, one process: no NOTIFY, the bus hands the committed change over itself. And
+    a quiet subscription whose token is revoked closes by itself, at its next recheck
+    (every 0.5 s here), with nothing caused for it to send."""
     db = Database(sqlite_url)
-    cloud = Cloud(sqlite_url, tmp_path / "cloud").start()
+    cloud = Cloud(sqlite_url, tmp_path / "cloud", env={"DOCKYARD_LIVE_RECHECK_S": "0.5"})
+    cloud.start()
     try:
         world = make_world(db)
         agent_id = enrol_agent(world, tmp_path)
-        with Live(cloud.url, token=world.token) as live:
+        owner = Gql(cloud.url, world.token)
+        made = owner.data(CREATE_TOKEN, t=str(world.tenant_id))["createApiToken"]
+        with Live(cloud.url, token=made["secret"]) as live:
             live.subscribe("t", CHANGES, t=str(world.tenant_id))
             assert live.data("t")["tenantChanges"]["kind"] == "RESYNC"
-            _revoke_agent(Gql(cloud.url, world.token), agent_id)
+            _revoke_agent(owner, agent_id)
             _until(live, "t", _change("AGENT", "agent", str(agent_id)))
+            owner.data(REVOKE_TOKEN, id=made["token"]["id"])
+            with pytest.raises(ConnectionClosed) as closed:
+                _sent_nothing(live)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4401
     finally:
         cloud.stop()
         db.dispose()

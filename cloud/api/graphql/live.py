@@ -5,7 +5,7 @@ subscription reads it again through the domain with the socket's principal, so i
 what a query would show it, and another tenant's change is never read at all. Before it
 sends anything a subscription resolves the socket's credential again: a revoked token or
 an ended session sends nothing more and closes the socket (`live_context.py`); with nothing
-to send, that check still runs every `RECHECK_S`."""
+to send, that check still runs every `DOCKYARD_LIVE_RECHECK_S` (30 s)."""
 
 import uuid
 from collections.abc import AsyncGenerator
@@ -27,9 +27,6 @@ from .context import Context
 from .errors import MATCHES, InvalidInput, JobNotFound, PermissionDenied, TenantNotFound, members
 from .fields import AUTH, parse_id
 from .live_context import LiveContext
-
-RECHECK_S = 30.0
-"""A quiet subscription resolves its socket's credential again this often."""
 
 
 @strawberry.enum
@@ -98,7 +95,7 @@ async def tenant_changes(
     with ctx.svc.bus.live() as listener:
         yield TenantChange(kind=LiveChangeKind.RESYNC, tenant_id=tenant_id)
         while True:
-            changes, lost = await listener.next(RECHECK_S)
+            changes, lost = await listener.next(ctx.svc.settings.live_recheck_s)
             if listener.closed or not await ctx.still_signed_in():
                 return
             if lost:
@@ -137,7 +134,7 @@ async def job_progress(
             if row.state in states.JOB_FINAL:
                 return
             while True:
-                changes, lost = await listener.next(RECHECK_S)
+                changes, lost = await listener.next(ctx.svc.settings.live_recheck_s)
                 if listener.closed or not await ctx.still_signed_in():
                     return
                 if lost or any(c.kind is live.Kind.JOB and c.id == jid for c in changes):
