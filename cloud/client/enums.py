@@ -72,6 +72,12 @@ class JobState(str, Enum):
     CANCELLED = "CANCELLED"
 
 
+class LiveChangeKind(str, Enum):
+    AGENT = "AGENT"
+    JOB = "JOB"
+    RESYNC = "RESYNC"
+
+
 class NoticeAnswer(str, Enum):
     SKIP = "SKIP"
     DELAY = "DELAY"
