@@ -7,7 +7,11 @@
 import { type Client, createClient } from "graphql-ws";
 import { useEffect, useRef } from "react";
 import { graphql } from "../gql";
-import type { PortalTenantChangesSubscription, TypedDocumentString } from "../gql/graphql";
+import type {
+  PortalJobProgressSubscription,
+  PortalTenantChangesSubscription,
+  TypedDocumentString,
+} from "../gql/graphql";
 import { GRAPHQL_PATH } from "./graphql";
 
 /** The close code the cloud sends when the socket's session or token no longer holds. */
@@ -25,6 +29,24 @@ export const TenantChangesSubscription = graphql(`
         job {
           id
         }
+      }
+      ... on Error {
+        message
+      }
+    }
+  }
+`);
+
+export const JobProgressSubscription = graphql(`
+  subscription PortalJobProgress($jobId: ID!) {
+    jobProgress(jobId: $jobId) {
+      __typename
+      ... on Job {
+        id
+        state
+        progress
+        resultCode
+        updatedAt
       }
       ... on Error {
         message
@@ -109,5 +131,18 @@ export function useTenantChanges(
       if (data.tenantChanges.__typename === "TenantChange") onChange(data.tenantChanges);
     },
     tenantId !== "",
+  );
+}
+
+export type JobProgress = PortalJobProgressSubscription["jobProgress"];
+
+/** A job's progress and state as the agent reports them, until it ends (for a progress
+ * bar); another tenant's or a missing id answers `JobNotFound` once. */
+export function useJobProgress(jobId: string, onProgress: (job: JobProgress) => void): void {
+  useSubscription(
+    JobProgressSubscription,
+    { jobId },
+    (data) => onProgress(data.jobProgress),
+    jobId !== "",
   );
 }

@@ -1,0 +1,78 @@
+"""What the portal's live view is told, on both databases: an agent enrolled or revoked is
+announced after its commit with only its kind, tenant and id; the bookkeeping of every ack
+and a rolled-back change are not."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from dockyard.cloud.bus import Bus
+from dockyard.cloud.domain import agents
+from dockyard.cloud.domain.live import Change, Kind
+from dockyard.cloud.store.db import Database
+from dockyard.cloud.store.models import Agent
+
+from ..factories import enrol_agent, make_world, system
+
+
+def test_enrolment_and_revocation_are_announced_and_bookkeeping_is_not(
+    db_url: str, tmp_path: Path
+) -> None:
+    db = Database(db_url)
+    bus = Bus()
+    bus.attach(db)
+    world = make_world(db)
+
+    def revoke_and_roll_back(agent_id: uuid.UUID) -> None:
+        with system(db, world.tenant_id) as ctx:
+            agents.revoke(ctx, agent_id)
+            raise RuntimeError("rolled back: never announced")
+
+    def bookkeeping_then_another(agent_id: uuid.UUID) -> uuid.UUID:
+        with system(db, world.tenant_id) as ctx:  # what an ack writes, through the ORM
+            ctx.session.get(Agent, agent_id).acked_seq = 1  # type: ignore[union-attr]
+        with system(db, world.tenant_id) as ctx:  # and a sequence number, through Core
+            ctx.session.execute(
+                update(Agent).where(Agent.id == agent_id).values(last_seq=Agent.last_seq + 1)
+            )
+        with pytest.raises(RuntimeError, match="rolled back"):
+            revoke_and_roll_back(agent_id)
+        return enrol_agent(world, tmp_path)
+
+    async def scenario() -> None:
+        await bus.start()
+        with bus.live() as listener:
+            agent_id = await asyncio.to_thread(enrol_agent, world, tmp_path)
+            mine = Change(Kind.AGENT, world.tenant_id, agent_id)
+            assert await listener.next(30) == ({mine}, False)
+            other = await asyncio.to_thread(bookkeeping_then_another, agent_id)
+            # Had the ack, the sequence or the rolled-back revocation been announced, the
+            # first agent would be here too: each was committed before the second enrolled.
+            assert await listener.next(30) == ({Change(Kind.AGENT, world.tenant_id, other)}, False)
+            await asyncio.to_thread(lambda: _revoke(db, world.tenant_id, agent_id))
+            assert await listener.next(30) == ({mine}, False)
+        await bus.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        db.dispose()
+
+
+def _revoke(db: Database, tenant_id: uuid.UUID, agent_id: uuid.UUID) -> None:
+    with system(db, tenant_id) as ctx:
+        agents.revoke(ctx, agent_id)
+
+
+def test_a_change_crosses_the_bus_as_65_characters_and_nothing_else_decodes() -> None:
+    change = Change(Kind.JOB, uuid.uuid4(), uuid.uuid4())
+    assert len(change.encode()) == 65
+    assert Change.decode(change.encode()) == change
+    for junk in ("", "x" * 65, "j" + "0" * 63, change.encode() + "0"):
+        with pytest.raises(ValueError, match="65 characters|valid Kind|hexadecimal"):
+            Change.decode(junk)
