@@ -367,9 +367,8 @@ def _noticed(session: Session, _flush: Any) -> None:
 @event.listens_for(ScopedSession, "after_commit")
 def _committed(session: Session) -> None:
     changes = live.take(session)
-    bus = _buses.get(session.bind)  # type: ignore[arg-type]
-    if changes and bus is not None:
-        bus.publish(changes)
+    if changes and session.bind in _buses:  # `in`: a session without a bind is no key
+        _buses[session.bind].publish(changes)  # type: ignore[index]
 
 
 @event.listens_for(ScopedSession, "after_rollback")
