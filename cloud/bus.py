@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -117,7 +117,8 @@ class Bus:
         """The clock skew each agent reported with its last poll, seconds ahead of ours."""
         self.waiting = 0
         """Polls waiting for news right now (subscribed ones may still be reading)."""
-        self._listeners: set[LiveListener] = set()
+        self._listeners: dict[uuid.UUID, set[LiveListener]] = {}
+        """By the tenant whose changes they hear: a change wakes only its tenant's."""
 
     @property
     def listening(self) -> bool:
@@ -205,14 +206,25 @@ class Bus:
         _buses[db.engine] = self
 
     @contextlib.contextmanager
-    def live(self) -> Any:
-        """A `LiveListener` for as long as the block runs (on the event loop)."""
+    def live(self, tenant_ids: Iterable[uuid.UUID]) -> Any:
+        """A `LiveListener` of these tenants' changes for as long as the block runs (on
+        the event loop)."""
         listener = LiveListener()
-        self._listeners.add(listener)
+        tenants = set(tenant_ids)
+        for tenant_id in tenants:
+            self._listeners.setdefault(tenant_id, set()).add(listener)
         try:
             yield listener
         finally:
-            self._listeners.discard(listener)
+            for tenant_id in tenants:
+                heard = self._listeners.get(tenant_id)
+                if heard is not None:
+                    heard.discard(listener)
+                    if not heard:
+                        del self._listeners[tenant_id]
+
+    def _all_listeners(self) -> set[LiveListener]:
+        return set().union(*self._listeners.values())
 
     def publish(self, changes: set[Change]) -> None:
         """Committed changes, from any thread; in-process, straight to the listeners."""
@@ -233,15 +245,23 @@ class Bus:
             loop.call_soon_threadsafe(fn, *args)
 
     def _deliver(self, changes: set[Change], *, lost: bool = False) -> None:
-        for listener in self._listeners:
-            listener.add(changes, lost=lost)
+        if lost:
+            for listener in self._all_listeners():
+                listener.add(set(), lost=True)
+        by_tenant: dict[uuid.UUID, set[Change]] = {}
+        for change in changes:
+            if change.tenant_id in self._listeners:
+                by_tenant.setdefault(change.tenant_id, set()).add(change)
+        for tenant_id, theirs in by_tenant.items():
+            for listener in self._listeners[tenant_id]:
+                listener.add(theirs)
 
     def release_all(self) -> None:
         """Answer every held poll at once: the process is going away."""
         self.closing = True
 
         def _release() -> None:
-            for listener in self._listeners:
+            for listener in self._all_listeners():
                 listener.closed = True
                 listener.add(set())
             for waiters in self._waiters.values():

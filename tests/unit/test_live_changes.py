@@ -1,6 +1,6 @@
 """What the portal's live view is told, on both databases: an agent enrolled or revoked is
-announced after its commit with only its kind, tenant and id; the bookkeeping of every ack
-and a rolled-back change are not."""
+announced after its commit with only its kind, tenant and id, to that tenant's listeners
+only; the bookkeeping of every ack and a rolled-back change are not."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_enrolment_and_revocation_are_announced_and_bookkeeping_is_not(
 
     async def scenario() -> None:
         await bus.start()
-        with bus.live() as listener:
+        with bus.live({world.tenant_id}) as listener, bus.live({uuid.uuid4()}) as stranger:
             agent_id = await asyncio.to_thread(enrol_agent, world, tmp_path)
             mine = Change(Kind.AGENT, world.tenant_id, agent_id)
             assert await listener.next(30) == ({mine}, False)
@@ -56,6 +56,7 @@ def test_enrolment_and_revocation_are_announced_and_bookkeeping_is_not(
             assert await listener.next(30) == ({Change(Kind.AGENT, world.tenant_id, other)}, False)
             await asyncio.to_thread(lambda: _revoke(db, world.tenant_id, agent_id))
             assert await listener.next(30) == ({mine}, False)
+            assert await stranger.next(0) == (set(), False), "another tenant's hears nothing"
         await bus.stop()
 
     try:

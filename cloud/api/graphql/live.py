@@ -1,8 +1,8 @@
 """Live: subscriptions over WebSocket (graphql-transport-ws, `live_app.py`), fed by the bus.
 
-The bus says only that a tenant's job or agent changed (`domain/live.py`); each
-subscription reads it again through the domain with the socket's principal, so it is shown
-what a query would show it, and another tenant's change is never read at all. Before it
+The bus says only that a tenant's job or agent changed (`domain/live.py`), and wakes only
+the subscriptions that listen to that tenant; each reads the row again through the domain
+with the socket's principal, so it is shown what a query would show it. Before it
 sends anything a subscription resolves the socket's credential again: a revoked token or
 an ended session sends nothing more and closes the socket (`live_context.py`); with nothing
 to send, that check still runs every `DOCKYARD_LIVE_RECHECK_S` (30 s)."""
@@ -92,7 +92,7 @@ async def tenant_changes(
     except e.DomainError as err:
         yield _expected(TenantChangesResult, err)
         return
-    with ctx.svc.bus.live() as listener:
+    with ctx.svc.bus.live({tid}) as listener:
         yield TenantChange(kind=LiveChangeKind.RESYNC, tenant_id=tenant_id)
         while True:
             changes, lost = await listener.next(ctx.svc.settings.live_recheck_s)
@@ -101,8 +101,6 @@ async def tenant_changes(
             if lost:
                 yield TenantChange(kind=LiveChangeKind.RESYNC, tenant_id=tenant_id)
             for change in sorted(changes, key=lambda c: (c.kind.value, c.id)):
-                if change.tenant_id != tid:
-                    continue  # another tenant's: not even read
                 if change.kind is live.Kind.AGENT:
                     agent = await ctx.read(partial(live.agent, agent_id=change.id))
                     if agent is not None:
@@ -122,7 +120,10 @@ async def job_progress(
 ) -> AsyncGenerator[JobProgressResult, None]:
     """The job now, then again at each change (its progress, its state), until it ends."""
     ctx = _live(info)
-    with ctx.svc.bus.live() as listener:
+    assert ctx.principal is not None
+    # The principal's tenants: the job's is not known before it is read, and a change
+    # must not slip between that read and listening.
+    with ctx.svc.bus.live(ctx.principal.tenant_ids) as listener:
         try:
             jid = parse_id(job_id, "jobId")
             row = await ctx.read(lambda c: jobs.get(c, jid))
