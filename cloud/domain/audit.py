@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -74,8 +75,29 @@ def refused(ctx: Ctx, error: Refused) -> None:
     )
 
 
-def log(ctx: Ctx, tenant_id: uuid.UUID, request: PageRequest) -> Page[AuditRecord]:
-    """The tenant's audit log, oldest first."""
+@dataclass(frozen=True)
+class LogFilter:
+    """What the audit log is narrowed to: an action's prefix (`policy.` finds every policy
+    record), one outcome, one kind of actor; none set, everything."""
+
+    action: str | None = None
+    outcome: str | None = None
+    actor_kind: str | None = None
+    newest_first: bool = False
+
+
+def log(
+    ctx: Ctx, tenant_id: uuid.UUID, request: PageRequest, where: LogFilter = LogFilter()
+) -> Page[AuditRecord]:
+    """The tenant's audit log, oldest first unless asked otherwise."""
     ctx.principal.require(tenant_id, P.AUDIT_READ)
     stmt = select(AuditRecord).where(AuditRecord.tenant_id == tenant_id)
-    return keyset(ctx.session, stmt, AuditRecord.at, request)
+    if where.action:
+        # A prefix, matched literally: `_` and `%` in it are no wildcards (LIKE with an
+        # escape works alike on PostgreSQL and SQLite).
+        stmt = stmt.where(AuditRecord.action.startswith(where.action, autoescape=True))
+    if where.outcome:
+        stmt = stmt.where(AuditRecord.outcome == where.outcome)
+    if where.actor_kind:
+        stmt = stmt.where(AuditRecord.actor_kind == where.actor_kind)
+    return keyset(ctx.session, stmt, AuditRecord.at, request, descending=where.newest_first)

@@ -4,6 +4,7 @@ messages are written for the person who will read them."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 
 class DomainError(Exception):
@@ -40,8 +41,22 @@ class Refused(Forbidden):
         self.tenant_id = tenant_id
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a document, at its place: `path` is dotted from the document's
+    root (`archive.min_vm_gb`, `signals.0`), empty for the document as a whole."""
+
+    path: str
+    message: str
+
+
 class Invalid(DomainError):
     code = "invalid"
+
+    def __init__(self, message: str, problems: tuple[Problem, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+        """Where a structured input was wrong, so a form can say it at the field."""
 
 
 class Revoked(Invalid):

@@ -86,14 +86,20 @@ def report(ctx: Ctx, agent_id: uuid.UUID, job_id: uuid.UUID, events: list[WireEv
 
 
 def listing(
-    ctx: Ctx, tenant_id: uuid.UUID, request: PageRequest, *, agent_id: uuid.UUID | None = None
+    ctx: Ctx,
+    tenant_id: uuid.UUID,
+    request: PageRequest,
+    *,
+    agent_id: uuid.UUID | None = None,
+    newest_first: bool = False,
 ) -> Page[Job]:
-    """The tenant's jobs, oldest first, optionally one agent's."""
+    """The tenant's jobs, oldest first (or newest, as a page of recent work wants them),
+    optionally one agent's."""
     ctx.principal.require(tenant_id, P.JOB_READ)
     stmt = select(Job).where(Job.tenant_id == tenant_id)
     if agent_id is not None:
         stmt = stmt.where(Job.agent_id == agent_id)
-    return keyset(ctx.session, stmt, Job.created_at, request)
+    return keyset(ctx.session, stmt, Job.created_at, request, descending=newest_first)
 
 
 def events(ctx: Ctx, job_id: uuid.UUID, request: PageRequest) -> Page[JobEvent]:

@@ -16,7 +16,7 @@ from dockyard.cloud.store.models import Agent, Policy, PolicyAssignment, PolicyV
 
 from . import audit, modules, sequence
 from .context import Ctx
-from .errors import Conflict, Invalid, NotFound
+from .errors import Conflict, Invalid, NotFound, Problem
 from .pages import Page, PageRequest, keyset
 from .permissions import Permission as P
 
@@ -35,11 +35,16 @@ def validate(kind: str, document: dict[str, Any]) -> dict[str, Any]:
     try:
         return model.model_validate(document).model_dump(mode="json")
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'document'}: {err['msg']}"
-            for err in e.errors()
+        problems = tuple(
+            Problem(".".join(str(p) for p in err["loc"]), _plain(err["msg"])) for err in e.errors()
         )
-        raise Invalid(f"invalid {kind} policy: {problems}") from None
+        said = "; ".join(f"{p.path or 'document'}: {p.message}" for p in problems)
+        raise Invalid(f"invalid {kind} policy: {said}", problems) from None
+
+
+def _plain(message: str) -> str:
+    """Pydantic's message without the prefix its validators' own errors carry."""
+    return message.removeprefix("Value error, ")
 
 
 def create(
@@ -124,6 +129,13 @@ def versions(ctx: Ctx, policy_id: uuid.UUID, request: PageRequest) -> Page[Polic
     policy = get(ctx, policy_id)
     stmt = select(PolicyVersion).where(PolicyVersion.policy_id == policy.id)
     return keyset(ctx.session, stmt, PolicyVersion.version, request)
+
+
+def assignments(ctx: Ctx, policy_id: uuid.UUID, request: PageRequest) -> Page[PolicyAssignment]:
+    """Where a policy is assigned, oldest assignment first."""
+    policy = get(ctx, policy_id)
+    stmt = select(PolicyAssignment).where(PolicyAssignment.policy_id == policy.id)
+    return keyset(ctx.session, stmt, PolicyAssignment.created_at, request)
 
 
 def assign(

@@ -46,6 +46,7 @@ ALLOWED_LISTS = {
     ("ModuleInfo", "standaloneFeatures"),
     ("IssuedCommands", "commands"),  # what the mutation just made, whole
     ("VmDashboard", "byState"),  # one per life state: a closed, short set
+    ("InvalidInput", "problems"),  # one per problem in the document just sent
 }
 
 

@@ -8,7 +8,7 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from dockyard.cloud.domain import audit
+from dockyard.cloud.domain import audit, text
 from dockyard.cloud.domain import rows as r
 
 from . import relay
@@ -74,7 +74,24 @@ class AuditQuery:
         tenant_id: strawberry.ID,
         first: int = relay.FIRST,
         after: str | None = None,
+        action: Annotated[
+            str | None,
+            strawberry.argument(description="Only actions that start so (`policy.`)."),
+        ] = None,
+        outcome: Annotated[
+            str | None, strawberry.argument(description="Only this outcome (`refused`).")
+        ] = None,
+        actor_kind: ActorKind | None = None,
+        newest_first: bool = False,
     ) -> AuditRecordConnection:
         tid = parse_id(tenant_id, "tenantId")
-        page = await info.context.read(lambda ctx: audit.log(ctx, tid, relay.request(first, after)))
+        where = audit.LogFilter(
+            action=text.plain("action", action) if action else None,
+            outcome=text.plain("outcome", outcome) if outcome else None,
+            actor_kind=actor_kind.value if actor_kind else None,
+            newest_first=newest_first,
+        )
+        page = await info.context.read(
+            lambda ctx: audit.log(ctx, tid, relay.request(first, after), where)
+        )
         return relay.connection(page, AuditRecord.of, after)

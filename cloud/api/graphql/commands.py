@@ -215,11 +215,14 @@ class CommandQuery:
         agent_id: strawberry.ID | None = None,
         first: int = relay.FIRST,
         after: str | None = None,
+        newest_first: bool = False,
     ) -> JobConnection:
         tid = parse_id(tenant_id, "tenantId")
         aid = parse_id(agent_id, "agentId") if agent_id is not None else None
         page = await info.context.read(
-            lambda ctx: jobs.listing(ctx, tid, relay.request(first, after), agent_id=aid)
+            lambda ctx: jobs.listing(
+                ctx, tid, relay.request(first, after), agent_id=aid, newest_first=newest_first
+            )
         )
         return relay.connection(page, Job.of, after)
 

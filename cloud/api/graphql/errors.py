@@ -105,9 +105,22 @@ class NameTaken(Error):
     pass
 
 
+@strawberry.type(description="One thing wrong in a structured input, at its place.")
+class FieldProblem:
+    path: str = strawberry.field(
+        description="Dotted from the input's root (`archive.min_vm_gb`, `signals.0`); empty "
+        "for the input as a whole."
+    )
+    message: str
+
+
 @strawberry.type(description="An argument is out of range or malformed; the message says which.")
 class InvalidInput(Error):
-    pass
+    problems: list[FieldProblem] = strawberry.field(
+        default_factory=list,
+        description="Where a document (a policy's) was wrong, one per problem, so a form can "
+        "say it at the field; empty when the message is all there is.",
+    )
 
 
 MATCHES: dict[type[Error], Callable[[e.DomainError], bool]] = {
@@ -150,5 +163,8 @@ class Expected(FieldExtension):
         except e.DomainError as err:
             for member in self.errors:
                 if MATCHES[member](err):
+                    if member is InvalidInput and isinstance(err, e.Invalid):
+                        found = [FieldProblem(path=p.path, message=p.message) for p in err.problems]
+                        return InvalidInput(message=err.message, problems=found)
                     return member(message=err.message)
             raise GraphQLError(err.message) from None

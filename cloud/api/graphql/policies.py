@@ -94,6 +94,16 @@ class PolicyAssignment:
 
 PolicyConnection = relay.Connection[Policy]
 PolicyVersionConnection = relay.Connection[PolicyVersion]
+PolicyAssignmentConnection = relay.Connection[PolicyAssignment]
+
+PolicyResult = Annotated[
+    Policy | PolicyNotFound | PermissionDenied | InvalidInput,
+    strawberry.union("PolicyResult"),
+]
+PolicyAssignmentsResult = Annotated[
+    PolicyAssignmentConnection | PolicyNotFound | PermissionDenied | InvalidInput,
+    strawberry.union("PolicyAssignmentsResult"),
+]
 
 PoliciesResult = Annotated[
     PolicyConnection | TenantNotFound | PermissionDenied | InvalidInput,
@@ -148,6 +158,26 @@ class PolicyQuery:
             lambda ctx: policies.listing(ctx, tid, relay.request(first, after))
         )
         return relay.connection(page, Policy.of, after)
+
+    @query(PolicyResult)
+    async def policy(self, info: Info[Context, None], id: strawberry.ID) -> Policy:
+        pid = parse_id(id, "id")
+        return Policy.of(await info.context.read(lambda ctx: policies.get(ctx, pid)))
+
+    @query(PolicyAssignmentsResult)
+    async def policy_assignments(
+        self,
+        info: Info[Context, None],
+        policy_id: strawberry.ID,
+        first: int = relay.FIRST,
+        after: str | None = None,
+    ) -> PolicyAssignmentConnection:
+        """Where the policy is assigned (the tenant, sites, agents), oldest first."""
+        pid = parse_id(policy_id, "policyId")
+        page = await info.context.read(
+            lambda ctx: policies.assignments(ctx, pid, relay.request(first, after))
+        )
+        return relay.connection(page, PolicyAssignment.of, after)
 
     @query(PolicyVersionsResult)
     async def policy_versions(
