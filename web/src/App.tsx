@@ -9,6 +9,12 @@ import { useMe } from "./auth/session";
 import { Shell } from "./shell/Shell";
 import { EmptyState, ErrorNote, Loading } from "./ui/Notice";
 import { VmsPage } from "./vms/VmsPage";
+import { PoliciesPage } from "./policies/PoliciesPage";
+import { PolicyPage } from "./policies/PolicyPage";
+import { JobsPage } from "./jobs/JobsPage";
+import { JobPage } from "./jobs/JobPage";
+import { SettingsPage } from "./settings/SettingsPage";
+import { AuditPage } from "./audit/AuditPage";
 
 export const BASENAME = "/portal";
 
@@ -88,6 +94,12 @@ export function router() {
               { index: true, element: <Navigate to="agents" replace /> },
               { path: "agents", element: <AgentsPage /> },
               { path: "vms", element: <VmsPage /> },
+              { path: "policies", element: <PoliciesPage /> },
+              { path: "policies/:policyId", element: <PolicyPage /> },
+              { path: "jobs", element: <JobsPage /> },
+              { path: "jobs/:jobId", element: <JobPage /> },
+              { path: "settings", element: <SettingsPage /> },
+              { path: "audit", element: <AuditPage /> },
             ],
           },
           { path: "*", element: <NotFound /> },

@@ -43,6 +43,18 @@ export function Shell({ user }: { user: User }) {
             <li>
               <NavLink to={`/t/${tenantId}/vms`}>VMs</NavLink>
             </li>
+            <li>
+              <NavLink to={`/t/${tenantId}/policies`}>Policies</NavLink>
+            </li>
+            <li>
+              <NavLink to={`/t/${tenantId}/jobs`}>Jobs</NavLink>
+            </li>
+            <li>
+              <NavLink to={`/t/${tenantId}/audit`}>Audit log</NavLink>
+            </li>
+            <li>
+              <NavLink to={`/t/${tenantId}/settings`}>Settings</NavLink>
+            </li>
           </ul>
         </nav>
         <div className="account">
