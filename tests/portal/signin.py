@@ -39,8 +39,10 @@ def account(login: str) -> Account:
 
 
 # One person per test that signs in, so no test's invitation reaches into another's world.
-PAT, SAM, ALICE, BOB, MALLORY = (account(n) for n in ("pat", "sam", "alice", "bob", "mallory"))
-ACCOUNTS = [PAT, SAM, ALICE, BOB, MALLORY]
+PAT, SAM, ALICE, BOB, MALLORY, QUINN = (
+    account(n) for n in ("pat", "sam", "alice", "bob", "mallory", "quinn")
+)
+ACCOUNTS = [PAT, SAM, ALICE, BOB, MALLORY, QUINN]
 
 
 @dataclass

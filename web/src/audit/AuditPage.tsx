@@ -9,6 +9,7 @@ import { EmptyState, ErrorNote, Loading } from "../ui/Notice";
 import { useTitle } from "../ui/title";
 import { fromSearch, isFiltered, toSearch, variables, type AuditFilters } from "./filters";
 import { AuditLogQuery } from "./queries";
+import { TableWrap } from "../ui/TableWrap";
 
 const PAGE = 50;
 
@@ -94,7 +95,7 @@ export function AuditPage() {
         )
       ) : null}
       {rows.length > 0 ? (
-        <div className="table-wrap">
+        <TableWrap label="Audit records">
           <table>
             <caption className="sr-only">Audit records, newest first</caption>
             <thead>
@@ -127,7 +128,7 @@ export function AuditPage() {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
       {log.hasNextPage ? (
         <div className="pager">

@@ -9,6 +9,7 @@ import { useTitle } from "../ui/title";
 import { Progress } from "./Progress";
 import { JobsQuery } from "./queries";
 import { STATE_WORDS, isBad, isOpen } from "./words";
+import { TableWrap } from "../ui/TableWrap";
 
 export function JobsPage() {
   const { tenantId = "" } = useParams();
@@ -44,7 +45,7 @@ export function JobsPage() {
         </EmptyState>
       ) : null}
       {jobs.data && jobs.data.jobs.length > 0 ? (
-        <div className="table-wrap">
+        <TableWrap label="Jobs">
           <table>
             <caption className="sr-only">Jobs of this tenant, newest first</caption>
             <thead>
@@ -84,7 +85,7 @@ export function JobsPage() {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
     </>
   );

@@ -8,6 +8,7 @@ import { request } from "../api/graphql";
 import { EmptyState, ErrorNote, Loading } from "../ui/Notice";
 import { useTitle } from "../ui/title";
 import { CreatePolicyMutation, PoliciesQuery } from "./queries";
+import { TableWrap } from "../ui/TableWrap";
 
 export function PoliciesPage() {
   const { tenantId = "" } = useParams();
@@ -56,7 +57,7 @@ export function PoliciesPage() {
         </EmptyState>
       ) : null}
       {policies.data && policies.data.length > 0 ? (
-        <div className="table-wrap">
+        <TableWrap label="Policies">
           <table>
             <caption className="sr-only">Policies of this tenant</caption>
             <thead>
@@ -84,7 +85,7 @@ export function PoliciesPage() {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
       <section className="panel" aria-labelledby="new-policy-title">
         <h2 id="new-policy-title">New policy</h2>

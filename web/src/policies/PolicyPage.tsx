@@ -16,6 +16,7 @@ import {
   TargetsQuery,
   UnassignPolicyMutation,
 } from "./queries";
+import { TableWrap } from "../ui/TableWrap";
 
 type JsonObject = { [key: string]: Json };
 
@@ -57,7 +58,7 @@ export function PolicyPage() {
               (got.data.versions.at(-1)?.document ?? {}) as JsonObject
             }
           />
-          <Versions versions={got.data.versions} />
+          <Versions key={got.data.versions.length} versions={got.data.versions} />
           <Assignments
             tenantId={tenantId}
             policyId={policyId}
@@ -277,7 +278,7 @@ function Versions({ versions }: { versions: Version[] }) {
           {changes.length === 0 ? (
             <p>Versions {from} and {to} hold the same document.</p>
           ) : (
-            <div className="table-wrap">
+            <TableWrap label="Changes between the versions">
               <table>
                 <caption>
                   What changed from version {from} to version {to}
@@ -305,7 +306,7 @@ function Versions({ versions }: { versions: Version[] }) {
                   ))}
                 </tbody>
               </table>
-            </div>
+            </TableWrap>
           )}
         </>
       )}

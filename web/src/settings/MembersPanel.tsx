@@ -13,6 +13,7 @@ import {
   MembersQuery,
   RemoveMemberMutation,
 } from "./queries";
+import { TableWrap } from "../ui/TableWrap";
 
 const ROLES: { value: Role; label: string }[] = [
   { value: "VIEWER", label: "Viewer: sees everything, changes nothing" },
@@ -72,7 +73,7 @@ export function MembersPanel({ tenantId }: { tenantId: string }) {
       {change.isError ? <ErrorNote error={change.error} /> : null}
       {remove.isError ? <ErrorNote error={remove.error} /> : null}
       {members.data ? (
-        <div className="table-wrap">
+        <TableWrap label="Members">
           <table>
             <caption className="sr-only">Members of this tenant</caption>
             <thead>
@@ -133,7 +134,7 @@ export function MembersPanel({ tenantId }: { tenantId: string }) {
               ))}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
       <form className="grid-form invite" onSubmit={onInvite} aria-label="Invite a member">
         <label htmlFor="invite-email">E-mail</label>

@@ -7,6 +7,7 @@ import { ConfirmDialog } from "../ui/ConfirmDialog";
 import { EmptyState, ErrorNote, Loading } from "../ui/Notice";
 import { PRESETS, expiry } from "./expiry";
 import { ApiTokensQuery, CreateApiTokenMutation, RevokeApiTokenMutation } from "./queries";
+import { TableWrap } from "../ui/TableWrap";
 
 export function TokensPanel({ tenantId }: { tenantId: string }) {
   const client = useQueryClient();
@@ -73,7 +74,7 @@ export function TokensPanel({ tenantId }: { tenantId: string }) {
         </EmptyState>
       ) : null}
       {tokens.data && tokens.data.length > 0 ? (
-        <div className="table-wrap">
+        <TableWrap label="API tokens">
           <table>
             <caption className="sr-only">API tokens of this tenant</caption>
             <thead>
@@ -112,7 +113,7 @@ export function TokensPanel({ tenantId }: { tenantId: string }) {
               })}
             </tbody>
           </table>
-        </div>
+        </TableWrap>
       ) : null}
       <form className="grid-form" onSubmit={onCreate} aria-label="Create an API token" noValidate>
         <label htmlFor="token-name">Name</label>
