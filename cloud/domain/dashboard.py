@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import func, select
 
 from dockyard.cloud.store.models import Agent, Job
+from dockyard.cloud.store.types import utc_day
 
 from .context import Ctx
+from .errors import Invalid
 from .permissions import Permission as P
 from .states import JobState
 
@@ -20,6 +22,9 @@ QUIET_AFTER = timedelta(minutes=10)
 """An agent not heard from for longer is quiet: its polls stopped, or never began."""
 RECENT = timedelta(hours=24)
 """How far back finished jobs are counted."""
+
+MAX_DAYS = 90
+"""How many days of history `jobs_by_day` gives at most."""
 
 FAILED = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.REJECTED, JobState.EXPIRED})
 
@@ -75,3 +80,42 @@ def jobs(ctx: Ctx, tenant_id: uuid.UUID) -> JobCounts:
         ).where(Job.tenant_id == tenant_id)
     ).one()
     return JobCounts(*(int(n) for n in row))
+
+
+@dataclass(frozen=True)
+class JobDay:
+    day: date
+    """A UTC day."""
+    succeeded: int
+    failed: int
+    """Failed, timed out, rejected or expired that day."""
+
+
+def jobs_by_day(ctx: Ctx, tenant_id: uuid.UUID, days: int) -> list[JobDay]:
+    """Finished jobs per UTC day, by the day they finished, for the last `days` days with
+    today, oldest first, every day present (a day without jobs counts zero): one grouped
+    statement over the tenant's jobs."""
+    ctx.principal.require(tenant_id, P.JOB_READ)
+    if not 1 <= days <= MAX_DAYS:
+        raise Invalid(f"days is between 1 and {MAX_DAYS}")
+    today = ctx.now().astimezone(UTC).date()
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, time(), UTC)
+    day = utc_day(Job.updated_at)
+    failed = Job.state.in_([s.value for s in FAILED])
+    rows = ctx.session.execute(
+        select(
+            day,
+            func.count().filter(Job.state == JobState.SUCCEEDED.value),
+            func.count().filter(failed),
+        )
+        .where(Job.tenant_id == tenant_id, Job.updated_at >= since)
+        .group_by(day)
+    ).all()
+    counts = {date.fromisoformat(str(d)[:10]): (int(ok), int(bad)) for d, ok, bad in rows}
+    out = []
+    for n in range(days):
+        d = first + timedelta(days=n)
+        ok, bad = counts.get(d, (0, 0))
+        out.append(JobDay(d, ok, bad))
+    return out

@@ -5,11 +5,15 @@ audit log filtered by action prefix, outcome and actor, newest first; jobs newes
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from sqlalchemy import update
 
 from dockyard.cloud.domain import commands
 from dockyard.cloud.domain.principal import Role
 from dockyard.cloud.store.db import Database
+from dockyard.cloud.store.models import Job
 
 from ..factories import Gql, add_user, answers_as_missing, enrol_agent, make_world, system
 from ..procs import Cloud
@@ -144,3 +148,25 @@ def test_jobs_newest_first(cloud: Cloud, pg: Database, tmp_path: Path) -> None:
     ]
     assert oldest == [str(j) for j in jobs]
     assert newest == oldest[::-1]
+
+
+SERIES = """query($t: ID!, $d: Int!) { dashboard(tenantId: $t) { __typename
+  ... on Dashboard { jobsByDay(days: $d) { day succeeded failed } } ... on Error { message } } }"""
+
+
+def test_the_dashboard_series_of_finished_jobs(cloud: Cloud, pg: Database, tmp_path: Path) -> None:
+    world, other = make_world(pg), make_world(pg)
+    agent_id = enrol_agent(world, tmp_path)
+    with system(pg, world.tenant_id) as ctx:
+        done = commands.issue(ctx, agent_id, "noop.echo", {}).job_id
+        ctx.session.execute(update(Job).where(Job.id == done).values(state="succeeded"))
+    viewer = Gql(cloud.url, add_user(pg, world.tenant_id, Role.VIEWER)[1])
+    days = viewer.data(SERIES, t=str(world.tenant_id), d=7)["dashboard"]["jobsByDay"]
+    today = datetime.now(UTC).date()
+    assert [d["day"] for d in days] == [str(today - timedelta(days=6 - n)) for n in range(7)]
+    assert days[-1] == {"day": str(today), "succeeded": 1, "failed": 0}
+    assert sum(d["succeeded"] + d["failed"] for d in days) == 1
+    refused = viewer.raw(SERIES, t=str(world.tenant_id), d=400)
+    assert refused["errors"][0]["message"] == "days is between 1 and 90"
+    theirs = answers_as_missing(Gql(cloud.url, other.token), SERIES, "t", world.tenant_id, d=7)
+    assert theirs["data"]["dashboard"]["__typename"] == "TenantNotFound"

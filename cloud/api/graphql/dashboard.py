@@ -5,9 +5,11 @@ adds `vms`). Each field is its own aggregate read, run only when asked for."""
 from typing import Annotated
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.types import Info
 
 from dockyard.cloud.domain import dashboard
+from dockyard.cloud.domain.errors import Invalid
 
 from .context import Context
 from .errors import InvalidInput, PermissionDenied, TenantNotFound
@@ -36,6 +38,13 @@ class JobCounts:
     )
 
 
+@strawberry.type(description="Finished jobs on one UTC day.")
+class JobDay:
+    day: str = strawberry.field(description="The UTC day, `YYYY-MM-DD`.")
+    succeeded: int
+    failed: int = strawberry.field(description="Failed, timed out, rejected or expired.")
+
+
 @strawberry.type
 class CoreDashboard:
     tenant_id: strawberry.ID
@@ -56,6 +65,24 @@ class CoreDashboard:
             succeeded_last_24h=n.succeeded_recently,
             failed_last_24h=n.failed_recently,
         )
+
+    async def _jobs_by_day(self, info: Info[Context, None], days: int = 14) -> list[JobDay]:
+        tid = parse_id(self.tenant_id, "tenantId")
+        try:
+            found = await info.context.read(lambda ctx: dashboard.jobs_by_day(ctx, tid, days))
+        except Invalid as err:
+            # A field inside the result has no union to answer in: the sentence as an error.
+            raise GraphQLError(err.message) from None
+        return [
+            JobDay(day=d.day.isoformat(), succeeded=d.succeeded, failed=d.failed) for d in found
+        ]
+
+    # Resolver-first, which strawberry types, since the field carries a description.
+    jobs_by_day = strawberry.field(
+        _jobs_by_day,
+        description="Finished jobs per UTC day, by the day they finished, oldest first: the "
+        f"last `days` days with today (1 to {dashboard.MAX_DAYS}), each present.",
+    )
 
 
 Dashboard = strawberry.type(
