@@ -2,12 +2,13 @@
 Chromium) against a real cloud on PostgreSQL, signed in through the OpenID provider: a
 policy changed through its form (a bad value said at its field, then a new version and the
 diff), assigned and unassigned; a job's progress bar moving as the agent reports, without a
-reload, and a failed job's reason in words; a member invited and given another role; an API
+reload, and a failed job's reason in words; the dashboard's jobs per day; a member invited and given another role; an API
 token created (its secret shown once), then revoked, and the secret refused after; the audit
 log filtered. Every page photographed at 1280 and 390 px, axe finding nothing serious."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -128,6 +129,9 @@ def test_policies_jobs_settings_and_audit_pages(
         p.JobEvent(kind=p.JobEventKind.SUCCEEDED, at=at[3], code="ok"),
     )
     page.get_by_role("heading", name="Succeeded").wait_for()
+    assert page.get_by_role("heading", name="Edit").count() == 0  # the policy's page is gone
+    page.get_by_text("fetched by the agent", exact=False).wait_for()
+    assert page.get_by_text("not yet fetched").count() == 0
     assert bar.get_attribute("value") == "100"
     events = page.locator(".events li").evaluate_all(
         "lis => lis.map(li => li.innerText.slice(li.querySelector('time').innerText.length).trim())"
@@ -216,6 +220,13 @@ def test_policies_jobs_settings_and_audit_pages(
     page.get_by_role("button", name="Clear filters").click()
     page.wait_for_url("**/audit")
     page.get_by_text("member.invite").first.wait_for()
+
+    # The dashboard: today's two finished jobs in the chart over time.
+    page.get_by_role("link", name="Dashboard").click()
+    page.get_by_text("jobs succeeded and 1 failed").wait_for()
+    chart = page.get_by_role("figure", name=re.compile("Jobs finished per day"))
+    chart.locator(".recharts-bar-rectangle").first.wait_for()
+    shots["dashboard"] = shoot(page, "dashboard")
 
     page.context.close()
     assert {k: v for k, v in shots.items() if v != CLEAN} == {}

@@ -15,6 +15,7 @@ import { JobsPage } from "./jobs/JobsPage";
 import { JobPage } from "./jobs/JobPage";
 import { SettingsPage } from "./settings/SettingsPage";
 import { AuditPage } from "./audit/AuditPage";
+import { DashboardPage } from "./dashboard/DashboardPage";
 
 export const BASENAME = "/portal";
 
@@ -92,6 +93,7 @@ export function router() {
             element: <TenantShell />,
             children: [
               { index: true, element: <Navigate to="agents" replace /> },
+              { path: "dashboard", element: <DashboardPage /> },
               { path: "agents", element: <AgentsPage /> },
               { path: "vms", element: <VmsPage /> },
               { path: "policies", element: <PoliciesPage /> },

@@ -24,7 +24,8 @@ export function JobPage() {
   const job = useJob(jobId);
   const commandId = job.data?.commandId ?? null;
   const command = useQuery({
-    queryKey: ["command", commandId],
+    // Asked again as the job moves: the command's own times (fetched, finished) move with it.
+    queryKey: ["command", commandId, job.data?.state],
     enabled: commandId !== null,
     queryFn: async () => pick((await request(CommandQuery, { id: commandId ?? "" })).command, "Command"),
   });

@@ -36,6 +36,8 @@ export function PolicyPage() {
     },
   });
   useTitle(got.data ? `Policy ${got.data.policy.name}` : "Policy");
+  // Here, not in the editor: a saved version remounts the editor on the new document.
+  const [saved, setSaved] = useState<number | null>(null);
 
   return (
     <>
@@ -51,14 +53,16 @@ export function PolicyPage() {
             Kind <code>{got.data.policy.kind}</code>, version {got.data.policy.currentVersion}.
           </p>
           <Editor
-            key={got.data.policy.currentVersion}
+            key={`edit-${got.data.policy.currentVersion}`}
             policyId={policyId}
             next={got.data.policy.currentVersion + 1}
+            saved={saved}
+            onSaved={setSaved}
             document={
               (got.data.versions.at(-1)?.document ?? {}) as JsonObject
             }
           />
-          <Versions key={got.data.versions.length} versions={got.data.versions} />
+          <Versions key={`versions-${got.data.versions.length}`} versions={got.data.versions} />
           <Assignments
             tenantId={tenantId}
             policyId={policyId}
@@ -74,16 +78,19 @@ function Editor({
   policyId,
   next,
   document,
+  saved,
+  onSaved,
 }: {
   policyId: string;
   next: number;
   document: JsonObject;
+  saved: number | null;
+  onSaved: (version: number | null) => void;
 }) {
   const client = useQueryClient();
   const form = useMemo(() => formOf(document), [document]);
   const [values, setValues] = useState<Record<string, boolean | string>>({});
   const [placed, setPlaced] = useState<Placed>({ at: {}, general: [] });
-  const [saved, setSaved] = useState<number | null>(null);
   const save = useMutation({
     mutationFn: async (doc: JsonObject) => {
       const answer = (await request(NewPolicyVersionMutation, { policyId, document: doc }))
@@ -100,14 +107,14 @@ function Editor({
         );
         return;
       }
-      setSaved(result.version);
+      onSaved(result.version);
       await client.invalidateQueries({ queryKey: ["policy", policyId] });
     },
   });
 
   function onSubmit(e: FormEvent<HTMLFormElement>) {
     e.preventDefault();
-    setSaved(null);
+    onSaved(null);
     const built = build(form.leaves, values);
     if (!built.ok) {
       setPlaced({

@@ -38,6 +38,9 @@ export function Shell({ user }: { user: User }) {
         <nav aria-label="Main">
           <ul>
             <li>
+              <NavLink to={`/t/${tenantId}/dashboard`}>Dashboard</NavLink>
+            </li>
+            <li>
               <NavLink to={`/t/${tenantId}/agents`}>Agents</NavLink>
             </li>
             <li>

@@ -1,0 +1,23 @@
+import { describe, expect, it } from "vitest";
+import { dayLabel, jobsSummary } from "./series";
+
+describe("the dashboard's series", () => {
+  it("labels a UTC day as that day, whatever the browser's zone", () => {
+    expect(dayLabel("2026-12-04")).toMatch(/4/);
+    expect(dayLabel("2026-12-04")).toMatch(/Dec/);
+    expect(dayLabel("nonsense")).toBe("nonsense");
+  });
+  it("sums the window for a screen reader, naming the worst day", () => {
+    expect(
+      jobsSummary([
+        { day: "2026-12-03", succeeded: 2, failed: 1 },
+        { day: "2026-12-04", succeeded: 5, failed: 3 },
+      ]),
+    ).toBe(
+      `In the last 2 days 7 jobs succeeded and 4 failed. The most failures, 3, were on ${dayLabel("2026-12-04")}.`,
+    );
+    expect(jobsSummary([{ day: "2026-12-04", succeeded: 0, failed: 0 }])).toBe(
+      "No job finished in the last day.",
+    );
+  });
+});
