@@ -39,10 +39,10 @@ def account(login: str) -> Account:
 
 
 # One person per test that signs in, so no test's invitation reaches into another's world.
-PAT, SAM, ALICE, BOB, MALLORY, QUINN = (
-    account(n) for n in ("pat", "sam", "alice", "bob", "mallory", "quinn")
+PAT, SAM, ALICE, BOB, MALLORY, QUINN, RAE = (
+    account(n) for n in ("pat", "sam", "alice", "bob", "mallory", "quinn", "rae")
 )
-ACCOUNTS = [PAT, SAM, ALICE, BOB, MALLORY, QUINN]
+ACCOUNTS = [PAT, SAM, ALICE, BOB, MALLORY, QUINN, RAE]
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,15 +125,7 @@ def test_every_portal_operation_with_another_tenants_ids_answers_as_for_a_missin
     invite(pg, ALICE, (a.world.tenant_id, a.world.msp_id), Role.OWNER)
     page = new_page(browser)
     context = page.context
-    sent: list[dict[str, Any]] = []
-    page.on(
-        "request",
-        lambda r: (
-            sent.append(r.post_data_json)
-            if r.method == "POST" and r.url == cloud.url + "/graphql"
-            else None
-        ),
-    )
+    sent = graphql_posts(page, cloud)
 
     # Every page and action the portal has, on A's objects.
     sign_in(page, cloud, ALICE, f"/portal/t/{a.world.tenant_id}/agents")
@@ -173,6 +166,39 @@ def test_every_portal_operation_with_another_tenants_ids_answers_as_for_a_missin
     b_before = b.read(cloud)
     a_ids = {v: k for k, v in a.ids.items()}
     to_b = {v: b.ids[k] for v, k in a_ids.items()}
+    replayed = replay(cloud, (session, csrf), operations, to_b, a_ids, SUCCESSES)
+    context.close()
+    assert replayed == OPERATIONS
+    assert b.read(cloud) == b_before, "a replay with B's ids changed B"
+
+
+def graphql_posts(page: Any, cloud: Cloud) -> list[dict[str, Any]]:
+    """Every GraphQL POST body the page sends from now on, as sent, in a list that grows."""
+    sent: list[dict[str, Any]] = []
+    page.on(
+        "request",
+        lambda r: (
+            sent.append(r.post_data_json)
+            if r.method == "POST" and r.url == cloud.url + "/graphql"
+            else None
+        ),
+    )
+    return sent
+
+
+def replay(
+    cloud: Cloud,
+    signed_in: tuple[str, str],
+    operations: Iterable[dict[str, Any]],
+    to_b: dict[str, str],
+    names: dict[str, str],
+    found: set[str],
+) -> set[str]:
+    """Each operation sent again with the session and CSRF token `signed_in`, once with
+    `to_b`'s ids and once with random ones: the answers must be equal (the swapped ids read
+    back as `<name>`), 200, and show none of the `found` typenames at the top. Returns the
+    operations' names."""
+    session, csrf = signed_in
     replayed: set[str] = set()
     with httpx.Client(
         base_url=cloud.url,
@@ -190,16 +216,14 @@ def test_every_portal_operation_with_another_tenants_ids_answers_as_for_a_missin
                 r = client.post("/graphql", json=substitute(op, swap))
                 text = r.text
                 for original in used:
-                    text = text.replace(swap[original], f"<{a_ids[original]}>")
+                    text = text.replace(swap[original], f"<{names[original]}>")
                 answers.append((r.status_code, json.loads(text)))
-            assert answers[0] == answers[1], (op["variables"], answers)
+            assert answers[0] == answers[1], (op_name(op), op["variables"], answers)
             status, body = answers[1]
             assert status == 200, body
-            assert not successes(body), f"a random id found something: {body}"
+            assert not successes(body, found), f"a random id found something: {body}"
             replayed.add(op_name(op))
-    context.close()
-    assert replayed == OPERATIONS
-    assert b.read(cloud) == b_before, "a replay with B's ids changed B"
+    return replayed
 
 
 def op_name(op: dict[str, Any]) -> str:
@@ -208,10 +232,10 @@ def op_name(op: dict[str, Any]) -> str:
     return found.group(1)
 
 
-def successes(body: dict[str, Any]) -> list[str]:
+def successes(body: dict[str, Any], found: set[str] = SUCCESSES) -> list[str]:
     """The answer's top-level fields that came back as what was asked for, not an error."""
     return [
         name
         for name, value in (body.get("data") or {}).items()
-        if isinstance(value, dict) and value.get("__typename") in SUCCESSES
+        if isinstance(value, dict) and value.get("__typename") in found
     ]
