@@ -22,7 +22,6 @@ import sqlite3
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -364,6 +363,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("dockyard")
     except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
@@ -394,6 +395,19 @@ each with the real parser, so none can go stale."""
 SHELLS = ("bash", "zsh", "tcsh")
 
 
+class _Version(argparse.Action):
+    """`--version`, read from the installed package only when asked: `importlib.metadata`
+    brings the email, zip and compression modules, which no other command needs, into the
+    start of every `dockyard-agent vault` (see tests/vault/test_start.py)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, ap: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"dockyard-agent {version()}")
+        ap.exit()
+
+
 def parser(vault_only: bool = False) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="dockyard-agent",
@@ -402,7 +416,7 @@ def parser(vault_only: bool = False) -> argparse.ArgumentParser:
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--version", action="version", version=f"dockyard-agent {version()}")
+    ap.add_argument("--version", action=_Version, help="show the version and exit")
     settings = AgentSettings.from_env()
     ap.add_argument(
         "--state",

@@ -24,8 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from ..commandline import table
 from . import files_cache
 from .backends import Backend, open_backend
@@ -41,10 +39,12 @@ from .errors import (
     VaultError,
     WrongKey,
 )
-from .maintenance import GRACE_S, check, prune
-from .repair import repair_config, repair_index, repair_snapshots
 from .repository import Repository, Source, stream_source
-from .retention import Retention
+
+# Each command imports what only it needs (maintenance, repair, retention, the progress
+# bar): a restore starts without them (tests/vault/test_start.py; bench/README.md).
+GRACE_HOURS = 24.0
+"""prune's default `--grace`; `maintenance.GRACE_S` in hours (a test holds them equal)."""
 
 EXIT_FAILED, EXIT_DAMAGE, EXIT_KEY, EXIT_HOLES, EXIT_NO_SPACE, EXIT_LOCKED = 1, 3, 4, 5, 6, 7
 EXIT_NO_REPOSITORY = 10
@@ -123,7 +123,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     prune.add_argument(
         "--grace",
         type=float,
-        default=GRACE_S / 3600,
+        default=GRACE_HOURS,
         metavar="HOURS",
         help="leave packs no index names alone this long (a store may still run elsewhere)",
     )
@@ -203,15 +203,24 @@ def _open(args: argparse.Namespace, backend: Backend) -> Repository:
     return Repository.open(backend, passphrase=phrase, recovery_key=recovery, cache=cache)
 
 
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
 @contextmanager
 def _bar(args: argparse.Namespace, total: int, what: str) -> Iterator[Any]:
+    if args.no_progress or args.json:
+        yield _NoBar()  # and tqdm is not imported
+        return
+    from tqdm import tqdm
+
     with tqdm(
         total=total or None,
         unit="B",
         unit_scale=True,
         unit_divisor=1024,
         desc=what,
-        disable=args.no_progress or args.json,
         file=sys.stderr,
     ) as bar:
         yield bar
@@ -313,6 +322,8 @@ def _ls(args: argparse.Namespace, repo: Repository) -> int:
 
 def _check(args: argparse.Namespace, repo: Repository) -> int:
     """`check`, and `verify` (which is `check --read-data`)."""
+    from .maintenance import check
+
     result = check(repo, read_data=args.read_data)
     _print(args, {**result.__dict__, "ok": result.ok}, result.summary())
     for error in result.errors:
@@ -323,6 +334,9 @@ def _check(args: argparse.Namespace, repo: Repository) -> int:
 
 
 def _prune(args: argparse.Namespace, repo: Repository) -> int:
+    from .maintenance import prune
+    from .retention import Retention
+
     any_rule = args.keep_last or args.keep_daily or args.keep_weekly or args.keep_monthly
     rule = (
         Retention(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
@@ -419,6 +433,8 @@ def _restore(args: argparse.Namespace, repo: Repository) -> int:
 
 def _repair(args: argparse.Namespace, backend: Backend) -> int:
     """`repair config` works without the config, so it opens no repository; the others do."""
+    from .repair import repair_config, repair_index, repair_snapshots
+
     if args.what == "config":
         secret, recovery = _keys(args)
         repo_id = repair_config(backend, passphrase=secret, recovery_key=recovery)
