@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import logs
 from .commandline import completion, finish
@@ -551,13 +551,28 @@ def _reader_left() -> int:
     return EXIT_PIPE
 
 
+def _end_now(code: int) -> NoReturn:
+    """A vault command run as the process's own command has finished: what it wrote is
+    closed (a restore's files fsynced), its locks released and its threads joined. The
+    interpreter's teardown after that took 0.05-0.5 s of a 2 GB restore's 6-15 s on the
+    busy 2-core machine (0.01-0.03 s through `os._exit`, bench/README.md); the kernel frees
+    the process's memory without it."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
+    as_command = argv is None  # the console script; tests and callers pass their argv
     argv = sys.argv[1:] if argv is None else argv
     args = parser(vault_only=_command(argv) == "vault").parse_args(argv)
     logs.configure(args.log_format, verbose=args.verbose, quiet_http=args.quiet_http)
     try:
         code = int(args.run(args))
         sys.stdout.flush()
+        if as_command and args.command == "vault":
+            _end_now(code)
         return code
     except BrokenPipeError:
         return _reader_left()
