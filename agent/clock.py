@@ -4,7 +4,10 @@
 - unset or `system`: the wall clock;
 - `file:/path`: the ISO-8601 time written in that file (a test moves it forward);
 - `scale:N`: the wall clock running N times as fast from the moment the agent started
-  (`scale:1440` makes a day pass in a minute, for the demo).
+  (`scale:1440` makes a day pass in a minute);
+- `scale:N:/path`: the same, its position kept in that file, so a restart goes on from where
+  the last run stopped instead of starting again from the wall clock, which the fast clock
+  had left far behind (the demo's: samples and decisions are never in the clock's future).
 """
 
 from __future__ import annotations
@@ -49,14 +52,55 @@ class FileClock:
 
 
 class ScaledClock:
-    def __init__(self, factor: float) -> None:
+    """The wall clock sped up `factor` times. With a `position` file it starts from the
+    later of the wall clock and the position a previous run left there, and writes its
+    own position back at most once per `SAVE_EVERY_S` of real time (atomically), so it
+    never runs backwards across restarts: at worst it repeats the last second's span."""
+
+    SAVE_EVERY_S = 1.0
+
+    def __init__(self, factor: float, position: Path | None = None) -> None:
         self.factor = factor
+        self.position = position
         self.origin = datetime.now(UTC)
+        if position is not None:
+            saved = _saved_position(position)
+            if saved is not None and saved > self.origin:
+                self.origin = saved
         self.started = time.monotonic()
+        self._saved_at: float | None = None
 
     def __call__(self) -> datetime:
-        elapsed = (time.monotonic() - self.started) * self.factor
-        return self.origin + timedelta(seconds=elapsed)
+        mono = time.monotonic()
+        now = self.origin + timedelta(seconds=(mono - self.started) * self.factor)
+        if self.position is not None and (
+            self._saved_at is None or mono - self._saved_at >= self.SAVE_EVERY_S
+        ):
+            self._saved_at = mono
+            self._save(now)
+        return now
+
+    def _save(self, now: datetime) -> None:
+        """Written only forward: another process on the same file (a CLI command beside
+        the running agent) never moves the position back."""
+        assert self.position is not None
+        saved = _saved_position(self.position)
+        if saved is not None and saved >= now:
+            return
+        tmp = self.position.with_name(f"{self.position.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(now.isoformat())
+            os.replace(tmp, self.position)
+        except OSError:
+            pass  # a clock that cannot save still tells the time; the next call tries again
+
+
+def _saved_position(path: Path) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def from_env() -> Clock:
@@ -69,13 +113,16 @@ def from_env() -> Clock:
     if kind == "file" and value:
         return FileClock(Path(value))
     if kind == "scale":
+        number, _, path = value.partition(":")
         try:
-            factor = float(value)
+            factor = float(number)
         except ValueError:
             factor = 0.0
         if factor > 0:
-            return ScaledClock(factor)
-    raise ValueError(f"DOCKYARD_CLOCK={spec!r}: use system, file:/path or scale:N (N > 0)")
+            return ScaledClock(factor, Path(path) if path else None)
+    raise ValueError(
+        f"DOCKYARD_CLOCK={spec!r}: use system, file:/path, scale:N or scale:N:/path (N > 0)"
+    )
 
 
 SKEW_FILE = "cloud-clock.json"

@@ -18,7 +18,7 @@ from pathlib import Path
 VARIABLES = {
     "DOCKYARD_AGENT_STATE": "the state directory (default /var/lib/dockyard-agent)",
     "DOCKYARD_AGENT_MACHINE_ID": "the machine id sent when docking (default /etc/machine-id)",
-    "DOCKYARD_CLOCK": "system (default), file:/path or scale:N (tests, demos)",
+    "DOCKYARD_CLOCK": "system (default), file:/path, scale:N or scale:N:/path (tests, demos)",
     "DOCKYARD_AGENT_LOG_FORMAT": "text (default) or json",
     "DOCKYARD_VAULT_PASSPHRASE": "vault: the repository's passphrase when no file is named",
     "DOCKYARD_VAULT_NEW_PASSPHRASE": "vault: the passphrase `key add-passphrase` adds",

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
-import secrets
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,12 +19,11 @@ except ImportError:  # pragma: no cover - exercised by the agent-only install te
     )
     sys.exit(2)
 
-import httpx
 from pydantic import ValidationError
 
 from dockyard.agent.commandline import completion, finish
 from dockyard.agent.protocol import FlowMode
-from dockyard.cloud import logs
+from dockyard.cloud import demo, logs
 from dockyard.cloud.domain import admin, enrolment, tenants
 from dockyard.cloud.domain.clock import SystemClock
 from dockyard.cloud.domain.context import Ctx
@@ -187,200 +180,9 @@ def enrolment_secret(settings: Settings, tenant_id: str, site_id: str, max_flow:
         db.dispose()
 
 
-def free_port(preferred: int) -> int:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"dockyard: the cloud exited with {proc.returncode}; see above")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"dockyard: the cloud did not answer at {url} within {timeout:.0f}s")
-
-
-VMS_QUERY = (
-    "query($t: ID!) { vms(tenantId: $t) { ... on VmConnection { edges { node { name sightings {"
-    " endpoint nativeId powerState idleState host } } } } } }"
-)
-
-
-def demo_vm_endpoint(agent_cmd: list[str]) -> bool:
-    """Give the demo agent libvirt's built-in test host as a VM endpoint, when the agent's
-    libvirt driver is installed (it is with `make demo`)."""
-    if importlib.util.find_spec("libvirt") is None:
-        return False
-    subprocess.run(
-        [
-            *agent_cmd,
-            "vm",
-            "endpoint",
-            "add",
-            "demo-kvm",
-            "--kind",
-            "libvirt",
-            "--libvirt-host",
-            "kvm-test=test:///default",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return True
-
-
-AGENTS_QUERY = (
-    "query($t: ID!) { agents(tenantId: $t) { ... on AgentConnection "
-    "{ edges { node { id name lastSeenAt } } } } }"
-)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The embedded default end to end: cloud on SQLite, a docked agent, the URL and a token."""
-    data = Path(args.data).resolve()
-    (data / "cloud").mkdir(parents=True, exist_ok=True)
-    port_file = data / "port"
-    if port_file.exists():
-        port = int(port_file.read_text())
-        if free_port(port) != port:
-            raise SystemExit(
-                f"dockyard: port {port} of this demo is in use; is it running already?"
-            )
-    else:
-        port = free_port(args.port)
-        port_file.write_text(str(port))
-    url = f"http://127.0.0.1:{port}"
-    env = os.environ | {
-        "DOCKYARD_DATA_DIR": str(data / "cloud"),
-        "DOCKYARD_PUBLIC_URL": url,
-        "DOCKYARD_PORT": str(port),
-        "DOCKYARD_LOG_LEVEL": "warning",
-    }
-    for key in ("DOCKYARD_DATABASE_URL", "DOCKYARD_SECRET_KEY", "DOCKYARD_BLOB_DIR"):
-        env.pop(key, None)
-    settings = Settings(data_dir=data / "cloud", public_url=url, port=port)
-    from dockyard.cloud.server import migrate_database
-
-    migrate_database(settings)
-    ids = bootstrap(
-        settings,
-        "Demo MSP",
-        "Demo School",
-        "demo@example.com",
-        flow=FlowMode.METADATA,
-        plan="enterprise",
-    )
-    api_token_file = data / "api-token"
-    if not api_token_file.exists():
-        secret = issue_token(settings, ids["user_id"])
-        fd = os.open(api_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret)
-    api_token = api_token_file.read_text().strip()
-    # The portal's sign-in on the embedded default: a local password, made once, kept
-    # beside the API token (0600).
-    password_file = data / "portal-password"
-    if not password_file.exists():
-        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(12))
-    portal_password = password_file.read_text().strip()
-    set_password(settings, "demo@example.com", portal_password)
-
-    bindir = Path(sys.executable).parent
-    cloud = subprocess.Popen([str(bindir / "dockyard"), "serve", "--no-migrate"], env=env)
-    agent: subprocess.Popen[bytes] | None = None
-    try:
-        wait_healthy(url, cloud)
-        agent_state = data / "agent"
-        agent_cmd = [str(bindir / "dockyard-agent"), "--state", str(agent_state)]
-        status = subprocess.run(
-            [*agent_cmd, "status", "--json"], capture_output=True, text=True, check=True
-        )
-        links = json.loads(status.stdout)["links"]
-        if links and links[0]["url"] != url:
-            subprocess.run([*agent_cmd, "undock"], check=True, capture_output=True)
-            links = []
-        if not links:
-            secret = enrolment_secret(settings, ids["tenant_id"], ids["site_id"], FlowMode.METADATA)
-            with tempfile.NamedTemporaryFile("w", dir=data, delete=False) as secret_file:
-                secret_file.write(secret)
-            try:
-                subprocess.run(
-                    [
-                        *agent_cmd,
-                        "dock",
-                        url,
-                        "--token-file",
-                        secret_file.name,
-                        "--max-flow",
-                        "metadata",
-                    ],
-                    check=True,
-                )
-            finally:
-                os.unlink(secret_file.name)
-        vm_note = ""
-        if demo_vm_endpoint(agent_cmd):
-            query = json.dumps({"query": VMS_QUERY, "variables": {"t": ids["tenant_id"]}})
-            vm_note = f"""
-The agent's VM module watches libvirt's test host (endpoint demo-kvm) on a clock where a
-day passes in a minute; its inventory goes up in metadata mode. The VM catalog:
-  curl -s {url}/graphql -H 'Authorization: Bearer {api_token}' \\
-       -H 'Content-Type: application/json' -d '{query}'
-  {agent_cmd[0]} --state {agent_state} vm explain test
-"""
-        # A demo day passes in a minute, so the VM module's timers show in minutes.
-        agent = subprocess.Popen(
-            [*agent_cmd, "run"], env=os.environ | {"DOCKYARD_CLOCK": "scale:1440"}
-        )
-        print(
-            f"""
-Dockyard demo is running (data in {data}; Ctrl-C stops it).
-
-  portal:             {url}/portal/
-                      sign in as demo@example.com, password {portal_password}
-                      (kept in {password_file})
-  GraphQL / GraphiQL: {url}/graphql
-  agent protocol:     {url}/agent/v1/openapi.json
-  API token:          {api_token}
-  tenant id:          {ids["tenant_id"]}
-
-Try:
-  curl -s {url}/graphql -H 'Authorization: Bearer {api_token}' \\
-       -H 'Content-Type: application/json' -d @- <<'JSON'
-{json.dumps({"query": AGENTS_QUERY, "variables": {"t": ids["tenant_id"]}})}
-JSON
-{vm_note}""",
-            flush=True,
-        )
-        while cloud.poll() is None and agent.poll() is None:
-            time.sleep(0.5)
-        return 1
-    except KeyboardInterrupt:
-        print("\nstopping…", flush=True)
-        return 0
-    finally:
-        for proc in (agent, cloud):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-        for proc in (agent, cloud):
-            if proc is not None:
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+    """The product's story on one machine (cloud/demo.py)."""
+    return demo.run(args)
 
 
 def _version() -> str:
@@ -431,9 +233,13 @@ def parser() -> argparse.ArgumentParser:
         "--password-file",
         help="give the user this first password (embedded default only; '-' reads stdin)",
     )
-    demo = sub.add_parser("demo", help="the embedded default with a docked agent")
-    demo.add_argument("--data", default=".demo")
-    demo.add_argument("--port", type=int, default=8080)
+    demo.add_arguments(
+        sub.add_parser(
+            "demo",
+            help="the embedded default, a mail sink and a docked agent whose test VM goes "
+            "idle, is noticed and shut down within minutes",
+        )
+    )
     comp = sub.add_parser("completion", help="print the shell's completion script")
     comp.add_argument("shell", choices=("bash", "zsh", "tcsh"))
     return finish(ap, EXAMPLES)

@@ -1,0 +1,109 @@
+"""`dockyard demo` run for real, as `make demo` runs it, on a faster clock: the cloud pushes
+its demo policy, libvirt's test VM is found idle, its owner's notice reaches the demo's mail
+sink with its links, the notice runs out and the VM is shut down; SIGINT to the process
+group (what Ctrl-C sends) stops it all, with exit status 0 and the stopped line. (A second
+run's port check and clock: tests/unit/test_demo_parts.py and test_clock.py.)"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import importlib.util
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from dockyard.cloud.demo import POLICY_NAME, STOPPED
+
+from ..procs import BIN, eventually, free_port
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("libvirt") is None, reason="the demo's VM needs libvirt-python"
+)
+
+
+class Demo:
+    """`dockyard demo` in its own process group, its output gathered line by line."""
+
+    def __init__(self, data: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
+        self.proc = subprocess.Popen(
+            # A day every 6 s of the wall's, a notice of 8 s: the whole story in under a minute.
+            [str(BIN / "dockyard"), "demo", "--data", str(data), "--port", str(port),
+             "--scale", "14400", "--notice-seconds", "8"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def said(self, text: str) -> str | None:
+        return next((line for line in self.lines if text in line), None)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        def check() -> str | None:
+            if self.proc.poll() is not None and not self.said(text):
+                raise AssertionError(f"the demo exited with {self.proc.returncode}:\n" + self.out())
+            return self.said(text)
+
+        found: str = eventually(check, timeout=timeout, interval=0.2, what=repr(text))
+        return found
+
+    def interrupt(self) -> int:
+        os.killpg(self.proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+        code = self.proc.wait(timeout=40)
+        self.reader.join(timeout=5)
+        return code
+
+    def out(self) -> str:
+        return "\n".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.mark.slow
+def test_the_demo_finds_the_test_vm_idle_mails_its_owner_shuts_it_down_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    data, port = tmp_path / "demo", free_port()
+    demo = Demo(data, port)
+    try:
+        demo.wait_for("Dockyard demo is running", timeout=60)
+        assert demo.said(f"policy {POLICY_NAME!r}")
+        found = demo.wait_for("VM test found idle", timeout=60)
+        assert "owner demo@example.com" in found
+        reasons = demo.lines[demo.lines.index(found) + 1]
+        assert "stayed under the thresholds" in reasons
+        assert "net peak < 200 KB/s" in reasons
+        mailed = demo.wait_for("mail to demo@example.com: VM test will be shut down", 30)
+        skip = demo.lines[demo.lines.index(mailed) + 2]
+        assert f"skip (keep it running): http://127.0.0.1:{port}/vm/notices/answer?t=" in skip
+        demo.wait_for("VM test: the agent shut it down", timeout=60)
+        assert demo.said("VM test (demo-kvm): power off")
+        code = demo.interrupt()
+        assert code == 0, demo.out()
+        assert demo.lines[-1] == STOPPED, demo.out()
+    finally:
+        demo.kill()
+
+    saved = sorted((data / "mail").glob("*.eml"))
+    assert saved, "the mail sink kept the notice"
+    notice = email.message_from_bytes(saved[0].read_bytes(), policy=email.policy.default)
+    assert notice["To"] == "demo@example.com"
+    assert "/vm/notices/answer?t=" in notice.get_body(("plain",)).get_content()  # type: ignore[union-attr]
