@@ -16,11 +16,11 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install -q -e '.[cloud,s3,vsphere,libvirt,ec2,demo,dev]'
 	touch $(STAMP) $(DEMO_STAMP)
 
-# What `make demo` needs and no more: the cloud, the agent's libvirt driver (built against
-# libvirt's headers: Debian's libvirt-dev and pkg-config; without them the demo has no VM to
-# watch and says so) and the mail sink. The full install above covers it too.
+# What `make demo` needs and no more: the cloud, the mail sink, the agent's vSphere driver
+# (for vcsim) and its libvirt driver (built against libvirt's headers: Debian's libvirt-dev
+# and pkg-config; without them the demo watches vcsim alone). The full install covers it too.
 DEMO_STAMP := $(VENV)/.installed-demo
-DEMO_EXTRAS = cloud,demo$(shell pkg-config --exists libvirt 2>/dev/null && echo ,libvirt)
+DEMO_EXTRAS = cloud,demo,vsphere$(shell pkg-config --exists libvirt 2>/dev/null && echo ,libvirt)
 
 $(DEMO_STAMP): pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) is required"; exit 2; }
@@ -61,10 +61,23 @@ web: $(PORTAL)
 
 venv: $(STAMP) $(ASSETS) $(CDC) $(PORTAL)
 
+# vcsim (govmomi's vCenter simulator, our launcher in tests/peers/vcsim) takes the demo's
+# story on to archive and restore; built where Go and Debian's govmomi sources are, else the
+# demo runs on libvirt's test host alone and says so.
+DEMO_VCSIM := build/demo/vcsim
+
+$(DEMO_VCSIM): tests/peers/vcsim/main.go
+	@mkdir -p $(dir $@)
+	@if command -v go >/dev/null 2>&1 && [ -d /usr/share/gocode/src/github.com/vmware/govmomi ]; then \
+	    echo "building vcsim for the demo (a minute the first time)"; \
+	    cd tests/peers/vcsim && GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= \
+	        GOCACHE=$(abspath build/peers/go-cache) go build -o $(abspath $@) main.go; \
+	else echo "make: no Go or govmomi sources: the demo runs without vcsim (no archive)"; fi
+
 # Ctrl-C stops the demo, which says so and exits 0; make itself, which the terminal sends
 # the same SIGINT, ends quietly with it (its status is then 130, as for any interrupted make).
-demo: $(DEMO_STAMP) $(ASSETS) $(CDC) $(PORTAL)
-	$(BIN)/dockyard demo --data .demo
+demo: $(DEMO_STAMP) $(ASSETS) $(CDC) $(PORTAL) $(DEMO_VCSIM)
+	$(BIN)/dockyard demo --data .demo $$(test -x $(DEMO_VCSIM) && echo --vcsim $(DEMO_VCSIM))
 
 # The MSP client (cloud/client/, dockyard.cloud.client), generated from the committed SDL and
 # cloud/client/operations.graphql by ariadne-codegen. The generator runs from a venv of its

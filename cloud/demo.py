@@ -2,20 +2,25 @@
 
 It starts the embedded default (SQLite and a local blob folder under the demo's data
 directory), a mail sink (aiosmtpd) the cloud sends its notices to, and a docked agent in
-metadata mode whose VM module watches libvirt's built-in test host on a clock that runs a
-day a minute. The cloud pushes a vm-lifecycle policy scaled to that clock (`demo-idle-vms`,
-visible in GraphQL and the portal like any other), so within about two minutes the test VM
-is found idle, its owner is mailed a notice with skip and delay links, and when the notice
-runs out the cloud orders the shutdown and the agent carries it out. The terminal tells
-each step as the cloud sees it.
+metadata mode whose VM module watches one VM on a clock that runs a day a minute: vcsim's
+(govmomi's vCenter simulator, when `make demo` could build it), else libvirt's built-in
+test host's. The cloud pushes a vm-lifecycle policy scaled to that clock (`demo-idle-vms`,
+visible in GraphQL and the portal like any other), so within about two minutes the VM is
+found idle, its owner is mailed a notice with skip and delay links, and when the notice
+runs out the cloud orders the shutdown and the agent carries it out. On vcsim the VM is
+then archived into a repository in the data directory and can be restored from the
+portal or the agent's CLI; libvirt's test host has no disk files to archive, so there
+the story stops at the shutdown. The terminal tells each step as the cloud sees it.
 
 Why these figures: libvirt's test driver keeps a domain's CPU time still and moves its
 disk and network counters with the wall clock at a steady rate, measured as 73.2 KB/s of
 disk and 146.5 KB/s of network for its VM "test" (both sides of each, summed as the driver
-does). The demo keeps the default cpu (5%) and disk (100 KB/s) thresholds and takes BMC
-Helix's idle-VM network figure (200 KB/s) for net, where the default's 1 KB/s would make
-the test VM's steady counter an active machine. A demo day holds 24 samples (one an hour
-by the agent's clock) where the default policy asks 288; half of them make a day count.
+does); our vcsim launcher reads a flat 1 on every counter of a VM annotated idle (0.01%
+CPU, 1 KB/s). The demo keeps the default cpu (5%) and disk (100 KB/s) thresholds and
+takes BMC Helix's idle-VM network figure (200 KB/s) for net, where the default's 1 KB/s
+would make the test VM's steady counter an active machine. A demo day holds 24 samples
+(one an hour by the agent's clock) where the default policy asks 288; half of them make a
+day count.
 
 The agent's clock keeps its position in the demo's data directory (`agent-clock`), so a
 second run goes on from where the first stopped and nothing it stored lies in the future.
@@ -55,15 +60,22 @@ POLICY_NAME = "demo-idle-vms"
 OWNER = "demo@example.com"
 ENDPOINT = "demo-kvm"
 HOST = "kvm-test"
-"""libvirt's test host; the catalog lists the host beside its VM, which the story skips."""
+LIBVIRT_VM = "test"
+"""The one domain of libvirt's test:///default."""
 NOTICE_S = 72.0
 """The notice runs in the cloud's time, which is the wall's."""
 SAMPLE_S = 3600
 """One sample an hour of the agent's clock: 24 a demo day."""
 
 
-def demo_policy(notice_s: float) -> dict[str, Any]:
-    """The vm-lifecycle policy the demo's cloud pushes, scaled to the demo's clock."""
+def demo_policy(notice_s: float, archive_to: Path | None = None) -> dict[str, Any]:
+    """The vm-lifecycle policy the demo's cloud pushes, scaled to the demo's clock; with
+    a repository, VMs the module shut down are archived into it at once."""
+    archive = (
+        {"at_once": True, "storage": {"kind": "directory", "path": str(archive_to)}}
+        if archive_to is not None
+        else {}
+    )
     return {
         "signals": ["cpu", "disk", "net"],
         # The defaults but for net: BMC Helix's 200 KB/s, above the test driver's 146.5 KB/s.
@@ -74,7 +86,7 @@ def demo_policy(notice_s: float) -> dict[str, Any]:
         "notice_hours": notice_s / 3600,
         "default_contact": OWNER,
         "budget_share": 1.0,
-    }
+    } | ({"archive": archive} if archive else {})
 
 
 def worker_pause_s(scale: float) -> float:
@@ -108,6 +120,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         type=float,
         default=NOTICE_S,
         help=f"how long the owner's notice runs, in the cloud's (wall) time (default {NOTICE_S:g})",
+    )
+    ap.add_argument(
+        "--vcsim",
+        help="govmomi's vCenter simulator built from tests/peers/vcsim (make demo builds it "
+        "where Go and govmomi's sources are): its VM takes the story on to archive and restore",
     )
 
 
@@ -268,11 +285,14 @@ class Story:
     """Tells the terminal each step the cloud sees: idle with its reasons, the notice
     given, the shutdown ordered and done, the archive; polled from GraphQL."""
 
-    def __init__(self, gql: Gql, tenant: str, say: Callable[[str], None]) -> None:
+    def __init__(self, gql: Gql, tenant: str, vm: str, say: Callable[[str], None]) -> None:
         self.gql = gql
         self.tenant = tenant
+        self.vm = vm
+        """The demo's VM (the catalog lists its host too, which the story leaves out)."""
         self.say = say
         self.told: set[tuple[str, ...]] = set()
+        self.last: dict[str, tuple[str, str]] = {}
 
     def tell(self, key: tuple[str, ...], text: str) -> None:
         if key not in self.told:
@@ -304,14 +324,16 @@ class Story:
                 self.tell((*key, status), f"VM {name}: {words[status]}{detail}")
         for v in self.gql(VMS, t=self.tenant)["vms"]["edges"]:
             node = v["node"]
-            if node["name"] == HOST:
+            if node["name"] != self.vm:
                 continue
             for s in node["sightings"]:
-                self.tell(
-                    ("vm", node["name"], s["powerState"], node["lifeState"]),
-                    f"VM {node['name']} ({s['endpoint']}): power {s['powerState']}, "
-                    f"{node['lifeState'].lower()}, {s['idleState'].lower()}",
-                )
+                now = (s["powerState"], node["lifeState"])
+                if self.last.get(s["endpoint"]) != now:  # each change, as often as it comes
+                    self.last[s["endpoint"]] = now
+                    self.say(
+                        f"VM {node['name']} ({s['endpoint']}): power {s['powerState']}, "
+                        f"{node['lifeState'].lower()}, {s['idleState'].lower()}"
+                    )
 
     def watch(self, stop: threading.Event) -> None:
         while not stop.wait(1.0):
@@ -324,6 +346,94 @@ class Story:
 # --- the agent ---------------------------------------------------------------------------
 
 
+VC_ENDPOINT = "demo-vc"
+VC_USER = "demo@vsphere.local"
+IDLE_MARK = "vcsim:idle"
+"""The demo's vcsim launcher (tests/peers/vcsim/main.go) reads a flat 1 on every counter of
+a VM whose annotation holds this: vCenter's units, 0.01% CPU, 1 KB/s of disk and network."""
+
+
+class Vcsim:
+    """govmomi's vCenter simulator, where `make demo` could build it: one host, one VM,
+    one datastore. Its VM's files are real files the archive reads and writes back, so
+    the story goes on past the shutdown: archived, then restorable. It keeps its
+    inventory in memory, so each run of the demo starts a new vCenter."""
+
+    def __init__(self, binary: Path, password_file: Path) -> None:
+        self.binary = binary
+        self.password = _secret_file(password_file, lambda: secrets.token_urlsafe(12))
+        self.password_file = password_file
+        self.proc: subprocess.Popen[str] | None = None
+        self.host, self.port = "", 0
+        self.vm = ""
+
+    def start(self, log: Path) -> Vcsim:
+        with log.open("a") as err:
+            self.proc = subprocess.Popen(
+                [str(self.binary), "-host=1", "-vm=1", "-ds=1", f"-user={VC_USER}",
+                 f"-password={self.password}"],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"dockyard: vcsim did not start; see {log}")
+        self.host, port = json.loads(line)["host"].rsplit(":", 1)
+        self.port = int(port)
+        self.vm = self._mark_idle()
+        return self
+
+    def _mark_idle(self) -> str:
+        """Annotate the simulator's VM so it reads as idle (and name its owner); returns
+        the VM's name."""
+        import ssl
+
+        # pyVmomi's stubs cover too little to check against: Any at this boundary, as in
+        # the agent's vSphere driver.
+        import pyVim.connect
+        import pyVmomi
+
+        connect: Any = pyVim.connect
+        vim: Any = pyVmomi.vim
+        si = connect.SmartConnect(
+            host=self.host,
+            port=self.port,
+            user=VC_USER,
+            pwd=self.password,
+            sslContext=ssl._create_unverified_context(),  # noqa: S323 - the local simulator
+        )
+        try:
+            view = si.content.viewManager.CreateContainerView(
+                si.content.rootFolder, [vim.VirtualMachine], True
+            )
+            vm = view.view[0]
+            spec = vim.vm.ConfigSpec(annotation=f"{IDLE_MARK}\nowner={OWNER}")
+            task = vm.ReconfigVM_Task(spec)
+            while task.info.state not in ("success", "error"):
+                time.sleep(0.05)
+            return str(vm.name)
+        finally:
+            connect.Disconnect(si)
+
+    def endpoint_args(self) -> list[str]:
+        return [
+            "vm", "endpoint", "add", VC_ENDPOINT, "--kind", "vsphere", "--host", self.host,
+            "--port", str(self.port), "--user", VC_USER,
+            "--password-file", str(self.password_file), "--insecure",
+        ]  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 class AgentSetUp(threading.Thread):
     """The agent's local set-up, on a thread beside the cloud's start (each agent command
     is a process of its own, seconds on a busy machine): where it is docked now, and
@@ -331,11 +441,20 @@ class AgentSetUp(threading.Thread):
     (`make demo` installs it where libvirt's headers are), with the module's round paced
     to the demo's clock (its `settings.json`, which has no command of its own)."""
 
-    def __init__(self, agent_cmd: list[str], vm_state: Path, pause_s: float) -> None:
+    def __init__(
+        self,
+        agent_cmd: list[str],
+        vm_state: Path,
+        pause_s: float,
+        vcsim: Vcsim | None,
+        archive: Path,
+    ) -> None:
         super().__init__(daemon=True)
         self.agent_cmd = agent_cmd
         self.vm_state = vm_state
         self.pause_s = pause_s
+        self.vcsim = vcsim
+        self.archive = archive
         self.links: list[dict[str, Any]] = []
         self.with_vm = False
         self.error: BaseException | None = None
@@ -346,9 +465,34 @@ class AgentSetUp(threading.Thread):
                 [*self.agent_cmd, "status", "--json"], capture_output=True, text=True, check=True
             )
             self.links = json.loads(status.stdout)["links"]
-            self.with_vm = self._vm_endpoint()
+            if self.vcsim is not None:
+                self._agent(*self.vcsim.endpoint_args())
+                self._repository()
+                self._pace()
+                self.with_vm = True
+            else:
+                self.with_vm = self._vm_endpoint()
         except (OSError, subprocess.CalledProcessError, ValueError) as e:
             self.error = e
+
+    def _agent(self, *args: str) -> str:
+        return subprocess.run(
+            [*self.agent_cmd, *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    def _repository(self) -> None:
+        """The archive repository in the demo's data directory: its passphrase and its
+        recovery key (a repository with one key slot is refused) made once, 0600, and
+        the passphrase file named to the agent (keys never pass through the cloud)."""
+        phrase = self.archive.with_name("archive-passphrase")
+        _secret_file(phrase, lambda: secrets.token_urlsafe(24))
+        vault = ["vault", "--repo", str(self.archive), "--passphrase-file", str(phrase)]
+        if not self.archive.exists():
+            self._agent(*vault, "init")
+            made = json.loads(self._agent(*vault, "--json", "key", "add-recovery"))
+            _secret_file(self.archive.with_name("archive-recovery-key"),
+                         lambda: str(made["recovery_key"]))  # fmt: skip
+        self._agent("vm", "archive-key", "--passphrase-file", str(phrase))
 
     def result(self) -> AgentSetUp:
         self.join()
@@ -367,6 +511,10 @@ class AgentSetUp(threading.Thread):
             capture_output=True,
             text=True,
         )  # fmt: skip
+        self._pace()
+        return True
+
+    def _pace(self) -> None:
         settings = self.vm_state / "settings.json"
         data = json.loads(settings.read_text()) if settings.exists() else {}
         data["worker_pause_s"] = self.pause_s
@@ -375,7 +523,6 @@ class AgentSetUp(threading.Thread):
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True)
         os.replace(tmp, settings)
-        return True
 
 
 def dock(
@@ -427,10 +574,11 @@ def run(args: argparse.Namespace) -> int:
     for chatty in ("httpx", "mail.log"):  # each request and SMTP line: the logs' detail
         logging.getLogger(chatty).setLevel(logging.WARNING)
     procs: list[subprocess.Popen[bytes]] = []
-    sinks: list[MailSink] = []
+    stops: list[Callable[[], None]] = []
+    """What else to stop, in the order started (the mail sink, vcsim)."""
     stop = threading.Event()
     try:
-        return _run(args, say, procs, sinks, stop, started)
+        return _run(args, say, procs, stops, stop, started)
     except _Stop:
         return 0
     finally:
@@ -446,8 +594,8 @@ def run(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for sink in sinks:
-            sink.stop()
+        for end in reversed(stops):
+            end()
         for s, handler in previous.items():
             signal.signal(s, handler)
         print(f"\n{STOPPED}", flush=True)
@@ -457,7 +605,7 @@ def _run(
     args: argparse.Namespace,
     say: Callable[[str], None],
     procs: list[subprocess.Popen[bytes]],
-    sinks: list[MailSink],
+    stops: list[Callable[[], None]],
     stop: threading.Event,
     started: float,
 ) -> int:
@@ -478,7 +626,7 @@ def _run(
         port_file.write_text(str(port))
     url = f"http://127.0.0.1:{port}"
     sink = MailSink(data / "mail", say).start()
-    sinks.append(sink)
+    stops.append(sink.stop)
     env = os.environ | {
         "DOCKYARD_DATA_DIR": str(data / "cloud"),
         "DOCKYARD_PUBLIC_URL": url,
@@ -494,7 +642,16 @@ def _run(
     bindir = Path(sys.executable).parent
     agent_state = data / "agent"
     agent_cmd = [str(bindir / "dockyard-agent"), "--state", str(agent_state)]
-    set_up = AgentSetUp(agent_cmd, agent_state / "modules" / "vm", worker_pause_s(args.scale))
+    logs = {"cloud": data / "cloud.log", "agent": data / "agent.log", "vcsim": data / "vcsim.log"}
+    vcsim = None
+    if args.vcsim is not None:
+        vcsim = Vcsim(Path(args.vcsim), data / "vcsim-password")
+        stops.append(vcsim.stop)
+        vcsim.start(logs["vcsim"])
+    archive = data / "archive"
+    set_up = AgentSetUp(
+        agent_cmd, agent_state / "modules" / "vm", worker_pause_s(args.scale), vcsim, archive
+    )
     set_up.start()
     settings = Settings(data_dir=data / "cloud", public_url=url, port=port)
     from dockyard.cloud.server import migrate_database
@@ -510,12 +667,16 @@ def _run(
     portal_password = _secret_file(password_file, lambda: secrets.token_urlsafe(12))
     set_password(settings, OWNER, portal_password)
 
-    logs = {"cloud": data / "cloud.log", "agent": data / "agent.log"}
     procs.append(_start([str(bindir / "dockyard"), "serve", "--no-migrate"], env, logs["cloud"]))
     wait_healthy(url, procs[0], logs["cloud"])
     gql = Gql(url, api_token)
     tenant = ids["tenant_id"]
-    push_policy(gql, tenant, ids["site_id"], demo_policy(args.notice_seconds))
+    push_policy(
+        gql,
+        tenant,
+        ids["site_id"],
+        demo_policy(args.notice_seconds, archive if vcsim is not None else None),
+    )
 
     agent = set_up.result()
     dock(
@@ -531,11 +692,11 @@ def _run(
     procs.append(_start([*agent_cmd, "run"], agent_env, logs["agent"]))
     print(
         banner(url, data, tenant, api_token, portal_password, password_file, agent_cmd, clock,
-               sink, with_vm, args, logs),
+               sink, with_vm, args, logs, vcsim),
         flush=True,
     )  # fmt: skip
     say(f"cloud and agent up in {time.monotonic() - started:.0f}s; watching")
-    story = Story(gql, tenant, say)
+    story = Story(gql, tenant, vcsim.vm if vcsim is not None else LIBVIRT_VM, say)
     watcher = threading.Thread(target=story.watch, args=(stop,), daemon=True)
     watcher.start()
     while all(p.poll() is None for p in procs):
@@ -577,39 +738,55 @@ def banner(
     with_vm: bool,
     args: argparse.Namespace,
     logs: dict[str, Path],
+    vcsim: Vcsim | None,
 ) -> str:
     agent = " ".join(agent_cmd)
     local = f"DOCKYARD_CLOCK={clock} {agent}"
     if with_vm:
         day_s = 86400 / args.scale
+        if vcsim is not None:
+            where = f"vcsim's vCenter (endpoint {VC_ENDPOINT}, VM {vcsim.vm!r})"
+            vm, endpoint = vcsim.vm, VC_ENDPOINT
+            archived = f"""
+  5. Once off, the VM is archived at once into the repository {data / "archive"}
+     (its files leave the datastore, a stub stays; the key is in {data}/archive-passphrase).
+  6. Restore it: the portal's VMs page (Restore), or
+       {local} vm restore {endpoint}/{vm}"""
+        else:
+            where = f'libvirt\'s test host (endpoint {ENDPOINT}, VM "test")'
+            vm, endpoint = LIBVIRT_VM, ENDPOINT
+            archived = f"""
+  5. Archiving needs a VM whose disks are files the agent can read: libvirt's test host
+     has none, so the story stops at the shutdown here. With vcsim built (Go and Debian's
+     golang-github-vmware-govmomi-dev), `make demo` goes on to archive and restore; an
+     archived VM comes back from the portal's VMs page (Restore) or
+       {local} vm restore ENDPOINT/VM"""
         story = f"""
 What happens (the agent's clock runs a day every {day_s:g} s; the cloud's is the wall's):
-  1. The agent watches libvirt's test host (endpoint {ENDPOINT}, VM "test"), one sample an
-     hour of its clock, under the cloud's policy {POLICY_NAME!r} (idle 1 day, notice
-     {args.notice_seconds:g} s, mail to {OWNER}).
+  1. The agent watches {where},
+     one sample an hour of its clock, under the cloud's policy {POLICY_NAME!r}
+     (idle 1 day, notice {args.notice_seconds:g} s, mail to {OWNER}).
   2. After one whole quiet day ({day_s:g} to {2 * day_s:g} s) the VM is found idle, with
      its reasons.
   3. The cloud mails {OWNER} a notice with skip and delay links (printed here as it
      arrives). Open the skip link in a browser and answer it to keep the VM running.
-  4. Unanswered, the notice runs out and the cloud orders the shutdown; the agent acts.
-  5. Archiving is not part of this demo: the agent archives vSphere and EC2 VMs, not
-     libvirt's test host, whose disks are not files. Archived VMs are restored from the
-     portal's VMs page (Restore) or `{agent} vm restore ENDPOINT/VM`.
+  4. Unanswered, the notice runs out and the cloud orders the shutdown; the agent acts.{archived}
 
 Watch:
   this terminal       each step as the cloud sees it
   portal, VMs page    {url}/portal/t/{tenant}/vms
   mail sink           SMTP 127.0.0.1:{sink.port}, every message in {sink.folder}
   agent state         {data / "agent"} (the VM module's in modules/vm)
-  logs                {logs["cloud"]}, {logs["agent"]}
-  why idle or not     {local} vm explain test
+  logs                {", ".join(str(v) for v in logs.values() if v.exists())}
+  why idle or not     {local} vm explain {vm}
   the policy pushed   {local} vm policy show
 """
     else:
         story = """
-The agent has no VM endpoint: its libvirt driver is not installed (libvirt's headers,
-Debian's libvirt-dev and pkg-config, were missing when the demo's venv was made), so
-there is no VM to watch. Install them and run `make demo` again.
+The agent has no VM to watch: vcsim was not built (it needs Go and Debian's
+golang-github-vmware-govmomi-dev) and the agent's libvirt driver is not installed
+(libvirt's headers, Debian's libvirt-dev and pkg-config, were missing when the demo's
+venv was made). Install either and run `make demo` again.
 """
     return f"""
 Dockyard demo is running (data in {data}; Ctrl-C stops it).

@@ -2,7 +2,8 @@
 its demo policy, libvirt's test VM is found idle, its owner's notice reaches the demo's mail
 sink with its links, the notice runs out and the VM is shut down; SIGINT to the process
 group (what Ctrl-C sends) stops it all, with exit status 0 and the stopped line. (A second
-run's port check and clock: tests/unit/test_demo_parts.py and test_clock.py.)"""
+run's port check and clock: tests/unit/test_demo_parts.py and test_clock.py.) On vcsim the
+story goes on to the archive and a restore through the portal's mutation."""
 
 from __future__ import annotations
 
@@ -17,24 +18,24 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.cloud.demo import POLICY_NAME, STOPPED
+from dockyard.cloud.demo import POLICY_NAME, STOPPED, Gql
 
+from ..peers.vsphere_sim import binary as vcsim_binary
 from ..procs import BIN, eventually, free_port
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("libvirt") is None, reason="the demo's VM needs libvirt-python"
-)
+RESTORE = """mutation($v: ID!) { restoreVm(vmId: $v) { __typename ... on Error { message } } }"""
+VMS = """query($t: ID!) { vms(tenantId: $t) { ... on VmConnection { edges { node { id name } } } } }"""
 
 
 class Demo:
     """`dockyard demo` in its own process group, its output gathered line by line."""
 
-    def __init__(self, data: Path, port: int) -> None:
+    def __init__(self, data: Path, port: int, *more: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
         self.proc = subprocess.Popen(
             # A day every 6 s of the wall's, a notice of 8 s: the whole story in under a minute.
             [str(BIN / "dockyard"), "demo", "--data", str(data), "--port", str(port),
-             "--scale", "14400", "--notice-seconds", "8"],
+             "--scale", "14400", "--notice-seconds", "8", *more],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -50,14 +51,15 @@ class Demo:
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
 
-    def said(self, text: str) -> str | None:
-        return next((line for line in self.lines if text in line), None)
+    def said(self, text: str, since: int = 0) -> str | None:
+        """The first line from `since` on that holds `text`."""
+        return next((line for line in self.lines[since:] if text in line), None)
 
-    def wait_for(self, text: str, timeout: float) -> str:
+    def wait_for(self, text: str, timeout: float, since: int = 0) -> str:
         def check() -> str | None:
-            if self.proc.poll() is not None and not self.said(text):
+            if self.proc.poll() is not None and not self.said(text, since):
                 raise AssertionError(f"the demo exited with {self.proc.returncode}:\n" + self.out())
-            return self.said(text)
+            return self.said(text, since)
 
         found: str = eventually(check, timeout=timeout, interval=0.2, what=repr(text))
         return found
@@ -78,6 +80,9 @@ class Demo:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("libvirt") is None, reason="the demo's VM needs libvirt-python"
+)
 def test_the_demo_finds_the_test_vm_idle_mails_its_owner_shuts_it_down_and_stops_cleanly(
     tmp_path: Path,
 ) -> None:
@@ -107,3 +112,37 @@ def test_the_demo_finds_the_test_vm_idle_mails_its_owner_shuts_it_down_and_stops
     notice = email.message_from_bytes(saved[0].read_bytes(), policy=email.policy.default)
     assert notice["To"] == "demo@example.com"
     assert "/vm/notices/answer?t=" in notice.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_the_demo_on_vcsim_archives_the_vm_it_shut_down_and_the_portals_restore_brings_it_back(
+    tmp_path: Path,
+) -> None:
+    """With vcsim (as `make demo` runs it where Go is), the story goes on: once off, the VM
+    is archived at once; restoreVm, the portal's Restore, brings it back on."""
+    data, port = tmp_path / "demo", free_port()
+    demo = Demo(data, port, "--vcsim", str(vcsim_binary()))
+    try:
+        demo.wait_for("Dockyard demo is running", timeout=60)
+        vm = "DC0_C0_RP0_VM0"
+        assert demo.said(f"vm restore demo-vc/{vm}")
+        demo.wait_for(f"VM {vm} found idle", timeout=60)
+        demo.wait_for(f"mail to demo@example.com: VM {vm} will be shut down", timeout=30)
+        demo.wait_for(f"VM {vm}: the agent shut it down", timeout=60)
+        archived = demo.wait_for(f"VM {vm} (demo-vc): power off, archived", timeout=60)
+        assert list((data / "archive").iterdir()), "the archive repository holds it"
+
+        token = (data / "api-token").read_text().strip()
+        tenant = demo.said("tenant id:").split()[-1]  # type: ignore[union-attr]
+        gql = Gql(f"http://127.0.0.1:{port}", token)
+        node = next(
+            e["node"] for e in gql(VMS, t=tenant)["vms"]["edges"] if e["node"]["name"] == vm
+        )
+        assert gql(RESTORE, v=node["id"])["restoreVm"]["__typename"] == "Command"
+        after = demo.lines.index(archived)
+        demo.wait_for(f"VM {vm} (demo-vc): power on, running", timeout=60, since=after)
+
+        assert demo.interrupt() == 0, demo.out()
+        assert demo.lines[-1] == STOPPED, demo.out()
+    finally:
+        demo.kill()
