@@ -20,13 +20,16 @@ $(STAMP): pyproject.toml setup.py
 # (for vcsim) and its libvirt driver (built against libvirt's headers: Debian's libvirt-dev
 # and pkg-config; without them the demo watches vcsim alone). The full install covers it too.
 DEMO_STAMP := $(VENV)/.installed-demo
-DEMO_EXTRAS = cloud,demo,vsphere$(shell pkg-config --exists libvirt 2>/dev/null && echo ,libvirt)
+DEMO_PACKAGES := golang-go golang-github-vmware-govmomi-dev libvirt-dev pkg-config
+# libvirt's extra only where its headers are (dev-packages.sh may just have put them).
+DEMO_EXTRAS = cloud,demo,vsphere$$(pkg-config --exists libvirt 2>/dev/null && echo ,libvirt)
 
 $(DEMO_STAMP): pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) is required"; exit 2; }
+	infra/dev-packages.sh $(DEMO_PACKAGES) || echo "make: the demo goes on without them"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[$(DEMO_EXTRAS)]'
+	$(BIN)/python -m pip install -q -e ".[$(DEMO_EXTRAS)]"
 	touch $(DEMO_STAMP)
 
 # The chunker's C scan, built again when its source changes (pip built it with the venv).
@@ -74,8 +77,8 @@ $(DEMO_VCSIM): tests/peers/vcsim/main.go
 	        GOCACHE=$(abspath build/peers/go-cache) go build -o $(abspath $@) main.go; \
 	else echo "make: no Go or govmomi sources: the demo runs without vcsim (no archive)"; fi
 
-# Ctrl-C stops the demo, which says so and exits 0; make itself, which the terminal sends
-# the same SIGINT, ends quietly with it (its status is then 130, as for any interrupted make).
+# Ctrl-C stops the demo, which says so and exits 0; it holds the terminal's foreground for
+# its own process group meanwhile, so make gets no SIGINT and exits 0 too (cloud/demo.py).
 demo: $(DEMO_STAMP) $(ASSETS) $(CDC) $(PORTAL) $(DEMO_VCSIM)
 	$(BIN)/dockyard demo --data .demo $$(test -x $(DEMO_VCSIM) && echo --vcsim $(DEMO_VCSIM))
 

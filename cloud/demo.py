@@ -37,6 +37,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +46,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -293,11 +295,13 @@ class Story:
         self.say = say
         self.told: set[tuple[str, ...]] = set()
         self.last: dict[str, tuple[str, str]] = {}
+        self.quiet = False
 
     def tell(self, key: tuple[str, ...], text: str) -> None:
         if key not in self.told:
             self.told.add(key)
-            self.say(text)
+            if not self.quiet:
+                self.say(text)
 
     def look(self) -> None:
         for d in self.gql(DECISIONS, t=self.tenant)["vmDecisions"]["edges"]:
@@ -336,11 +340,14 @@ class Story:
                     )
 
     def watch(self, stop: threading.Event) -> None:
+        """The first look only takes note of the decisions an earlier run already told."""
+        self.quiet = True
         while not stop.wait(1.0):
             try:
                 self.look()
             except (httpx.HTTPError, RuntimeError, KeyError, TypeError, ValueError):
                 continue  # the cloud is starting or stopping; the next look tells
+            self.quiet = False
 
 
 # --- the agent ---------------------------------------------------------------------------
@@ -434,6 +441,18 @@ class Vcsim:
                 self.proc.wait()
 
 
+def first_position(path: Path) -> Path:
+    """The agent's clock file; on the first run it starts the clock an hour before the
+    next midnight (UTC), so the first whole day, which the policy's one idle day needs,
+    begins seconds after the agent does rather than up to a demo day later. Later runs go
+    on from the position the last one left (agent/clock.py)."""
+    if not path.exists():
+        tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+        start = datetime.combine(tomorrow, datetime.min.time(), UTC) - timedelta(hours=1)
+        path.write_text(start.isoformat())
+    return path
+
+
 class AgentSetUp(threading.Thread):
     """The agent's local set-up, on a thread beside the cloud's start (each agent command
     is a process of its own, seconds on a busy machine): where it is docked now, and
@@ -466,6 +485,11 @@ class AgentSetUp(threading.Thread):
             )
             self.links = json.loads(status.stdout)["links"]
             if self.vcsim is not None:
+                # A new vCenter each run (vcsim keeps its inventory in memory): the VM
+                # module starts afresh too, its history and archive journal being the last
+                # run's simulated VM's. The cloud's policy comes back from the agent's own
+                # store, and the repository stays.
+                shutil.rmtree(self.vm_state, ignore_errors=True)
                 self._agent(*self.vcsim.endpoint_args())
                 self._repository()
                 self._pace()
@@ -562,6 +586,36 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
+def _own_terminal() -> Callable[[], None]:
+    """Take the terminal's foreground for the demo's own process group, as a shell does for
+    a job, so that Ctrl-C reaches the demo and its processes but not a `make` that started
+    it (make, sent SIGINT, ends with "*** Interrupt" and status 130 whatever its recipe
+    did). Returns what gives the terminal back. Nothing is done without a terminal, or
+    when the demo already leads the foreground group (run from a shell)."""
+    try:
+        fd = sys.stdin.fileno()
+        if not os.isatty(fd) or os.tcgetpgrp(fd) != os.getpgrp() or os.getpgrp() == os.getpid():
+            return lambda: None
+        parent = os.getpgrp()
+        os.setpgid(0, 0)
+        _foreground(fd, os.getpgrp())
+    except (OSError, ValueError):
+        return lambda: None
+    return lambda: _foreground(fd, parent)
+
+
+def _foreground(fd: int, group: int) -> None:
+    """tcsetpgrp, with SIGTTOU ignored (a process outside the foreground that sets it is
+    otherwise stopped)."""
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, group)
+    except OSError:
+        pass  # the terminal went away: nothing to give back
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
 def run(args: argparse.Namespace) -> int:
     """The embedded default end to end: cloud on SQLite, a mail sink, a docked agent whose
     VM goes idle, is noticed and shut down; Ctrl-C (or SIGTERM) stops it all and exits 0."""
@@ -571,6 +625,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[demo +{time.monotonic() - started:5.0f}s] {text}", flush=True)
 
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    give_back = _own_terminal()
     for chatty in ("httpx", "mail.log"):  # each request and SMTP line: the logs' detail
         logging.getLogger(chatty).setLevel(logging.WARNING)
     procs: list[subprocess.Popen[bytes]] = []
@@ -596,6 +651,7 @@ def run(args: argparse.Namespace) -> int:
                 proc.wait()
         for end in reversed(stops):
             end()
+        give_back()
         for s, handler in previous.items():
             signal.signal(s, handler)
         print(f"\n{STOPPED}", flush=True)
@@ -687,7 +743,7 @@ def _run(
         lambda: enrolment_secret(settings, tenant, ids["site_id"], FlowMode.METADATA),
     )
     with_vm = agent.with_vm
-    clock = f"scale:{args.scale:g}:{data / 'agent-clock'}"
+    clock = f"scale:{args.scale:g}:{first_position(data / 'agent-clock')}"
     agent_env = os.environ | {"DOCKYARD_CLOCK": clock}
     procs.append(_start([*agent_cmd, "run"], agent_env, logs["agent"]))
     print(
@@ -766,8 +822,8 @@ What happens (the agent's clock runs a day every {day_s:g} s; the cloud's is the
   1. The agent watches {where},
      one sample an hour of its clock, under the cloud's policy {POLICY_NAME!r}
      (idle 1 day, notice {args.notice_seconds:g} s, mail to {OWNER}).
-  2. After one whole quiet day ({day_s:g} to {2 * day_s:g} s) the VM is found idle, with
-     its reasons.
+  2. After one whole quiet day of the agent's clock (about {day_s:g} s on a first run, up
+     to {2 * day_s:g} s on a later one) the VM is found idle, with its reasons.
   3. The cloud mails {OWNER} a notice with skip and delay links (printed here as it
      arrives). Open the skip link in a browser and answer it to keep the VM running.
   4. Unanswered, the notice runs out and the cloud orders the shutdown; the agent acts.{archived}

@@ -7,9 +7,11 @@
 #                                                  real QEMU domains (TCG) for libvirt kill -9 tests
 #   chromium                                       the portal's browser tests (Playwright drives
 #                                                  /usr/bin/chromium; it never downloads one)
+# With arguments, only those packages (`make demo`: vcsim's and libvirt's build needs).
 set -euo pipefail
 needed=(golang-go golang-github-vmware-govmomi-dev libvirt-dev pkg-config haproxy chromium)
 bare=(libvirt-daemon-system qemu-system-x86 qemu-utils)
+if [ $# -gt 0 ]; then needed=("$@"); bare=(); fi
 missing() {
     local out=()
     for pkg in "$@"; do
