@@ -102,29 +102,52 @@ STOPPED = "Dockyard demo stopped."
 DEFAULT_PORT = 8080
 
 
+def _number(low: float, high: float, integer: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number within [low, high], else a clear usage error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+def _executable(text: str) -> Path:
+    path = Path(text)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise argparse.ArgumentTypeError(f"{text} is not an executable file")
+    return path
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data", default=".demo", help="the demo's data directory (default .demo)")
     ap.add_argument(
         "--port",
-        type=int,
+        type=_number(0, 65535, integer=True),
         help=f"the cloud's port (default: the one this data directory used last, else "
         f"{DEFAULT_PORT} or a free one)",
     )
     ap.add_argument(
         "--scale",
-        type=float,
+        type=_number(1, 1e6),
         default=SCALE,
         help=f"how many times faster than the wall the agent's clock runs (default {SCALE:g}: "
         "a day a minute)",
     )
     ap.add_argument(
         "--notice-seconds",
-        type=float,
+        type=_number(0, 3600),
         default=NOTICE_S,
         help=f"how long the owner's notice runs, in the cloud's (wall) time (default {NOTICE_S:g})",
     )
     ap.add_argument(
         "--vcsim",
+        type=_executable,
         help="govmomi's vCenter simulator built from tests/peers/vcsim (make demo builds it "
         "where Go and govmomi's sources are): its VM takes the story on to archive and restore",
     )
@@ -701,7 +724,7 @@ def _run(
     logs = {"cloud": data / "cloud.log", "agent": data / "agent.log", "vcsim": data / "vcsim.log"}
     vcsim = None
     if args.vcsim is not None:
-        vcsim = Vcsim(Path(args.vcsim), data / "vcsim-password")
+        vcsim = Vcsim(args.vcsim, data / "vcsim-password")
         stops.append(vcsim.stop)
         vcsim.start(logs["vcsim"])
     archive = data / "archive"
