@@ -644,8 +644,14 @@ def run(args: argparse.Namespace) -> int:
     VM goes idle, is noticed and shut down; Ctrl-C (or SIGTERM) stops it all and exits 0."""
     started = time.monotonic()
 
+    said = threading.Lock()
+
     def say(text: str) -> None:
-        print(f"[demo +{time.monotonic() - started:5.0f}s] {text}", flush=True)
+        """One step, whole: the mail sink's thread and the story's both tell, and print's
+        text and its newline are two writes another thread could come between."""
+        with said:
+            sys.stdout.write(f"[demo +{time.monotonic() - started:5.0f}s] {text}\n")
+            sys.stdout.flush()
 
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     give_back = _own_terminal()
