@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # GraphiQL's files, pinned in cloud/api/graphql/assets.py, from the npm registry.
 ASSETS := cloud/api/graphql/static/vendor/.fetched
 
-.PHONY: demo test lint typecheck imports unscoped pytest venv web client clean
+.PHONY: demo test lint typecheck imports unscoped pytest venv web client clean image image-test
 
 $(STAMP): pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) is required"; exit 2; }
@@ -127,6 +127,18 @@ pytest: $(STAMP) $(ASSETS) $(CDC) $(PORTAL) $(CODEGEN)/bin/ariadne-codegen
 	DOCKYARD_SCREENSHOTS=$(abspath $(SCREENSHOTS)) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck imports unscoped pytest
+
+# Container images of the cloud and the agent, from Debian's packages and the wheels built
+# here, with no container registry (infra/image/build.sh; root). Slow (minutes: a Debian root
+# per image), so never part of `make test`; `make image-test` runs them with podman.
+IMAGE_DIR ?= build/image
+
+image: $(STAMP) $(ASSETS) $(CDC) $(PORTAL)
+	infra/image/packages.sh
+	PYTHON=$(BIN)/python infra/image/build.sh $(IMAGE_DIR) cloud agent
+
+image-test: image
+	DOCKYARD_IMAGE_DIR=$(abspath $(IMAGE_DIR)) $(BIN)/python -m pytest tests/integration/test_image.py -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf build .demo .pytest_cache .mypy_cache .ruff_cache cloud/portal/static
