@@ -16,6 +16,7 @@ import pytest
 
 from dockyard.agent import cli as agent_cli
 from dockyard.cloud import cli as cloud_cli
+from dockyard.cloud.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -118,3 +119,13 @@ def test_systemd_finds_nothing_to_say(name: str, tmp_path: Path) -> None:
     said = [line for line in done.stderr.splitlines() if name in line]
     assert done.returncode == 0, done.stderr
     assert said == []
+
+
+def test_the_operations_guide_lists_every_setting() -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    missing = [
+        f"DOCKYARD_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`DOCKYARD_{name.upper()}`" not in guide
+    ]
+    assert missing == []
