@@ -7,6 +7,8 @@
 #   OUT/dockyard-agent-VERSION.oci.tar   entry point `dockyard-agent --state ... run`
 # both under tini as PID 1: the kernel drops a signal a PID 1 has no handler for, so a
 # SIGTERM while the cloud still migrates (before uvicorn's handlers) would wait for SIGKILL.
+# After a clean stop uvicorn raises the SIGTERM again, so its process ends by the signal:
+# `tini -e 143` reports that as 0 (as PID 1 itself it was 0: PID 1 ignores the signal).
 # Where podman is installed, each is also loaded as localhost/dockyard-KIND:VERSION.
 # Usage: infra/image/build.sh OUT [cloud] [agent]   (root: mmdebstrap's root mode and umoci
 # keep the files' owners). PYTHON: the interpreter whose pip builds the wheels (the venv's);
@@ -40,7 +42,8 @@ mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 
 # One wheelhouse for both images: ours (with the portal and the C chunker built in) and every
-# dependency of the extras they install, as wheels for this Python (Debian's is the same 3.11).
+# dependency of the extras they install, as wheels for this Python: bookworm's is 3.11 too
+# (another SUITE needs a PYTHON of its own version, for the compiled wheels).
 echo "wheels: dockyard $version and its dependencies"
 "$python" -m pip wheel -q --disable-pip-version-check --wheel-dir "$work/wheels" '.[cloud,s3,vsphere,ec2]'
 
@@ -78,14 +81,16 @@ for kind in "${kinds[@]}"; do
     )
     if [ "$kind" = cloud ]; then
         umoci config --image "$ref" "${common[@]}" \
-            --config.entrypoint /usr/bin/tini --config.entrypoint=-- \
+            --config.entrypoint /usr/bin/tini --config.entrypoint=-e --config.entrypoint=143 \
+            --config.entrypoint=-- \
             --config.entrypoint /opt/dockyard/bin/dockyard --config.cmd serve \
             --config.env DOCKYARD_HOST=0.0.0.0 --config.env DOCKYARD_DATA_DIR=/var/lib/dockyard \
             --config.exposedports 8080/tcp --config.volume /var/lib/dockyard \
             --config.workingdir /var/lib/dockyard
     else
         umoci config --image "$ref" "${common[@]}" \
-            --config.entrypoint /usr/bin/tini --config.entrypoint=-- \
+            --config.entrypoint /usr/bin/tini --config.entrypoint=-e --config.entrypoint=143 \
+            --config.entrypoint=-- \
             --config.entrypoint /opt/dockyard/bin/dockyard-agent \
             --config.cmd --state --config.cmd /var/lib/dockyard-agent --config.cmd run \
             --config.volume /var/lib/dockyard-agent --config.workingdir /var/lib/dockyard-agent

@@ -33,7 +33,9 @@ from ..procs import SECRET, eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-TINI = ["/usr/bin/tini", "--"]
+# After a clean stop uvicorn raises the SIGTERM again and its process ends by it (143);
+# tini, PID 1, reports that as 0.
+TINI = ["/usr/bin/tini", "-e", "143", "--"]
 IMAGES = Path(os.environ.get("DOCKYARD_IMAGE_DIR", ROOT / "build" / "image"))
 
 pytestmark = [
@@ -130,6 +132,10 @@ def serve_and_stop(cloud: str, pg_url: str, container_name: str) -> None:
     assert httpx.get(f"{base}/livez", timeout=5).json() == {"live": True}
     metrics = httpx.get(f"{base}/metrics", timeout=5).text
     assert "dockyard_held_polls 0.0" in metrics
+    # The wheel carried the portal `make` built (cloud/portal/static is never committed).
+    portal = httpx.get(f"{base}/portal/", timeout=5)
+    assert portal.status_code == 200
+    assert "<html" in portal.text.lower()
     try:
         assert migrate.is_current(engine), "serve brought the new database to the newest schema"
     finally:
@@ -144,6 +150,7 @@ def serve_and_stop(cloud: str, pg_url: str, container_name: str) -> None:
     assert "Traceback" not in logs
     records = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     assert records, "JSON log lines, as DOCKYARD_LOG_FORMAT=json asks"
+    assert "Application shutdown complete." in [r.get("event") for r in records]
 
 
 def test_the_agent_image_starts_its_entry_point_with_the_c_chunker() -> None:
