@@ -32,6 +32,7 @@ from dockyard.cloud.domain.clock import Clock, SystemClock
 from dockyard.cloud.services import Services
 from dockyard.cloud.settings import Settings
 from dockyard.cloud.store.db import Database
+from dockyard.cloud.tracing import tracing
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +110,22 @@ def module_routes() -> list[BaseRoute]:
     return found
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("dockyard")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a source tree never installed
+        return "unknown"
+
+
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     from dockyard.cloud.api.graphql import graphiql
     from dockyard.cloud.api.graphql.app import graphql_app
     from dockyard.cloud.api.graphql.live_app import live_app
 
     svc = build_services(settings, clock)
+    traced = tracing(settings, svc.db.engine, _version())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -131,6 +142,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
                     await task
             await svc.bus.stop()
             svc.db.dispose()
+            traced.shutdown()
 
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True, "held_polls": svc.bus.waiting})
@@ -148,7 +160,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             Route("/graphql", graphql_app(svc), methods=["GET", "POST"]),
             WebSocketRoute("/graphql", live_app(svc)),
         ],
-        middleware=[Middleware(RequestIds)],
+        middleware=[*traced.middleware, Middleware(RequestIds)],
         lifespan=lifespan,
     )
     app.state.services = svc

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     graphql_introspection: bool | None = None
     # Readable text by default; "json" writes one JSON object per line (cloud/logs.py).
     log_format: Literal["text", "json"] = "text"
+    # Traces through OpenTelemetry to this OTLP/HTTP endpoint (cloud/tracing.py); off when empty.
+    otlp_endpoint: str = ""
+    otlp_service_name: str = "dockyard-cloud"
     # The SMTP server the cloud sends VM notices through (docked agents with metadata);
     # without a host, proposals are recorded as failed with that reason.
     smtp_host: str = ""
