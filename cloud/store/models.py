@@ -358,6 +358,9 @@ class VmSighting(TenantOwned, Base):
     seen_at: Mapped[datetime]
     life_state: Mapped[str] = mapped_column(String(16), default="running")
     life_reason: Mapped[str | None] = mapped_column(String(500))
+    life_since: Mapped[datetime | None]
+    """When `life_state` became what it is (the first sighting saying so); null for rows
+    older than migration 0008 until their state next changes."""
     archived_at: Mapped[datetime | None]
     archive_snapshot: Mapped[str | None] = mapped_column(String(200))
     archive_repository: Mapped[str | None] = mapped_column(String(500))

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from dockyard.agent.protocol.vm import LifeState
@@ -25,7 +26,7 @@ DASHBOARD = """query($t: ID!) { dashboard(tenantId: $t) { __typename
   ... on Dashboard { tenantId agents { online quiet revoked }
     jobs { pending running succeededLast24h failedLast24h }
     vms { byState { state count } storedBytes savedBytes vcpusReclaimed memoryMbReclaimed
-          diskBytesReclaimed } }
+          diskBytesReclaimed powerReclaimedWatts energyReclaimedKwh } }
   ... on Error { message } } }"""
 GB = 1024**3
 
@@ -75,8 +76,10 @@ def _vm(
     world: World,
     agent_id: uuid.UUID,
     sightings: list[tuple[LifeState, dict[str, Any], int | None, int | None, timedelta]],
+    since: timedelta | None = None,
 ) -> None:
-    """One catalog VM and its sightings: (state, record, size before, stored, age)."""
+    """One catalog VM and its sightings: (state, record, size before, stored, age); `since`:
+    how long ago its sightings' life state began (none: a row from before migration 0008)."""
     now = datetime.now(UTC)
     vm = CatalogVm(tenant_id=world.tenant_id, name="vm", created_at=now, updated_at=now)
     ctx.session.add(vm)
@@ -99,6 +102,7 @@ def _vm(
                 size_before=before,
                 stored_bytes=stored,
                 archived_at=now if state is LifeState.ARCHIVED else None,
+                life_since=now - since if since is not None else None,
             )
         )
 
@@ -117,12 +121,14 @@ def _catalog(world: World, agent_id: uuid.UUID) -> None:
             world,
             agent_id,
             [(LifeState.OFF, {"cpus": 2, "memory_mb": 4096}, None, None, fresh)],
+            since=timedelta(days=10),
         )
         _vm(
             ctx,
             world,
             agent_id,
             [(LifeState.ARCHIVED, {"cpus": 8, "memory_mb": 16384}, 100 * GB, 30 * GB, fresh)],
+            since=timedelta(days=30),
         )
         # Restored since: its newest sighting runs, so it counts as running, reclaiming nothing.
         _vm(
@@ -177,6 +183,12 @@ def test_the_dashboard_counts_agents_jobs_and_the_vm_catalog(
         100 * GB,
     )
     assert (vms["vcpusReclaimed"], vms["memoryMbReclaimed"]) == (2 + 8, 4096 + 16384)
+    # Idle draw: 0.74 W a vCPU and 0.392 W a GiB; off 10 days (2 vCPUs, 4 GiB), archived 30
+    # days (8 vCPUs, 16 GiB).
+    off_w, archived_w = 2 * 0.74 + 4 * 0.392, 8 * 0.74 + 16 * 0.392
+    assert vms["powerReclaimedWatts"] == pytest.approx(off_w + archived_w)
+    expected_kwh = (off_w * 240 + archived_w * 720) / 1000
+    assert vms["energyReclaimedKwh"] == pytest.approx(expected_kwh, abs=0.01)
 
 
 def test_an_empty_tenant_answers_zeros(cloud: Cloud, pg: Database) -> None:

@@ -5,7 +5,7 @@ cloud-storage policy check, and the restore's mail sent exactly once."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +361,34 @@ def test_inventory_life_fields_on_both_databases(db: Database) -> None:
             3,
         )
         assert row.archived_at == ARCHIVED_AT
+
+
+def test_a_life_state_keeps_the_time_it_began_across_sightings(
+    cloud: Cloud, pg: Database, tmp_path: Path
+) -> None:
+    """What the dashboard's energy reclaimed counts from: the first sighting of a state, not
+    the newest (every inventory sends each VM again)."""
+    from sqlalchemy import select
+
+    from dockyard.cloud.store.models import VmSighting
+
+    world = make_world(pg, plan="standard")
+    link = docked_link(cloud, world, tmp_path, p.FlowMode.METADATA)
+    t0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+
+    def at(hours: int, state: str, archive: dict[str, Any] | None = None) -> None:
+        send(link, [vm("kept", state, archive, seen_at=(t0 + timedelta(hours=hours)).isoformat())])
+
+    def since() -> datetime | None:
+        with system(pg, world.tenant_id) as ctx:
+            row = ctx.session.scalars(select(VmSighting).where(VmSighting.name == "kept")).one()
+            return row.life_since
+
+    at(0, "running")
+    assert since() == t0
+    at(5, "off")
+    assert since() == t0 + timedelta(hours=5)
+    at(9, "off")  # the same state again: it began when it began
+    assert since() == t0 + timedelta(hours=5)
+    at(30, "archived", figures(1 << 30, 1 << 28))
+    assert since() == t0 + timedelta(hours=30)

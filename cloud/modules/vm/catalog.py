@@ -75,6 +75,12 @@ def ingest_inventory(ctx: Ctx, agent: Agent, records: list[dict[str, Any]]) -> i
             "seen_at": record.seen_at,
             **archive.life_fields(record),
         }
+        if (
+            sighting is None
+            or sighting.life_state != fields["life_state"]
+            or sighting.life_since is None  # a row from before migration 0008: from now on
+        ):
+            fields["life_since"] = record.seen_at
         if sighting is None:
             vm = CatalogVm(tenant_id=tenant, name=record.name[:200], created_at=now, updated_at=now)
             ctx.session.add(vm)

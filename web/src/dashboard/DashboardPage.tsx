@@ -9,7 +9,7 @@ import { ErrorNote, Loading } from "../ui/Notice";
 import { useTitle } from "../ui/title";
 import { formatBytes } from "../vms/bytes";
 import { DashboardQuery } from "./queries";
-import { LIFE_WORDS, dayPoints, jobsSummary } from "./series";
+import { LIFE_WORDS, dayPoints, formatEnergy, jobsSummary } from "./series";
 
 const JobsByDayChart = lazy(() =>
   import("./DashboardCharts").then((m) => ({ default: m.JobsByDayChart })),
@@ -57,6 +57,10 @@ export function DashboardPage() {
               <Figure n={d.vms.vcpusReclaimed} what="vCPUs" />
               <Figure n={formatBytes(d.vms.memoryMbReclaimed * 1024 * 1024)} what="memory" />
               <Figure n={formatBytes(d.vms.diskBytesReclaimed)} what="datastore space" />
+              <Figure
+                n={formatEnergy(d.vms.energyReclaimedKwh)}
+                what={`energy (estimated; ${Math.round(d.vms.powerReclaimedWatts)} W now)`}
+              />
             </Card>
           </div>
           <div className="split split-even">

@@ -27,6 +27,8 @@ export const DashboardQuery = graphql(`
           vcpusReclaimed
           memoryMbReclaimed
           diskBytesReclaimed
+          powerReclaimedWatts
+          energyReclaimedKwh
         }
         jobsByDay(days: $days) {
           day

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { dayLabel, jobsSummary } from "./series";
+import { dayLabel, formatEnergy, jobsSummary } from "./series";
 
 describe("the dashboard's series", () => {
   it("labels a UTC day as that day, whatever the browser's zone", () => {
@@ -19,5 +19,15 @@ describe("the dashboard's series", () => {
     expect(jobsSummary([{ day: "2026-12-04", succeeded: 0, failed: 0 }])).toBe(
       "No job finished in the last day.",
     );
+  });
+});
+
+describe("formatEnergy", () => {
+  it("picks the unit a bill would", () => {
+    expect(formatEnergy(0)).toBe("0 Wh");
+    expect(formatEnergy(0.25)).toBe("250 Wh");
+    expect(formatEnergy(12.345)).toBe("12.3 kWh");
+    expect(formatEnergy(4321)).toBe("4.32 MWh");
+    expect(formatEnergy(Number.NaN)).toBe("unknown");
   });
 });

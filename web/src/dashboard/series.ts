@@ -46,3 +46,11 @@ export function jobsSummary(days: { day: string; succeeded: number; failed: numb
     worst.failed > 0 ? ` The most failures, ${worst.failed}, were on ${dayLabel(worst.day)}.` : "";
   return `In ${span} ${ok} jobs succeeded and ${bad} failed.${tail}`;
 }
+
+/** Energy as people read it on a bill: Wh below one kWh, kWh below one MWh, then MWh. */
+export function formatEnergy(kwh: number): string {
+  if (!Number.isFinite(kwh) || kwh < 0) return "unknown";
+  if (kwh < 1) return `${Math.round(kwh * 1000)} Wh`;
+  if (kwh < 1000) return `${kwh.toFixed(1)} kWh`;
+  return `${(kwh / 1000).toFixed(2)} MWh`;
+}
