@@ -20,6 +20,7 @@ from sqlalchemy import (
     Engine,
     Select,
     Table,
+    Text,
     Uuid,
     and_,
     any_,
@@ -138,16 +139,15 @@ class Database:
             yield session
 
     def _notify_before_commit(self, session: Session) -> None:
+        """The wake-ups no statement of the transaction carried yet (`insert_together`
+        carries those of the agents it writes entries for), in one statement."""
         if not self.is_postgres:
             return
         agents = session.info.get(_WAKE)
         if not agents:
             return
-        ids = sorted(str(a) for a in agents)
         with unscoped(session, "NOTIFY carries only agent ids to the wake-up bus"):
-            for i in range(0, len(ids), NOTIFY_BATCH):
-                payload = ",".join(ids[i : i + NOTIFY_BATCH])
-                session.execute(select(func.pg_notify(NOTIFY_CHANNEL, payload)))
+            session.execute(_NOTIFY, {"notify_payloads": notify_payloads(agents)})
 
     def _wake_after_commit(self, session: Session) -> None:
         agents = session.info.pop(_WAKE, None)
@@ -246,8 +246,7 @@ def insert_together(session: Session, tables: list[Rows]) -> None:
     if stmt is None:
         # Built once per layout: constructing and caching the statement anew cost more
         # of the interpreter than the rest of issuing a command.
-        *ctes, last = [_insert_from_arrays(t, i) for i, t in enumerate(tables)]
-        stmt = last.add_cte(*(c.cte(f"rows_{i}") for i, c in enumerate(ctes)))
+        stmt = _notify_rows([_insert_from_arrays(t, i) for i, t in enumerate(tables)])
         if len(_TOGETHER) >= 64:
             _TOGETHER.clear()
         _TOGETHER[layout] = stmt
@@ -256,11 +255,34 @@ def insert_together(session: Session, tables: list[Rows]) -> None:
         for i, t in enumerate(tables)
         for name, value in (t.varying | t.shared).items()
     }
+    # The wake-ups asked for so far ride in the same statement (`_notify_rows`), which
+    # saves the transaction a round trip at commit: NOTIFY is delivered at commit wherever
+    # in the transaction it was sent, and not at all if it rolls back.
+    params["notify_payloads"] = notify_payloads(session.info.pop(_WAKE, None) or ())
     with unscoped(session, "rows checked against the scope by insert_together"):
         session.execute(stmt, params)
 
 
 _TOGETHER: dict[tuple[Any, ...], Any] = {}
+
+
+def notify_payloads(agents: Iterable[uuid.UUID]) -> list[str]:
+    """The agent ids of a wake-up, comma-separated, in payloads of NOTIFY_BATCH."""
+    ids = sorted(str(a) for a in agents)
+    return [",".join(ids[i : i + NOTIFY_BATCH]) for i in range(0, len(ids), NOTIFY_BATCH)]
+
+
+def _notify_rows(ctes: list[Any]) -> Any:
+    """The statement `insert_together` runs: its INSERTs as data-modifying CTEs (which
+    PostgreSQL runs whether or not anything reads them) under a SELECT that sends one
+    NOTIFY per payload of `notify_payloads` (none for an empty list)."""
+    payload = func.unnest(bindparam("notify_payloads", type_=ARRAY(Text())))
+    return select(func.pg_notify(NOTIFY_CHANNEL, payload)).add_cte(
+        *(c.cte(f"rows_{i}") for i, c in enumerate(ctes))
+    )
+
+
+_NOTIFY = _notify_rows([])
 
 
 def _insert_from_arrays(t: Rows, n: int) -> Any:
