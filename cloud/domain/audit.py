@@ -41,10 +41,11 @@ def record(
 
 
 def records(
-    ctx: Ctx, action: str, entries: list[tuple[uuid.UUID, str | None, dict[str, Any]]]
+    ctx: Ctx, action: str, entries: list[tuple[uuid.UUID | None, str | None, dict[str, Any]]]
 ) -> Rows:
     """Records of one action, as (tenant, target, detail), for `insert_together` with the
-    rows they are about: issuing a command writes its audit record in the same statement."""
+    rows they are about: issuing a command writes its audit record in the same statement.
+    A tenant None is filled in by the statement (`Rows.claiming`)."""
     return Rows(
         AuditRecord,
         {

@@ -12,13 +12,14 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dockyard.cloud.store.db import Rows, insert_together
+from dockyard.cloud.store.db import Rows, claim_and_insert, insert_together
 from dockyard.cloud.store.models import Agent, Command, Job
 from dockyard.cloud.store.tenancy import unscoped
 
@@ -50,35 +51,34 @@ def issue(
     timeout: timedelta = timedelta(hours=1),
     idempotency_key: str | None = None,
 ) -> Command:
-    target: _Target
-    if idempotency_key is None:
-        # The agent read and its number taken in one statement; a refusal rolls both back.
-        target = claimed = sequence.claim(ctx.session, agent_id)
-        _check(ctx, [target], name, args, ttl, timeout)
-        seq = claimed.last_seq
-    else:
-        target = agents.get(ctx, agent_id)
-        _check(ctx, [target], name, args, ttl, timeout)
-        earlier = _issued_before(ctx, target, idempotency_key, name, args)
-        if earlier is not None:
-            return earlier
-        seq = sequence.allocate(ctx.session, agent_id)
     command_id = uuid.uuid4()
+    if idempotency_key is None:
+        # The agent's number claimed in the statement that writes the command, its job, its
+        # entry and the audit record (`claim_and_insert`); the agent is checked after, and a
+        # refusal rolls it all back.
+        _check_input(name, args, ttl, timeout)
+        record = audit.records(ctx, "command.issue", [(None, str(command_id), {"name": name})])
+        rows = _rows(ctx, [agent_id], [None], [None], name, args, ttl, timeout, None)
+        tables = [_from_claim(t) for t in [*rows.tables([command_id]), record]]
+        claimed = claim_and_insert(ctx.session, agent_id, tables)
+        if claimed is None:
+            raise NotFound("agent")
+        _check_targets(ctx, [claimed])
+        [command] = rows.commands([command_id], [claimed.tenant_id], [claimed.last_seq])
+        return command
+    target = agents.get(ctx, agent_id)
+    _check(ctx, [target], name, args, ttl, timeout)
+    earlier = _issued_before(ctx, target, idempotency_key, name, args)
+    if earlier is not None:
+        return earlier
+    seq = sequence.allocate(ctx.session, agent_id)
     record = audit.records(
         ctx, "command.issue", [(target.tenant_id, str(command_id), {"name": name})]
     )
-    [command] = _insert(
-        ctx,
-        [target],
-        {agent_id: seq},
-        name,
-        args,
-        ttl,
-        timeout,
-        idempotency_key,
-        [command_id],
-        record,
+    rows = _rows(
+        ctx, [agent_id], [target.tenant_id], [seq], name, args, ttl, timeout, idempotency_key
     )
+    [command] = _insert(ctx, rows, [command_id], record)
     return command
 
 
@@ -129,61 +129,101 @@ def issue_many(
         "command.issue_many",
         [(t, None, {"name": name, "agents": counts[t]}) for t in sorted(counts)],
     )
-    return _insert(ctx, targets, numbers, name, args, ttl, timeout, None, None, record)
+    tenant_ids, seqs = [a.tenant_id for a in targets], [numbers[a] for a in agent_ids]
+    rows = _rows(ctx, agent_ids, tenant_ids, seqs, name, args, ttl, timeout, None)
+    return _insert(ctx, rows, [uuid.uuid4() for _ in agent_ids], record)
 
 
-def _insert(
-    ctx: Ctx,
-    targets: Sequence[_Target],
-    numbers: dict[uuid.UUID, int],
-    name: str,
-    args: dict[str, Any],
-    ttl: timedelta,
-    timeout: timedelta,
-    idempotency_key: str | None,
-    command_ids: list[uuid.UUID] | None,
-    record: Rows,
-) -> list[Command]:
+def _insert(ctx: Ctx, rows: _Rows, command_ids: list[uuid.UUID], record: Rows) -> list[Command]:
     """A job, a command and a sequence entry for each agent, and the audit `record`,
     written together (`insert_together`: one statement on PostgreSQL) rather than
     through the unit of work, which spent most of a 200-agent issue building and flushing
     600 objects one by one. The commands returned are built from the same values and are
     not part of the session."""
+    insert_together(ctx.session, [*rows.tables(command_ids), record])
+    return rows.commands(command_ids)
+
+
+@dataclass
+class _Rows:
+    """What an issue writes for each agent, a job, a command and a sequence entry, once
+    its commands' ids are given; and the commands, built from the same values. A tenant
+    or a number left None is the claimed agent's (`_from_claim`)."""
+
+    ctx: Ctx
+    agent_ids: list[uuid.UUID]
+    tenant_ids: list[Any]
+    seqs: list[Any]
+    command: dict[str, Any]
+    job_ids: list[uuid.UUID]
+
+    def tables(self, command_ids: list[uuid.UUID]) -> list[Rows]:
+        now, agent_ids, tenant_ids = self.command["issued_at"], self.agent_ids, self.tenant_ids
+        entries = sequence.command_entries(
+            self.ctx.session, agent_ids, tenant_ids, self.seqs, command_ids, now
+        )
+        return [
+            Rows(
+                Job,
+                {"id": self.job_ids, "tenant_id": tenant_ids, "agent_id": agent_ids}
+                | {"command_id": command_ids},
+                {"kind": self.command["name"], "state": J.PENDING}
+                | {"created_at": now, "updated_at": now},
+            ),
+            Rows(
+                Command,
+                {"id": command_ids, "tenant_id": tenant_ids, "agent_id": agent_ids}
+                | {"job_id": self.job_ids, "seq": self.seqs},
+                self.command,
+            ),
+            entries,
+        ]
+
+    def commands(
+        self,
+        command_ids: list[uuid.UUID],
+        tenant_ids: list[uuid.UUID] | None = None,
+        seqs: list[int] | None = None,
+    ) -> list[Command]:
+        columns = zip(
+            command_ids,
+            tenant_ids or self.tenant_ids,
+            self.agent_ids,
+            self.job_ids,
+            seqs or self.seqs,
+            strict=True,
+        )
+        return [
+            Command(id=c, tenant_id=t, agent_id=a, job_id=j, seq=q, **self.command)
+            for c, t, a, j, q in columns
+        ]
+
+
+def _rows(
+    ctx: Ctx,
+    agent_ids: list[uuid.UUID],
+    tenant_ids: list[Any],
+    seqs: list[Any],
+    name: str,
+    args: dict[str, Any],
+    ttl: timedelta,
+    timeout: timedelta,
+    idempotency_key: str | None,
+) -> _Rows:
     now = ctx.now()
-    n = len(targets)
-    agent_ids = [a.id for a in targets]
-    tenant_ids = [a.tenant_id for a in targets]
-    command_ids = command_ids or [uuid.uuid4() for _ in range(n)]
-    job_ids = [uuid.uuid4() for _ in range(n)]
-    seqs = [numbers[a] for a in agent_ids]
     expires_at, timeout_s = now + ttl, int(timeout.total_seconds())
     command: dict[str, Any] = {"name": name, "args": args, "state": C.QUEUED}
     command |= {"idempotency_key": idempotency_key}
     command |= {"issued_by": ctx.principal.id, "issued_at": now, "expires_at": expires_at}
     command |= {"timeout_s": timeout_s}
-    insert_together(
-        ctx.session,
-        [
-            Rows(
-                Job,
-                {"id": job_ids, "tenant_id": tenant_ids, "agent_id": agent_ids}
-                | {"command_id": command_ids},
-                {"kind": name, "state": J.PENDING, "created_at": now, "updated_at": now},
-            ),
-            Rows(
-                Command,
-                {"id": command_ids, "tenant_id": tenant_ids, "agent_id": agent_ids}
-                | {"job_id": job_ids, "seq": seqs},
-                command,
-            ),
-            sequence.command_entries(ctx.session, agent_ids, tenant_ids, seqs, command_ids, now),
-            record,
-        ],
-    )
-    return [
-        Command(id=c, tenant_id=t, agent_id=a, job_id=j, seq=q, **command)
-        for c, t, a, j, q in zip(command_ids, tenant_ids, agent_ids, job_ids, seqs, strict=True)
-    ]
+    return _Rows(ctx, agent_ids, tenant_ids, seqs, command, [uuid.uuid4() for _ in agent_ids])
+
+
+def _from_claim(rows: Rows) -> Rows:
+    """Rows of one agent's issue whose tenant (and sequence number, where they have one)
+    are the claimed agent's."""
+    seq = {"seq": "last_seq"} if "seq" in rows.varying else {}
+    return rows.claiming(tenant_id="tenant_id", **seq)
 
 
 class _Target(Protocol):
@@ -205,10 +245,18 @@ def _check(
     ttl: timedelta,
     timeout: timedelta,
 ) -> None:
+    _check_targets(ctx, targets)
+    _check_input(name, args, ttl, timeout)
+
+
+def _check_targets(ctx: Ctx, targets: Sequence[_Target]) -> None:
     for agent in targets:
         ctx.principal.require(agent.tenant_id, P.COMMAND_ISSUE, "agent")
         if agent.revoked_at is not None:
             raise Revoked("this agent was revoked; it takes no more commands")
+
+
+def _check_input(name: str, args: dict[str, Any], ttl: timedelta, timeout: timedelta) -> None:
     if not NAME.match(name):
         raise Invalid("a command is named module.action, e.g. 'noop.append'")
     if not timedelta(seconds=1) <= ttl <= MAX_TTL:

@@ -11,10 +11,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, update
+from sqlalchemy import Row, update
 from sqlalchemy.orm import Session
 
-from dockyard.cloud.store.db import Rows, wake_agent
+from dockyard.cloud.store.db import CLAIM, Rows, wake_agent
 from dockyard.cloud.store.models import Agent, AgentEntry
 
 from .context import Ctx
@@ -25,22 +25,12 @@ def allocate(session: Session, agent_id: uuid.UUID) -> int:
     return int(claim(session, agent_id).last_seq)
 
 
-# Built once: an ORM UPDATE costs more to construct than to run. Nothing is synchronised
-# with the session; the caller uses the returned row, not a loaded Agent.
-_CLAIM = (
-    update(Agent)
-    .where(Agent.id == bindparam("claimed_agent"))
-    .values(last_seq=Agent.last_seq + 1)
-    .returning(Agent.id, Agent.tenant_id, Agent.revoked_at, Agent.last_seq)
-    .execution_options(synchronize_session=False)
-)
-
-
 def claim(session: Session, agent_id: uuid.UUID) -> Row[tuple[uuid.UUID, uuid.UUID, Any, int]]:
     """The agent's next number, with what a caller checks before using it (its tenant, its
-    revocation), in one statement: issuing a command reads the agent no other way. A
-    caller that then refuses rolls the number back with its transaction."""
-    row = session.execute(_CLAIM, {"claimed_agent": agent_id}).one_or_none()
+    revocation), in one statement. A caller that then refuses rolls the number back with
+    its transaction. (Issuing a command claims it in the statement that writes the
+    command: `commands.issue`.)"""
+    row = session.execute(CLAIM, {"claimed_agent": agent_id}).one_or_none()
     if row is None:
         raise NotFound("agent")
     return row

@@ -12,12 +12,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     Engine,
+    Row,
     Select,
     Table,
     Text,
@@ -32,12 +33,14 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
-from .models import Base
-from .tenancy import check_insert_tenants, install, scope_session, unscoped
+from .models import Agent, Base
+from .tenancy import check_insert_tenants, claim_scope, install, scope_session, unscoped
 
 NOTIFY_CHANNEL = "dockyard_agents"
 # Agent ids per NOTIFY, comma-separated: 200 x 37 bytes stays under PostgreSQL's 8000-byte
@@ -203,9 +206,24 @@ class Rows:
     model: type[Base]
     varying: dict[str, list[Any]]
     shared: dict[str, Any]
+    claimed: dict[str, str] = field(default_factory=dict)
+    """Columns that take the claimed agent's values (`claim_and_insert`): column name to
+    the claim's column (`id`, `tenant_id`, `revoked_at`, `last_seq`)."""
 
     def count(self) -> int:
         return len(next(iter(self.varying.values())))
+
+    def claiming(self, **columns: str) -> Rows:
+        """These rows with `columns` (e.g. `tenant_id="tenant_id"`, `seq="last_seq"`)
+        taken from the claimed agent instead of their own values."""
+        varying = {k: v for k, v in self.varying.items() if k not in columns}
+        shared = {k: v for k, v in self.shared.items() if k not in columns}
+        return Rows(self.model, varying, shared, self.claimed | columns)
+
+    def with_claim(self, claim: Row[Any]) -> Rows:
+        """The claimed columns filled in from the claim's row."""
+        taken = {k: getattr(claim, src) for k, src in self.claimed.items()}
+        return Rows(self.model, self.varying, self.shared | taken)
 
     def dicts(self) -> list[dict[str, Any]]:
         names = list(self.varying)
@@ -250,11 +268,7 @@ def insert_together(session: Session, tables: list[Rows]) -> None:
         if len(_TOGETHER) >= 64:
             _TOGETHER.clear()
         _TOGETHER[layout] = stmt
-    params = {
-        f"t{i}_{name}": value
-        for i, t in enumerate(tables)
-        for name, value in (t.varying | t.shared).items()
-    }
+    params = _params(tables)
     # The wake-ups asked for so far ride in the same statement (`_notify_rows`), which
     # saves the transaction a round trip at commit: NOTIFY is delivered at commit wherever
     # in the transaction it was sent, and not at all if it rolls back.
@@ -264,6 +278,14 @@ def insert_together(session: Session, tables: list[Rows]) -> None:
 
 
 _TOGETHER: dict[tuple[Any, ...], Any] = {}
+
+
+def _params(tables: list[Rows]) -> dict[str, Any]:
+    return {
+        f"t{i}_{name}": value
+        for i, t in enumerate(tables)
+        for name, value in (t.varying | t.shared).items()
+    }
 
 
 def notify_payloads(agents: Iterable[uuid.UUID]) -> list[str]:
@@ -285,15 +307,98 @@ def _notify_rows(ctes: list[Any]) -> Any:
 _NOTIFY = _notify_rows([])
 
 
-def _insert_from_arrays(t: Rows, n: int) -> Any:
-    """INSERT ... SELECT FROM unnest(arrays), with a named parameter per column."""
+def _insert_from_arrays(t: Rows, n: int, claim: Any = None) -> Any:
+    """INSERT ... SELECT FROM unnest(arrays), with a named parameter per column, and the
+    claimed columns from the `claim` CTE (one row, or none: then nothing is inserted)."""
     table = cast(Table, t.model.__table__)
     names = list(t.varying)
     arrays = [bindparam(f"t{n}_{k}", type_=ARRAY(table.c[k].type)) for k in names]
     rows = func.unnest(*arrays).table_valued(*names).render_derived()
     shared = [bindparam(f"t{n}_{k}", type_=table.c[k].type).label(k) for k in t.shared]
-    source = select(*(rows.c[k] for k in names), *shared)
-    return insert(table).from_select([*names, *t.shared], source)
+    taken = [claim.c[src].label(k) for k, src in t.claimed.items()]
+    source = select(*(rows.c[k] for k in names), *shared, *taken)
+    if taken:
+        source = source.select_from(rows).join(claim, true())
+    return insert(table).from_select([*names, *t.shared, *t.claimed], source)
+
+
+_AGENTS = cast(Table, Agent.__table__)
+# The agent's next sequence number, with what a caller checks before keeping it. Built
+# once: an ORM UPDATE costs more to construct than to run. Nothing is synchronised with
+# the session; the caller uses the returned row, not a loaded Agent.
+CLAIM = (
+    update(Agent)
+    .where(Agent.id == bindparam("claimed_agent"))
+    .values(last_seq=Agent.last_seq + 1)
+    .returning(Agent.id, Agent.tenant_id, Agent.revoked_at, Agent.last_seq)
+    .execution_options(synchronize_session=False)
+)
+
+
+def claim_and_insert(session: Session, agent_id: uuid.UUID, tables: list[Rows]) -> Row[Any] | None:
+    """Take `agent_id`'s next sequence number (`CLAIM`'s row: id, tenant, revocation,
+    number) and insert `tables`, whose `claimed` columns take the agent's values; None,
+    and nothing written, if the agent is not found within the session's tenant scope.
+    The caller checks the row afterwards and, refusing, rolls the whole back.
+
+    On PostgreSQL one statement: the claim's UPDATE ... RETURNING, restricted to the
+    session's tenants (`tenancy.claim_scope`), is a CTE the INSERTs select from, so an
+    agent outside the scope yields no rows anywhere; the wake-ups ride along as in
+    `insert_together`. Issuing a command so is BEGIN, this statement, COMMIT. Elsewhere the
+    claim (scoped by the session's hook) runs first, then `insert_together`."""
+    tables = [t for t in tables if t.count()]
+    if session.get_bind().dialect.name != "postgresql":
+        claim = session.execute(CLAIM, {"claimed_agent": agent_id}).one_or_none()
+        if claim is not None:
+            insert_together(session, [t.with_claim(claim) for t in tables])
+        return claim
+    scope = claim_scope(session)
+    for t in tables:
+        if "tenant_id" not in t.claimed:
+            check_insert_tenants(session, t.model, t.tenant_ids)
+    layout = (
+        scope is not None,
+        tuple((t.model, tuple(t.varying), tuple(t.shared), tuple(t.claimed)) for t in tables),
+    )
+    stmt = _CLAIMING.get(layout)
+    if stmt is None:
+        stmt = _claim_statement(tables, scoped=scope is not None)
+        if len(_CLAIMING) >= 64:
+            _CLAIMING.clear()
+        _CLAIMING[layout] = stmt
+    params = _params(tables) | {"claimed_agent": agent_id, "claim_scope": list(scope or ())}
+    params["notify_payloads"] = notify_payloads(session.info.pop(_WAKE, None) or ())
+    with unscoped(session, "the claim keeps to the session's tenants; rows take its tenant"):
+        return session.execute(stmt, params).one_or_none()
+
+
+_CLAIMING: dict[tuple[Any, ...], Any] = {}
+
+
+def _claim_statement(tables: list[Rows], *, scoped: bool) -> Any:
+    agents = _AGENTS
+    where = [agents.c.id == bindparam("claimed_agent", type_=Uuid())]
+    if scoped:
+        where.append(agents.c.tenant_id == any_(bindparam("claim_scope", type_=ARRAY(Uuid()))))
+    claim = (
+        update(agents)
+        .where(*where)
+        .values(last_seq=agents.c.last_seq + 1)
+        .returning(agents.c.id, agents.c.tenant_id, agents.c.revoked_at, agents.c.last_seq)
+        .cte("claimed")
+    )
+    ctes = [_insert_from_arrays(t, i, claim).cte(f"rows_{i}") for i, t in enumerate(tables)]
+    payload = func.unnest(bindparam("notify_payloads", type_=ARRAY(Text())))
+    notified = select(func.count()).select_from(
+        select(func.pg_notify(NOTIFY_CHANNEL, payload).label("sent")).subquery()
+    )
+    return select(
+        claim.c.id,
+        claim.c.tenant_id,
+        claim.c.revoked_at,
+        claim.c.last_seq,
+        notified.scalar_subquery().label("notified"),
+    ).add_cte(claim, *ctes)
 
 
 def wake_agent(session: Session, agent_id: uuid.UUID) -> None:

@@ -137,6 +137,19 @@ def check_insert_tenants(
     _inside(scope, tenant_ids())
 
 
+def claim_scope(session: Session) -> tuple[uuid.UUID, ...] | None:
+    """For a store function whose statement learns the tenant of the rows it writes only
+    as it runs (`db.claim_and_insert`: the tenant of the agent it claims): the tenants the
+    statement must restrict that claim to, or None inside `unscoped`. A session with no
+    scope is refused, as for any write of tenant-owned rows."""
+    if _is_unscoped(session):
+        return None
+    scope = session_scope(session)
+    if scope is None:
+        raise TenantScopeError("tenant-owned rows inserted without a tenant scope")
+    return scope
+
+
 def _inside(scope: tuple[uuid.UUID, ...], tenant_ids: Iterable[Any]) -> None:
     for tenant_id in tenant_ids:
         if tenant_id not in scope:
