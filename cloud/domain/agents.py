@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,7 +16,6 @@ from dockyard.agent.protocol import (
     FlowMode,
     narrowest,
 )
-from dockyard.cloud.store import delivery as store_delivery
 from dockyard.cloud.store.models import Agent, Site, Tenant, UsedAssertion
 from dockyard.cloud.store.tenancy import unscoped
 
@@ -126,22 +125,49 @@ def rotate_key(ctx: Ctx, agent_id: uuid.UUID, public_key: str) -> Agent:
 def record_seen(
     session: Session, seen: dict[uuid.UUID, datetime], skews: dict[uuid.UUID, int] | None = None
 ) -> set[uuid.UUID]:
-    """Store when agents last polled, for many agents at once (`store.delivery.record_seen`:
-    one statement on PostgreSQL); returns the agents skipped because another transaction
-    holds their row.
+    """Store when agents last polled, for many agents in one executemany; returns the
+    agents skipped because another transaction holds their row.
 
     Polls answered from memory (see the bus) never open a transaction, so the process
-    gathers the times and writes them every sweep, in Core, not the ORM, so the cost per
-    row stays small enough not to stall the event loop's thread for thousands of agents.
-    Rows another transaction holds (a command being issued to that agent) are skipped, not
+    gathers the times and writes them every sweep; Core, not the ORM, keeps the cost per
+    row small enough not to stall the event loop's thread for thousands of agents. Rows
+    another transaction holds (a command being issued to that agent) are skipped, not
     waited for: a last-seen time must never delay a delivery, and the caller keeps the
     skipped ones for its next sweep. An agent that no longer exists is simply dropped.
     `skews`: the clock skew agents reported with those polls (an agent that reported none
     keeps its last one)."""
     if not seen:
         return set()
+    table = cast(Table, Agent.__table__)
     with unscoped(session, "last-seen times of agents whose access tokens this process checked"):
-        return store_delivery.record_seen(session, seen, skews or {})
+        conn = session.connection()
+        free = set(
+            conn.execute(
+                select(table.c.id)
+                .where(table.c.id.in_(sorted(seen)))
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        skews = skews or {}
+        rows = [
+            {"agent_id": agent_id, "at": at, "skew": skews.get(agent_id)}
+            for agent_id, at in seen.items()
+            if agent_id in free
+        ]
+        if rows:
+            stmt = (
+                update(table)
+                .where(table.c.id == bindparam("agent_id"))
+                .values(
+                    last_seen_at=bindparam("at"),
+                    clock_skew_s=func.coalesce(bindparam("skew"), table.c.clock_skew_s),
+                )
+            )
+            conn.execute(stmt, rows)
+        rest = seen.keys() - free
+        if not rest:
+            return set()
+        return set(conn.execute(select(table.c.id).where(table.c.id.in_(rest))).scalars())
 
 
 # --- reads for the transports ---------------------------------------------------------------

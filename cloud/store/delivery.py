@@ -13,14 +13,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
     BindParameter,
-    Integer,
     Select,
-    Table,
     Uuid,
     and_,
     any_,
@@ -440,72 +438,3 @@ def mark_acked(
 def set_acked_heads(session: Session, heads: dict[uuid.UUID, int]) -> None:
     """Each agent's acknowledged head, by primary key in one executemany."""
     session.execute(update(Agent), [{"id": a, "acked_seq": h} for a, h in heads.items()])
-
-
-def record_seen(
-    session: Session, seen: dict[uuid.UUID, datetime], skews: dict[uuid.UUID, int]
-) -> set[uuid.UUID]:
-    """Store each agent's last poll time (and its reported clock skew, where `skews` has
-    one), skipping rows another transaction holds; returns the agents skipped that exist.
-    The caller runs it unscoped: the rows span tenants.
-
-    On PostgreSQL one statement: the agents' rows locked with SKIP LOCKED in one CTE,
-    updated from arrays (`unnest`) in another, the existing ids and whether each was
-    updated selected from the statement's snapshot. Done as a lock read and an
-    executemany of one UPDATE per agent, the sweep held the interpreter lock for 12% of
-    the cloud's samples with 10,000 agents polling (py-spy), on a worker thread beside the
-    loop and delivery's threads. SQLite has no SKIP LOCKED and one writer: its rows are
-    written one by one."""
-    if session.get_bind().dialect.name != "postgresql":
-        conn = session.connection()
-        conn.execute(
-            _seen_one,
-            [{"agent_id": a, "at": at, "skew": skews.get(a)} for a, at in seen.items()],
-        )
-        return set()
-    ids = sorted(seen)
-    params = {
-        "seen_ids": ids,
-        "seen_ats": [seen[a] for a in ids],
-        "seen_skews": [skews.get(a) for a in ids],
-    }
-    rows = session.connection().execute(_SEEN, params).all()
-    return {agent_id for agent_id, updated in rows if not updated}
-
-
-_AGENTS = cast(Table, Agent.__table__)
-
-
-def _seen_statement() -> Select[Any]:
-    table = _AGENTS
-    ids = bindparam("seen_ids", type_=ARRAY(table.c.id.type))
-    given = func.unnest(
-        ids,
-        bindparam("seen_ats", type_=ARRAY(table.c.last_seen_at.type)),
-        bindparam("seen_skews", type_=ARRAY(Integer())),
-    )
-    values = given.table_valued("id", "at", "skew").render_derived()
-    free = select(table.c.id).where(table.c.id == any_(ids)).with_for_update(skip_locked=True)
-    free_cte = free.cte("seen_free")
-    written = (
-        update(table)
-        .where(table.c.id == values.c.id, table.c.id.in_(select(free_cte.c.id)))
-        .values(
-            last_seen_at=values.c.at,
-            clock_skew_s=func.coalesce(values.c.skew, table.c.clock_skew_s),
-        )
-        .returning(table.c.id)
-        .cte("seen_written")
-    )
-    return select(table.c.id, table.c.id.in_(select(written.c.id))).where(table.c.id == any_(ids))
-
-
-_SEEN = _seen_statement()
-_seen_one = (
-    update(_AGENTS)
-    .where(_AGENTS.c.id == bindparam("agent_id"))
-    .values(
-        last_seen_at=bindparam("at"),
-        clock_skew_s=func.coalesce(bindparam("skew"), _AGENTS.c.clock_skew_s),
-    )
-)
