@@ -23,7 +23,7 @@ from dockyard.cloud.store.db import Rows, claim_and_insert, insert_together
 from dockyard.cloud.store.models import Agent, Command, Job
 from dockyard.cloud.store.tenancy import unscoped
 
-from . import agents, audit, sequence, states, text
+from . import agents, audit, live, sequence, states, text
 from .clock import Clock
 from .context import Ctx
 from .errors import Invalid, NotFound, Revoked
@@ -65,6 +65,7 @@ def issue(
             raise NotFound("agent")
         _check_targets(ctx, [claimed])
         [command] = rows.commands([command_id], [claimed.tenant_id], [claimed.last_seq])
+        _announce(ctx, [command])
         return command
     target = agents.get(ctx, agent_id)
     _check(ctx, [target], name, args, ttl, timeout)
@@ -134,6 +135,12 @@ def issue_many(
     return _insert(ctx, rows, [uuid.uuid4() for _ in agent_ids], record)
 
 
+def _announce(ctx: Ctx, made: Sequence[Command]) -> None:
+    """New jobs for the portal's live view: Core statements wrote them, which the session's
+    flush (where `live.noticed` looks) never sees, so they are named at the commit here."""
+    live.announce(ctx.session, {live.Change(live.Kind.JOB, c.tenant_id, c.job_id) for c in made})
+
+
 def _insert(ctx: Ctx, rows: _Rows, command_ids: list[uuid.UUID], record: Rows) -> list[Command]:
     """A job, a command and a sequence entry for each agent, and the audit `record`,
     written together (`insert_together`: one statement on PostgreSQL) rather than
@@ -141,7 +148,9 @@ def _insert(ctx: Ctx, rows: _Rows, command_ids: list[uuid.UUID], record: Rows) -
     600 objects one by one. The commands returned are built from the same values and are
     not part of the session."""
     insert_together(ctx.session, [*rows.tables(command_ids), record])
-    return rows.commands(command_ids)
+    made = rows.commands(command_ids)
+    _announce(ctx, made)
+    return made
 
 
 @dataclass

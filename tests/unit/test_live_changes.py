@@ -77,3 +77,41 @@ def test_a_change_crosses_the_bus_as_65_characters_and_nothing_else_decodes() ->
     for junk in ("", "x" * 65, "j" + "0" * 63, change.encode() + "0"):
         with pytest.raises(ValueError, match="65 characters|valid Kind|hexadecimal"):
             Change.decode(junk)
+
+
+def test_a_new_command_announces_its_job_at_the_commit_whichever_way_it_was_issued(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Issuing writes jobs by Core statements, which the flush never sees: each way of issuing
+    names its jobs itself (a single issue, one with an idempotency key, a burst)."""
+    from dockyard.cloud.domain import commands
+
+    db = Database(db_url)
+    bus = Bus()
+    bus.attach(db)
+    world = make_world(db)
+    agent_id = enrol_agent(world, tmp_path)
+
+    def issue(how: str) -> set[uuid.UUID]:
+        with system(db, world.tenant_id) as ctx:
+            if how == "one":
+                made = [commands.issue(ctx, agent_id, "noop.append", {"text": how})]
+            elif how == "keyed":
+                made = [commands.issue(ctx, agent_id, "noop.append", {}, idempotency_key="k1")]
+            else:
+                made = commands.issue_many(ctx, [agent_id], "noop.append", {"text": how})
+            return {c.job_id for c in made}
+
+    async def scenario() -> None:
+        await bus.start()
+        with bus.live({world.tenant_id}) as listener:
+            for how in ("one", "keyed", "many"):
+                jobs = await asyncio.to_thread(issue, how)
+                heard, _ = await listener.next(30)
+                assert heard == {Change(Kind.JOB, world.tenant_id, j) for j in jobs}, how
+        await bus.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        db.dispose()
