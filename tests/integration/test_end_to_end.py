@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -84,14 +85,19 @@ def test_enrol_policy_command_events_graphql(cloud: Cloud, pg: Database, tmp_pat
         )
         eventually(lambda: json.loads(policy_file.read_text())["version"] == 2, what="policy v2")
 
-        listed = gql.data(
-            """query($t: ID!) { agents(tenantId: $t) { ... on AgentConnection {
-            edges { node { id lastSeenAt site { name } } } } } }""",
-            t=str(world.tenant_id),
-        )
-        node = listed["agents"]["edges"][0]["node"]
+        def listed() -> dict[str, Any]:
+            answer = gql.data(
+                """query($t: ID!) { agents(tenantId: $t) { ... on AgentConnection {
+                edges { node { id lastSeenAt site { name } } } } } }""",
+                t=str(world.tenant_id),
+            )
+            node: dict[str, Any] = answer["agents"]["edges"][0]["node"]
+            return node
+
+        node = listed()
         assert (node["id"], node["site"]["name"]) == (agent_id, "main")
-        assert node["lastSeenAt"], "the sweeper stores when the agent last polled"
+        # The sweeper stores when the agent last polled on its own timer (every 5 s).
+        eventually(lambda: listed()["lastSeenAt"] is not None, what="lastSeenAt stored")
         audit = gql.data(
             """query($t: ID!) { auditLog(tenantId: $t, first: 100) { ... on AuditRecordConnection {
             edges { node { action } } } } }""",
