@@ -25,7 +25,7 @@ from ..procs import Cloud, free_port
 TAG = uuid.uuid4().hex[:8]
 SESSION_COOKIE, CSRF_COOKIE = "dockyard_session", "dockyard_csrf"
 # A locator that waits longer than this has found a broken page, not a slow one.
-TIMEOUT_MS = 30_000
+TIMEOUT_MS = 10_000
 
 
 def account(login: str) -> Account:

@@ -70,7 +70,9 @@ def test_signing_out_in_the_portal_ends_the_session_on_the_server(
 ) -> None:
     built()
     page = context.new_page()
-    sign_in(page, cloud, SAM)
+    # Straight to this world's tenant: Sam has a seat in other tests' tenants too, and the
+    # portal opens the first of them when no page is asked for.
+    sign_in(page, cloud, SAM, f"/portal/t/{world.tenant_id}/agents")
     page.wait_for_url(f"**/portal/t/{world.tenant_id}/agents")
     page.get_by_role("heading", name="Agents").wait_for()
     jar = cookies(context, cloud)
