@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import logs
-from .commandline import completion, finish
+from .commandline import completion, finish, reader_left
 from .crashpoints import ROTATION_POINT, crashpoint
-from .errors import EXIT_PIPE, AgentError, AlreadyDocked, BadInput, NotDocked, StateDamaged
+from .errors import AgentError, AlreadyDocked, BadInput, NotDocked, StateDamaged
 from .settings import AgentSettings, reference
 from .vault import cli as vault_cli
 
@@ -542,15 +542,6 @@ def _module_command(module: type[Module], args: argparse.Namespace) -> int:
     return module.run_cli(args, args.state, policies)
 
 
-def _reader_left() -> int:
-    """`... | head` closed the pipe: say nothing more on it, and end as a writer whose reader
-    left does (Python would otherwise complain again when it flushes at exit)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return EXIT_PIPE
-
-
 def _end_now(code: int) -> NoReturn:
     """A vault command run as the process's own command has finished: what it wrote is
     closed (a restore's files fsynced), its locks released and its threads joined. The
@@ -575,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
             _end_now(code)
         return code
     except BrokenPipeError:
-        return _reader_left()
+        return reader_left()
     except AgentError as e:
         print(f"dockyard-agent: {e}", file=sys.stderr)
         return e.exit_code

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
@@ -103,3 +104,16 @@ def completion(ap: argparse.ArgumentParser, shell: str) -> str:
     import shtab
 
     return str(shtab.complete(ap, shell=shell))
+
+
+EXIT_PIPE = 141
+"""128 + SIGPIPE, what a shell shows for a writer whose reader left."""
+
+
+def reader_left() -> int:
+    """`... | head` closed the pipe: say nothing more on it, and end as a writer whose reader
+    left does (Python would otherwise complain again when it flushes at exit)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The cloud's CLI ends so too when its reader left, and may not import this file.
+from .commandline import EXIT_PIPE as EXIT_PIPE
+
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_REVOKED = 3
 EXIT_STATE = 5
 EXIT_UNREACHABLE = 6
-EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a writer whose reader left
 
 
 class AgentError(Exception):

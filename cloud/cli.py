@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +20,7 @@ except ImportError:  # pragma: no cover - exercised by the agent-only install te
 
 from pydantic import ValidationError
 
-from dockyard.agent.commandline import completion, finish
+from dockyard.agent.commandline import completion, finish, reader_left
 from dockyard.agent.protocol import FlowMode
 from dockyard.cloud import demo, logs
 from dockyard.cloud.domain import admin, enrolment, tenants
@@ -271,11 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()
         return code
-    except BrokenPipeError:  # `dockyard completion bash | head`: end as a writer whose reader left
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return 141
+    except BrokenPipeError:  # `dockyard completion bash | head`
+        return reader_left()
     except KeyboardInterrupt:  # uvicorn raises it again once it has stopped on Ctrl-C
         return 130
 

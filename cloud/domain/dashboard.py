@@ -8,7 +8,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
 
 from dockyard.cloud.store.models import Agent, Job
 from dockyard.cloud.store.types import utc_day
@@ -54,14 +55,19 @@ def check(ctx: Ctx, tenant_id: uuid.UUID) -> None:
 
 def agents(ctx: Ctx, tenant_id: uuid.UUID) -> AgentCounts:
     ctx.principal.require(tenant_id, P.AGENT_READ)
+    return count_agents(ctx.session, ctx.now(), Agent.tenant_id == tenant_id)
+
+
+def count_agents(session: Session, now: datetime, *where: ColumnElement[bool]) -> AgentCounts:
+    """Agents by state in one aggregate: a tenant's here, every tenant's for `fleet.py`."""
     live = Agent.revoked_at.is_(None)
-    recent = Agent.last_seen_at >= ctx.now() - QUIET_AFTER
-    online, quiet, revoked = ctx.session.execute(
+    recent = Agent.last_seen_at >= now - QUIET_AFTER
+    online, quiet, revoked = session.execute(
         select(
             func.count().filter(live, recent),
             func.count().filter(live, ~recent | Agent.last_seen_at.is_(None)),
             func.count().filter(~live),
-        ).where(Agent.tenant_id == tenant_id)
+        ).where(*where)
     ).one()
     return AgentCounts(int(online), int(quiet), int(revoked))
 

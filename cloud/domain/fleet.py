@@ -15,10 +15,10 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dockyard.cloud.store.models import Agent, Job
+from dockyard.cloud.store.models import Job
 
 from . import modules
-from .dashboard import QUIET_AFTER
+from .dashboard import count_agents
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,12 @@ def gauges(session: Session, now: datetime) -> list[Gauge]:
         Gauge("dockyard_jobs", "Jobs by state, every tenant", n, (("state", state),))
         for state, n in session.execute(select(Job.state, func.count()).group_by(Job.state))
     ]
-    live = Agent.revoked_at.is_(None)
-    recent = Agent.last_seen_at >= now - QUIET_AFTER
-    online, quiet, revoked = session.execute(
-        select(
-            func.count().filter(live, recent),
-            func.count().filter(live, ~recent | Agent.last_seen_at.is_(None)),
-            func.count().filter(~live),
-        )
-    ).one()
-    for state, n in (("online", online), ("quiet", quiet), ("revoked", revoked)):
+    agents = count_agents(session, now)
+    for state, n in (
+        ("online", agents.online),
+        ("quiet", agents.quiet),
+        ("revoked", agents.revoked),
+    ):
         out.append(
             Gauge("dockyard_agents", "Agents by state, every tenant", n, (("state", state),))
         )
