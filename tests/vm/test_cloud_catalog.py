@@ -189,3 +189,49 @@ def test_vm_lifecycle_policies_are_validated_and_versioned(cloud: Cloud, pg: Dat
     assert version["version"] == 2
     assert version["document"]["idle_days"] == 45
     assert version["document"]["thresholds"]["cpu"] == 5.0  # defaults filled in, stored
+
+
+LIFE = """query($t: ID!) { vms(tenantId: $t) { __typename ... on VmConnection {
+  edges { node { name lifeState sightings { nativeId } } } } } }"""
+
+
+@pytest.mark.parametrize("old_seen_later_s", [0, 5])
+def test_a_restored_instance_is_the_vm_s_present_whatever_the_old_id_s_seen_at(
+    cloud: Cloud, pg: Database, tmp_path: Path, old_seen_later_s: int
+) -> None:
+    """An EC2 restore gives the VM a new id and the agent may go on reporting the old,
+    terminated one in the same inventory, with the same `seen_at` (or a later one). The VM's
+    life state is the new instance's: the old sighting was superseded, which `seen_at` alone
+    cannot tell (CI once saw the old one's OFF through the tie). And the old id's sighting,
+    reported again, stays in the VM its successor joined."""
+    world = make_world(pg)
+    link, _ = dock(cloud, world, tmp_path)
+    seen = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    archive = {
+        "archived_at": seen.isoformat(),
+        "snapshot": "s1",
+        "repository": "r1",
+        "size_before": 1 << 30,
+        "stored_bytes": 1 << 20,
+        "restore_count": 1,
+        "restored_from": "i-old",
+    }
+    new = record("aws", "i-new", "web", ec2_instance_id="i-new") | {
+        "seen_at": seen.isoformat(),
+        "archive": archive,
+    }
+    old = record("aws", "i-old", "web", ec2_instance_id="i-old") | {
+        "seen_at": seen.replace(second=old_seen_later_s).isoformat(),
+        "power_state": "gone",
+        "life_state": "off",
+    }
+    try:
+        send(link, [new, old])
+        send(link, [old, new])  # a later inventory must not split the link apart again
+        data = Gql(cloud.url, world.token).data(LIFE, t=str(world.tenant_id))
+    finally:
+        link.close()
+    (edge,) = data["vms"]["edges"]
+    assert {s["nativeId"] for s in edge["node"]["sightings"]} == {"i-old", "i-new"}
+    assert edge["node"]["lifeState"] == "RUNNING"
+    assert edge["node"]["sightings"][-1]["nativeId"] == "i-new"

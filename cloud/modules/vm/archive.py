@@ -22,6 +22,7 @@ from dockyard.cloud.domain.mail import Mail, Mailer
 from dockyard.cloud.domain.pages import Page, PageRequest, keyset
 from dockyard.cloud.domain.permissions import Permission as P
 from dockyard.cloud.domain.states import CommandState as C
+from dockyard.cloud.modules.vm import catalog
 from dockyard.cloud.store.models import (
     Agent,
     CatalogVm,
@@ -84,11 +85,9 @@ def _sighting(ctx: Ctx, vm_id: uuid.UUID, wanted: frozenset[LifeState]) -> VmSig
     if vm is None:
         raise NotFound("vm")
     ctx.principal.require(vm.tenant_id, P.VM_POWER, "vm")
-    seen = list(
-        ctx.session.scalars(
-            select(VmSighting).where(VmSighting.vm_id == vm_id).order_by(VmSighting.seen_at.desc())
-        )
-    )
+    seen = catalog.life_order(
+        list(ctx.session.scalars(select(VmSighting).where(VmSighting.vm_id == vm_id)))
+    )[::-1]
     if not seen:
         raise NotFound("vm")
     return next((s for s in seen if LifeState(s.life_state) in wanted), seen[0])

@@ -118,6 +118,11 @@ def _merge(ctx: Ctx, sightings: list[VmSighting], changed: set[uuid.UUID], now: 
             if before.vm_id != s.vm_id:
                 _move(ctx, s, before.vm_id, now)
             continue
+        after = next((o for o in sightings if _restored_from(sightings, o) is s), None)
+        if after is not None:  # the same link seen from the old id: never split it off
+            if after.vm_id != s.vm_id and not after.pinned:
+                _move(ctx, after, s.vm_id, now)
+            continue
         mine = identifiers(s.identifiers)
         agreeing: dict[uuid.UUID, int] = defaultdict(int)
         others: dict[uuid.UUID, VmSighting] = {}
@@ -171,6 +176,18 @@ def _restored_from(sightings: list[VmSighting], s: VmSighting) -> VmSighting | N
         ),
         None,
     )
+
+
+def life_order(sightings: list[VmSighting]) -> list[VmSighting]:
+    """Oldest first, so the last is the one that says what the VM is now.
+
+    By `seen_at`, except that a sighting a restore superseded (its VM came back under a new
+    id whose record names it in `restored_from`) goes before every other: the agent may go
+    on reporting the old, archived id in the same inventory as the new one, with the same
+    `seen_at`, and that tie must not make the archived instance the VM's present.
+    """
+    superseded = {p.id for o in sightings if (p := _restored_from(sightings, o)) is not None}
+    return sorted(sightings, key=lambda s: (s.id not in superseded, s.seen_at))
 
 
 def _shared(sightings: list[VmSighting], s: VmSighting) -> bool:
@@ -268,11 +285,11 @@ def catalog(
         return page.map(lambda v: CatalogEntry(v, [], {}))
     grouped: dict[uuid.UUID, list[VmSighting]] = defaultdict(list)
     for s in ctx.session.scalars(
-        select(VmSighting)
-        .where(VmSighting.vm_id.in_([v.id for v in vms]))
-        .order_by(VmSighting.seen_at)
+        select(VmSighting).where(VmSighting.vm_id.in_([v.id for v in vms]))
     ):
         grouped[s.vm_id].append(s)
+    for vm_id, group in grouped.items():
+        grouped[vm_id] = life_order(group)
     clones = possible_clones(ctx, tenant_id)
     return page.map(
         lambda v: CatalogEntry(

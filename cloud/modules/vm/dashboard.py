@@ -9,9 +9,8 @@ replaces the VM's files); a VM that is merely off still holds its disks.
 from __future__ import annotations
 
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -20,6 +19,7 @@ from dockyard.agent.protocol.vm import LifeState
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.fleet import Gauge
 from dockyard.cloud.domain.permissions import Permission as P
+from dockyard.cloud.modules.vm import catalog
 from dockyard.cloud.store.models import VmSighting
 
 RECLAIMING = frozenset({LifeState.OFF, LifeState.ARCHIVED})
@@ -50,28 +50,17 @@ class VmFigures:
 
 def figures(ctx: Ctx, tenant_id: uuid.UUID) -> VmFigures:
     ctx.principal.require(tenant_id, P.VM_READ)
-    rows = ctx.session.execute(
-        select(
-            VmSighting.vm_id,
-            VmSighting.seen_at,
-            VmSighting.life_state,
-            VmSighting.record,
-            VmSighting.size_before,
-            VmSighting.stored_bytes,
-            VmSighting.life_since,
-        ).where(VmSighting.tenant_id == tenant_id)
-    ).all()
-    newest: dict[
-        uuid.UUID, tuple[datetime, LifeState, dict[str, object], int, int, datetime | None]
-    ] = {}
-    for vm_id, seen_at, state, record, before, stored, since in rows:
-        if vm_id not in newest or seen_at > newest[vm_id][0]:
-            newest[vm_id] = (seen_at, LifeState(state), record, before or 0, stored or 0, since)
+    grouped: dict[uuid.UUID, list[VmSighting]] = defaultdict(list)
+    for s in ctx.session.scalars(select(VmSighting).where(VmSighting.tenant_id == tenant_id)):
+        grouped[s.vm_id].append(s)
+    newest = [catalog.life_order(group)[-1] for group in grouped.values()]
     by_state: Counter[LifeState] = Counter()
     stored = saved = vcpus = memory = disk = 0
     watts = kwh = 0.0
     now = ctx.now()
-    for _, state, record, before, kept, since in newest.values():
+    for s in newest:
+        state, record, since = LifeState(s.life_state), s.record or {}, s.life_since
+        before, kept = s.size_before or 0, s.stored_bytes or 0
         by_state[state] += 1
         if state in RECLAIMING:
             cpus, mib = _int(record.get("cpus")), _int(record.get("memory_mb"))
