@@ -47,6 +47,15 @@ def tracing(settings: Settings, engine: Engine, version: str) -> Tracing:
     provider = TracerProvider(resource=resource)
     exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint.rstrip("/") + "/v1/traces")
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    SQLAlchemyInstrumentor().instrument(engine=engine, tracer_provider=provider)
+    sql = SQLAlchemyInstrumentor()
+    sql.instrument(engine=engine, tracer_provider=provider)
+
+    def shutdown() -> None:
+        # The instrumentor also wraps sqlalchemy's `create_engine` for the whole process;
+        # left in place, every engine made after this app stopped would trace into a provider
+        # that has shut down (and a second app's instrument() would do nothing).
+        sql.uninstrument()
+        provider.shutdown()
+
     options: dict[str, Any] = {"tracer_provider": provider, "excluded_urls": NOT_TRACED}
-    return Tracing([Middleware(OpenTelemetryMiddleware, **options)], provider.shutdown)
+    return Tracing([Middleware(OpenTelemetryMiddleware, **options)], shutdown)

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy
+import wrapt
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -113,6 +116,10 @@ def test_a_request_and_its_sql_reach_the_otlp_endpoint(tmp_path: Path, receiver:
     sql = [a for n, a, _ in receiver.spans if "db.system" in a or "db.system.name" in a]
     assert sql, f"no SQL span among {names}"
     assert {service for _, _, service in receiver.spans} == {"dy-test"}
+    # The app's stop took its instrumentation with it: the process's `create_engine` is
+    # sqlalchemy's own again, so engines made later (another app, the next test) trace nothing.
+    assert not isinstance(sqlalchemy.create_engine, wrapt.ObjectProxy)
+    assert not SQLAlchemyInstrumentor().is_instrumented_by_opentelemetry
 
 
 def test_without_an_endpoint_nothing_of_opentelemetry_is_loaded(tmp_path: Path) -> None:
