@@ -25,6 +25,7 @@ from dockyard.agent.modules.vm.archiving import SIGNATURE_HEADER, TIMESTAMP_HEAD
 from dockyard.agent.modules.vm.datastore import DatastorePath
 from dockyard.agent.modules.vm.drivers import open_driver
 from dockyard.agent.modules.vm.drivers.base import DriverError
+from dockyard.agent.modules.vm.life import LifeBook
 from dockyard.agent.modules.vm.vmfiles.vsphere import VsphereFiles
 from dockyard.agent.protocol import CommandEntry, FlowMode, MetadataBatch
 from dockyard.agent.protocol.vm import LifeState, PowerAction
@@ -198,6 +199,8 @@ def test_restore_powers_the_vm_on_and_calls_a_signed_webhook(
     vm = module.driver("vc").discover().vms[2]
     before = _fill(module, vm.native_id)
     module.discover(module.clock())
+    idle = {"state": "idle", "at": START.isoformat(), "window": [], "signals": [], "reasons": []}
+    module.store.set_evaluations([("vc", vm.native_id, None, json.dumps(idle))])
     service = module.archives
     progress: list[tuple[float, str]] = []
     record = service.archive("vc", vm.native_id, lambda f, d: progress.append((f, d)))
@@ -212,6 +215,15 @@ def test_restore_powers_the_vm_on_and_calls_a_signed_webhook(
     done = service.restore("vc", vm.native_id, requested_by="alice@example.com")
     assert done == ["powered on", "webhook answered 204"]
     assert module.driver("vc").discover().vms[2].power_state == "on"
+    # The idle verdict from before the archive is gone and the first period starts anew:
+    # the VM asked back is running, not found idle again on the days it spent archived.
+    again = module.store.vm("vc", vm.native_id)
+    assert again is not None
+    assert again.quiet_from == module.clock()
+    assert again.evaluation is None
+    assert LifeBook(module.store).of("vc", vm.native_id, "on", again.evaluation)[0] == (
+        LifeState.RUNNING
+    )
     life = service.archiver.journal.life("vc", vm.native_id)
     assert life is not None
     assert life[0] == LifeState.RUNNING

@@ -727,6 +727,9 @@ class Archiver:
         # The point of no return: the VM is back, whole and compared; the stub goes last
         # (removing one that is already gone, after a crash here, is no error).
         files.remove_stub(vm)
+        # Someone asked for this VM back: its first period starts again now, not from the
+        # days it spent off and archived, which would find it idle at once.
+        self.journal.store.set_quiet_from(endpoint, vm.native_id, self.clock())
         life = self.journal.life(endpoint, vm.native_id)
         record = life[2] if life else None
         if record is not None:

@@ -464,9 +464,11 @@ class VmStore:
             )
 
     def set_quiet_from(self, endpoint: str, native_id: str, moment: datetime) -> None:
+        """The VM's first period starts again at `moment`. Its last evaluation judged days
+        before that, so it goes too: kept, it would call the VM idle until the next pass."""
         with self.tx() as db:
             db.execute(
-                "UPDATE vms SET quiet_from=? WHERE endpoint=? AND native_id=?",
+                "UPDATE vms SET quiet_from=?, evaluation=NULL WHERE endpoint=? AND native_id=?",
                 (moment.isoformat(), endpoint, native_id),
             )
 
