@@ -339,6 +339,7 @@ class Repository:
         self._local = threading.local()
         self._zero_ids: dict[bytes, int] | None = None
         self._zero_by_length: dict[int, bytes] = {}
+        self._zero_lock = threading.Lock()
         self.files_cache = FilesCache(cache, self.keys, self.id)
         """Where `cache` is a folder, each source's last file list is kept there, so a
         store does not open every snapshot to find it (None: rebuilt on every store)."""
@@ -547,7 +548,11 @@ class Repository:
         if _cdc.all_zero(chunk):
             blob_id = self._zero_by_length.get(len(chunk))
             if blob_id is None:
-                blob_id = self._zero_by_length[len(chunk)] = self.keys.chunk_id(chunk)
+                # The pool's threads seal at once: the first to miss hashes, the rest wait.
+                with self._zero_lock:
+                    blob_id = self._zero_by_length.get(len(chunk))
+                    if blob_id is None:
+                        blob_id = self._zero_by_length[len(chunk)] = self.keys.chunk_id(chunk)
         else:
             blob_id = self.keys.chunk_id(chunk)
         writer.add(blob_id, chunk, self._compressor())
