@@ -1,6 +1,7 @@
-"""The cloud's own timers: each module's (`CloudModule.timers`), each in a loop of its own at
-its own period, on every replica (a timer locks what it advances, so replicas may all run
-it). A pass that fails is logged and tried again at the next period."""
+"""The cloud's own timers: the core's (the dashboard's history) and each module's
+(`CloudModule.timers`), each in a loop of its own at its own period, on every replica (a
+timer locks what it advances, so replicas may all run it). A pass that fails is logged and
+tried again at the next period."""
 
 from __future__ import annotations
 
@@ -8,19 +9,24 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from dockyard.cloud.domain import modules
+from dockyard.cloud.domain import history, modules
 from dockyard.cloud.domain.modules import Timer, TimerEnv
 from dockyard.cloud.services import Services
 
 log = logging.getLogger(__name__)
 
+CORE = (history.TIMER,)
+
+
+def timers() -> tuple[Timer, ...]:
+    return (*CORE, *(t for m in modules.registry() for t in m.timers))
+
 
 def timer(name: str) -> Timer:
-    for module in modules.registry():
-        for t in module.timers:
-            if t.name == name:
-                return t
-    raise KeyError(f"no module declares a timer named {name!r}")
+    for t in timers():
+        if t.name == name:
+            return t
+    raise KeyError(f"no timer is named {name!r}")
 
 
 def run(svc: Services, name: str) -> Mapping[str, int]:
@@ -29,8 +35,8 @@ def run(svc: Services, name: str) -> Mapping[str, int]:
 
 
 async def forever(svc: Services) -> None:
-    """Every module's timers, until cancelled."""
-    loops = [_every(svc, t) for m in modules.registry() for t in m.timers]
+    """Every timer, until cancelled."""
+    loops = [_every(svc, t) for t in timers()]
     await asyncio.gather(*loops)
 
 

@@ -9,6 +9,7 @@ domain may not import them as it loads.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from dockyard.cloud.store.models import Agent
 
 from .clock import Clock
 from .context import Ctx
+from .permissions import Permission
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -57,6 +59,17 @@ class Timer:
     run: Callable[[TimerEnv], Mapping[str, int]]
 
 
+@dataclass(frozen=True)
+class Figures:
+    """A part of the tenant's dashboard that keeps a history (`history.py` samples it each
+    day): `take` gives its figures now, by name, each stored as `prefix.name`; reading them,
+    now or back in time, needs `permission`."""
+
+    prefix: str
+    permission: Permission
+    take: Callable[[Ctx, uuid.UUID], Mapping[str, float]]
+
+
 @dataclass(frozen=True, eq=False)
 class CloudModule:
     """A module's cloud side. `name` is the module's name on the agent, as it announces it
@@ -83,6 +96,8 @@ class CloudModule:
     fleet: Callable[[Session], list[Gauge]] | None = None
     """The module's figures across every tenant for the operator's /metrics (counts and
     sums only: `fleet.py` says why this may look past the tenancy wall)."""
+    figures: Figures | None = None
+    """The module's dashboard figures that the charts follow over time."""
     routes: str | None = None
     """The dotted name of the module's HTTP part: a Python module whose `routes()` gives the
     starlette routes the app mounts (pages outside GraphQL and the agent API). By name, as

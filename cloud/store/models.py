@@ -9,7 +9,7 @@ several tenants.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -428,6 +428,20 @@ class UsedNoticeLink(TenantOwned, Base):
     used_at: Mapped[datetime]
 
 
+class FigureSample(TenantOwned, Base):
+    """One of a tenant's dashboard figures on one UTC day: the last value the history timer
+    took that day (`domain/history.py`)."""
+
+    __tablename__ = "figure_samples"
+    __table_args__ = (UniqueConstraint("tenant_id", "day", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    day: Mapped[date]
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    taken_at: Mapped[datetime]
+
+
 class AuditRecord(TenantOwned, Base):
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_tenant_at", "tenant_id", "at"),)
@@ -451,6 +465,7 @@ __all__ = [
     "CatalogVm",
     "Command",
     "EnrolmentToken",
+    "FigureSample",
     "Job",
     "JobEvent",
     "Membership",

@@ -46,11 +46,11 @@ ALLOWED_LISTS = {
     ("ModuleInfo", "standaloneFeatures"),
     ("IssuedCommands", "commands"),  # what the mutation just made, whole
     ("VmDashboard", "byState"),  # one per life state: a closed, short set
-    ("InvalidInput", "problems"),
-    (
-        "Dashboard",
-        "jobsByDay",
-    ),  # one per day asked for, at most 90  # one per problem in the document just sent
+    ("InvalidInput", "problems"),  # one per problem in the document just sent
+    ("Dashboard", "jobsByDay"),  # one per day asked for, at most 90
+    ("FigureHistory", "days"),  # likewise
+    ("FigureHistory", "series"),  # one per figure the parts give: a short, fixed set
+    ("FigureSeries", "values"),  # one per day
 }
 
 

@@ -170,3 +170,31 @@ def test_the_dashboard_series_of_finished_jobs(cloud: Cloud, pg: Database, tmp_p
     assert refused["errors"][0]["message"] == "days is between 1 and 90"
     theirs = answers_as_missing(Gql(cloud.url, other.token), SERIES, "t", world.tenant_id, d=7)
     assert theirs["data"]["dashboard"]["__typename"] == "TenantNotFound"
+
+
+HISTORY = """query($t: ID!, $d: Int!) { dashboard(tenantId: $t) { __typename ... on Dashboard {
+  agents { online quiet } vms { byState { state count } storedBytes }
+  history(days: $d) { days series { name values } } } ... on Error { message } } }"""
+
+
+def test_the_dashboard_history_over_graphql(cloud: Cloud, pg: Database, tmp_path: Path) -> None:
+    """The charts' series through the API, as a viewer reads them: each day of the window,
+    today's point the same as the cards, the days the cloud took no sample null; bad windows
+    refused with a sentence, another tenant's history answered as a missing tenant."""
+    world, other = make_world(pg), make_world(pg)
+    enrol_agent(world, tmp_path)
+    viewer = Gql(cloud.url, add_user(pg, world.tenant_id, Role.VIEWER)[1])
+    board = viewer.data(HISTORY, t=str(world.tenant_id), d=3)["dashboard"]
+    today = datetime.now(UTC).date()
+    assert board["history"]["days"] == [str(today - timedelta(days=2 - n)) for n in range(3)]
+    series = {s["name"]: s["values"] for s in board["history"]["series"]}
+    assert series["agents.quiet"][-1] == board["agents"]["quiet"] == 1
+    assert series["agents.online"][-1] == board["agents"]["online"] == 0
+    assert series["vms.stored_bytes"][-1] == board["vms"]["storedBytes"]
+    for s in board["vms"]["byState"]:
+        assert series[f"vms.{s['state'].lower()}"][-1] == s["count"]
+    assert all(values[:2] == [None, None] for values in series.values())  # never sampled
+    refused = viewer.raw(HISTORY, t=str(world.tenant_id), d=0)
+    assert refused["errors"][0]["message"] == "days is between 1 and 90"
+    theirs = answers_as_missing(Gql(cloud.url, other.token), HISTORY, "t", world.tenant_id, d=3)
+    assert theirs["data"]["dashboard"]["__typename"] == "TenantNotFound"

@@ -8,7 +8,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import Info
 
-from dockyard.cloud.domain import dashboard
+from dockyard.cloud.domain import dashboard, history
 from dockyard.cloud.domain.errors import Invalid
 
 from .context import Context
@@ -45,6 +45,32 @@ class JobDay:
     failed: int = strawberry.field(description="Failed, timed out, rejected or expired.")
 
 
+@strawberry.type(description="One dashboard figure, a value for each day of the history.")
+class FigureSeries:
+    name: str = strawberry.field(
+        description="`part.figure`: `agents.online`, `agents.quiet`, `jobs.pending`, "
+        "`jobs.running`, and each module's (`vms.running` and each VM life state, "
+        "`vms.stored_bytes`, `vms.saved_bytes`, `vms.vcpus_reclaimed`, ...)."
+    )
+    values: list[float | None] = strawberry.field(
+        description="One for each of `FigureHistory.days`, oldest first: the day's last "
+        "sample, today's read now; null where the day has no sample (never a guessed zero)."
+    )
+
+
+@strawberry.type(description="The dashboard's figures over the last days.")
+class FigureHistory:
+    days: list[str] = strawberry.field(description="UTC days, `YYYY-MM-DD`, oldest first.")
+    series: list[FigureSeries] = strawberry.field(
+        description="Every figure the caller may read, each part's in its own order."
+    )
+
+
+def _sentence(err: Invalid) -> GraphQLError:
+    # A field inside the result has no union to answer in: the sentence as an error.
+    return GraphQLError(err.message)
+
+
 @strawberry.type
 class CoreDashboard:
     tenant_id: strawberry.ID
@@ -71,8 +97,7 @@ class CoreDashboard:
         try:
             found = await info.context.read(lambda ctx: dashboard.jobs_by_day(ctx, tid, days))
         except Invalid as err:
-            # A field inside the result has no union to answer in: the sentence as an error.
-            raise GraphQLError(err.message) from None
+            raise _sentence(err) from None
         return [
             JobDay(day=d.day.isoformat(), succeeded=d.succeeded, failed=d.failed) for d in found
         ]
@@ -82,6 +107,24 @@ class CoreDashboard:
         _jobs_by_day,
         description="Finished jobs per UTC day, by the day they finished, oldest first: the "
         f"last `days` days with today (1 to {dashboard.MAX_DAYS}), each present.",
+    )
+
+    async def _history(self, info: Info[Context, None], days: int = 14) -> FigureHistory:
+        tid = parse_id(self.tenant_id, "tenantId")
+        try:
+            found = await info.context.read(lambda ctx: history.history(ctx, tid, days))
+        except Invalid as err:
+            raise _sentence(err) from None
+        return FigureHistory(
+            days=[d.isoformat() for d in found.days],
+            series=[FigureSeries(name=s.name, values=s.values) for s in found.series],
+        )
+
+    history = strawberry.field(
+        _history,
+        description="The figures over the last `days` UTC days with today (1 to "
+        f"{dashboard.MAX_DAYS}), from a sample the cloud takes of each every "
+        "`DOCKYARD_HISTORY_INTERVAL_S` (a day keeps its last).",
     )
 
 

@@ -31,6 +31,7 @@ MODULE = CloudModule(
         ),
     },
     fleet=dashboard.fleet,
+    figures=dashboard.FIGURES,
     graphql=f"{__name__}.graphql",
     routes=f"{__name__}.routes",
 )

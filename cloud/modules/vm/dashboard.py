@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from dockyard.agent.protocol.vm import LifeState
 from dockyard.cloud.domain.context import Ctx
 from dockyard.cloud.domain.fleet import Gauge
+from dockyard.cloud.domain.modules import Figures
 from dockyard.cloud.domain.permissions import Permission as P
 from dockyard.cloud.modules.vm import catalog
 from dockyard.cloud.store.models import VmSighting
@@ -76,6 +77,24 @@ def figures(ctx: Ctx, tenant_id: uuid.UUID) -> VmFigures:
             disk += before
     counts = {s: by_state.get(s, 0) for s in LifeState}
     return VmFigures(counts, stored, saved, vcpus, memory, disk, watts, kwh)
+
+
+def sample(ctx: Ctx, tenant_id: uuid.UUID) -> dict[str, float]:
+    """The figures the dashboard's charts follow over time (`domain/history.py`): VMs in each
+    life state, what the archives hold and saved, and what was reclaimed."""
+    f = figures(ctx, tenant_id)
+    return {
+        **{state.value: float(n) for state, n in f.by_state.items()},
+        "stored_bytes": float(f.stored_bytes),
+        "saved_bytes": float(f.saved_bytes),
+        "vcpus_reclaimed": float(f.vcpus_reclaimed),
+        "memory_mb_reclaimed": float(f.memory_mb_reclaimed),
+        "disk_bytes_reclaimed": float(f.disk_bytes_reclaimed),
+        "energy_reclaimed_kwh": f.energy_reclaimed_kwh,
+    }
+
+
+FIGURES = Figures("vms", P.VM_READ, sample)
 
 
 def _int(value: object) -> int:
