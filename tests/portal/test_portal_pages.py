@@ -2,9 +2,9 @@
 Chromium) against a real cloud on PostgreSQL, signed in through the OpenID provider: a
 policy changed through its form (a bad value said at its field, then a new version and the
 diff), assigned and unassigned; a job's progress bar moving as the agent reports, without a
-reload, and a failed job's reason in words; the dashboard's jobs per day; a member invited and given another role; an API
-token created (its secret shown once), then revoked, and the secret refused after; the audit
-log filtered. Every page photographed at 1280 and 390 px, axe finding nothing serious."""
+reload, and a failed job's reason in words; the dashboard's jobs per day and a figure over
+time; a member invited and given another role; an API token created (its secret shown once),
+then revoked, and the secret refused after; the audit log filtered. Every page photographed at 1280 and 390 px, axe finding nothing serious."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import pytest
 from playwright.sync_api import expect
 
 from dockyard.agent import protocol as p
-from dockyard.cloud.domain import commands
+from dockyard.cloud.domain import commands, history
+from dockyard.cloud.domain.clock import ManualClock
 from dockyard.cloud.domain.principal import Role
 from dockyard.cloud.store.db import Database
 
@@ -223,11 +224,19 @@ def test_policies_jobs_settings_and_audit_pages(
     page.wait_for_url("**/audit")
     page.get_by_text("member.invite").first.wait_for()
 
-    # The dashboard: today's two finished jobs in the chart over time.
+    # The dashboard: today's two finished jobs in the chart over time, and the agent online
+    # yesterday (the history timer's sample, taken as of then) and today (read live).
+    with system(pg, world.tenant_id, clock=ManualClock(now - timedelta(days=1))) as ctx:
+        history.record(ctx, world.tenant_id)
     page.get_by_role("link", name="Dashboard").click()
     page.get_by_text("jobs succeeded and 1 failed").wait_for()
     chart = page.get_by_role("figure", name=re.compile("Jobs finished per day"))
     chart.locator(".recharts-bar-rectangle").first.wait_for()
+    agents = page.get_by_role("figure", name="Agents online and quiet")
+    expect(agents.locator(".sr-only")).to_have_text("Over the last 14 days. Online: 1 throughout.")
+    expect(agents.locator(".recharts-line-dot")).to_have_count(2)  # yesterday and today
+    storage = page.get_by_role("figure", name="Archive storage")
+    expect(storage).to_contain_text("Nothing archived in these days.")
     shots["dashboard"] = shoot(page, "dashboard")
 
     page.context.close()

@@ -8,6 +8,7 @@ another origin puts it in (`frame-ancestors 'none'`)."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -142,6 +143,9 @@ def test_a_post_from_another_origin_without_the_csrf_token_is_refused(
     built()
     page = context.new_page()
     sign_in(page, cloud, SAM)
+    # Signed in with no page asked for, the portal opens on the tenant's dashboard.
+    page.wait_for_url(re.compile(r".*/portal/t/[0-9a-f-]+/dashboard$"))
+    page.get_by_role("heading", name="Dashboard", exact=True).wait_for()
     assert SESSION_COOKIE in cookies(context, cloud)
     name = f"csrf-{secrets.token_hex(4)}"
     (tmp_path / "attack.html").write_text(attack_form(cloud, world.tenant_id, name))

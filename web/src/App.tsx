@@ -62,7 +62,7 @@ function Home() {
       </main>
     );
   }
-  return <Navigate to={`/t/${first.tenantId}/agents`} replace />;
+  return <Navigate to={`/t/${first.tenantId}/dashboard`} replace />;
 }
 
 function TenantShell() {
@@ -92,7 +92,7 @@ export function router() {
             path: "t/:tenantId",
             element: <TenantShell />,
             children: [
-              { index: true, element: <Navigate to="agents" replace /> },
+              { index: true, element: <Navigate to="dashboard" replace /> },
               { path: "dashboard", element: <DashboardPage /> },
               { path: "agents", element: <AgentsPage /> },
               { path: "vms", element: <VmsPage /> },

@@ -1,5 +1,5 @@
 /** The dashboard: the tenant at a glance (agents, jobs, VMs, what archiving saved and gave
- * back) and, over time, the jobs finished each day. */
+ * back) and, over time, the jobs finished each day and the figures' daily samples. */
 import { useQuery } from "@tanstack/react-query";
 import { Suspense, lazy, type ReactNode } from "react";
 import { Link, useParams } from "react-router";
@@ -9,7 +9,18 @@ import { ErrorNote, Loading } from "../ui/Notice";
 import { useTitle } from "../ui/title";
 import { formatBytes } from "../vms/bytes";
 import { DashboardQuery } from "./queries";
-import { LIFE_WORDS, dayPoints, formatEnergy, jobsSummary } from "./series";
+import type { VmLifeState } from "../gql/graphql";
+import {
+  type History,
+  LIFE_WORDS,
+  type Line,
+  dayPoints,
+  formatEnergy,
+  historyRows,
+  jobsSummary,
+  linesWithData,
+  trendSummary,
+} from "./series";
 
 const JobsByDayChart = lazy(() =>
   import("./DashboardCharts").then((m) => ({ default: m.JobsByDayChart })),
@@ -17,7 +28,25 @@ const JobsByDayChart = lazy(() =>
 const VmsByStateChart = lazy(() =>
   import("./DashboardCharts").then((m) => ({ default: m.VmsByStateChart })),
 );
+const HistoryChart = lazy(() =>
+  import("./DashboardCharts").then((m) => ({ default: m.HistoryChart })),
+);
 const DAYS = 14;
+
+const AGENT_LINES: Line[] = [
+  { name: "agents.online", key: "online", label: "Online" },
+  { name: "agents.quiet", key: "quiet", label: "Quiet" },
+];
+const VM_LINES: Line[] = (Object.keys(LIFE_WORDS) as VmLifeState[]).map((state) => ({
+  name: `vms.${state.toLowerCase()}`,
+  key: state.toLowerCase(),
+  label: LIFE_WORDS[state],
+}));
+const STORAGE_LINES: Line[] = [
+  { name: "vms.stored_bytes", key: "stored", label: "Archives hold" },
+  { name: "vms.saved_bytes", key: "saved", label: "Saved by dedup and compression" },
+];
+const RECLAIMED_LINES: Line[] = [{ name: "vms.vcpus_reclaimed", key: "vcpus", label: "vCPUs" }];
 
 export function DashboardPage() {
   const { tenantId = "" } = useParams();
@@ -95,9 +124,80 @@ export function DashboardPage() {
               )}
             </figure>
           </div>
+          <h2 className="over-time">Over the last {DAYS} days</h2>
+          <p className="hint">
+            Each day shows the last of the samples the cloud takes through the day; today's point
+            is the figure now. A gap is a day without a sample (the cloud was not running).
+          </p>
+          <div className="split split-even">
+            <OverTime
+              id="agents-history"
+              title="Agents online and quiet"
+              history={d.history}
+              lines={AGENT_LINES}
+              keep={["agents.online"]}
+              empty="No agent yet: create an enrolment token on the Agents page."
+            />
+            <OverTime
+              id="vms-history"
+              title="VMs by life state"
+              history={d.history}
+              lines={VM_LINES}
+              stacked
+              empty="No VM reported in these days."
+            />
+            <OverTime
+              id="storage-history"
+              title="Archive storage"
+              history={d.history}
+              lines={STORAGE_LINES}
+              format={formatBytes}
+              empty="Nothing archived in these days."
+            />
+            <OverTime
+              id="reclaimed-history"
+              title="vCPUs reclaimed (VMs off or archived)"
+              history={d.history}
+              lines={RECLAIMED_LINES}
+              empty="No VM was off or archived in these days."
+            />
+          </div>
         </>
       ) : null}
     </>
+  );
+}
+
+function OverTime(props: {
+  id: string;
+  title: string;
+  history: History;
+  lines: Line[];
+  keep?: string[];
+  stacked?: boolean;
+  format?: (n: number) => string;
+  empty: string;
+}) {
+  const shown = linesWithData(props.history, props.lines, props.keep);
+  return (
+    <figure className="chart" aria-labelledby={props.id}>
+      <figcaption id={props.id}>{props.title}</figcaption>
+      {shown.length === 0 ? (
+        <p>{props.empty}</p>
+      ) : (
+        <>
+          <p className="sr-only">{trendSummary(props.history, shown, props.format)}</p>
+          <Suspense fallback={<Loading what="the chart" />}>
+            <HistoryChart
+              rows={historyRows(props.history, shown)}
+              lines={shown}
+              stacked={props.stacked}
+              format={props.format}
+            />
+          </Suspense>
+        </>
+      )}
+    </figure>
   );
 }
 

@@ -35,6 +35,13 @@ export const DashboardQuery = graphql(`
           succeeded
           failed
         }
+        history(days: $days) {
+          days
+          series {
+            name
+            values
+          }
+        }
       }
       ... on Error {
         message

@@ -54,3 +54,56 @@ export function formatEnergy(kwh: number): string {
   if (kwh < 1000) return `${kwh.toFixed(1)} kWh`;
   return `${(kwh / 1000).toFixed(2)} MWh`;
 }
+
+export interface History {
+  days: string[];
+  series: { name: string; values: (number | null)[] }[];
+}
+
+/** One figure of a chart over time: its name in the history (`agents.online`), the key it
+ * takes in the chart's rows (recharts reads a dotted key as a path), its words. */
+export interface Line {
+  name: string;
+  key: string;
+  label: string;
+}
+
+export type HistoryRow = { label: string } & Record<string, number | string | null>;
+
+/** The history as one row per day for a chart, each line's value under its key; a day the
+ * cloud took no sample stays null, which the chart draws as a gap, not as a zero. */
+export function historyRows(history: History, lines: Line[]): HistoryRow[] {
+  const byName = new Map(history.series.map((s) => [s.name, s.values]));
+  return history.days.map((day, i) => {
+    const row: HistoryRow = { label: dayLabel(day) };
+    for (const line of lines) row[line.key] = byName.get(line.name)?.[i] ?? null;
+    return row;
+  });
+}
+
+/** The lines of `lines` the history has a non-zero value for, so an empty state draws no
+ * flat line at zero; `keep` lines stay whatever their values. */
+export function linesWithData(history: History, lines: Line[], keep: string[] = []): Line[] {
+  const byName = new Map(history.series.map((s) => [s.name, s.values]));
+  return lines.filter(
+    (l) => keep.includes(l.name) || (byName.get(l.name) ?? []).some((v) => v !== null && v !== 0),
+  );
+}
+
+/** A sentence for a chart over time, for a screen reader: where each line began and where it
+ * stands today, over the days that have a sample. */
+export function trendSummary(history: History, lines: Line[], format: (n: number) => string = String): string {
+  const byName = new Map(history.series.map((s) => [s.name, s.values]));
+  const parts = lines.flatMap((line) => {
+    const sampled = (byName.get(line.name) ?? []).filter((v): v is number => v !== null);
+    if (sampled.length === 0) return [];
+    const first = sampled[0]!;
+    const last = sampled[sampled.length - 1]!;
+    return first === last
+      ? [`${line.label}: ${format(last)} throughout`]
+      : [`${line.label}: from ${format(first)} to ${format(last)}`];
+  });
+  const n = history.days.length;
+  if (parts.length === 0) return n === 1 ? "Nothing sampled today." : `Nothing sampled in the last ${n} days.`;
+  return `${n === 1 ? "Today" : `Over the last ${n} days`}. ${parts.join("; ")}.`;
+}
