@@ -1,7 +1,7 @@
-"""The cloud's own timers: the core's (the dashboard's history) and each module's
-(`CloudModule.timers`), each in a loop of its own at its own period, on every replica (a
-timer locks what it advances, so replicas may all run it). A pass that fails is logged and
-tried again at the next period."""
+"""The cloud's own timers: the core's (the dashboard's history, agents turning quiet) and
+each module's (`CloudModule.timers`), each in a loop of its own at its own period, on every
+replica (a timer locks what it advances, or is harmless twice, so replicas may all run it).
+A pass that fails is logged and tried again at the next period."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from dockyard.cloud.domain import history, modules
+from dockyard.cloud.domain import history, live, modules
 from dockyard.cloud.domain.modules import Timer, TimerEnv
 from dockyard.cloud.services import Services
 
 log = logging.getLogger(__name__)
 
-CORE = (history.TIMER,)
+CORE = (history.TIMER, live.QUIET_TIMER)
 
 
 def timers() -> tuple[Timer, ...]:

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # How often each tenant's dashboard figures are sampled for its charts over time (a
     # day keeps its last sample; today's point is always read live).
     history_interval_s: float = Field(default=900.0, gt=0)
+    # How often the cloud looks for agents that just turned quiet, to tell the portal live.
+    quiet_check_interval_s: float = Field(default=15.0, gt=0)
     # Portal sign-in with the company's OpenID provider (off while the issuer is unset): its
     # issuer URL, the client id it gave this cloud, and a file holding that client's secret.
     oidc_issuer: str = ""

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import inspect, or_, select
@@ -33,6 +34,7 @@ from . import agents, jobs
 from .context import Ctx
 from .dashboard import QUIET_AFTER
 from .errors import Forbidden, NotFound
+from .modules import Timer, TimerEnv
 
 KEY = "dockyard.live"
 """Where a session keeps the changes it flushed, until its commit announces them."""
@@ -94,8 +96,7 @@ def announce(session: Session, changes: set[Change]) -> None:
 def came_online(session: Session, seen: Mapping[uuid.UUID, datetime]) -> None:
     """Announce the agents among `seen` (polled since the last sweep) whose stored last-seen
     time is none or older than `QUIET_AFTER`: they turn online for the portal once the sweep
-    stores their new one, in this transaction. An agent turning quiet needs no event: it is
-    the clock that moves, and the portal reads it from `lastSeenAt`."""
+    stores their new one, in this transaction. Turning quiet is `went_quiet`'s."""
     if not seen:
         return
     quiet_before = max(seen.values()) - QUIET_AFTER
@@ -107,6 +108,36 @@ def came_online(session: Session, seen: Mapping[uuid.UUID, datetime]) -> None:
             )
         ).all()
     announce(session, {Change(Kind.AGENT, tenant_id, agent_id) for agent_id, tenant_id in rows})
+
+
+def went_quiet(session: Session, now: datetime, window: timedelta) -> int:
+    """Announce the agents that turned quiet in the `window` before `now`: their last poll is
+    just over `QUIET_AFTER` old. No row changes when an agent falls silent (it is the clock
+    that moves), so nothing else would tell a subscriber. Returns how many were announced.
+
+    Every replica runs this, and the timer passes a window twice its period so that a late
+    pass misses no one: an agent may be announced more than once, which costs a subscriber
+    one more re-read of the same row."""
+    since, until = now - QUIET_AFTER - window, now - QUIET_AFTER
+    with unscoped(session, "which agents turned quiet, for the portal's live view"):
+        rows = session.execute(
+            select(Agent.id, Agent.tenant_id).where(
+                Agent.revoked_at.is_(None),
+                Agent.last_seen_at > since,
+                Agent.last_seen_at <= until,
+            )
+        ).all()
+    announce(session, {Change(Kind.AGENT, tenant_id, agent_id) for agent_id, tenant_id in rows})
+    return len(rows)
+
+
+def run_quiet(env: TimerEnv) -> Counter[str]:
+    window = timedelta(seconds=2 * env.settings.quiet_check_interval_s)
+    with env.db.transaction() as session:
+        return Counter({"announced": went_quiet(session, env.clock.now(), window)})
+
+
+QUIET_TIMER = Timer("agents.quiet", lambda s: s.quiet_check_interval_s, run_quiet)
 
 
 def take(session: Session) -> set[Change]:

@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from dockyard.cloud.auth import sessions
 from dockyard.cloud.domain.clock import SystemClock
+from dockyard.cloud.domain.dashboard import QUIET_AFTER
 from dockyard.cloud.store.db import Database
+from dockyard.cloud.store.models import Agent as AgentRow
 
-from ..factories import Gql, World, enrol_agent, enrolment_secret, make_world
+from ..factories import Gql, World, enrol_agent, enrolment_secret, make_world, system
 from ..live import Live, open_socket
 from ..procs import Agent, Cloud
 
@@ -45,7 +48,8 @@ REVOKE_TOKEN = """mutation($id: ID!) { revokeApiToken(id: $id) { __typename } }"
 def replicas(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Cloud]]:
     """Shared by the tests here: each makes worlds of its own."""
     folder = tmp_path_factory.mktemp("replicas")
-    clouds = [Cloud(pg_url, folder / f"r{i}") for i in range(2)]
+    quick = {"DOCKYARD_QUIET_CHECK_INTERVAL_S": "0.5"}
+    clouds = [Cloud(pg_url, folder / f"r{i}", env=quick) for i in range(2)]
     try:
         for cloud in clouds:
             cloud.start()
@@ -135,6 +139,27 @@ def test_a_subscriber_on_replica_1_sees_an_agent_dock_and_its_job_run_through_re
             agent.stop()
         assert states[-1] == "SUCCEEDED"
         assert set(states) <= {"PENDING", "RUNNING", "SUCCEEDED"}
+
+
+def test_a_subscriber_hears_an_agent_go_quiet_when_its_last_poll_passes_the_threshold(
+    replicas: list[Cloud], pg: Database, tmp_path: Path
+) -> None:
+    """Nothing is written when an agent falls silent; the replicas' `agents.quiet` timer
+    tells the subscriber as the threshold passes, so the portal shows it without a reload."""
+    one, _ = replicas
+    world = make_world(pg)
+    agent_id = enrol_agent(world, tmp_path)
+    with Live(one.url, token=world.token) as live:
+        live.subscribe("t", CHANGES, t=str(world.tenant_id))
+        assert live.data("t")["tenantChanges"]["kind"] == "RESYNC"
+        last = datetime.now(UTC) - QUIET_AFTER + timedelta(seconds=2)  # quiet in 2 s
+        with system(pg, world.tenant_id) as ctx:
+            ctx.session.execute(
+                update(AgentRow).where(AgentRow.id == agent_id).values(last_seen_at=last)
+            )
+        heard = _until(live, "t", _change("AGENT", "agent", str(agent_id)))[-1]["tenantChanges"]
+    assert datetime.fromisoformat(heard["agent"]["lastSeenAt"]) == last
+    assert datetime.now(UTC) - last > QUIET_AFTER, "announced once the agent is quiet, not before"
 
 
 def test_a_subscriber_of_tenant_b_hears_nothing_of_tenant_a(

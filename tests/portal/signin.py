@@ -62,6 +62,7 @@ def start(db_url: str, folder: Path) -> SignInCloud:
         "DOCKYARD_OIDC_ISSUER": idp.issuer,
         "DOCKYARD_OIDC_CLIENT_ID": idp.client_id,
         "DOCKYARD_OIDC_CLIENT_SECRET_FILE": str(secret),
+        "DOCKYARD_QUIET_CHECK_INTERVAL_S": "1",  # agents going quiet show within a second
     }
     try:
         cloud = Cloud(db_url, folder / "cloud", port=port, env=env).start()

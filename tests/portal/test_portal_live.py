@@ -1,20 +1,26 @@
-"""The agents page live in a real browser: an agent docked while the page is open appears
+"""The portal live in a real browser: an agent docked while the agents page is open appears
 without a reload, carried by the portal's GraphQL subscription over the same-origin
-WebSocket (which the strict CSP lets through), and the page is the one it was."""
+WebSocket (which the strict CSP lets through), and the page is the one it was; an agent
+going quiet while the dashboard is open moves from online to quiet the same way."""
 
 from __future__ import annotations
 
 import json
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
+from sqlalchemy import update
 
+from dockyard.cloud.domain.dashboard import QUIET_AFTER
 from dockyard.cloud.domain.principal import Role
 from dockyard.cloud.store.db import Database
+from dockyard.cloud.store.models import Agent as AgentRow
 
-from ..factories import enrolment_secret, make_world
+from ..factories import enrol_agent, enrolment_secret, make_world, system
 from ..procs import Agent, Cloud
 from .browser import Watch
 from .signin import SAM, invite, new_page, sign_in
@@ -66,6 +72,55 @@ def test_an_agent_docked_while_the_agents_page_is_open_appears_without_a_reload(
     assert heard, "the agent came by the subscription"
     assert watch.errors == []
     assert watch.foreign == []
+    page.context.close()
+
+
+def test_an_agent_going_quiet_while_the_dashboard_is_open_shows_without_a_reload(
+    cloud: Cloud, pg: Database, browser: Any, tmp_path: Path
+) -> None:
+    """Nothing is written when an agent falls silent: the cloud's `agents.quiet` timer tells
+    the subscription, and the dashboard reads its figures again. Seen well before the page's
+    own 30-second refetch could have brought it."""
+    built()
+    world = make_world(pg)
+    invite(pg, SAM, (world.tenant_id,), Role.OWNER)
+    agent_id = enrol_agent(world, tmp_path)
+    quiet_at = datetime.now(UTC) + timedelta(seconds=12)
+    with system(pg, world.tenant_id) as ctx:
+        ctx.session.execute(
+            update(AgentRow)
+            .where(AgentRow.id == agent_id)
+            .values(last_seen_at=quiet_at - QUIET_AFTER)
+        )
+    page = new_page(browser)
+    frames: list[dict[str, Any]] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(json.loads(f))))
+    sign_in(page, cloud, SAM, f"/portal/t/{world.tenant_id}/dashboard")
+    watch = Watch()
+    watch.attach(page)
+    card = page.get_by_role("region", name="Agents")
+    figure = {
+        what: card.locator(".figure", has_text=what).locator("dd") for what in ("online", "quiet")
+    }
+    expect(figure["online"]).to_have_text("1")
+    expect(figure["quiet"]).to_have_text("0")
+    loaded = datetime.now(UTC)
+    assert loaded < quiet_at, "the page must open before the agent goes quiet"
+    page.evaluate("() => { window.dockyardSameDocument = true; }")
+    # Quiet within 8 s of the threshold: the page's own refetch is 30 s after it loaded.
+    wait_ms = (quiet_at - datetime.now(UTC) + timedelta(seconds=8)).total_seconds() * 1000
+    expect(figure["quiet"]).to_have_text("1", timeout=wait_ms)
+    expect(figure["online"]).to_have_text("0")
+    assert datetime.now(UTC) < loaded + timedelta(seconds=30)
+    assert page.evaluate("() => window.dockyardSameDocument === true"), "the page reloaded"
+    heard = [
+        f["payload"]["data"]["tenantChanges"]
+        for f in frames
+        if f.get("type") == "next" and f["payload"]["data"]["tenantChanges"].get("kind") == "AGENT"
+    ]
+    # Perhaps more than once (the timer's windows overlap so that none is missed).
+    assert {h["agent"]["id"] for h in heard} == {str(agent_id)}, "it came by the subscription"
+    assert watch.errors == []
     page.context.close()
 
 

@@ -1,19 +1,25 @@
-"""What the portal's live view is told, on both databases: an agent enrolled or revoked is
-announced after its commit with only its kind, tenant and id, to that tenant's listeners
-only; the bookkeeping of every ack and a rolled-back change are not."""
+"""What the portal's live view is told, on both databases: an agent enrolled, revoked or
+just gone quiet is announced after its commit with only its kind, tenant and id, to that
+tenant's listeners only; the bookkeeping of every ack and a rolled-back change are not."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
+from dockyard.cloud import scheduler
 from dockyard.cloud.bus import Bus
 from dockyard.cloud.domain import agents
+from dockyard.cloud.domain.clock import ManualClock
+from dockyard.cloud.domain.dashboard import QUIET_AFTER
 from dockyard.cloud.domain.live import Change, Kind
+from dockyard.cloud.domain.modules import TimerEnv
+from dockyard.cloud.settings import Settings
 from dockyard.cloud.store.db import Database
 from dockyard.cloud.store.models import Agent
 
@@ -109,6 +115,49 @@ def test_a_new_command_announces_its_job_at_the_commit_whichever_way_it_was_issu
                 jobs = await asyncio.to_thread(issue, how)
                 heard, _ = await listener.next(30)
                 assert heard == {Change(Kind.JOB, world.tenant_id, j) for j in jobs}, how
+        await bus.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        db.dispose()
+
+
+def test_an_agent_turning_quiet_is_announced_once_its_last_poll_passes_the_threshold(
+    db_url: str, tmp_path: Path
+) -> None:
+    """No row changes when an agent falls silent, so the `agents.quiet` timer announces it:
+    within the window after its last poll passed `QUIET_AFTER`, not before, not long after
+    (it was announced then), and never a revoked one."""
+    db = Database(db_url)
+    bus = Bus()
+    bus.attach(db)
+    world = make_world(db)
+    now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    env = TimerEnv(db, ManualClock(now), Settings(database_url=db_url, data_dir=tmp_path))
+    window = timedelta(seconds=2 * env.settings.quiet_check_interval_s)
+    ago = {
+        "just quiet": QUIET_AFTER + timedelta(seconds=1),
+        "still online": QUIET_AFTER - timedelta(seconds=1),
+        "quiet long ago": QUIET_AFTER + window + timedelta(seconds=1),
+        "just quiet, revoked": QUIET_AFTER + timedelta(seconds=1),
+    }
+    ids = {}
+    for what, age in ago.items():
+        ids[what] = enrol_agent(world, tmp_path)
+        with system(db, world.tenant_id) as ctx:
+            ctx.session.execute(
+                update(Agent).where(Agent.id == ids[what]).values(last_seen_at=now - age)
+            )
+    _revoke(db, world.tenant_id, ids["just quiet, revoked"])
+
+    async def scenario() -> None:
+        await bus.start()
+        with bus.live({world.tenant_id}) as listener:
+            counts = await asyncio.to_thread(scheduler.timer("agents.quiet").run, env)
+            assert counts == {"announced": 1}
+            quiet = Change(Kind.AGENT, world.tenant_id, ids["just quiet"])
+            assert await listener.next(30) == ({quiet}, False)
         await bus.stop()
 
     try:

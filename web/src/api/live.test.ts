@@ -23,11 +23,13 @@ group("reopens", () => {
 
 group("staleKeys", () => {
   it("reads again the agents on an agent's change, the jobs on a job's, both on RESYNC", () => {
-    expect(staleKeys("t1", { kind: "AGENT" })).toEqual([["agents", "t1"]]);
-    expect(staleKeys("t1", { kind: "JOB" })).toEqual([["jobs", "t1"]]);
+    const dashboard = ["dashboard", "t1"];
+    expect(staleKeys("t1", { kind: "AGENT" })).toEqual([["agents", "t1"], dashboard]);
+    expect(staleKeys("t1", { kind: "JOB" })).toEqual([["jobs", "t1"], dashboard]);
     expect(staleKeys("t1", { kind: "RESYNC" })).toEqual([
       ["agents", "t1"],
       ["jobs", "t1"],
+      dashboard,
     ]);
   });
 });

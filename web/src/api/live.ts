@@ -69,15 +69,17 @@ export function reopens(closed: unknown): boolean {
   return code !== SIGNED_OUT;
 }
 
-/** The query keys a change makes stale (each page keys its queries by tenant). */
+/** The query keys a change makes stale (each page keys its queries by tenant); the
+ * dashboard counts both agents and jobs. */
 export function staleKeys(tenantId: string, change: Pick<TenantChange, "kind">): string[][] {
+  const dashboard = ["dashboard", tenantId];
   switch (change.kind) {
     case "AGENT":
-      return [["agents", tenantId]];
+      return [["agents", tenantId], dashboard];
     case "JOB":
-      return [["jobs", tenantId]];
+      return [["jobs", tenantId], dashboard];
     default:
-      return [["agents", tenantId], ["jobs", tenantId]];
+      return [["agents", tenantId], ["jobs", tenantId], dashboard];
   }
 }
 

@@ -1,10 +1,11 @@
 /** The dashboard: the tenant at a glance (agents, jobs, VMs, what archiving saved and gave
  * back) and, over time, the jobs finished each day and the figures' daily samples. */
-import { useQuery } from "@tanstack/react-query";
-import { Suspense, lazy, type ReactNode } from "react";
+import { useQuery, useQueryClient } from "@tanstack/react-query";
+import { Suspense, lazy, useEffect, useRef, type ReactNode } from "react";
 import { Link, useParams } from "react-router";
 import { pick } from "../api/errors";
 import { request } from "../api/graphql";
+import { useTenantChanges } from "../api/live";
 import { ErrorNote, Loading } from "../ui/Notice";
 import { useTitle } from "../ui/title";
 import { formatBytes } from "../vms/bytes";
@@ -57,6 +58,7 @@ export function DashboardPage() {
       pick((await request(DashboardQuery, { tenantId, days: DAYS })).dashboard, "Dashboard"),
     refetchInterval: 30_000,
   });
+  useLiveRefresh(tenantId);
   const d = got.data;
   const vmTotal = d?.vms.byState.reduce((n, s) => n + s.count, 0) ?? 0;
   return (
@@ -166,6 +168,26 @@ export function DashboardPage() {
       ) : null}
     </>
   );
+}
+
+/** An agent docking or going quiet, a job starting or ending, on any replica: the figures
+ * are read again, at most once a second however many changes arrive together. */
+function useLiveRefresh(tenantId: string) {
+  const client = useQueryClient();
+  const pending = useRef<number | null>(null);
+  useEffect(
+    () => () => {
+      if (pending.current !== null) window.clearTimeout(pending.current);
+    },
+    [],
+  );
+  useTenantChanges(tenantId, () => {
+    if (pending.current !== null) return;
+    pending.current = window.setTimeout(() => {
+      pending.current = null;
+      void client.invalidateQueries({ queryKey: ["dashboard", tenantId] });
+    }, 1000);
+  });
 }
 
 function OverTime(props: {
