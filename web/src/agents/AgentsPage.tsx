@@ -13,7 +13,7 @@ import { pick } from "../api/errors";
 import { request } from "../api/graphql";
 import { staleKeys, useTenantChanges } from "../api/live";
 import type { PortalAgentsQuery } from "../gql/graphql";
-import { ConfirmDialog } from "../ui/ConfirmDialog";
+import { ConfirmFor } from "../ui/ConfirmDialog";
 import { useTitle } from "../ui/title";
 import { EmptyState, ErrorNote, Loading } from "../ui/Notice";
 import { EnrolPanel } from "./EnrolPanel";
@@ -167,18 +167,14 @@ export function AgentsPage() {
         </div>
       ) : null}
       <EnrolPanel tenantId={tenantId} />
-      {revoking ? (
-        <ConfirmDialog
-          title={`Revoke ${revoking.name}?`}
-          body="The agent takes no more commands and cannot dock again with its key. Its modules go on standalone at the site."
-          confirmLabel="Revoke agent"
-          onCancel={() => setRevoking(null)}
-          onConfirm={() => {
-            revoke.mutate(revoking.id);
-            setRevoking(null);
-          }}
-        />
-      ) : null}
+      <ConfirmFor
+        subject={revoking}
+        title={(a) => `Revoke ${a.name}?`}
+        body="The agent takes no more commands and cannot dock again with its key. Its modules go on standalone at the site."
+        confirmLabel="Revoke agent"
+        onConfirm={(a) => revoke.mutate(a.id)}
+        onClose={() => setRevoking(null)}
+      />
     </>
   );
 }

@@ -1,10 +1,11 @@
 /** Create an enrolment token for a site and show the one line that docks an agent with it.
  * The secret is shown once (the cloud keeps only its hash), so the line is copy-able. */
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import { useState, type FormEvent } from "react";
+import type { FormEvent } from "react";
 import { pick } from "../api/errors";
 import { request } from "../api/graphql";
 import type { FlowMode } from "../gql/graphql";
+import { CopyButton } from "../ui/CopyButton";
 import { ErrorNote, Loading } from "../ui/Notice";
 import { dockLine } from "./dockLine";
 import { CreateEnrolmentTokenMutation, CreateSiteMutation, SitesQuery } from "./queries";
@@ -114,17 +115,6 @@ export function EnrolPanel({ tenantId }: { tenantId: string }) {
 }
 
 function DockLine({ line, expiresAt }: { line: string; expiresAt: string }) {
-  const [copied, setCopied] = useState<"yes" | "no" | null>(null);
-
-  async function copy() {
-    try {
-      await navigator.clipboard.writeText(line);
-      setCopied("yes");
-    } catch {
-      setCopied("no");
-    }
-  }
-
   return (
     <div className="dock-line">
       <p>
@@ -133,13 +123,7 @@ function DockLine({ line, expiresAt }: { line: string; expiresAt: string }) {
       </p>
       <label htmlFor="dock-command">Dock command</label>
       <textarea id="dock-command" readOnly rows={3} value={line} onFocus={(e) => e.target.select()} />
-      <button type="button" onClick={() => void copy()}>
-        Copy command
-      </button>
-      <span role="status" className="copied">
-        {copied === "yes" ? "Copied." : null}
-        {copied === "no" ? "The browser refused the clipboard: select the text and copy it." : null}
-      </span>
+      <CopyButton key={line} text={line} label="Copy command" />
     </div>
   );
 }

@@ -6,10 +6,11 @@ import { useParams, useSearchParams } from "react-router";
 import { pick } from "../api/errors";
 import { request } from "../api/graphql";
 import { EmptyState, ErrorNote, Loading } from "../ui/Notice";
+import { SimpleTable } from "../ui/TableWrap";
+import { When } from "../ui/When";
 import { useTitle } from "../ui/title";
 import { fromSearch, isFiltered, toSearch, variables, type AuditFilters } from "./filters";
 import { AuditLogQuery } from "./queries";
-import { TableWrap } from "../ui/TableWrap";
 
 const PAGE = 50;
 
@@ -95,40 +96,29 @@ export function AuditPage() {
         )
       ) : null}
       {rows.length > 0 ? (
-        <TableWrap label="Audit records">
-          <table>
-            <caption className="sr-only">Audit records, newest first</caption>
-            <thead>
-              <tr>
-                <th scope="col">When</th>
-                <th scope="col">Who</th>
-                <th scope="col">Action</th>
-                <th scope="col">Target</th>
-                <th scope="col">Outcome</th>
-                <th scope="col">Detail</th>
-              </tr>
-            </thead>
-            <tbody>
-              {rows.map((r) => (
-                <tr key={r.id} className={r.outcome === "refused" ? "refused" : undefined}>
-                  <td>
-                    <time dateTime={r.at}>{new Date(r.at).toLocaleString()}</time>
-                  </td>
-                  <td>
-                    {r.actorKind.toLowerCase()}
-                    {r.actorId ? <span className="muted id"> {r.actorId.slice(0, 8)}</span> : null}
-                  </td>
-                  <td>
-                    <code>{r.action}</code>
-                  </td>
-                  <td className="id">{r.target ?? "—"}</td>
-                  <td>{r.outcome}</td>
-                  <td className="detail">{detail(r.detail)}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </TableWrap>
+        <SimpleTable
+          label="Audit records"
+          caption="Audit records, newest first"
+          columns={["When", "Who", "Action", "Target", "Outcome", "Detail"]}
+        >
+          {rows.map((r) => (
+            <tr key={r.id} className={r.outcome === "refused" ? "refused" : undefined}>
+              <td>
+                <When at={r.at} />
+              </td>
+              <td>
+                {r.actorKind.toLowerCase()}
+                {r.actorId ? <span className="muted id"> {r.actorId.slice(0, 8)}</span> : null}
+              </td>
+              <td>
+                <code>{r.action}</code>
+              </td>
+              <td className="id">{r.target ?? "—"}</td>
+              <td>{r.outcome}</td>
+              <td className="detail">{detail(r.detail)}</td>
+            </tr>
+          ))}
+        </SimpleTable>
       ) : null}
       {log.hasNextPage ? (
         <div className="pager">

@@ -9,11 +9,11 @@ import { useTenantChanges } from "../api/live";
 import { ErrorNote, Loading } from "../ui/Notice";
 import { useTitle } from "../ui/title";
 import { formatBytes } from "../vms/bytes";
+import { LIFE_LABEL } from "../vms/vmActions";
 import { DashboardQuery } from "./queries";
 import type { VmLifeState } from "../gql/graphql";
 import {
   type History,
-  LIFE_WORDS,
   type Line,
   dayPoints,
   formatEnergy,
@@ -38,10 +38,10 @@ const AGENT_LINES: Line[] = [
   { name: "agents.online", key: "online", label: "Online" },
   { name: "agents.quiet", key: "quiet", label: "Quiet" },
 ];
-const VM_LINES: Line[] = (Object.keys(LIFE_WORDS) as VmLifeState[]).map((state) => ({
+const VM_LINES: Line[] = (Object.keys(LIFE_LABEL) as VmLifeState[]).map((state) => ({
   name: `vms.${state.toLowerCase()}`,
   key: state.toLowerCase(),
-  label: LIFE_WORDS[state],
+  label: LIFE_LABEL[state],
 }));
 const STORAGE_LINES: Line[] = [
   { name: "vms.stored_bytes", key: "stored", label: "Archives hold" },
@@ -114,12 +114,12 @@ export function DashboardPage() {
                   <p className="sr-only">
                     {d.vms.byState
                       .filter((s) => s.count > 0)
-                      .map((s) => `${LIFE_WORDS[s.state]}: ${s.count}`)
+                      .map((s) => `${LIFE_LABEL[s.state]}: ${s.count}`)
                       .join(", ")}
                   </p>
                   <Suspense fallback={<Loading what="the chart" />}>
                     <VmsByStateChart
-                      data={d.vms.byState.map((s) => ({ state: LIFE_WORDS[s.state], vms: s.count }))}
+                      data={d.vms.byState.map((s) => ({ state: LIFE_LABEL[s.state], vms: s.count }))}
                     />
                   </Suspense>
                 </>

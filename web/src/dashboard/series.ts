@@ -1,5 +1,4 @@
 /** The dashboard's figures shaped for its charts and its words. */
-import type { VmLifeState } from "../gql/graphql";
 
 export interface DayPoint {
   /** A short label for the axis: "4 Dec". */
@@ -22,18 +21,6 @@ export function dayLabel(day: string): string {
 export function dayPoints(days: { day: string; succeeded: number; failed: number }[]): DayPoint[] {
   return days.map((d) => ({ label: dayLabel(d.day), succeeded: d.succeeded, failed: d.failed }));
 }
-
-export const LIFE_WORDS: Record<VmLifeState, string> = {
-  RUNNING: "Running",
-  IDLE: "Idle",
-  NOTICED: "Noticed",
-  OFF: "Off",
-  ARCHIVING: "Archiving",
-  ARCHIVED: "Archived",
-  RESTORING: "Restoring",
-  ARCHIVE_FAILED: "Archive failed",
-  RESTORE_FAILED: "Restore failed",
-};
 
 /** A sentence for the jobs chart's screen-reader text: the window's totals and its worst day. */
 export function jobsSummary(days: { day: string; succeeded: number; failed: number }[]): string {

@@ -5,11 +5,12 @@ import { Link, useParams } from "react-router";
 import { pick } from "../api/errors";
 import { request } from "../api/graphql";
 import { EmptyState, ErrorNote, Loading } from "../ui/Notice";
+import { SimpleTable } from "../ui/TableWrap";
+import { When } from "../ui/When";
 import { useTitle } from "../ui/title";
 import { Progress } from "./Progress";
 import { JobsQuery } from "./queries";
 import { STATE_WORDS, isBad, isOpen } from "./words";
-import { TableWrap } from "../ui/TableWrap";
 
 export function JobsPage() {
   const { tenantId = "" } = useParams();
@@ -45,47 +46,37 @@ export function JobsPage() {
         </EmptyState>
       ) : null}
       {jobs.data && jobs.data.jobs.length > 0 ? (
-        <TableWrap label="Jobs">
-          <table>
-            <caption className="sr-only">Jobs of this tenant, newest first</caption>
-            <thead>
-              <tr>
-                <th scope="col">Job</th>
-                <th scope="col">Agent</th>
-                <th scope="col">State</th>
-                <th scope="col">Progress</th>
-                <th scope="col">Started</th>
-              </tr>
-            </thead>
-            <tbody>
-              {jobs.data.jobs.map((j) => (
-                <tr key={j.id}>
-                  <td>
-                    <Link to={j.id}>{j.kind}</Link>
-                  </td>
-                  <td>{jobs.data.agentName.get(j.agentId) ?? "an agent no longer listed"}</td>
-                  <td>
-                    <span className={`badge job-${j.state.toLowerCase()}${isBad(j.state) ? " job-bad" : ""}`}>
-                      {STATE_WORDS[j.state]}
-                    </span>
-                  </td>
-                  <td>
-                    {isOpen(j.state) ? (
-                      <Progress value={j.progress} label={`Progress of ${j.kind}`} />
-                    ) : j.resultCode && j.resultCode !== "ok" ? (
-                      <code>{j.resultCode}</code>
-                    ) : (
-                      "—"
-                    )}
-                  </td>
-                  <td>
-                    <time dateTime={j.createdAt}>{new Date(j.createdAt).toLocaleString()}</time>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </TableWrap>
+        <SimpleTable
+          label="Jobs"
+          caption="Jobs of this tenant, newest first"
+          columns={["Job", "Agent", "State", "Progress", "Started"]}
+        >
+          {jobs.data.jobs.map((j) => (
+            <tr key={j.id}>
+              <td>
+                <Link to={j.id}>{j.kind}</Link>
+              </td>
+              <td>{jobs.data.agentName.get(j.agentId) ?? "an agent no longer listed"}</td>
+              <td>
+                <span className={`badge job-${j.state.toLowerCase()}${isBad(j.state) ? " job-bad" : ""}`}>
+                  {STATE_WORDS[j.state]}
+                </span>
+              </td>
+              <td>
+                {isOpen(j.state) ? (
+                  <Progress value={j.progress} label={`Progress of ${j.kind}`} />
+                ) : j.resultCode && j.resultCode !== "ok" ? (
+                  <code>{j.resultCode}</code>
+                ) : (
+                  "—"
+                )}
+              </td>
+              <td>
+                <When at={j.createdAt} />
+              </td>
+            </tr>
+          ))}
+        </SimpleTable>
       ) : null}
     </>
   );

@@ -6,9 +6,10 @@ import { Link, useNavigate, useParams } from "react-router";
 import { pick } from "../api/errors";
 import { request } from "../api/graphql";
 import { EmptyState, ErrorNote, Loading } from "../ui/Notice";
+import { SimpleTable } from "../ui/TableWrap";
+import { When } from "../ui/When";
 import { useTitle } from "../ui/title";
 import { CreatePolicyMutation, PoliciesQuery } from "./queries";
-import { TableWrap } from "../ui/TableWrap";
 
 export function PoliciesPage() {
   const { tenantId = "" } = useParams();
@@ -57,35 +58,26 @@ export function PoliciesPage() {
         </EmptyState>
       ) : null}
       {policies.data && policies.data.length > 0 ? (
-        <TableWrap label="Policies">
-          <table>
-            <caption className="sr-only">Policies of this tenant</caption>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Kind</th>
-                <th scope="col">Version</th>
-                <th scope="col">Created</th>
-              </tr>
-            </thead>
-            <tbody>
-              {policies.data.map((p) => (
-                <tr key={p.id}>
-                  <td>
-                    <Link to={p.id}>{p.name}</Link>
-                  </td>
-                  <td>
-                    <code>{p.kind}</code>
-                  </td>
-                  <td>{p.currentVersion}</td>
-                  <td>
-                    <time dateTime={p.createdAt}>{new Date(p.createdAt).toLocaleString()}</time>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </TableWrap>
+        <SimpleTable
+          label="Policies"
+          caption="Policies of this tenant"
+          columns={["Name", "Kind", "Version", "Created"]}
+        >
+          {policies.data.map((p) => (
+            <tr key={p.id}>
+              <td>
+                <Link to={p.id}>{p.name}</Link>
+              </td>
+              <td>
+                <code>{p.kind}</code>
+              </td>
+              <td>{p.currentVersion}</td>
+              <td>
+                <When at={p.createdAt} />
+              </td>
+            </tr>
+          ))}
+        </SimpleTable>
       ) : null}
       <section className="panel" aria-labelledby="new-policy-title">
         <h2 id="new-policy-title">New policy</h2>

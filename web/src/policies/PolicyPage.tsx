@@ -8,6 +8,8 @@ import { request } from "../api/graphql";
 import type { PolicyTarget } from "../gql/graphql";
 import { ErrorNote, Loading } from "../ui/Notice";
 import { useTitle } from "../ui/title";
+import { TableWrap } from "../ui/TableWrap";
+import { When } from "../ui/When";
 import { build, diff, formOf, label, place, type Json, type Leaf, type Placed } from "./document";
 import {
   AssignPolicyMutation,
@@ -16,7 +18,6 @@ import {
   TargetsQuery,
   UnassignPolicyMutation,
 } from "./queries";
-import { TableWrap } from "../ui/TableWrap";
 
 type JsonObject = { [key: string]: Json };
 
@@ -252,7 +253,7 @@ function Versions({ versions }: { versions: Version[] }) {
         {[...versions].reverse().map((v) => (
           <li key={v.version}>
             Version {v.version},{" "}
-            <time dateTime={v.createdAt}>{new Date(v.createdAt).toLocaleString()}</time>
+            <When at={v.createdAt} />
           </li>
         ))}
       </ol>

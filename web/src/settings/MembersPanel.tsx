@@ -5,15 +5,15 @@ import { useState, type FormEvent } from "react";
 import { pick } from "../api/errors";
 import { request } from "../api/graphql";
 import type { Role } from "../gql/graphql";
-import { ConfirmDialog } from "../ui/ConfirmDialog";
+import { ConfirmFor } from "../ui/ConfirmDialog";
 import { ErrorNote, Loading } from "../ui/Notice";
+import { SimpleTable } from "../ui/TableWrap";
 import {
   ChangeMemberRoleMutation,
   InviteMemberMutation,
   MembersQuery,
   RemoveMemberMutation,
 } from "./queries";
-import { TableWrap } from "../ui/TableWrap";
 
 const ROLES: { value: Role; label: string }[] = [
   { value: "VIEWER", label: "Viewer: sees everything, changes nothing" },
@@ -73,68 +73,58 @@ export function MembersPanel({ tenantId }: { tenantId: string }) {
       {change.isError ? <ErrorNote error={change.error} /> : null}
       {remove.isError ? <ErrorNote error={remove.error} /> : null}
       {members.data ? (
-        <TableWrap label="Members">
-          <table>
-            <caption className="sr-only">Members of this tenant</caption>
-            <thead>
-              <tr>
-                <th scope="col">Person</th>
-                <th scope="col">Role</th>
-                <th scope="col">Status</th>
-                <th scope="col">
-                  <span className="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {members.data.map((m) => (
-                <tr key={`${m.userId}-${m.via}`}>
-                  <td>
-                    {m.name ? `${m.name} ` : null}
-                    <span className="muted">{m.email}</span>
-                  </td>
-                  <td>
-                    {m.via === "MSP" ? (
-                      `${SHORT[m.role]} (through the MSP)`
-                    ) : (
-                      <>
-                        <label className="sr-only" htmlFor={`role-${m.userId}`}>
-                          Role of {m.email}
-                        </label>
-                        <select
-                          id={`role-${m.userId}`}
-                          value={m.role}
-                          disabled={change.isPending}
-                          onChange={(e) =>
-                            change.mutate({ userId: m.userId, role: e.target.value as Role })
-                          }
-                        >
-                          {ROLES.map((r) => (
-                            <option key={r.value} value={r.value}>
-                              {SHORT[r.value]}
-                            </option>
-                          ))}
-                        </select>
-                      </>
-                    )}
-                  </td>
-                  <td>{m.invited ? "Invited, not signed in yet" : "Active"}</td>
-                  <td>
-                    {m.via === "DIRECT" ? (
-                      <button
-                        type="button"
-                        className="danger"
-                        onClick={() => setRemoving({ userId: m.userId, email: m.email })}
-                      >
-                        Remove <span className="sr-only">{m.email}</span>
-                      </button>
-                    ) : null}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </TableWrap>
+        <SimpleTable
+          label="Members"
+          caption="Members of this tenant"
+          columns={["Person", "Role", "Status"]}
+          actions
+        >
+          {members.data.map((m) => (
+            <tr key={`${m.userId}-${m.via}`}>
+              <td>
+                {m.name ? `${m.name} ` : null}
+                <span className="muted">{m.email}</span>
+              </td>
+              <td>
+                {m.via === "MSP" ? (
+                  `${SHORT[m.role]} (through the MSP)`
+                ) : (
+                  <>
+                    <label className="sr-only" htmlFor={`role-${m.userId}`}>
+                      Role of {m.email}
+                    </label>
+                    <select
+                      id={`role-${m.userId}`}
+                      value={m.role}
+                      disabled={change.isPending}
+                      onChange={(e) =>
+                        change.mutate({ userId: m.userId, role: e.target.value as Role })
+                      }
+                    >
+                      {ROLES.map((r) => (
+                        <option key={r.value} value={r.value}>
+                          {SHORT[r.value]}
+                        </option>
+                      ))}
+                    </select>
+                  </>
+                )}
+              </td>
+              <td>{m.invited ? "Invited, not signed in yet" : "Active"}</td>
+              <td>
+                {m.via === "DIRECT" ? (
+                  <button
+                    type="button"
+                    className="danger"
+                    onClick={() => setRemoving({ userId: m.userId, email: m.email })}
+                  >
+                    Remove <span className="sr-only">{m.email}</span>
+                  </button>
+                ) : null}
+              </td>
+            </tr>
+          ))}
+        </SimpleTable>
       ) : null}
       <form className="grid-form invite" onSubmit={onInvite} aria-label="Invite a member">
         <label htmlFor="invite-email">E-mail</label>
@@ -157,18 +147,14 @@ export function MembersPanel({ tenantId }: { tenantId: string }) {
           ? `Invited ${invite.data.email}: their first sign-in with that address joins them.`
           : null}
       </p>
-      {removing ? (
-        <ConfirmDialog
-          title={`Remove ${removing.email}?`}
-          body="They lose their role in this tenant (not elsewhere), and their API tokens for it stop working."
-          confirmLabel="Remove member"
-          onCancel={() => setRemoving(null)}
-          onConfirm={() => {
-            remove.mutate(removing.userId);
-            setRemoving(null);
-          }}
-        />
-      ) : null}
+      <ConfirmFor
+        subject={removing}
+        title={(m) => `Remove ${m.email}?`}
+        body="They lose their role in this tenant (not elsewhere), and their API tokens for it stop working."
+        confirmLabel="Remove member"
+        onConfirm={(m) => remove.mutate(m.userId)}
+        onClose={() => setRemoving(null)}
+      />
     </section>
   );
 }

@@ -3,11 +3,12 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
 import { pick } from "../api/errors";
 import { request } from "../api/graphql";
-import { ConfirmDialog } from "../ui/ConfirmDialog";
+import { ConfirmFor } from "../ui/ConfirmDialog";
+import { CopyButton } from "../ui/CopyButton";
 import { EmptyState, ErrorNote, Loading } from "../ui/Notice";
+import { SimpleTable } from "../ui/TableWrap";
 import { PRESETS, expiry } from "./expiry";
 import { ApiTokensQuery, CreateApiTokenMutation, RevokeApiTokenMutation } from "./queries";
-import { TableWrap } from "../ui/TableWrap";
 
 export function TokensPanel({ tenantId }: { tenantId: string }) {
   const client = useQueryClient();
@@ -33,7 +34,6 @@ export function TokensPanel({ tenantId }: { tenantId: string }) {
   const [date, setDate] = useState("");
   const [fieldError, setFieldError] = useState<string | null>(null);
   const [revoking, setRevoking] = useState<{ id: string; name: string } | null>(null);
-  const [copied, setCopied] = useState<"yes" | "no" | null>(null);
 
   function onCreate(e: FormEvent<HTMLFormElement>) {
     e.preventDefault();
@@ -43,18 +43,8 @@ export function TokensPanel({ tenantId }: { tenantId: string }) {
       return;
     }
     setFieldError(null);
-    setCopied(null);
     const name = String(new FormData(e.currentTarget).get("name") ?? "").trim();
     create.mutate({ name, expiresInDays: picked.days });
-  }
-
-  async function copy(secret: string) {
-    try {
-      await navigator.clipboard.writeText(secret);
-      setCopied("yes");
-    } catch {
-      setCopied("no");
-    }
   }
 
   const now = Date.now();
@@ -74,46 +64,35 @@ export function TokensPanel({ tenantId }: { tenantId: string }) {
         </EmptyState>
       ) : null}
       {tokens.data && tokens.data.length > 0 ? (
-        <TableWrap label="API tokens">
-          <table>
-            <caption className="sr-only">API tokens of this tenant</caption>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Expires</th>
-                <th scope="col">Last used</th>
-                <th scope="col">Status</th>
-                <th scope="col">
-                  <span className="sr-only">Actions</span>
-                </th>
+        <SimpleTable
+          label="API tokens"
+          caption="API tokens of this tenant"
+          columns={["Name", "Expires", "Last used", "Status"]}
+          actions
+        >
+          {tokens.data.map((t) => {
+            const expired = t.expiresAt !== null && t.expiresAt !== undefined && Date.parse(t.expiresAt) <= now;
+            return (
+              <tr key={t.id}>
+                <td>{t.name}</td>
+                <td>{t.expiresAt ? new Date(t.expiresAt).toLocaleDateString() : "never"}</td>
+                <td>{t.lastUsedAt ? new Date(t.lastUsedAt).toLocaleString() : "never"}</td>
+                <td>{t.revokedAt ? "Revoked" : expired ? "Expired" : "Active"}</td>
+                <td>
+                  {t.revokedAt || expired ? null : (
+                    <button
+                      type="button"
+                      className="danger"
+                      onClick={() => setRevoking({ id: t.id, name: t.name })}
+                    >
+                      Revoke <span className="sr-only">{t.name}</span>
+                    </button>
+                  )}
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {tokens.data.map((t) => {
-                const expired = t.expiresAt !== null && t.expiresAt !== undefined && Date.parse(t.expiresAt) <= now;
-                return (
-                  <tr key={t.id}>
-                    <td>{t.name}</td>
-                    <td>{t.expiresAt ? new Date(t.expiresAt).toLocaleDateString() : "never"}</td>
-                    <td>{t.lastUsedAt ? new Date(t.lastUsedAt).toLocaleString() : "never"}</td>
-                    <td>{t.revokedAt ? "Revoked" : expired ? "Expired" : "Active"}</td>
-                    <td>
-                      {t.revokedAt || expired ? null : (
-                        <button
-                          type="button"
-                          className="danger"
-                          onClick={() => setRevoking({ id: t.id, name: t.name })}
-                        >
-                          Revoke <span className="sr-only">{t.name}</span>
-                        </button>
-                      )}
-                    </td>
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
-        </TableWrap>
+            );
+          })}
+        </SimpleTable>
       ) : null}
       <form className="grid-form" onSubmit={onCreate} aria-label="Create an API token" noValidate>
         <label htmlFor="token-name">Name</label>
@@ -160,27 +139,17 @@ export function TokensPanel({ tenantId }: { tenantId: string }) {
           </p>
           <label htmlFor="token-secret">Secret</label>
           <input id="token-secret" readOnly value={create.data.secret} className="mono" onFocus={(e) => e.target.select()} />
-          <button type="button" onClick={() => void copy(create.data.secret)}>
-            Copy secret
-          </button>
-          <span role="status" className="copied">
-            {copied === "yes" ? "Copied." : null}
-            {copied === "no" ? "The browser refused the clipboard: select the text and copy it." : null}
-          </span>
+          <CopyButton key={create.data.secret} text={create.data.secret} label="Copy secret" />
         </div>
       ) : null}
-      {revoking ? (
-        <ConfirmDialog
-          title={`Revoke ${revoking.name}?`}
-          body="Scripts using it are refused from now on. This cannot be undone; make a new token if one is needed."
-          confirmLabel="Revoke token"
-          onCancel={() => setRevoking(null)}
-          onConfirm={() => {
-            revoke.mutate(revoking.id);
-            setRevoking(null);
-          }}
-        />
-      ) : null}
+      <ConfirmFor
+        subject={revoking}
+        title={(t) => `Revoke ${t.name}?`}
+        body="Scripts using it are refused from now on. This cannot be undone; make a new token if one is needed."
+        confirmLabel="Revoke token"
+        onConfirm={(t) => revoke.mutate(t.id)}
+        onClose={() => setRevoking(null)}
+      />
     </section>
   );
 }

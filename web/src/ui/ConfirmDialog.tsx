@@ -34,3 +34,36 @@ export function ConfirmDialog({ title, body, confirmLabel, onConfirm, onCancel }
     </dialog>
   );
 }
+
+/** The question about `subject` while one is chosen (nothing while it is null): confirming
+ * runs `onConfirm` with it, and either answer clears the choice through `onClose`. */
+export function ConfirmFor<T>({
+  subject,
+  title,
+  body,
+  confirmLabel,
+  onConfirm,
+  onClose,
+}: {
+  subject: T | null;
+  title: (subject: T) => string;
+  body: string | ((subject: T) => string);
+  confirmLabel: string | ((subject: T) => string);
+  onConfirm: (subject: T) => void;
+  onClose: () => void;
+}) {
+  if (subject === null) return null;
+  const say = (text: string | ((s: T) => string)) => (typeof text === "string" ? text : text(subject));
+  return (
+    <ConfirmDialog
+      title={title(subject)}
+      body={say(body)}
+      confirmLabel={say(confirmLabel)}
+      onCancel={onClose}
+      onConfirm={() => {
+        onConfirm(subject);
+        onClose();
+      }}
+    />
+  );
+}

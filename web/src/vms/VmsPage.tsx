@@ -15,7 +15,7 @@ import { useParams } from "react-router";
 import { ApiError, pick } from "../api/errors";
 import { request } from "../api/graphql";
 import type { IdleState, PortalVmsQuery } from "../gql/graphql";
-import { ConfirmDialog } from "../ui/ConfirmDialog";
+import { ConfirmFor } from "../ui/ConfirmDialog";
 import { useTitle } from "../ui/title";
 import { EmptyState, ErrorNote, Loading } from "../ui/Notice";
 import { ActionMenu } from "./ActionMenu";
@@ -311,22 +311,18 @@ export function VmsPage() {
           ))}
         </select>
       </nav>
-      {pending ? (
-        <ConfirmDialog
-          title={`${pending.action.label} ${pending.vm.name}?`}
-          body={
-            pending.action.kind === "archive"
-              ? "The VM's disks move into the archive and leave the datastore; restore brings them back."
-              : "The agent sends this to the hypervisor; anyone using the VM loses it until it is on again."
-          }
-          confirmLabel={pending.action.label}
-          onCancel={() => setPending(null)}
-          onConfirm={() => {
-            act.mutate(pending);
-            setPending(null);
-          }}
-        />
-      ) : null}
+      <ConfirmFor
+        subject={pending}
+        title={(p) => `${p.action.label} ${p.vm.name}?`}
+        body={(p) =>
+          p.action.kind === "archive"
+            ? "The VM's disks move into the archive and leave the datastore; restore brings them back."
+            : "The agent sends this to the hypervisor; anyone using the VM loses it until it is on again."
+        }
+        confirmLabel={(p) => p.action.label}
+        onConfirm={(p) => act.mutate(p)}
+        onClose={() => setPending(null)}
+      />
     </>
   );
 }
