@@ -400,6 +400,37 @@ class ArchiveRecord(Message):
     instance comes back from its AMI under a new instance id); None where it kept its id."""
 
 
+MAX_IDLENESS_DAYS = 120
+"""How many judged days an inventory record carries at most (the first period's default is
+90): the rest stay on the agent."""
+
+
+class ActivityDay(Message):
+    """One UTC day of the first period, as the idleness rule judged it."""
+
+    day: datetime
+    """The day's start (00:00 UTC)."""
+    figures: dict[Signal, float]
+    """Each threshold signal's figure that day (its statistic: peak unless the policy says
+    otherwise), in the threshold's unit; a signal without samples that day is absent."""
+
+
+class Idleness(Message):
+    """The module's last judgement of the VM, sent with its inventory record (metadata), so
+    the catalog can say why the VM is or is not idle and chart the days it was judged by."""
+
+    state: IdleState
+    at: datetime
+    window_start: datetime
+    window_end: datetime
+    reasons: list[str] = []
+    thresholds: dict[Signal, float] = {}
+    """What each signal's figure must stay under for the VM to be idle."""
+    statistics: dict[Signal, Statistic] = {}
+    days: list[ActivityDay] = Field(default=[], max_length=MAX_IDLENESS_DAYS)
+    """Oldest first; days without any sample are absent."""
+
+
 class VmRecord(Message):
     """One VM as an agent saw it, sent up in metadata batches of kind `vm.inventory`."""
 
@@ -424,6 +455,8 @@ class VmRecord(Message):
     life_reason: str | None = None
     """Why the VM is in a failed state (a job error), else None."""
     archive: ArchiveRecord | None = None
+    idleness: Idleness | None = None
+    """The last evaluation; None before the first, and from agents older than this field."""
 
 
 class Decision(Message):

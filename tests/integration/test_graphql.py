@@ -51,6 +51,10 @@ ALLOWED_LISTS = {
     ("FigureHistory", "days"),  # likewise
     ("FigureHistory", "series"),  # one per figure the parts give: a short, fixed set
     ("FigureSeries", "values"),  # one per day
+    ("VmIdleness", "reasons"),  # the agent's few sentences
+    ("VmIdleness", "thresholds"),  # one per signal
+    ("VmIdleness", "days"),  # one per judged day, at most 120
+    ("VmActivityDay", "figures"),  # one per signal
 }
 
 

@@ -235,3 +235,57 @@ def test_a_restored_instance_is_the_vm_s_present_whatever_the_old_id_s_seen_at(
     assert {s["nativeId"] for s in edge["node"]["sightings"]} == {"i-old", "i-new"}
     assert edge["node"]["lifeState"] == "RUNNING"
     assert edge["node"]["sightings"][-1]["nativeId"] == "i-new"
+
+
+ONE = """query($v: ID!) { vm(id: $v) { __typename ... on Vm { name lifeState idleness {
+  state at windowStart windowEnd reasons thresholds { signal value }
+  days { day figures { signal value } } } } ... on Error { message } } }"""
+
+
+def test_one_vm_reads_with_its_idleness_judgement(
+    cloud: Cloud, pg: Database, tmp_path: Path
+) -> None:
+    """The VM page's read: the newest sighting's judgement as the agent sent it (reasons,
+    thresholds, the judged days' figures); a VM without one reads with null; another
+    tenant's id and a bad one answer as a missing VM and a sentence."""
+    world, other = make_world(pg), make_world(pg)
+    link, _ = dock(cloud, world, tmp_path)
+    judged = {
+        "state": "idle",
+        "at": "2026-06-03T09:00:00+00:00",
+        "window_start": "2026-06-01T00:00:00+00:00",
+        "window_end": "2026-06-03T00:00:00+00:00",
+        "reasons": ["cpu peak stayed under 5% on every day of 2"],
+        "thresholds": {"cpu": 5.0},
+        "statistics": {"cpu": "peak"},
+        "days": [
+            {"day": "2026-06-01T00:00:00+00:00", "figures": {"cpu": 1.5}},
+            {"day": "2026-06-02T00:00:00+00:00", "figures": {"cpu": 2.25}},
+        ],
+    }
+    try:
+        send(
+            link,
+            [record("vc", "vm-1", "quiet") | {"idleness": judged}, record("vc", "vm-2", "new")],
+        )
+    finally:
+        link.close()
+    gql = Gql(cloud.url, world.token)
+    edges = gql.data(VMS, t=str(world.tenant_id))["vms"]["edges"]
+    ids = {e["node"]["name"]: e["node"]["id"] for e in edges}
+    vm = gql.data(ONE, v=ids["quiet"])["vm"]
+    assert vm["__typename"] == "Vm"
+    got = vm["idleness"]
+    assert (got["state"], got["reasons"]) == ("IDLE", judged["reasons"])
+    assert got["thresholds"] == [{"signal": "cpu", "value": 5.0}]
+    assert [(d["day"][:10], d["figures"]) for d in got["days"]] == [
+        ("2026-06-01", [{"signal": "cpu", "value": 1.5}]),
+        ("2026-06-02", [{"signal": "cpu", "value": 2.25}]),
+    ]
+    assert gql.data(ONE, v=ids["new"])["vm"]["idleness"] is None
+    theirs = Gql(cloud.url, other.token).data(ONE, v=ids["quiet"])["vm"]
+    missing = gql.data(ONE, v=str(uuid.uuid4()))["vm"]
+    assert theirs == missing
+    assert missing["__typename"] == "VmNotFound"
+    bad = gql.data(ONE, v="not-an-id")["vm"]
+    assert bad["__typename"] == "InvalidInput"

@@ -363,6 +363,18 @@ def test_docked_with_metadata_the_agent_only_proposes(
         assert resent[-1].batch_id == decisions[0].batch_id  # the cloud drops it as a duplicate
         _age(module, 8)  # a week on, with no word from the cloud: proposed again
         assert len(module.run_lifecycle(module.clock()).proposed) == 3
+        # The next inventory carries each VM's judgement: why, and the days it judged by.
+        module.discover(module.clock())
+        last = [b for b in sent if b.kind == "vm.inventory"][-1]
+        web1 = next(r for r in last.records if r["name"] == "web1")["idleness"]
+        assert web1["state"] == "idle"
+        assert web1["thresholds"] == {"cpu": 5.0}
+        assert web1["reasons"], "the reasons the catalog will show"
+        days = [datetime.fromisoformat(d["day"]) for d in web1["days"]]
+        assert days == sorted(days)
+        assert len(days) == 2  # the first period: idle_days
+        assert all(d["figures"]["cpu"] < 5.0 for d in web1["days"])
+        assert datetime.fromisoformat(web1["window_start"]) <= days[0]
     finally:
         module.close()
 

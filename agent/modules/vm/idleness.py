@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...protocol.vm import THRESHOLD_SIGNALS, IdleState, Signal, VmLifecyclePolicy
+from ...protocol.vm import (
+    MAX_IDLENESS_DAYS,
+    THRESHOLD_SIGNALS,
+    IdleState,
+    Signal,
+    VmLifecyclePolicy,
+)
 from .store import DAY_S, day_start
 
 GPU_BUSY_PERCENT = 5.0
@@ -35,6 +41,22 @@ def with_statistics(history: History, quantiles: dict[int, dict[Signal, float]])
             for s, (peak, n) in signals.items()
         }
     return out
+
+
+def judged_days(history: History, first: int, last: int) -> list[dict[str, object]]:
+    """The days of the window that have samples, oldest first, with each threshold signal's
+    figure: what an inventory record carries so the catalog can chart why (the latest
+    `MAX_IDLENESS_DAYS` of them; the whole history stays here)."""
+    days = [d for d in range(first, last + 1) if history.get(d)][-MAX_IDLENESS_DAYS:]
+    return [
+        {
+            "day": day_start(d).isoformat(),
+            "figures": {
+                s.value: round(v, 3) for s, (v, _) in history[d].items() if s in THRESHOLD_SIGNALS
+            },
+        }
+        for d in days
+    ]
 
 
 @dataclass

@@ -215,6 +215,12 @@ class Lifecycle:
                     "statistics": {s.value: policy.statistic(s).value for s in result.signals},
                     "missing_days": result.missing_days,
                     "reasons": reasons,
+                    "thresholds": {
+                        s.value: getattr(policy.thresholds, s.value)
+                        for s in result.signals
+                        if s in THRESHOLD_SIGNALS
+                    },
+                    "days": idleness.judged_days(history, result.first_day, result.last_day),
                 }
                 rows.append((endpoint, vm.vm.native_id, last_active, json.dumps(evaluation)))
                 if state == IdleState.IDLE and not reportable_only:

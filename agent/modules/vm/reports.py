@@ -19,7 +19,14 @@ from typing import Any
 
 from ...errors import FlowModeForbids
 from ...protocol import FlowMode, MetadataBatch, vocabulary
-from ...protocol.vm import ArchiveRecord, Identifiers, LifeState, VmLifecyclePolicy, VmRecord
+from ...protocol.vm import (
+    ArchiveRecord,
+    Identifiers,
+    Idleness,
+    LifeState,
+    VmLifecyclePolicy,
+    VmRecord,
+)
 from ..base import ModuleContext
 from .drivers.base import Inventory, VmInfo
 from .life import LifeBook
@@ -187,8 +194,11 @@ def possible_clones(stored: list[StoredVm]) -> dict[tuple[str, str], list[str]]:
 
 
 def record_digest(record: dict[str, Any]) -> str:
-    """What a record says, without when it was seen: a change of this is worth sending."""
+    """What a record says, without when it was seen or last judged: a change of this is
+    worth sending (a new day judged is; the same verdict again an hour later is not)."""
     body = {k: v for k, v in record.items() if k != "seen_at"}
+    if isinstance(body.get("idleness"), dict):
+        body["idleness"] = {k: v for k, v in body["idleness"].items() if k != "at"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -222,4 +232,23 @@ def record_of(
         life_state=life_state,
         life_reason=life_reason,
         archive=archived,
+        idleness=idleness_of(evaluation),
     ).model_dump(mode="json")
+
+
+def idleness_of(evaluation: dict[str, Any]) -> Idleness | None:
+    """The stored evaluation as the record carries it; None before the first evaluation.
+    One stored by an older agent lacks thresholds and days, and goes up without them."""
+    if "at" not in evaluation or len(evaluation.get("window") or ()) != 2:
+        return None
+    start, end = evaluation["window"]
+    return Idleness(
+        state=evaluation.get("state", "unknown"),
+        at=evaluation["at"],
+        window_start=start,
+        window_end=end,
+        reasons=evaluation.get("reasons", []),
+        thresholds=evaluation.get("thresholds", {}),
+        statistics=evaluation.get("statistics", {}),
+        days=evaluation.get("days", []),
+    )

@@ -298,6 +298,20 @@ def catalog(
     )
 
 
+def entry(ctx: Ctx, vm_id: uuid.UUID) -> CatalogEntry:
+    """One VM of the catalog with its sightings in life order; NotFound("vm") for a VM out
+    of sight (another tenant's is filtered out by the session's scope, so it reads alike)."""
+    vm = ctx.session.get(CatalogVm, vm_id)
+    if vm is None:
+        raise NotFound("vm")
+    ctx.principal.require(vm.tenant_id, P.VM_READ, "vm")
+    sightings = life_order(
+        list(ctx.session.scalars(select(VmSighting).where(VmSighting.vm_id == vm_id)))
+    )
+    clones = possible_clones(ctx, vm.tenant_id)
+    return CatalogEntry(vm, sightings, {s.id: clones[s.id] for s in sightings if s.id in clones})
+
+
 # --- decisions ---------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from strawberry.types import Info
 
 from dockyard.agent.protocol import links
 from dockyard.agent.protocol.notices import DecisionState
-from dockyard.agent.protocol.vm import IdleState, LifeState, PowerAction
+from dockyard.agent.protocol.vm import Idleness, IdleState, LifeState, PowerAction
 from dockyard.cloud.api.graphql import errors, relay
 from dockyard.cloud.api.graphql.commands import Command
 from dockyard.cloud.api.graphql.context import Context
@@ -172,6 +172,65 @@ class VmSighting:
         )
 
 
+@strawberry.type(description="A signal and a figure in its threshold's unit.")
+class VmSignalFigure:
+    signal: str = strawberry.field(description="`cpu` (%), `disk`, `net` (KB/s), `apps`.")
+    value: float
+
+
+@strawberry.type(description="One UTC day of the first period, as the idleness rule judged it.")
+class VmActivityDay:
+    day: datetime = strawberry.field(description="The day's start, 00:00 UTC.")
+    figures: list[VmSignalFigure] = strawberry.field(
+        description="Each signal's figure that day (the policy's statistic: peak unless it "
+        "names a percentile); a signal without samples that day is absent."
+    )
+
+
+@strawberry.type(description="The agent's last judgement of the VM's idleness, and why.")
+class VmIdleness:
+    state: IdleState
+    at: datetime = strawberry.field(description="When the agent judged.")
+    window_start: datetime
+    window_end: datetime
+    reasons: list[str]
+    thresholds: list[VmSignalFigure] = strawberry.field(
+        description="What each signal's figure must stay under, every day, for the VM to be idle."
+    )
+    days: list[VmActivityDay] = strawberry.field(
+        description="The judged days with samples, oldest first (120 at most)."
+    )
+
+    @classmethod
+    def of(cls, record: dict[str, object] | None) -> "VmIdleness | None":
+        """From a sighting's stored record; None where the agent sent none (before its first
+        evaluation, or an agent older than the field)."""
+        raw = (record or {}).get("idleness")
+        if not isinstance(raw, dict):
+            return None
+        try:
+            got = Idleness.model_validate(raw)
+        except ValueError:
+            return (
+                None  # validated when it came in; a record that no longer parses is shown without
+            )
+        return cls(
+            state=got.state,
+            at=got.at,
+            window_start=got.window_start,
+            window_end=got.window_end,
+            reasons=list(got.reasons),
+            thresholds=[VmSignalFigure(signal=k, value=v) for k, v in got.thresholds.items()],
+            days=[
+                VmActivityDay(
+                    day=d.day,
+                    figures=[VmSignalFigure(signal=k, value=v) for k, v in d.figures.items()],
+                )
+                for d in got.days
+            ],
+        )
+
+
 @strawberry.type
 class Vm:
     """A VM of the tenant's catalog, merged from its sightings (for display and reports)."""
@@ -185,12 +244,16 @@ class Vm:
     life_state: LifeState = strawberry.field(description="As its newest sighting reports it.")
     life_reason: str | None = strawberry.field(description="Why it is in a failed state.")
     archive: VmArchive | None
+    idleness: VmIdleness | None = strawberry.field(
+        description="The newest sighting's judgement: its reasons and the days it judged by."
+    )
 
     @classmethod
     def of(cls, entry: catalog.CatalogEntry) -> "Vm":
         sightings = [VmSighting.of(s, list(entry.clones.get(s.id, []))) for s in entry.sightings]
         newest = sightings[-1] if sightings else None
         return cls(
+            idleness=VmIdleness.of(entry.sightings[-1].record) if entry.sightings else None,
             id=strawberry.ID(str(entry.vm.id)),
             name=entry.vm.name,
             conflict=entry.vm.conflict,
@@ -297,6 +360,10 @@ VmsResult = Annotated[
     VmConnection | TenantNotFound | PermissionDenied | InvalidInput,
     strawberry.union("VmsResult"),
 ]
+VmResult = Annotated[
+    Vm | VmNotFound | PermissionDenied | InvalidInput,
+    strawberry.union("VmResult"),
+]
 VmDecisionsResult = Annotated[
     VmDecisionConnection | TenantNotFound | PermissionDenied | InvalidInput,
     strawberry.union("VmDecisionsResult"),
@@ -356,6 +423,13 @@ SplitVmSightingResult = Annotated[
 
 @strawberry.type
 class VmQuery:
+    @query(VmResult)
+    async def vm(self, info: Info[Context, None], id: strawberry.ID) -> Vm:
+        """One VM of the catalog: its sightings, life state and last idleness judgement."""
+        vm_id = parse_id(id, "id")
+        found = await info.context.read(lambda ctx: catalog.entry(ctx, vm_id))
+        return Vm.of(found)
+
     @query(VmsResult)
     async def vms(
         self,
