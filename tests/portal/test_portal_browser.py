@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from dockyard.cloud.domain.principal import Role
 from dockyard.cloud.store.db import Database
@@ -25,7 +26,7 @@ from ..vm.test_cloud_archive import vm
 from .browser import Watch, shoot
 from .signin import CSRF_COOKIE, PAT, SESSION_COOKIE, cookies, invite, new_page, sign_in
 from .test_portal_routes import assert_strict, built
-from .worlds import stocked
+from .worlds import BUSY, stocked
 
 pytestmark = pytest.mark.slow
 
@@ -156,6 +157,19 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     assert labels == ["Shut down", "Power off", "Suspend"]
     page.keyboard.press("Escape")
 
+    # The VM's page: why the agent judged it active, and the days it judged by.
+    page.get_by_role("link", name="web-01").click()
+    page.get_by_role("heading", name="web-01").wait_for()
+    assert page.title() == "VM web-01 · Dockyard"
+    expect(page.get_by_role("list", name="Reasons")).to_have_text(BUSY["reasons"])
+    cpu = page.get_by_role("figure", name="CPU per day, against its threshold")
+    expect(cpu.locator(".sr-only")).to_contain_text("CPU: 2 of 3 days under the threshold of 5%")
+    expect(cpu.locator(".recharts-line-dot")).to_have_count(3)
+    expect(cpu.locator(".recharts-reference-line")).to_have_count(1)
+    vm_page = shoot(page, "vm")
+    page.get_by_role("link", name="VMs", exact=True).first.click()
+    page.locator("tr", has_text="old-db").wait_for()
+
     # Pages of 25 over the connection's cursor: 32 VMs are 25 and 7.
     body = page.locator("table tbody tr")
     assert body.count() == 32
@@ -201,6 +215,6 @@ def test_agents_and_vms_pages(cloud: Cloud, pg: Database, browser: Any, tmp_path
     csrf = jar[CSRF_COOKIE]["value"]
     assert all(h.get("x-csrf-token") == csrf for h in posts), posts
     assert not any("authorization" in h for h in posts), "a bearer token: not the cookie session"
-    assert agents == vms == empty == none == {"desktop": [], "phone": []}
+    assert agents == vms == vm_page == empty == none == {"desktop": [], "phone": []}
     assert watch.errors == []
     assert watch.foreign == []

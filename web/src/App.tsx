@@ -8,6 +8,7 @@ import { SignIn } from "./auth/SignIn";
 import { useMe } from "./auth/session";
 import { Shell } from "./shell/Shell";
 import { EmptyState, ErrorNote, Loading } from "./ui/Notice";
+import { VmPage } from "./vms/VmPage";
 import { VmsPage } from "./vms/VmsPage";
 import { PoliciesPage } from "./policies/PoliciesPage";
 import { PolicyPage } from "./policies/PolicyPage";
@@ -96,6 +97,7 @@ export function router() {
               { path: "dashboard", element: <DashboardPage /> },
               { path: "agents", element: <AgentsPage /> },
               { path: "vms", element: <VmsPage /> },
+              { path: "vms/:vmId", element: <VmPage /> },
               { path: "policies", element: <PoliciesPage /> },
               { path: "policies/:policyId", element: <PolicyPage /> },
               { path: "jobs", element: <JobsPage /> },

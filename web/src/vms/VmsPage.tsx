@@ -11,7 +11,7 @@ import {
   type SortingState,
 } from "@tanstack/react-table";
 import { useMemo, useState, type FormEvent } from "react";
-import { useParams } from "react-router";
+import { Link, useParams } from "react-router";
 import { ApiError, pick } from "../api/errors";
 import { request } from "../api/graphql";
 import type { IdleState, PortalVmsQuery } from "../gql/graphql";
@@ -121,7 +121,7 @@ export function VmsPage() {
                 ▣
               </span>
             ) : null}
-            {c.getValue()}
+            <Link to={c.row.original.id}>{c.getValue()}</Link>
           </span>
         ),
       }),

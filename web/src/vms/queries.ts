@@ -101,3 +101,53 @@ export const RestoreVmMutation = graphql(`
     }
   }
 `);
+
+export const VmQuery = graphql(`
+  query PortalVm($id: ID!) {
+    vm(id: $id) {
+      __typename
+      ... on Vm {
+        id
+        name
+        conflict
+        lifeState
+        lifeReason
+        archive {
+          archivedAt
+          sizeBefore
+          storedBytes
+        }
+        sightings {
+          id
+          endpoint
+          nativeId
+          powerState
+          host
+          owner
+          seenAt
+        }
+        idleness {
+          state
+          at
+          windowStart
+          windowEnd
+          reasons
+          thresholds {
+            signal
+            value
+          }
+          days {
+            day
+            figures {
+              signal
+              value
+            }
+          }
+        }
+      }
+      ... on Error {
+        message
+      }
+    }
+  }
+`);
