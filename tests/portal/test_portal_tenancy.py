@@ -52,6 +52,7 @@ OPERATIONS = {
     "PortalCreateEnrolmentToken",
     "PortalRevokeAgent",
     "PortalVms",
+    "PortalVm",
     "PortalPowerVm",
     "PortalArchiveVm",
     "PortalRestoreVm",
@@ -60,6 +61,7 @@ SUCCESSES = {
     "AgentConnection",
     "SiteConnection",
     "VmConnection",
+    "Vm",
     "Site",
     "EnrolmentTokenCreated",
     "Agent",
@@ -150,6 +152,8 @@ def test_every_portal_operation_with_another_tenants_ids_answers_as_for_a_missin
         page.get_by_role("menuitem", name=action).click()
         with page.expect_response(lambda r, op=operation: op in (r.request.post_data or "")):
             page.get_by_role("dialog").get_by_role("button", name=action).click()
+    page.get_by_role("link", name="web-01").click()
+    page.get_by_role("heading", name="Idleness").wait_for()
 
     page.get_by_role("link", name="Agents").click()
     page.get_by_role("combobox", name="Tenant").select_option(str(a.world.msp_id))
