@@ -15,7 +15,6 @@ from ..integration.test_vault_brokered import docked_link
 from ..procs import Cloud
 from ..vm.test_cloud_archive import figures, send, vm
 
-
 BUSY = {
     "state": "active",
     "at": "2026-06-04T09:00:00+00:00",
