@@ -23,7 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,10 +105,29 @@ def pack_capacity(pack_bytes: int, max_chunk: int) -> int:
     return pack_bytes + max_chunk + 64 * 1024
 
 
+LANES = 2
+"""Files a store chunks at once. The chunker's scan is one core's work per file (1.6 GB/s
+on this machine kind), so a store of one file at a time left the second core to hashing and
+sealing alone; restic, too, reads two files at once."""
+
+
+def _serialised(progress: Progress | None) -> Progress | None:
+    """`progress` as the lanes may call it at once: one call at a time, as it was written."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def said(n: int) -> None:
+        with lock:
+            progress(n)
+
+    return said
+
+
 def memory_bound(workers: int, params: ChunkerParams, pack_bytes: int = PACK_BYTES) -> int:
     """The most a store adds to its process's memory, in bytes (agent/vault/README.md):
 
-        3 windows                 x (8 MiB read + the largest chunk)
+        LANES x 3 windows         x (8 MiB read + the largest chunk)
       + (FILLING + UPLOADS + 1)   x pack buffer (a pack + the largest chunk + 64 KiB;
                                     the one more: an S3 upload copies the pack it sends)
       + workers                   x (the largest chunk, compressed on its own thread,
@@ -119,7 +138,8 @@ def memory_bound(workers: int, params: ChunkerParams, pack_bytes: int = PACK_BYT
     window = READ_BYTES + params.max_size
     packs = (FILLING + UPLOADS_IN_FLIGHT + 1) * pack_capacity(pack_bytes, params.max_size)
     cctx = zstandard.ZstdCompressionParameters.from_level(3).estimated_compression_context_size()
-    return WINDOWS * window + packs + workers * (params.max_size + cctx) + 32 * 1024 * 1024
+    lanes = LANES * WINDOWS * window
+    return lanes + packs + workers * (params.max_size + cctx) + 32 * 1024 * 1024
 
 
 def pool_size(workers: int | None = None) -> int:
@@ -569,8 +589,14 @@ class Repository:
         lock_timeout: float = 600.0,
         rescan: bool = False,
         source: str | None = None,
+        lanes: int = LANES,
     ) -> tuple[Snapshot, StoreStats]:
         """Store the sources as one new snapshot; nothing is visible until it is complete.
+
+        `lanes` files are read at once, so `sources` is asked for the next file before the
+        ones before it are read. With `lanes=1` every file is read on the calling thread,
+        and the next is asked for only once the one before is: for sources made from what
+        the earlier ones read (a manifest of their hashes).
 
         Holds a shared lock throughout (other stores go on; prune waits). `source` names
         what is stored (default: `name`): a file whose fingerprint is the one this host's
@@ -581,7 +607,7 @@ class Repository:
             self.load_index()
             previous = {} if rescan else self._previous_files(host, source)
             snapshot, stats = self._store(
-                sources, name, tags, meta, progress, lock, previous, source
+                sources, name, tags, meta, progress, lock, previous, source, lanes
             )
         self.files_cache.save(host, source, snapshot.files)
         return snapshot, stats
@@ -596,11 +622,12 @@ class Repository:
         lock: Lock,
         previous: dict[str, FileEntry],
         source: str,
+        lanes: int = LANES,
     ) -> tuple[Snapshot, StoreStats]:
         stats = StoreStats()
         writer = _Writer(self, stats)
         try:
-            files = self._chunk_all(sources, writer, stats, progress, previous)
+            files = self._chunk_all(sources, writer, stats, progress, previous, lanes)
             writer.flush()
         finally:
             writer.drain()
@@ -628,12 +655,56 @@ class Repository:
         stats: StoreStats,
         progress: Progress | None,
         previous: dict[str, FileEntry],
+        lanes: int = LANES,
     ) -> list[FileEntry]:
-        """Chunk on this thread (the C scan releases the GIL), hash, compress and seal on
-        the pool, in order (see `_chunk_file`)."""
+        """Chunk up to `lanes` files at once, each on a lane thread of its own with its own
+        chunker (the C scan releases the GIL), and hash, compress and seal on the pool (see
+        `_chunk_file`); the files come out in the sources' order whatever lane ends first.
+        One lane is the calling thread itself. Unchanged files (the files cache) pass
+        without being read."""
+        if lanes < 1:
+            raise VaultError("a store reads with one lane at least")
         files: list[FileEntry] = []
-        chunker = Chunker(self.keys.gear, self.params)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="vault") as pool:
+        free: queue.SimpleQueue[Chunker] = queue.SimpleQueue()
+        for _ in range(lanes):
+            free.put(Chunker(self.keys.gear, self.params))
+        said = _serialised(progress) if lanes > 1 else progress
+        ahead: deque[tuple[Source, FileEntry | None, Future[tuple[list[bytes], list[int]]] | None]]
+        ahead = deque()
+
+        def settle_first() -> None:
+            source, unchanged, chunking = ahead.popleft()
+            stats.files += 1
+            if unchanged is not None:
+                files.append(unchanged)
+                stats.files_unchanged += 1
+                stats.chunks += len(unchanged.chunks)
+                return
+            assert chunking is not None
+            ids, lengths = chunking.result()
+            size = sum(lengths)
+            stats.chunks += len(ids)
+            stats.bytes_read += size
+            files.append(
+                FileEntry(source.path, size, source.mode, source.mtime, ids, source.change, lengths)
+            )
+
+        def start(source: Source) -> Future[tuple[list[bytes], list[int]]]:
+            if lane_pool is not None:
+                return lane_pool.submit(self._chunk_source, source, free, pool, writer, said)
+            here: Future[tuple[list[bytes], list[int]]] = Future()
+            here.set_result(self._chunk_source(source, free, pool, writer, said))
+            return here
+
+        with ExitStack() as running:
+            pool = running.enter_context(
+                ThreadPoolExecutor(self.workers, thread_name_prefix="vault")
+            )
+            lane_pool = (
+                running.enter_context(ThreadPoolExecutor(lanes, thread_name_prefix="vault-lane"))
+                if lanes > 1
+                else None
+            )
             for source in sources:
                 before = previous.get(source.path)
                 if (
@@ -642,25 +713,37 @@ class Repository:
                     and before.change == source.change
                     and all(c in self.index for c in before.chunks)
                 ):
-                    files.append(replace(before, mode=source.mode, mtime=source.mtime))
-                    stats.files += 1
-                    stats.files_unchanged += 1
-                    stats.chunks += len(before.chunks)
-                    if progress:
-                        progress(before.size)
-                    continue
-                with source.open() as stream:
-                    ids, lengths = self._chunk_file(stream, chunker, pool, writer, progress)
-                size = sum(lengths)
-                stats.chunks += len(ids)
-                files.append(
-                    FileEntry(
-                        source.path, size, source.mode, source.mtime, ids, source.change, lengths
+                    ahead.append(
+                        (source, replace(before, mode=source.mode, mtime=source.mtime), None)
                     )
-                )
-                stats.files += 1
-                stats.bytes_read += size
+                    if said:
+                        said(before.size)
+                else:
+                    ahead.append((source, None, start(source)))
+                # What is settled leaves at once; what is chunking holds at most a few behind.
+                while ahead and (
+                    ahead[0][2] is None or ahead[0][2].done() or len(ahead) > 2 * lanes
+                ):
+                    settle_first()
+            while ahead:
+                settle_first()
         return files
+
+    def _chunk_source(
+        self,
+        source: Source,
+        free: queue.SimpleQueue[Chunker],
+        pool: ThreadPoolExecutor,
+        writer: _Writer,
+        progress: Progress | None,
+    ) -> tuple[list[bytes], list[int]]:
+        """One file on a lane, with a chunker no other lane holds meanwhile."""
+        chunker = free.get()
+        try:
+            with source.open() as stream:
+                return self._chunk_file(stream, chunker, pool, writer, progress)
+        finally:
+            free.put(chunker)
 
     def _chunk_file(
         self,

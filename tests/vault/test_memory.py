@@ -1,7 +1,8 @@
 """A store's memory is bounded by its settings, not by the machine or the data: 16 workers
 (on whatever cores this machine has) store 1 GiB of unique data that neither dedups nor
-compresses, in a real process, and what the store adds to the RSS stays under
-`memory_bound(16, ...)`, the formula agent/vault/README.md documents.
+compresses, as two files so both lanes chunk at once, in a real process, and what the store
+adds to the RSS stays under `memory_bound(16, ...)`, the formula agent/vault/README.md
+documents.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ size, workers = int(sys.argv[2]), int(sys.argv[3])
 
 class Unique(io.RawIOBase):
     '''Never the same block twice: a seeded generator, read as it is made.'''
-    def __init__(self):
-        self.left, self.rng = size, random.Random(11)
+    def __init__(self, seed):
+        self.left, self.rng = size // 2, random.Random(seed)
     def readable(self):
         return True
     def readinto(self, b):
@@ -43,7 +44,9 @@ cost = ScryptCost(n={n}, r=8, p=1)
 repo = Repository.init(LocalBackend(Path(sys.argv[1])), {passphrase!r}, cost=cost, workers=workers)
 assert repo.workers == workers
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-snap, stats = repo.store([Source("unique.img", lambda: io.BufferedReader(Unique(), 1 << 20))])
+# Two files, so that both of the store's lanes chunk at once.
+files = [Source("unique-%d.img" % i, lambda i=i: io.BufferedReader(Unique(i), 1 << 20)) for i in (11, 12)]
+snap, stats = repo.store(files)
 assert stats.bytes_read == size and stats.new_chunks == stats.chunks, stats
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, before * 1024, stats.new_bytes_stored)
 """

@@ -474,7 +474,8 @@ class Archiver:
         def sources() -> Iterator[Source]:
             for f in chosen:
                 yield Source(f.name, opener(f), f.size)
-            # The vault stores sources one after the other, so every hash is known here.
+            # One lane (`lanes=1`): the vault reads each source before it asks for the next,
+            # so every hash is known here.
             manifest = Manifest(
                 vm.native_id,
                 vm.name,
@@ -516,6 +517,7 @@ class Archiver:
             meta={"vm": vm.native_id, "endpoint": job.endpoint, "kind": "vm-archive"},
             source=f"vm-archive/{job.endpoint}/{vm.native_id}",
             rescan=True,
+            lanes=1,  # the manifest is made from every file's hash: each read before it
         )
         meter.tell()
         repo.pin(snapshot.id, f"archive of {vm.name} ({job.endpoint}/{vm.native_id})")
