@@ -342,3 +342,50 @@ def test_format_1_repositories_keep_hmac_ids_and_the_id_hash_is_under_the_mac(
     config_file.write_text(json.dumps(config))
     with pytest.raises(WrongKey):
         Repository.open(LocalBackend(tmp_path / "v2"), passphrase=PASS)
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_files_come_out_in_order_and_one_lane_reads_each_before_the_next(
+    repo: Repository, tmp_path: Path, lanes: int
+) -> None:
+    """Two lanes read files at once, the large and the small overtaking each other; the
+    snapshot still lists them in the sources' order, each restoring to its bytes. One lane
+    asks for the next source only once the one before was read to its end (what the VM
+    archive's manifest of hashes needs), and reads it on the calling thread."""
+    import threading
+
+    sizes = [2_000_000, 10, 700_000, 0, 1_500_000, 3, 40_000]
+    blobs = [vm_like(n, 40 + i) if n > 1000 else bytes([i]) * n for i, n in enumerate(sizes)]
+    finished: list[int] = []
+    threads: set[str] = set()
+
+    class Tracked(io.BytesIO):
+        def __init__(self, i: int) -> None:
+            super().__init__(blobs[i])
+            self.i = i
+
+        def readinto(self, b) -> int:  # type: ignore[no-untyped-def, override]
+            threads.add(threading.current_thread().name)
+            n = super().readinto(b)
+            if n == 0 and self.i not in finished:
+                finished.append(self.i)
+            return n
+
+    asked_after: list[list[int]] = []
+
+    def sources():  # type: ignore[no-untyped-def]
+        for i, blob in enumerate(blobs):
+            asked_after.append(sorted(finished))
+            yield Source(f"f{i}", lambda i=i: Tracked(i), len(blob), 0o640, 1_700_000_000.0)
+
+    snap, stats = repo.store(sources(), lanes=lanes)
+    assert [f.path for f in snap.files] == [f"f{i}" for i in range(len(blobs))]
+    assert stats.bytes_read == sum(sizes)
+    if lanes == 1:
+        assert asked_after == [list(range(i)) for i in range(len(blobs))]
+        assert threads == {threading.current_thread().name}
+    else:
+        assert any(name.startswith("vault-lane") for name in threads)
+    repo.restore(snap.id, tmp_path / "out", sparse=False)
+    for i, blob in enumerate(blobs):
+        assert (tmp_path / "out" / f"f{i}").read_bytes() == blob
