@@ -1,11 +1,12 @@
-"""The portal live in a real browser: an agent docked while the agents page is open appears
-without a reload, carried by the portal's GraphQL subscription over the same-origin
+"""The portal live in a real browser: an agent docked, with the token and dock line the
+agents page made, while the page is open appears without a reload, carried by the portal's GraphQL subscription over the same-origin
 WebSocket (which the strict CSP lets through), and the page is the one it was; an agent
 going quiet while the dashboard is open moves from online to quiet the same way."""
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from dockyard.cloud.domain.principal import Role
 from dockyard.cloud.store.db import Database
 from dockyard.cloud.store.models import Agent as AgentRow
 
-from ..factories import enrol_agent, enrolment_secret, make_world, system
+from ..factories import enrol_agent, make_world, system
 from ..procs import Agent, Cloud
 from .browser import Watch
 from .signin import SAM, invite, new_page, sign_in
@@ -58,8 +59,16 @@ def test_an_agent_docked_while_the_agents_page_is_open_appears_without_a_reload(
         )
 
     _wait(page, subscribed)
+    # The token made here, in the page, and the dock line it shows, run by a real agent.
+    page.get_by_role("button", name="Create enrolment token").click()
+    line = page.get_by_label("Dock command").input_value()
+    secret = re.search(r"printf '%s' '([^']+)'", line)
+    assert secret is not None, line
+    token_file = tmp_path / "dockyard-enrol.token"
+    token_file.write_text(secret.group(1))
     agent = Agent(tmp_path / "agent")
-    agent.dock(cloud.url, enrolment_secret(world))
+    docked = agent.cli("dock", cloud.url, "--token-file", str(token_file))
+    assert docked.returncode == 0, docked.stderr
     # The agent names itself after its host.
     page.locator("table tbody tr", has_text=socket.gethostname()).wait_for()
     assert page.evaluate("() => window.dockyardSameDocument === true"), "the page reloaded"
