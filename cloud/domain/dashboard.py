@@ -102,11 +102,8 @@ def jobs_by_day(ctx: Ctx, tenant_id: uuid.UUID, days: int) -> list[JobDay]:
     today, oldest first, every day present (a day without jobs counts zero): one grouped
     statement over the tenant's jobs."""
     ctx.principal.require(tenant_id, P.JOB_READ)
-    if not 1 <= days <= MAX_DAYS:
-        raise Invalid(f"days is between 1 and {MAX_DAYS}")
-    today = ctx.now().astimezone(UTC).date()
-    first = today - timedelta(days=days - 1)
-    since = datetime.combine(first, time(), UTC)
+    each = window(ctx, days)
+    since = datetime.combine(each[0], time(), UTC)
     day = utc_day(Job.updated_at)
     failed = Job.state.in_([s.value for s in FAILED])
     rows = ctx.session.execute(
@@ -119,9 +116,13 @@ def jobs_by_day(ctx: Ctx, tenant_id: uuid.UUID, days: int) -> list[JobDay]:
         .group_by(day)
     ).all()
     counts = {date.fromisoformat(str(d)[:10]): (int(ok), int(bad)) for d, ok, bad in rows}
-    out = []
-    for n in range(days):
-        d = first + timedelta(days=n)
-        ok, bad = counts.get(d, (0, 0))
-        out.append(JobDay(d, ok, bad))
-    return out
+    return [JobDay(d, *counts.get(d, (0, 0))) for d in each]
+
+
+def window(ctx: Ctx, days: int) -> list[date]:
+    """The last `days` UTC days with today, oldest first: the charts' window (`Invalid`
+    outside 1 to `MAX_DAYS`)."""
+    if not 1 <= days <= MAX_DAYS:
+        raise Invalid(f"days is between 1 and {MAX_DAYS}")
+    today = ctx.now().astimezone(UTC).date()
+    return [today - timedelta(days=days - 1 - n) for n in range(days)]

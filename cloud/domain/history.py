@@ -24,7 +24,7 @@ from dockyard.cloud.store.tenancy import unscoped
 
 from . import dashboard, modules
 from .context import Ctx
-from .errors import Invalid, Refused
+from .errors import Refused
 from .modules import Figures, Timer, TimerEnv
 from .permissions import Permission as P
 from .principal import Principal
@@ -130,8 +130,7 @@ def history(ctx: Ctx, tenant_id: uuid.UUID, days: int) -> History:
     """The last `days` UTC days with today, oldest first, of every figure the principal may
     read (a part it may not read is left out, as its card would be)."""
     dashboard.check(ctx, tenant_id)
-    if not 1 <= days <= dashboard.MAX_DAYS:
-        raise Invalid(f"days is between 1 and {dashboard.MAX_DAYS}")
+    window = dashboard.window(ctx, days)
     readable = []
     for part in parts():
         try:
@@ -139,8 +138,7 @@ def history(ctx: Ctx, tenant_id: uuid.UUID, days: int) -> History:
         except Refused:
             continue
         readable.append(part)
-    today = ctx.now().astimezone(UTC).date()
-    window = [today - timedelta(days=days - 1 - n) for n in range(days)]
+    today = window[-1]
     prefixes = tuple(f"{p.prefix}." for p in readable)
     sampled: dict[str, dict[date, float]] = {}
     for s in ctx.session.scalars(
